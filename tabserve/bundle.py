@@ -1,0 +1,166 @@
+"""The model bundle (`model.bin`): the fitted pipeline, its schema, classes, threshold, metrics
+and metadata, written atomically and checked before it is unpickled.
+
+File layout: one header line `tabserve-bundle 1 sha256=<hex digest of the payload>`, then the
+pickled bundle. Loading verifies the header and the digest before unpickling, so a
+truncated, corrupted or foreign file is refused with a clear message instead of half-loading.
+Unpickling still runs code: load only model files you trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+from sklearn.pipeline import Pipeline
+
+from tabserve.schema import Schema
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"tabserve-bundle 1 sha256="
+TRACKED_PACKAGES = ("scikit-learn", "xgboost-cpu", "numpy", "pandas")
+
+
+class ModelLoadError(RuntimeError):
+    """A model file that cannot be served; the message names the path and the fix."""
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries whose pickles the bundle holds."""
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = package_version(name)
+        except Exception:  # noqa: BLE001 - an absent distribution is simply not recorded
+            continue
+    return versions
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+@dataclass
+class ModelBundle:
+    """Everything `predict.py` needs to serve, and everything a user needs to trust it."""
+
+    pipeline: Pipeline
+    schema: Schema
+    classes: list[str]
+    positive_class: str | None
+    threshold: float | None
+    threshold_rule: str | None
+    metrics: dict[str, Any]
+    example: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_training(cls, result, *, data_path: Path, data_sha256: str, seed: int) -> ModelBundle:
+        """Pack a `training.TrainingResult` with its metadata and content-derived version id."""
+        bundle = cls(pipeline=result.pipeline, schema=result.schema, classes=result.classes,
+                     positive_class=result.positive_class, threshold=result.threshold,
+                     threshold_rule=result.threshold_rule, metrics=result.metrics,
+                     example=result.example)
+        bundle.metadata = {
+            "model_version": bundle.content_version(),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "data": {"path": str(data_path), "sha256": data_sha256},
+            "seed": seed,
+            "libraries": library_versions(),
+        }
+        return bundle
+
+    def content_version(self) -> str:
+        """A short hash of what decides the answers: same data and seed give the same id."""
+        content = pickle.dumps((self.pipeline, self.schema, self.classes, self.positive_class,
+                                self.threshold), protocol=5)
+        return hashlib.sha256(content).hexdigest()[:12]
+
+    @property
+    def version(self) -> str:
+        return self.metadata["model_version"]
+
+    @property
+    def task(self) -> str:
+        return "binary" if len(self.classes) == 2 else "multiclass"
+
+    def save(self, path: Path | str) -> None:
+        """Write atomically: a crash or a full disk never leaves half a model at `path`."""
+        path = Path(path)
+        payload = pickle.dumps(self, protocol=5)
+        header = MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+        partial = path.with_name(path.name + ".partial")
+        try:
+            with partial.open("wb") as f:
+                f.write(header)
+                f.write(payload)
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: Path | str) -> ModelBundle:
+        """Read, verify and unpickle a bundle; `ModelLoadError` says why a file is refused."""
+        path = Path(path)
+        fix = "train one with `python train.py` (or set MODEL_PATH to a model file)"
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise ModelLoadError(f"model file {path} not found: {fix}") from None
+        except OSError as err:
+            raise ModelLoadError(f"model file {path} cannot be read ({err.strerror}): {fix}") from None
+        header, _, payload = raw.partition(b"\n")
+        if not header.startswith(MAGIC):
+            raise ModelLoadError(f"model file {path} is not a tabserve model bundle: {fix}")
+        if hashlib.sha256(payload).hexdigest().encode() != header[len(MAGIC):]:
+            raise ModelLoadError(f"model file {path} is corrupted or truncated "
+                                 f"(its checksum does not match): {fix}")
+        try:
+            bundle = pickle.loads(payload)
+        except Exception as err:  # noqa: BLE001 - any unpickling failure means "incompatible"
+            raise ModelLoadError(
+                f"model file {path} cannot be loaded with the libraries installed here "
+                f"({', '.join(f'{k} {v}' for k, v in library_versions().items())}): "
+                f"{type(err).__name__}: {err}; retrain with `python train.py`") from err
+        if not isinstance(bundle, cls):
+            raise ModelLoadError(f"model file {path} holds a {type(bundle).__name__}, "
+                                 f"not a model bundle: {fix}")
+        for message in bundle.version_mismatches():
+            log.warning("%s: %s", path, message)
+        return bundle
+
+    def version_mismatches(self) -> list[str]:
+        """Libraries whose major.minor version differs from the one at training time."""
+        trained = self.metadata.get("libraries", {})
+        here = library_versions()
+        return [f"{name} {trained[name]} at training time, {here[name]} here; "
+                "answers may differ: retrain with `python train.py`"
+                for name in trained if name in here and _minor(trained[name]) != _minor(here[name])]
+
+    def describe(self) -> dict[str, Any]:
+        """The bundle as plain JSON for `GET /model`."""
+        return {
+            "model_version": self.version,
+            "target": self.schema.target,
+            "task": self.task,
+            "classes": self.classes,
+            "positive_class": self.positive_class,
+            "threshold": self.threshold,
+            "threshold_rule": self.threshold_rule,
+            "model": self.metrics.get("chosen"),
+            "schema": {"fields": [f.describe() for f in self.schema.fields],
+                       "dropped": [{"name": d.name, "reason": d.reason}
+                                   for d in self.schema.dropped]},
+            "example": self.example,
+            "metrics": self.metrics,
+            "metadata": self.metadata,
+            "library_mismatches": self.version_mismatches(),
+        }

@@ -1,0 +1,53 @@
+"""Settings of the service, read from the environment once, when the app is created."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+def _positive_int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_path: Path = Path("model.bin")
+    max_batch_records: int = 10_000
+    max_body_bytes: int = 32 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Build settings from `MODEL_PATH`, `MAX_BATCH_RECORDS` and `MAX_BODY_BYTES`."""
+        env = os.environ if env is None else env
+        return cls(
+            model_path=Path(env.get("MODEL_PATH") or "model.bin"),
+            max_batch_records=_positive_int(env, "MAX_BATCH_RECORDS", cls.max_batch_records),
+            max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", cls.max_body_bytes),
+        )
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: the cgroup quota (containers) or the affinity mask."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))  # round up
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit visible: the affinity mask decides
+    return cpus

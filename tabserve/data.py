@@ -1,0 +1,94 @@
+"""Load a training CSV into a frame of trimmed strings; `DataError` for files we cannot use."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+# Spellings pandas reads as missing by default, compared after trimming.
+MISSING_TOKENS = frozenset(
+    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+     "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+)
+_SNIFF_BYTES = 64 * 1024
+
+
+class DataError(ValueError):
+    """A data file that cannot be trained on; the message says what is wrong and where."""
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _sniff_delimiter(path: Path, head: str) -> str:
+    header = head.splitlines()[0] if head else ""
+    if "," in header:
+        return ","
+    try:
+        return csv.Sniffer().sniff(header, delimiters=";\t|").delimiter
+    except csv.Error:
+        raise DataError(
+            f"{path}: the header row has no comma or other delimiter; is this a CSV file?"
+        ) from None
+
+
+def _read_head(path: Path) -> str:
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file")
+    with path.open("rb") as f:
+        raw = f.read(_SNIFF_BYTES)
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty")
+    if b"\x00" in raw:
+        raise DataError(f"{path}: looks like a binary file, not a CSV (it contains NUL bytes)")
+    try:
+        # a multi-byte character may be cut at the end of the sniffed block
+        return raw.decode("utf-8-sig", errors="strict" if len(raw) < _SNIFF_BYTES else "ignore")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+            "re-save the file as UTF-8"
+        ) from None
+
+
+def load_csv(path: Path | str) -> pd.DataFrame:
+    """Read a CSV with a header row: every cell a trimmed string, missing cells NA."""
+    path = Path(path)
+    head = _read_head(path)
+    delimiter = _sniff_delimiter(path, head)
+    header = next(csv.reader([head.splitlines()[0]], delimiter=delimiter))
+    names = [name.strip() for name in header]
+    duplicates = sorted(name for name, n in Counter(names).items() if n > 1)
+    if duplicates:
+        raise DataError(f"{path}: duplicate column names: {', '.join(duplicates)}")
+    if any(name == "" for name in names):
+        raise DataError(f"{path}: column {names.index('') + 1} of the header has no name")
+    try:
+        frame = pd.read_csv(
+            path, sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig",
+            skipinitialspace=True,
+        )
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err.reason} at offset {err.start}); "
+                        "re-save the file as UTF-8") from None
+    except (pd.errors.ParserError, ValueError) as err:
+        raise DataError(f"{path}: not a valid CSV: {' '.join(str(err).split())}") from None
+    frame.columns = names
+    if frame.empty:
+        raise DataError(f"{path}: the file has a header row but no data rows")
+    for name in frame.columns:
+        column = frame[name].str.strip()
+        frame[name] = column.mask(column.isin(MISSING_TOKENS))
+    return frame

@@ -1,0 +1,346 @@
+"""The input schema: inferred from training data, stored in the bundle, and the contract that
+every request is validated against.
+
+Both paths produce the same *columns* (one numpy array per field), so the encoder that turns
+columns into the model's matrix is shared by training and serving:
+- `Schema.columns_from_frame(frame)`: training rows (a frame of trimmed strings)
+- `Schema.validate(records)`: request records (parsed JSON objects), collecting every problem
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# Values a boolean-like field accepts, compared after trimming and lower-casing strings.
+# (JSON true/false and the numbers 1/0 hash alike in Python, so they share entries.)
+BOOLEAN_VALUES: dict[Any, float] = {
+    True: 1.0, False: 0.0,
+    "1": 1.0, "0": 0.0, "1.0": 1.0, "0.0": 0.0,
+    "yes": 1.0, "no": 0.0, "y": 1.0, "n": 0.0,
+    "true": 1.0, "false": 0.0, "t": 1.0, "f": 0.0,
+}
+_BOOLEAN_PAIRS = [{"1", "0"}, {"1.0", "0.0"}, {"yes", "no"}, {"y", "n"}, {"true", "false"},
+                  {"t", "f"}]
+_ID_NAME = re.compile(r"(^|[_\s-])(id|key|uuid|guid|index|idx)$|^(id|key|uuid|index)[_\s-]",
+                      re.IGNORECASE)
+_MAX_TEXT_LEVELS = 200  # a text column with more distinct values than this that are nearly
+                        # unique per row is free text or an identifier, not a category
+_MISSING = object()     # a key absent from a record (distinct from JSON null)
+_JSON_TYPE_NAMES = {str: "string", bool: "boolean", int: "number", float: "number",
+                    dict: "object", list: "array", type(None): "null"}
+
+
+class Kind(str, Enum):
+    NUMERIC = "numeric"
+    CATEGORICAL = "categorical"
+    BOOLEAN = "boolean"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input field: its kind, whether training saw it missing, and what values it took."""
+
+    name: str
+    kind: Kind
+    nullable: bool
+    categories: tuple[str, ...] = ()    # categorical: levels seen, most frequent first
+    spellings: tuple[str, str] = ("", "")  # boolean: how true and false were written
+    minimum: float | None = None        # numeric: range seen (documentation, not a limit)
+    maximum: float | None = None
+
+    @cached_property
+    def category_set(self) -> frozenset[str]:
+        return frozenset(self.categories)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # leave out the cached set: its pickled order varies by process, and the bundle's
+        # bytes (hence the model version id) must not
+        return {k: v for k, v in self.__dict__.items() if k != "category_set"}
+
+    def describe(self) -> dict[str, Any]:
+        """The field as plain JSON for `GET /model`."""
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind.value,
+                               "nullable": self.nullable}
+        if self.kind is Kind.CATEGORICAL:
+            out["categories"] = list(self.categories)
+        elif self.kind is Kind.BOOLEAN:
+            out["true"], out["false"] = self.spellings
+        else:
+            out["minimum"], out["maximum"] = self.minimum, self.maximum
+        return out
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A column of the training data that the model does not use, and why."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What is wrong with one field of one record; `index` is None for a single record."""
+
+    field: str | None
+    message: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        where = "" if self.index is None else f"records[{self.index}]"
+        if self.field is not None:
+            where = f"{where}.{self.field}" if where else self.field
+        return f"{where}: {self.message}" if where else self.message
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"field": self.field, "message": self.message}
+        if self.index is not None:
+            out["index"] = self.index
+        return out
+
+
+class RequestError(ValueError):
+    """A client mistake; the app answers it with a 4xx problem+json that lists `problems`."""
+
+    def __init__(self, problems: list[Problem], status: int = 422, title: str | None = None):
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
+        self.status = status
+        self.title = title
+
+
+@dataclass
+class Validated:
+    """The outcome of validating records: typed columns, problems, and per-record warnings."""
+
+    columns: dict[str, np.ndarray]
+    problems: list[Problem] = field(default_factory=list)
+    warnings: dict[int, list[str]] = field(default_factory=dict)
+
+    def warn(self, index: int, message: str) -> None:
+        self.warnings.setdefault(index, []).append(message)
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _shown(value: Any) -> str:
+    """A short rendering of a client's value for an error message."""
+    if isinstance(value, str):
+        text = value if len(value) <= 40 else value[:37] + "..."
+        return f"string {text!r}"
+    if isinstance(value, (dict, list)):
+        return _json_type(value)
+    return f"{_json_type(value)} {value!r}" if not isinstance(value, bool) else \
+        f"boolean {str(value).lower()}"
+
+
+def _infer_field(name: str, column: pd.Series) -> Field | Dropped:
+    present = column.dropna()
+    if present.empty:
+        return Dropped(name, "every value is missing")
+    nullable = len(present) < len(column)
+    distinct = present.unique()
+    if len(distinct) == 1 and not nullable:
+        return Dropped(name, f"constant: every row is {distinct[0]!r}")
+
+    numbers = pd.to_numeric(present, errors="coerce")
+    if numbers.notna().all() and np.isfinite(numbers.to_numpy(dtype=float)).all():
+        if set(numbers.unique()) <= {0, 1} and len(distinct) <= 2:
+            return _boolean_field(name, present, nullable)
+        integral = bool((numbers == numbers.round()).all())
+        unique_per_row = numbers.nunique() == len(column)
+        consecutive = unique_per_row and numbers.max() - numbers.min() + 1 == len(column)
+        if integral and unique_per_row and (consecutive or _ID_NAME.search(name)):
+            return Dropped(name, "identifier: a distinct integer on every row")
+        return Field(name, Kind.NUMERIC, nullable,
+                     minimum=float(numbers.min()), maximum=float(numbers.max()))
+
+    lowered = set(present.str.lower().unique())
+    if len(lowered) == 2 and lowered in _BOOLEAN_PAIRS:
+        return _boolean_field(name, present, nullable)
+    if len(distinct) == len(column) and len(column) >= 20:
+        return Dropped(name, "identifier: a distinct text value on every row")
+    if len(distinct) > _MAX_TEXT_LEVELS and len(distinct) > 0.5 * len(present):
+        return Dropped(name, f"free text or identifier: {len(distinct)} distinct values "
+                             f"in {len(present)} rows")
+    counts = present.value_counts()
+    levels = sorted(counts.index, key=lambda level: (-counts[level], level))
+    return Field(name, Kind.CATEGORICAL, nullable, categories=tuple(levels))
+
+
+def _boolean_field(name: str, present: pd.Series, nullable: bool) -> Field:
+    by_value: dict[float, str] = {}
+    for spelling in present.unique():
+        by_value.setdefault(BOOLEAN_VALUES[spelling.lower()], spelling)
+    # a column that only ever held one of the two values still names the other
+    true = by_value.get(1.0) or {"0": "1", "0.0": "1.0", "no": "yes"}.get(by_value[0.0].lower(), "true")
+    false = by_value.get(0.0) or {"1": "0", "1.0": "0.0", "yes": "no"}.get(by_value[1.0].lower(), "false")
+    return Field(name, Kind.BOOLEAN, nullable, spellings=(true, false))
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The contract for inputs: the fields a record must carry, and the columns dropped."""
+
+    target: str
+    fields: tuple[Field, ...]
+    dropped: tuple[Dropped, ...] = ()
+
+    @classmethod
+    def infer(cls, frame: pd.DataFrame, target: str) -> Schema:
+        """Infer each column's kind from a frame of trimmed strings (see `data.load_csv`)."""
+        fields: list[Field] = []
+        dropped: list[Dropped] = []
+        for name in frame.columns:
+            if name == target:
+                continue
+            inferred = _infer_field(name, frame[name])
+            (fields if isinstance(inferred, Field) else dropped).append(inferred)
+        return cls(target=target, fields=tuple(fields), dropped=tuple(dropped))
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def field(self, name: str) -> Field:
+        return next(f for f in self.fields if f.name == name)
+
+    def example_record(self, frame: pd.DataFrame) -> dict[str, Any]:
+        """A record in request form, from the first training row with no missing field."""
+        complete = frame[self.names].dropna()
+        row = (complete if len(complete) else frame[self.names]).iloc[0]
+        return {f.name: _json_value(f, row[f.name]) for f in self.fields}
+
+    def columns_from_frame(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Typed columns from training rows: floats for numbers and booleans, objects for text."""
+        missing = [name for name in self.names if name not in frame.columns]
+        if missing:
+            raise KeyError(f"frame lacks the schema's fields: {', '.join(missing)}")
+        columns: dict[str, np.ndarray] = {}
+        for f in self.fields:
+            column = frame[f.name]
+            if f.kind is Kind.NUMERIC:
+                columns[f.name] = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+            elif f.kind is Kind.BOOLEAN:
+                lowered = column.astype("object").map(
+                    lambda v: BOOLEAN_VALUES.get(v.strip().lower(), np.nan) if isinstance(v, str)
+                    else BOOLEAN_VALUES.get(v, np.nan))
+                columns[f.name] = lowered.to_numpy(dtype=np.float64)
+            else:
+                text = column.astype("object").where(column.notna(), None)
+                columns[f.name] = text.map(lambda v: v if v is None else str(v).strip()).to_numpy(
+                    dtype=object)
+        return columns
+
+    def validate(self, records: list[dict[str, Any]], indexed: bool = True) -> Validated:
+        """Check records against the schema, column by column, collecting every problem.
+
+        Errors: a missing field, a wrong JSON type, a non-finite number, a null where training
+        had no missing values. Warnings: unknown fields and unseen categories.
+        With `indexed=False` (a single record) problems carry no record index.
+        """
+        out = Validated(columns={})
+        for f in self.fields:
+            values = [record.get(f.name, _MISSING) for record in records]
+            checker = _CHECKERS[f.kind]
+            out.columns[f.name] = checker(f, values, out, indexed)
+        known = set(self.names)
+        for i, record in enumerate(records):
+            if record.keys() - known:
+                for name in sorted(record.keys() - known):
+                    why = "the target is not an input" if name == self.target else \
+                        "the model does not use it"
+                    out.warn(i, f"unknown field {name!r} ignored ({why})")
+        return out
+
+
+def _json_value(f: Field, text: str) -> Any:
+    if f.kind is Kind.NUMERIC:
+        number = float(text)
+        return int(number) if number.is_integer() and "." not in text else number
+    if f.kind is Kind.BOOLEAN and text in ("0", "1"):
+        return int(text)
+    return text
+
+
+def _type_problem(value: Any, expected: str) -> str:
+    if value is _MISSING:
+        return "required field is missing"
+    if value is None:
+        return "null is not allowed: the training data had no missing values for this field"
+    return f"expected {expected}, got {_shown(value)}"
+
+
+def _report(out: Validated, f: Field, index: int, indexed: bool, message: str) -> None:
+    out.problems.append(Problem(f.name, message, index if indexed else None))
+
+
+def _check_numeric(f: Field, values: list, out: Validated, indexed: bool) -> np.ndarray:
+    allowed = {int, float, type(None)} if f.nullable else {int, float}
+    if set(map(type, values)) <= allowed:  # the fast path: every value is a number
+        column = np.array(values, dtype=np.float64)
+        if np.isfinite(column).all() or (f.nullable and not np.isinf(column).any()):
+            return column
+    column = np.full(len(values), np.nan)
+    for i, value in enumerate(values):
+        if value is None and f.nullable:
+            continue
+        if type(value) not in (int, float):
+            _report(out, f, i, indexed, _type_problem(value, "a number"))
+        elif not math.isfinite(float(value)):
+            _report(out, f, i, indexed, f"expected a finite number, got {value!r}")
+        else:
+            column[i] = value
+    return column
+
+
+def _check_boolean(f: Field, values: list, out: Validated, indexed: bool) -> np.ndarray:
+    column = np.full(len(values), np.nan)
+    expected = f"a boolean (true/false, 1/0, or {f.spellings[0]!r}/{f.spellings[1]!r})"
+    for i, value in enumerate(values):
+        kind = type(value)
+        if kind is str:
+            number = BOOLEAN_VALUES.get(value.strip().lower())
+        elif kind in (bool, int, float):
+            number = BOOLEAN_VALUES.get(value)
+        elif value is None and f.nullable:
+            continue
+        else:
+            number = None
+        if number is None:
+            _report(out, f, i, indexed, _type_problem(value, expected))
+        else:
+            column[i] = number
+    return column
+
+
+def _check_categorical(f: Field, values: list, out: Validated, indexed: bool) -> np.ndarray:
+    known = f.category_set
+    column = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        if type(value) is str:
+            if value not in known:
+                value = value.strip()
+                if value not in known:
+                    out.warn(i, f"unseen category {value!r} for field {f.name!r} "
+                                "(encoded as none of the known categories)")
+            column[i] = value
+        elif value is None and f.nullable:
+            column[i] = None
+        else:
+            _report(out, f, i, indexed, _type_problem(value, "a string"))
+    return column
+
+
+_CHECKERS = {Kind.NUMERIC: _check_numeric, Kind.BOOLEAN: _check_boolean,
+             Kind.CATEGORICAL: _check_categorical}
