@@ -119,9 +119,9 @@ def model() -> Response:
 
 def _request_error(err: RequestError) -> Response:
     title = err.title or "Unprocessable Content"
-    count = len(err.problems)
-    detail = str(err.problems[0]) if count == 1 else \
-        f"{count} problems found; see 'errors'"
+    shown = "; ".join(str(p) for p in err.problems[:3])
+    more = len(err.problems) - 3
+    detail = shown if more <= 0 else f"{shown}; and {more} more problems (see 'errors')"
     return problem_response(err.status, title, detail, err.problems)
 
 

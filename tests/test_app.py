@@ -1,0 +1,177 @@
+"""Every endpoint and every bad-request case, through the Flask test client."""
+
+import math
+
+import orjson
+import pytest
+
+from tabserve.app import create_app
+from tabserve.config import Settings
+
+
+def post(client, body, content_type="application/json"):
+    data = body if isinstance(body, (bytes, str)) else orjson.dumps(body)
+    return client.post("/predict", data=data, content_type=content_type)
+
+
+def test_one_record_answers_one_object_with_course_fields(client, telco_record, telco_bundle):
+    response = post(client, telco_record)
+    assert response.status_code == 200
+    answer = response.get_json()
+    assert set(answer) == {"label", "probabilities", "churn_probability", "churn",
+                           "model_version"}
+    assert answer["label"] in ("Yes", "No")
+    assert isinstance(answer["churn"], bool)
+    assert answer["churn"] == (answer["label"] == "Yes")
+    assert answer["churn_probability"] == pytest.approx(answer["probabilities"]["Yes"])
+    assert math.isclose(sum(answer["probabilities"].values()), 1.0, abs_tol=1e-6)
+    assert answer["model_version"] == telco_bundle.version
+
+
+def test_batch_answers_a_list_in_order(client, telco_record):
+    long_tenure = {**telco_record, "tenure": 72, "contract": "Two year"}
+    single = [post(client, r).get_json() for r in (telco_record, long_tenure)]
+    response = post(client, [telco_record, long_tenure])
+    assert response.status_code == 200
+    batch = response.get_json()
+    assert [a["label"] for a in batch] == [a["label"] for a in single]
+    for in_batch, alone in zip(batch, single):  # equal up to float rounding in BLAS
+        assert in_batch["churn_probability"] == pytest.approx(alone["churn_probability"], abs=1e-12)
+    assert single[0]["churn_probability"] > single[1]["churn_probability"]
+
+
+def test_warnings_for_unknown_fields_and_unseen_categories(client, telco_record):
+    answer = post(client, {**telco_record, "contract": "Ten year", "customer_id": "x"}).get_json()
+    assert "churn" in answer
+    assert any("unseen category 'Ten year'" in w for w in answer["warnings"])
+    assert any("unknown field 'customer_id'" in w for w in answer["warnings"])
+
+
+def test_nullable_field_accepts_null(client, telco_record):
+    assert post(client, {**telco_record, "total_charges": None}).status_code == 200
+
+
+def problems(response):
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json()
+    assert body["status"] == response.status_code and body["title"] and body["detail"]
+    assert "Traceback" not in response.get_data(as_text=True)
+    return body
+
+
+@pytest.mark.parametrize("body, content_type, status, detail", [
+    (b"{not json", "application/json", 400, "not valid JSON"),
+    (b"", "application/json", 400, "not valid JSON"),
+    (b"\xff\xfe", "application/json", 400, "not valid JSON"),
+    (b'{"tenure": NaN}', "application/json", 400, "not valid JSON"),
+    (b'{"tenure": 1e999}', "application/json", 400, "not valid JSON"),
+    (b'"a string"', "application/json", 400, "got string"),
+    (b"42", "application/json", 400, "got number"),
+    (b"null", "application/json", 400, "got null"),
+    (b"[]", "application/json", 400, "the batch is empty"),
+    (b"[1, []]", "application/json", 400, "expected a JSON object, got number"),
+    (b"{}", "text/plain", 415, "Content-Type: application/json"),
+    (b"{}", "", 415, "Content-Type: application/json"),
+])
+def test_malformed_bodies(client, body, content_type, status, detail):
+    response = post(client, body, content_type)
+    assert response.status_code == status
+    assert detail in problems(response)["detail"]
+
+
+@pytest.mark.parametrize("change, field, message", [
+    ({"tenure": "abc"}, "tenure", "expected a number, got string 'abc'"),
+    ({"contract": 5}, "contract", "expected a string, got number 5"),
+    ({"contract": {"a": 1}}, "contract", "expected a string, got object"),
+    ({"monthly_charges": None}, "monthly_charges", "null is not allowed"),
+    ({"senior_citizen": "sometimes"}, "senior_citizen", "expected a boolean"),
+])
+def test_wrong_values_name_the_field(client, telco_record, change, field, message):
+    response = post(client, {**telco_record, **change})
+    assert response.status_code == 422
+    body = problems(response)
+    assert body["errors"] == [{"field": field, "message": body["errors"][0]["message"]}]
+    assert message in body["errors"][0]["message"]
+    assert body["detail"].startswith(f"{field}: ")
+
+
+def test_missing_field(client, telco_record):
+    record = dict(telco_record)
+    del record["tenure"]
+    body = problems(post(client, record))
+    assert body["errors"] == [{"field": "tenure", "message": "required field is missing"}]
+
+
+def test_batch_problems_name_the_record_index_and_all_fields(client, telco_record):
+    bad = {**telco_record, "tenure": "x", "contract": 1}
+    response = post(client, [telco_record, telco_record, bad])
+    assert response.status_code == 422
+    errors = problems(response)["errors"]
+    assert {(e["index"], e["field"]) for e in errors} == {(2, "tenure"), (2, "contract")}
+
+
+def test_batch_over_the_limit(client, telco_record):
+    response = post(client, [telco_record] * 51)  # the fixture's limit is 50
+    assert response.status_code == 413
+    assert "limit of 50 (MAX_BATCH_RECORDS)" in problems(response)["detail"]
+
+
+def test_body_over_the_size_limit(client):
+    response = post(client, b"[" + b" " * 300_000 + b"]")  # the fixture's limit is 200,000
+    assert response.status_code == 413
+    assert "MAX_BODY_BYTES" in problems(response)["detail"]
+
+
+def test_many_problems_are_capped_but_counted(telco_bundle):
+    client = create_app(telco_bundle, Settings()).test_client()
+    body = problems(post(client, [{}] * 20))
+    assert len(body["errors"]) == 100 and body["errors_total"] == 20 * 19
+
+
+def test_unknown_route_and_wrong_method_are_problem_json(client):
+    assert problems(client.get("/nope"))["status"] == 404
+    response = client.get("/predict")
+    assert problems(response)["status"] == 405 and "POST" in response.headers["Allow"]
+
+
+def test_health_ready_model_and_index(client, telco_bundle):
+    assert client.get("/health").get_json() == {"status": "ok"}
+    assert client.get("/ready").get_json() == {"status": "ready",
+                                               "model_version": telco_bundle.version}
+    model = client.get("/model").get_json()
+    assert model["target"] == "churn" and model["classes"] == ["No", "Yes"]
+    assert model["threshold"] == 0.5 and model["threshold_rule"]
+    assert model["metrics"]["test"]["roc_auc"] > 0.8
+    assert model["metadata"]["data"]["sha256"]
+    fields = {f["name"]: f for f in model["schema"]["fields"]}
+    assert fields["total_charges"]["nullable"] is True
+    assert "Month-to-month" in fields["contract"]["categories"]
+    index = client.get("/").get_json()
+    assert "POST /predict" in index["endpoints"] and index["model_version"]
+
+
+def test_unexpected_errors_are_a_plain_500(telco_bundle, monkeypatch):
+    app = create_app(telco_bundle, Settings())
+    predictor = app.extensions["predictor"]
+
+    def broken(columns):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(predictor, "probabilities", broken)
+    response = app.test_client().post("/predict", json=telco_bundle.example)
+    assert response.status_code == 500
+    assert "secret" not in response.get_data(as_text=True)
+
+
+def test_non_churn_binary_model_answers_its_own_target(loan_client, loan_bundle):
+    answer = post(loan_client, loan_bundle.example).get_json()
+    assert {"approved", "approved_probability", "label", "probabilities"} <= set(answer)
+    body = problems(post(loan_client, {**loan_bundle.example, "debt": "lots"}))
+    assert body["errors"][0]["field"] == "debt"
+
+
+def test_multiclass_model_answers_every_class(flower_client, flower_bundle):
+    answer = post(flower_client, [flower_bundle.example]).get_json()[0]
+    assert set(answer["probabilities"]) == {"setosa", "versicolor", "virginica"}
+    assert answer["label"] == max(answer["probabilities"], key=answer["probabilities"].get)
+    assert "species" not in answer and "species_probability" not in answer

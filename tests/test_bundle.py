@@ -1,0 +1,58 @@
+"""Saving and loading model.bin: atomic writes, and a precise refusal for each bad file."""
+
+import hashlib
+import pickle
+from dataclasses import replace
+
+import pytest
+
+from tabserve.bundle import MAGIC, ModelBundle, ModelLoadError
+
+
+def test_round_trip_keeps_everything(tmp_path, loan_bundle):
+    path = tmp_path / "m.bin"
+    loan_bundle.save(path)
+    loaded = ModelBundle.load(path)
+    assert loaded.version == loan_bundle.version == loan_bundle.content_version()
+    assert loaded.schema == loan_bundle.schema and loaded.metrics == loan_bundle.metrics
+
+
+def test_a_failed_save_leaves_the_old_model_and_no_partial_file(tmp_path, loan_bundle):
+    path = tmp_path / "m.bin"
+    path.write_bytes(b"old")
+    unpicklable = replace(loan_bundle, metadata={**loan_bundle.metadata, "f": lambda: None})
+    with pytest.raises(Exception):
+        unpicklable.save(path)
+    assert path.read_bytes() == b"old" and not list(tmp_path.glob("*.partial"))
+
+
+def _write_with_valid_header(path, payload: bytes):
+    path.write_bytes(MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p, good: None, "not found"),
+    (lambda p, good: p.mkdir(), "cannot be read"),
+    (lambda p, good: p.write_bytes(b"PK\x03\x04 a zip file"), "not a tabserve model bundle"),
+    (lambda p, good: p.write_bytes(good[: len(good) // 2]), "corrupted or truncated"),
+    (lambda p, good: p.write_bytes(good[:-1] + bytes([good[-1] ^ 1])), "corrupted or truncated"),
+    (lambda p, good: _write_with_valid_header(p, b"\x80\x05garbage"), "cannot be loaded with"),
+    (lambda p, good: _write_with_valid_header(p, pickle.dumps({"a": 1})), "holds a dict"),
+])
+def test_bad_model_files_are_refused(tmp_path, loan_bundle, make, message):
+    good_path = tmp_path / "good.bin"
+    loan_bundle.save(good_path)
+    path = tmp_path / "model.bin"
+    make(path, good_path.read_bytes())
+    with pytest.raises(ModelLoadError, match=message) as caught:
+        ModelBundle.load(path)
+    assert str(path) in str(caught.value) and "python train.py" in str(caught.value)
+
+
+def test_library_version_mismatch_is_reported(tmp_path, loan_bundle, caplog):
+    libraries = {**loan_bundle.metadata["libraries"], "scikit-learn": "0.1.0"}
+    path = tmp_path / "m.bin"
+    replace(loan_bundle, metadata={**loan_bundle.metadata, "libraries": libraries}).save(path)
+    loaded = ModelBundle.load(path)
+    assert "scikit-learn 0.1.0 at training time" in caplog.text
+    assert loaded.describe()["library_mismatches"]
