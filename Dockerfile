@@ -1,0 +1,29 @@
+# The serving image: gunicorn predict:app on port 9696, as a non-root user.
+# Build stage: install the locked runtime packages (pipenv --deploy refuses a stale lock).
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIPENV_VERBOSITY=-1
+# pipenv lives in its own venv so that only the project's packages reach the final image
+RUN python -m venv /opt/pipenv && /opt/pipenv/bin/pip install --quiet pipenv==2026.10.3
+WORKDIR /build
+COPY Pipfile Pipfile.lock ./
+RUN /opt/pipenv/bin/pipenv install --system --deploy \
+    # test suites and caches that ship inside the wheels are never imported when serving
+    && cd /usr/local/lib/python3.11/site-packages \
+    && rm -rf pandas/tests numpy/*/tests numpy/tests scipy/*/tests scipy/*/*/tests \
+              sklearn/*/tests sklearn/tests pip setuptools \
+    && find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 MODEL_PATH=/app/model.bin PORT=9696
+COPY --from=build /usr/local/lib/python3.11/site-packages /usr/local/lib/python3.11/site-packages
+COPY --from=build /usr/local/bin/gunicorn /usr/local/bin/gunicorn
+RUN useradd --create-home --uid 10001 --user-group app
+WORKDIR /app
+COPY gunicorn.conf.py predict.py model.bin ./
+COPY tabserve ./tabserve
+USER app
+EXPOSE 9696
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/health', timeout=2)"]
+# exec form: gunicorn is PID 1 and gets SIGTERM itself, so it drains requests before exiting
+CMD ["gunicorn", "predict:app"]

@@ -1,0 +1,257 @@
+"""The real image on a real Docker engine, and the Elastic Beanstalk bundle behind nginx.
+
+These skip, saying why, only where no Docker engine runs (`.ci/run` starts one with
+../shared/docker/docker-sandbox.sh) or, for the nginx test, where nginx is not installed.
+"""
+
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import PYTHON, ROOT
+from tabserve.predicting import Predictor
+from test_gunicorn import free_port
+
+pytestmark = pytest.mark.docker
+
+
+def docker(*args: str, timeout: float = 600, check: bool = True) -> str:
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def engine_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    if not engine_available():
+        pytest.skip("no Docker engine: start one with ../shared/docker/docker-sandbox.sh up")
+
+
+def build(context: Path) -> str:
+    tag = f"tabserve-test:{uuid.uuid4().hex[:8]}"
+    docker("build", "-q", "-t", tag, str(context))
+    return tag
+
+
+@pytest.fixture(scope="session")
+def image(docker_engine):
+    tag = build(ROOT)
+    yield tag
+    docker("rmi", "-f", tag, check=False)
+
+
+def wait_healthy(url: str, container: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/health", timeout=1).ok:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    logs = docker("logs", container, check=False)
+    raise AssertionError(f"container did not answer /health within {seconds} s:\n{logs}")
+
+
+def run_container(image: str, *args: str) -> tuple[str, str]:
+    port = free_port()
+    name = f"tabserve-test-{uuid.uuid4().hex[:8]}"
+    docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:9696", *args, image)
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, name)
+    return name, url
+
+
+@pytest.fixture()
+def container(image):
+    name, url = run_container(image)
+    yield name, url
+    docker("rm", "-f", name, check=False)
+
+
+def test_image_answers_like_the_in_process_model(container, telco_bundle, telco_record):
+    _, url = container
+    long_tenure = {**telco_record, "tenure": 60, "contract": "Two year"}
+    expected = Predictor(telco_bundle).predict([telco_record, long_tenure])
+    single = requests.post(f"{url}/predict", json=telco_record, timeout=10).json()
+    batch = requests.post(f"{url}/predict", json=[telco_record, long_tenure], timeout=10).json()
+    for got, want in zip([single, *batch], [expected[0], *expected]):
+        assert got["label"] == want["label"] and got["churn"] == want["churn"]
+        assert got["churn_probability"] == pytest.approx(want["churn_probability"], abs=1e-9)
+        assert got["model_version"] == telco_bundle.version
+    bad = requests.post(f"{url}/predict", json={**telco_record, "tenure": "x"}, timeout=10)
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "tenure"
+
+
+def test_image_is_hardened_and_healthchecked(container):
+    name, _ = container
+    config = docker("inspect", "--format",
+                    "{{.Config.User}}|{{json .Config.ExposedPorts}}|{{json .Config.Healthcheck}}",
+                    name)
+    user, ports, healthcheck = config.split("|")
+    assert user not in ("", "root", "0")
+    assert "9696/tcp" in ports
+    assert "/health" in healthcheck
+    assert docker("exec", name, "id", "-u") != "0"
+    deadline = time.monotonic() + 60
+    status = ""
+    while time.monotonic() < deadline:
+        status = docker("inspect", "--format", "{{.State.Health.Status}}", name)
+        if status == "healthy":
+            break
+        time.sleep(1)
+    assert status == "healthy"
+    for absent in ("tests", "data", "Pipfile", "README.md", "train.py"):
+        assert subprocess.run(["docker", "exec", name, "test", "-e", f"/app/{absent}"]
+                              ).returncode != 0, f"/app/{absent} should not be in the image"
+    assert subprocess.run(["docker", "exec", name, "which", "gcc"]).returncode != 0
+
+
+def test_sigterm_stops_the_container_quickly(container):
+    name, _ = container
+    started = time.monotonic()
+    docker("kill", "--signal", "TERM", name)
+    docker("wait", name, timeout=30)
+    elapsed = time.monotonic() - started
+    assert elapsed < 10, f"took {elapsed:.1f} s to stop"
+    assert docker("inspect", "--format", "{{.State.ExitCode}}", name) == "0"
+
+
+def test_workers_follow_the_container_cpu_quota(image):
+    name, _ = run_container(image, "--cpus", "1")
+    try:
+        time.sleep(1)
+        booted = docker("logs", name, check=False).count("Booting worker")
+        assert booted == 1
+    finally:
+        docker("rm", "-f", name, check=False)
+
+
+def test_another_model_without_rebuilding(image, tmp_path, flower_csv):
+    model = tmp_path / "other.bin"
+    subprocess.run([PYTHON, "train.py", "--data", str(flower_csv), "--target", "species",
+                    "--output", str(model), "--folds", "3"], cwd=ROOT, check=True,
+                   capture_output=True, timeout=300)
+    model.chmod(0o644)
+    name, url = run_container(image, "-v", f"{model}:/models/model.bin:ro",
+                              "-e", "MODEL_PATH=/models/model.bin")
+    try:
+        record = requests.get(f"{url}/model", timeout=10).json()["example"]
+        answer = requests.post(f"{url}/predict", json=record, timeout=10).json()
+        assert set(answer["probabilities"]) == {"setosa", "versicolor", "virginica"}
+    finally:
+        docker("rm", "-f", name, check=False)
+
+
+# --- Elastic Beanstalk: what `eb deploy` uploads (git HEAD), behind nginx with our config ---
+
+NGINX_CONF = """
+daemon off;
+pid {run}/nginx.pid;
+error_log {run}/error.log;
+events {{ }}
+http {{
+    access_log off;
+    client_body_temp_path {run}/body;
+    proxy_temp_path {run}/proxy;
+    {include}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream};
+            proxy_set_header Host $host;
+        }}
+    }}
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def eb_bundle_image(docker_engine, tmp_path_factory):
+    """The image built from `git archive HEAD`, which is what the EB CLI zips and uploads."""
+    bundle_dir = tmp_path_factory.mktemp("eb-bundle")
+    archive = bundle_dir / "bundle.tar"
+    subprocess.run(["git", "archive", "--format=tar", "-o", str(archive), "HEAD"], cwd=ROOT,
+                   check=True)
+    source = bundle_dir / "source"
+    with tarfile.open(archive) as tar:
+        tar.extractall(source, filter="data")
+    for needed in ("Dockerfile", "model.bin", ".ebextensions/healthcheck.config",
+                   ".platform/nginx/conf.d/body_size.conf"):
+        assert (source / needed).is_file(), f"{needed} is not committed"
+    tag = build(source)
+    yield tag, source
+    docker("rmi", "-f", tag, check=False)
+
+
+def start_nginx(tmp_path: Path, upstream_url: str, include: str) -> tuple[subprocess.Popen, str]:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(nginx):
+        pytest.skip("nginx is not installed (apt-get install nginx; .ci/run does)")
+    run = tmp_path / f"nginx-{uuid.uuid4().hex[:6]}"
+    run.mkdir()
+    port = free_port()
+    conf = run / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(run=run, port=port, include=include,
+                                      upstream=upstream_url.rsplit(":", 1)[1]))
+    process = subprocess.Popen([nginx, "-p", str(run), "-c", str(conf)],
+                               stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"{url}/health", timeout=1)
+            return process, url
+        except requests.ConnectionError:
+            if process.poll() is not None:
+                raise AssertionError(f"nginx exited: {process.stderr.read()}") from None
+            time.sleep(0.1)
+    process.kill()
+    raise AssertionError("nginx did not start")
+
+
+def test_eb_bundle_serves_a_full_batch_behind_nginx(eb_bundle_image, tmp_path, telco_record):
+    image, source = eb_bundle_image
+    name, upstream = run_container(image)
+    batch = [telco_record] * 10_000  # the API's default batch limit: about 6 MB of JSON
+    try:
+        include = f"include {source}/.platform/nginx/conf.d/*.conf;"
+        nginx, url = start_nginx(tmp_path, upstream, include)
+        try:
+            assert requests.get(f"{url}/health", timeout=5).json() == {"status": "ok"}
+            assert requests.get(f"{url}/", timeout=5).status_code == 200
+            response = requests.post(f"{url}/predict", json=batch, timeout=120)
+            assert response.status_code == 200, response.text[:300]
+            assert len(response.json()) == 10_000
+        finally:
+            nginx.terminate()
+            nginx.wait(timeout=10)
+        # the control: EB's nginx without our config refuses the same batch
+        nginx, url = start_nginx(tmp_path, upstream, "")
+        try:
+            assert requests.post(f"{url}/predict", json=batch, timeout=120).status_code == 413
+        finally:
+            nginx.terminate()
+            nginx.wait(timeout=10)
+    finally:
+        docker("rm", "-f", name, check=False)
+
+
+def test_eb_health_check_path_is_the_health_endpoint(eb_bundle_image):
+    _, source = eb_bundle_image
+    config = (source / ".ebextensions/healthcheck.config").read_text()
+    assert "aws:elasticbeanstalk:environment:process:default" in config
+    assert "HealthCheckPath: /health" in config
