@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,13 +42,25 @@ class Settings:
         )
 
 
-def available_cpus() -> int:
-    """CPUs this process may use: the cgroup quota (containers) or the affinity mask."""
-    cpus = len(os.sched_getaffinity(0))
+def _cgroup_cpu_limit() -> float | None:
+    """The CPU quota of this container, from cgroup v2 or v1; None when unlimited."""
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, -(-int(quota) // int(period))))  # round up
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()  # cgroup v2
+        return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
-        pass  # no cgroup v2 limit visible: the affinity mask decides
+        pass
+    try:
+        v1 = Path("/sys/fs/cgroup/cpu")
+        quota = int((v1 / "cpu.cfs_quota_us").read_text())
+        return None if quota <= 0 else quota / int((v1 / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: the container's CPU quota, else the affinity mask."""
+    cpus = len(os.sched_getaffinity(0))
+    limit = _cgroup_cpu_limit()
+    if limit is not None:
+        cpus = min(cpus, max(1, math.ceil(limit)))
     return cpus

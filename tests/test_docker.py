@@ -4,6 +4,7 @@ These skip, saying why, only where no Docker engine runs (`.ci/run` starts one w
 ../shared/docker/docker-sandbox.sh) or, for the nginx test, where nginx is not installed.
 """
 
+import getpass
 import os
 import shutil
 import subprocess
@@ -27,6 +28,12 @@ def docker(*args: str, timeout: float = 600, check: bool = True) -> str:
     if check and done.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)} failed: {done.stderr.strip()}")
     return done.stdout.strip()
+
+
+def logs(container: str) -> str:
+    done = subprocess.run(["docker", "logs", container], capture_output=True, text=True,
+                          timeout=30)
+    return done.stdout + done.stderr  # gunicorn logs to stderr
 
 
 def engine_available() -> bool:
@@ -62,8 +69,8 @@ def wait_healthy(url: str, container: str, seconds: float = 30) -> None:
                 return
         except requests.ConnectionError:
             time.sleep(0.2)
-    logs = docker("logs", container, check=False)
-    raise AssertionError(f"container did not answer /health within {seconds} s:\n{logs}")
+    raise AssertionError(f"container did not answer /health within {seconds} s:\n"
+                         f"{logs(container)}")
 
 
 def run_container(image: str, *args: str) -> tuple[str, str]:
@@ -134,7 +141,7 @@ def test_workers_follow_the_container_cpu_quota(image):
     name, _ = run_container(image, "--cpus", "1")
     try:
         time.sleep(1)
-        booted = docker("logs", name, check=False).count("Booting worker")
+        booted = logs(name).count("Booting worker")
         assert booted == 1
     finally:
         docker("rm", "-f", name, check=False)
@@ -160,6 +167,7 @@ def test_another_model_without_rebuilding(image, tmp_path, flower_csv):
 
 NGINX_CONF = """
 daemon off;
+user {user};
 pid {run}/nginx.pid;
 error_log {run}/error.log;
 events {{ }}
@@ -205,7 +213,7 @@ def start_nginx(tmp_path: Path, upstream_url: str, include: str) -> tuple[subpro
     run.mkdir()
     port = free_port()
     conf = run / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(run=run, port=port, include=include,
+    conf.write_text(NGINX_CONF.format(run=run, port=port, include=include, user=getpass.getuser(),
                                       upstream=upstream_url.rsplit(":", 1)[1]))
     process = subprocess.Popen([nginx, "-p", str(run), "-c", str(conf)],
                                stderr=subprocess.PIPE, text=True)
