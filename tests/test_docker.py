@@ -234,7 +234,7 @@ def start_nginx(tmp_path: Path, upstream_url: str, include: str) -> tuple[subpro
 def test_eb_bundle_serves_a_full_batch_behind_nginx(eb_bundle_image, tmp_path, telco_record):
     image, source = eb_bundle_image
     name, upstream = run_container(image)
-    batch = [telco_record] * 10_000  # the API's default batch limit: about 6 MB of JSON
+    batch = [telco_record] * 10_000  # the API's default batch limit: about 4 MB of JSON
     try:
         include = f"include {source}/.platform/nginx/conf.d/*.conf;"
         nginx, url = start_nginx(tmp_path, upstream, include)
