@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
+import msgspec
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from tabserve.bundle import ModelBundle
 from tabserve.config import Settings
+from tabserve.decoding import BodyDecoder
 from tabserve.predicting import Predictor
 from tabserve.schema import Problem, RequestError
 
@@ -18,12 +19,10 @@ log = logging.getLogger(__name__)
 api = Blueprint("api", __name__)
 
 MAX_LISTED_PROBLEMS = 100  # a whole batch of bad records would otherwise answer megabytes
-_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number",
-               bool: "boolean", type(None): "null"}
 
 
 def json_response(body: Any, status: int = 200, mimetype: str = "application/json") -> Response:
-    return Response(orjson.dumps(body), status=status, mimetype=mimetype)
+    return Response(msgspec.json.encode(body), status=status, mimetype=mimetype)
 
 
 def problem_response(status: int, title: str, detail: str,
@@ -46,44 +45,21 @@ def _settings() -> Settings:
     return current_app.extensions["settings"]
 
 
-def parse_records() -> tuple[list[dict[str, Any]], bool]:
-    """The request's records, and whether the body was a list (a batch) or one object."""
+def _json_body() -> bytes:
+    """The raw body of a JSON request; 415 for any other content type."""
     if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
         raise RequestError([Problem(None, "send the body as JSON with "
                                           "'Content-Type: application/json', got "
                                           f"{request.mimetype or 'no content type'!r}")],
                            status=415, title="Unsupported Media Type")
-    try:
-        body = orjson.loads(request.get_data(cache=False))
-    except orjson.JSONDecodeError as err:
-        raise RequestError([Problem(None, f"the body is not valid JSON: {err}")],
-                           status=400, title="Bad Request") from None
-    if isinstance(body, dict):
-        return [body], False
-    if not isinstance(body, list):
-        raise RequestError([Problem(None, "expected a JSON object (one record) or a list of "
-                                          f"objects (a batch), got {_JSON_TYPES[type(body)]}")],
-                           status=400, title="Bad Request")
-    if not body:
-        raise RequestError([Problem(None, "the batch is empty: send at least one record")],
-                           status=400, title="Bad Request")
-    limit = _settings().max_batch_records
-    if len(body) > limit:
-        raise RequestError([Problem(None, f"the batch has {len(body)} records, more than the "
-                                          f"limit of {limit} (MAX_BATCH_RECORDS)")],
-                           status=413, title="Content Too Large")
-    not_objects = [Problem(None, f"expected a JSON object, got {_JSON_TYPES[type(item)]}", i)
-                   for i, item in enumerate(body) if not isinstance(item, dict)]
-    if not_objects:
-        raise RequestError(not_objects, status=400, title="Bad Request")
-    return body, True
+    return request.get_data(cache=False)
 
 
 @api.post("/predict")
 def predict() -> Response:
-    records, is_batch = parse_records()
-    answers = _predictor().predict(records, indexed=is_batch)
-    return json_response(answers if is_batch else answers[0])
+    body = current_app.extensions["decoder"].decode(_json_body())
+    answers = _predictor().predict_body(body)
+    return json_response(answers if body.is_batch else answers[0])
 
 
 @api.get("/")
@@ -150,6 +126,7 @@ def create_app(bundle: ModelBundle | None = None, settings: Settings | None = No
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["settings"] = settings
     app.extensions["predictor"] = Predictor(bundle)
+    app.extensions["decoder"] = BodyDecoder(bundle.schema, settings.max_batch_records)
     app.register_blueprint(api)
     app.register_error_handler(RequestError, _request_error)
     app.register_error_handler(HTTPException, _http_error)

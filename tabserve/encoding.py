@@ -14,54 +14,70 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from tabserve.schema import Kind, Schema
+from tabserve.schema import MISSING_CODE, Kind, Schema
 
 MAX_ONE_HOT_LEVELS = 64  # rarer levels of a wider categorical share the "none known" encoding
 
 
 class Encoder:
-    """The compiled layout: where each field's values go in the model's matrix."""
+    """The compiled layout: where each field's values go in the model's matrix.
+
+    Encoding is columnar: numbers and booleans are copied as one block, and the level codes of
+    every categorical are set as ones in one scatter.
+    """
 
     def __init__(self, schema: Schema):
         self.schema = schema
         self.feature_names: list[str] = []
         self.field_of_column: list[str] = []  # the input field behind each matrix column
-        self._plan: list[tuple[str, Kind, int, dict[str, int] | None, int | None]] = []
+        self._numbers: list[str] = []         # numeric and boolean fields, in block order
+        self._number_at: list[int] = []
+        self._number_missing_at: list[int] = []   # "is missing" columns of nullable ones
+        self._number_nullable: list[int] = []     # their index within the block
+        self._categories: list[tuple[str, int, int | None]] = []  # field, start, "missing" at
+        widths: list[int] = []  # how many levels of each categorical are one-hot columns
         for f in schema.fields:
-            start = len(self.feature_names)
-            levels = None
             if f.kind is Kind.CATEGORICAL:
                 kept = f.categories[:MAX_ONE_HOT_LEVELS]
-                levels = {level: position for position, level in enumerate(kept)}
+                start = len(self.feature_names)
                 self._add(f.name, [f"{f.name}={level}" for level in kept])
+                missing_at = self._add(f.name, [f"{f.name} is missing"]) if f.nullable else None
+                self._categories.append((f.name, start, missing_at))
+                widths.append(len(kept))
             else:
-                self._add(f.name, [f.name])
-            missing_at = None
-            if f.nullable:
-                missing_at = len(self.feature_names)
-                self._add(f.name, [f"{f.name} is missing"])
-            self._plan.append((f.name, f.kind, start, levels, missing_at))
+                self._numbers.append(f.name)
+                self._number_at.append(self._add(f.name, [f.name]))
+                if f.nullable:
+                    self._number_nullable.append(len(self._numbers) - 1)
+                    self._number_missing_at.append(self._add(f.name, [f"{f.name} is missing"]))
+        self._category_starts = np.array([[start] for _, start, _ in self._categories], np.intp)
+        self._category_widths = np.array([[width] for width in widths], np.intp)
 
-    def _add(self, field_name: str, column_names: list[str]) -> None:
+    def _add(self, field_name: str, column_names: list[str]) -> int:
+        """Append matrix columns for a field; the position of the first."""
+        position = len(self.feature_names)
         self.feature_names += column_names
         self.field_of_column += [field_name] * len(column_names)
+        return position
 
     def encode(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         """A float64 matrix, one row per record, from typed columns."""
         rows = len(next(iter(columns.values()))) if columns else 0
         matrix = np.zeros((rows, len(self.feature_names)), dtype=np.float64)
-        for name, kind, start, levels, missing_at in self._plan:
-            column = columns[name]
-            if levels is None:
-                matrix[:, start] = column
+        if self._numbers:
+            block = np.column_stack([columns[name] for name in self._numbers])
+            matrix[:, self._number_at] = block
+            if self._number_nullable:
+                matrix[:, self._number_missing_at] = np.isnan(block[:, self._number_nullable])
+        if self._categories:
+            codes = np.vstack([columns[name] for name, _, _ in self._categories])
+            starts, widths = self._category_starts, self._category_widths
+            known = (codes >= 0) & (codes < widths)  # rarer levels than those kept: none set
+            row_of = np.broadcast_to(np.arange(rows), codes.shape)
+            matrix[row_of[known], (codes + starts)[known]] = 1.0
+            for i, (_, _, missing_at) in enumerate(self._categories):
                 if missing_at is not None:
-                    matrix[:, missing_at] = np.isnan(column)
-                continue
-            codes = np.fromiter((levels.get(v, -1) for v in column), dtype=np.intp, count=rows)
-            hit = codes >= 0
-            matrix[np.flatnonzero(hit), start + codes[hit]] = 1.0
-            if missing_at is not None:
-                matrix[:, missing_at] = [v is None for v in column]
+                    matrix[:, missing_at] = codes[i] == MISSING_CODE
         return matrix
 
 
@@ -77,7 +93,17 @@ class FrameEncoder(TransformerMixin, BaseEstimator):
 
     def fit(self, frame: pd.DataFrame, y=None) -> FrameEncoder:
         self.encoder_ = Encoder(self.schema)
+        self.fitted_ = True
         return self
+
+    def __getstate__(self) -> dict:
+        # the layout is rebuilt from the schema on load, so model.bin holds no encoder internals
+        return {k: v for k, v in self.__dict__.items() if k != "encoder_"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "schema" in state and state.get("fitted_", False):
+            self.encoder_ = Encoder(self.schema)
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         return self.encoder_.encode(self.schema.columns_from_frame(frame))

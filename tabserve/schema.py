@@ -1,8 +1,10 @@
 """The input schema: inferred from training data, stored in the bundle, and the contract that
 every request is validated against.
 
-Both paths produce the same *columns* (one numpy array per field), so the encoder that turns
-columns into the model's matrix is shared by training and serving:
+Both paths produce the same *columns*, one numpy array per field (floats for numbers and
+booleans, NaN when missing; level codes for categoricals: the level's position in
+`Field.categories`, `UNSEEN_CODE` or `MISSING_CODE`), so the encoder that turns columns into
+the model's matrix is shared by training and serving:
 - `Schema.columns_from_frame(frame)`: training rows (a frame of trimmed strings)
 - `Schema.validate(records)`: request records (parsed JSON objects), collecting every problem
 """
@@ -14,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -34,6 +37,8 @@ _ID_NAME = re.compile(r"(^|[_\s-])(id|key|uuid|guid|index|idx)$|^(id|key|uuid|in
 _MAX_TEXT_LEVELS = 200  # a text column with more distinct values than this that are nearly
                         # unique per row is free text or an identifier, not a category
 _MISSING = object()     # a key absent from a record (distinct from JSON null)
+UNSEEN_CODE = -1        # categorical codes for a level not seen in training, and for null
+MISSING_CODE = -2
 _JSON_TYPE_NAMES = {str: "string", bool: "boolean", int: "number", float: "number",
                     dict: "object", list: "array", type(None): "null"}
 
@@ -57,13 +62,30 @@ class Field:
     maximum: float | None = None
 
     @cached_property
-    def category_set(self) -> frozenset[str]:
-        return frozenset(self.categories)
+    def category_codes(self) -> dict[str | None, int]:
+        """A categorical's code for each level (its position), and for null if allowed."""
+        codes: dict[str | None, int] = {level: code for code, level in enumerate(self.categories)}
+        if self.nullable:
+            codes[None] = MISSING_CODE
+        return codes
+
+    @cached_property
+    def boolean_table(self) -> dict[Any, float]:
+        """Exact values a boolean field accepts without trimming or case folding."""
+        table = {k: v for k, v in BOOLEAN_VALUES.items()}
+        for text, number in BOOLEAN_VALUES.items():
+            if isinstance(text, str):
+                table[text.upper()] = table[text.capitalize()] = number
+        table.update({self.spellings[0]: 1.0, self.spellings[1]: 0.0})
+        if self.nullable:
+            table[None] = np.nan
+        return table
 
     def __getstate__(self) -> dict[str, Any]:
-        # leave out the cached set: its pickled order varies by process, and the bundle's
-        # bytes (hence the model version id) must not
-        return {k: v for k, v in self.__dict__.items() if k != "category_set"}
+        # leave out the cached lookups: a set's pickled order varies by process, and the
+        # bundle's bytes (hence the model version id) must not
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("category_codes", "boolean_table")}
 
     def describe(self) -> dict[str, Any]:
         """The field as plain JSON for `GET /model`."""
@@ -237,9 +259,9 @@ class Schema:
                     else BOOLEAN_VALUES.get(v, np.nan))
                 columns[f.name] = lowered.to_numpy(dtype=np.float64)
             else:
-                text = column.astype("object").where(column.notna(), None)
-                columns[f.name] = text.map(lambda v: v if v is None else str(v).strip()).to_numpy(
-                    dtype=object)
+                text = column.astype("object").map(lambda v: v.strip() if isinstance(v, str) else v)
+                codes = pd.Categorical(text, categories=list(f.categories)).codes
+                columns[f.name] = np.where(text.isna(), MISSING_CODE, codes).astype(np.intp)
         return columns
 
     def validate(self, records: list[dict[str, Any]], indexed: bool = True) -> Validated:
@@ -249,18 +271,24 @@ class Schema:
         had no missing values. Warnings: unknown fields and unseen categories.
         With `indexed=False` (a single record) problems carry no record index.
         """
-        out = Validated(columns={})
-        for f in self.fields:
-            values = [record.get(f.name, _MISSING) for record in records]
-            checker = _CHECKERS[f.kind]
-            out.columns[f.name] = checker(f, values, out, indexed)
-        known = set(self.names)
-        for i, record in enumerate(records):
-            if record.keys() - known:
+        values = {f.name: [record.get(f.name, _MISSING) for record in records]
+                  for f in self.fields}
+        out = self.validate_columns(values, indexed)
+        # a record with every field and no more keys than fields has no unknown ones
+        if set(map(len, records)) != {len(self.fields)} or out.problems:
+            known = set(self.names)
+            for i, record in enumerate(records):
                 for name in sorted(record.keys() - known):
                     why = "the target is not an input" if name == self.target else \
                         "the model does not use it"
                     out.warn(i, f"unknown field {name!r} ignored ({why})")
+        return out
+
+    def validate_columns(self, values: dict[str, list], indexed: bool = True) -> Validated:
+        """Check each field's values (one list per field, as decoded from JSON)."""
+        out = Validated(columns={})
+        for f in self.fields:
+            out.columns[f.name] = _CHECKERS[f.kind](f, values[f.name], out, indexed)
         return out
 
 
@@ -288,8 +316,12 @@ def _report(out: Validated, f: Field, index: int, indexed: bool, message: str) -
 def _check_numeric(f: Field, values: list, out: Validated, indexed: bool) -> np.ndarray:
     allowed = {int, float, type(None)} if f.nullable else {int, float}
     if set(map(type, values)) <= allowed:  # the fast path: every value is a number
-        column = np.array(values, dtype=np.float64)
-        if np.isfinite(column).all() or (f.nullable and not np.isinf(column).any()):
+        try:
+            column = np.array(values, dtype=np.float64)
+        except OverflowError:  # an integer beyond the range of a double
+            column = None
+        if column is not None and (np.isfinite(column).all()
+                                   or (f.nullable and not np.isinf(column).any())):
             return column
     column = np.full(len(values), np.nan)
     for i, value in enumerate(values):
@@ -297,14 +329,24 @@ def _check_numeric(f: Field, values: list, out: Validated, indexed: bool) -> np.
             continue
         if type(value) not in (int, float):
             _report(out, f, i, indexed, _type_problem(value, "a number"))
-        elif not math.isfinite(float(value)):
-            _report(out, f, i, indexed, f"expected a finite number, got {value!r}")
+            continue
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if math.isfinite(number):
+            column[i] = number
         else:
-            column[i] = value
+            _report(out, f, i, indexed, f"expected a finite number, got {value!r:.40}")
     return column
 
 
 def _check_boolean(f: Field, values: list, out: Validated, indexed: bool) -> np.ndarray:
+    try:  # the fast path: every value is one of the accepted spellings as it stands
+        return np.fromiter(map(f.boolean_table.__getitem__, values), dtype=np.float64,
+                           count=len(values))
+    except (KeyError, TypeError):  # TypeError: an unhashable value (an object or array)
+        pass
     column = np.full(len(values), np.nan)
     expected = f"a boolean (true/false, 1/0, or {f.spellings[0]!r}/{f.spellings[1]!r})"
     for i, value in enumerate(values):
@@ -325,21 +367,27 @@ def _check_boolean(f: Field, values: list, out: Validated, indexed: bool) -> np.
 
 
 def _check_categorical(f: Field, values: list, out: Validated, indexed: bool) -> np.ndarray:
-    known = f.category_set
-    column = np.empty(len(values), dtype=object)
-    for i, value in enumerate(values):
+    index = f.category_codes
+    try:  # the fast path: each value's code in one C loop; what is not a level is looked at
+        codes = np.fromiter(map(index.get, values, repeat(UNSEEN_CODE)), dtype=np.intp,
+                            count=len(values))
+        odd = np.flatnonzero(codes == UNSEEN_CODE).tolist()
+    except TypeError:  # an unhashable value (an object or array)
+        codes = np.full(len(values), UNSEEN_CODE, dtype=np.intp)
+        odd = range(len(values))
+    for i in odd:
+        value = values[i]
         if type(value) is str:
-            if value not in known:
-                value = value.strip()
-                if value not in known:
-                    out.warn(i, f"unseen category {value!r} for field {f.name!r} "
-                                "(encoded as none of the known categories)")
-            column[i] = value
+            code = index.get(value.strip(), UNSEEN_CODE) if value.strip() else UNSEEN_CODE
+            if code == UNSEEN_CODE:
+                out.warn(i, f"unseen category {value.strip()!r} for field {f.name!r} "
+                            "(encoded as none of the known categories)")
+            codes[i] = code
         elif value is None and f.nullable:
-            column[i] = None
+            codes[i] = MISSING_CODE
         else:
             _report(out, f, i, indexed, _type_problem(value, "a string"))
-    return column
+    return codes
 
 
 _CHECKERS = {Kind.NUMERIC: _check_numeric, Kind.BOOLEAN: _check_boolean,

@@ -2,7 +2,7 @@
 
 import math
 
-import orjson
+import msgspec
 import pytest
 
 from tabserve.app import create_app
@@ -10,7 +10,7 @@ from tabserve.config import Settings
 
 
 def post(client, body, content_type="application/json"):
-    data = body if isinstance(body, (bytes, str)) else orjson.dumps(body)
+    data = body if isinstance(body, (bytes, str)) else msgspec.json.encode(body)
     return client.post("/predict", data=data, content_type=content_type)
 
 

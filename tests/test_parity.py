@@ -2,7 +2,7 @@
 every training row."""
 
 import numpy as np
-import orjson
+import msgspec
 import pytest
 
 from conftest import ROOT
@@ -24,7 +24,7 @@ def records_from_csv(frame, schema):
             else:
                 record[f.name] = value
         records.append(record)
-    return orjson.loads(orjson.dumps(records))
+    return msgspec.json.decode(msgspec.json.encode(records))
 
 
 @pytest.mark.parametrize("bundle_name, csv_name", [

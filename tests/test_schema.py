@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tabserve.schema import Dropped, Kind, Schema
+from tabserve.schema import MISSING_CODE, UNSEEN_CODE, Dropped, Kind, Schema
 
 N = 40
 
@@ -133,7 +133,17 @@ def test_unknown_fields_and_unseen_categories_are_warnings(schema):
 
 def test_categories_compare_after_trimming(schema):
     result = schema.validate([{**GOOD, "colour": "  blue "}])
-    assert not result.warnings and result.columns["colour"][0] == "blue"
+    colour = schema.field("colour")
+    assert not result.warnings
+    assert colour.categories[result.columns["colour"][0]] == "blue"
+
+
+def test_categorical_codes_for_unseen_and_null():
+    frame = pd.DataFrame({"c": column(["a", "b", None, "a"] * 10), "t": column(["x", "y"] * 20)})
+    schema = Schema.infer(frame, "t")
+    codes = schema.validate([{"c": "a"}, {"c": "zzz"}, {"c": None}, {"c": "b"}]).columns["c"]
+    assert codes.tolist() == [0, UNSEEN_CODE, MISSING_CODE, 1]
+    assert schema.columns_from_frame(frame)["c"][:4].tolist() == [0, 1, MISSING_CODE, 0]
 
 
 def test_validation_matches_training_columns(schema):
