@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 from flask import Blueprint, Flask, Response, current_app, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from tabserve.bundle import ModelBundle
 from tabserve.config import Settings
@@ -46,13 +46,23 @@ def _settings() -> Settings:
 
 
 def _json_body() -> bytes:
-    """The raw body of a JSON request; 415 for any other content type."""
-    if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
+    """The raw body of a JSON request; 415 for another content type, 413 when too large."""
+    content_type = request.environ.get("CONTENT_TYPE", "")
+    if content_type != "application/json" and request.mimetype != "application/json" \
+            and not request.mimetype.endswith("+json"):
         raise RequestError([Problem(None, "send the body as JSON with "
                                           "'Content-Type: application/json', got "
                                           f"{request.mimetype or 'no content type'!r}")],
                            status=415, title="Unsupported Media Type")
-    return request.get_data(cache=False)
+    # read the WSGI stream directly: werkzeug's get_data() costs more than a prediction
+    limit = _settings().max_body_bytes
+    length = request.content_length
+    if length is not None and length > limit:
+        raise RequestEntityTooLarge()
+    body = request.environ["wsgi.input"].read(limit + 1 if length is None else length)
+    if len(body) > limit:  # a chunked body, which declares no length
+        raise RequestEntityTooLarge()
+    return body
 
 
 @api.post("/predict")

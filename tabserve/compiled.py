@@ -9,6 +9,8 @@ they do not know.
 
 from __future__ import annotations
 
+import math
+import operator
 from collections.abc import Callable
 
 import numpy as np
@@ -18,7 +20,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-Scorer = Callable[[np.ndarray], np.ndarray]  # encoded matrix → class probabilities (float64)
+# A scorer maps an encoded matrix to class probabilities (float64, rows × classes) when
+# called, and one encoded record (a list) to its probabilities with `row`.
+Scorer = Callable[[np.ndarray], np.ndarray]
 
 
 class LinearScorer:
@@ -31,6 +35,25 @@ class LinearScorer:
         # ((x - mean) / scale) @ coef.T + intercept  ==  x @ weights + bias
         self.weights = (model.coef_ / scale).T
         self.bias = model.intercept_ - (mean / scale) @ model.coef_.T
+
+        # plain-Python copies for `row`: one record costs less without numpy's per-call overhead
+        self._fill_list = self.fill.tolist()
+        self._weights_lists = self.weights.T.tolist()
+        self._bias_list = np.atleast_1d(self.bias).tolist()
+
+    def row(self, x: list[float]) -> list[float]:
+        """Class probabilities for one encoded record."""
+        x = [fill if value != value else value for value, fill in zip(x, self._fill_list)]
+        scores = [bias + sum(map(operator.mul, weights, x))
+                  for weights, bias in zip(self._weights_lists, self._bias_list)]
+        if len(scores) == 1:
+            positive = 1.0 / (1.0 + math.exp(-scores[0])) if scores[0] >= 0 else \
+                math.exp(scores[0]) / (1.0 + math.exp(scores[0]))
+            return [1.0 - positive, positive]
+        top = max(scores)
+        exps = [math.exp(score - top) for score in scores]
+        total = sum(exps)
+        return [e / total for e in exps]
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         filled = np.where(np.isnan(matrix), self.fill, matrix)
@@ -48,6 +71,9 @@ class BoosterScorer:
         self.booster = model.get_booster()
         self.booster.set_param({"nthread": 1})  # one thread per worker process
 
+    def row(self, x: list[float]) -> list[float]:
+        return self(np.array([x]))[0].tolist()
+
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         proba = np.asarray(self.booster.inplace_predict(matrix), dtype=np.float64)
         if proba.ndim == 1:
@@ -64,4 +90,17 @@ def compile_steps(steps: Pipeline) -> Scorer:
             return LinearScorer(imputer, scaler, model)
     if len(kinds) == 1 and hasattr(steps.steps[0][1], "get_booster"):
         return BoosterScorer(steps.steps[0][1])
-    return lambda matrix: np.asarray(steps.predict_proba(matrix), dtype=np.float64)
+    return PipelineScorer(steps)
+
+
+class PipelineScorer:
+    """Any other fitted steps, called through scikit-learn."""
+
+    def __init__(self, steps: Pipeline):
+        self.steps = steps
+
+    def row(self, x: list[float]) -> list[float]:
+        return self(np.array([x]))[0].tolist()
+
+    def __call__(self, matrix: np.ndarray) -> np.ndarray:
+        return np.asarray(self.steps.predict_proba(matrix), dtype=np.float64)

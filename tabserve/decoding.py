@@ -32,6 +32,7 @@ class Body:
     count: int
     values: dict[str, list] | None = None       # the fast path: one list per field
     records: list[dict[str, Any]] | None = None  # the general path
+    row: tuple | None = None                     # the fast path, one record: values in order
 
 
 def _bad_request(message: str, status: int = 400, title: str = "Bad Request",
@@ -66,8 +67,9 @@ class BodyDecoder:
             columns = zip(*map(msgspec.structs.astuple, typed))
             return Body(True, len(typed), values=dict(zip(self.names, map(list, columns))))
         if typed is not None and not isinstance(typed, list):
-            return Body(False, 1, values={name: [value] for name, value in
-                                          zip(self.names, msgspec.structs.astuple(typed))})
+            row = msgspec.structs.astuple(typed)
+            return Body(False, 1, values={name: [value] for name, value in zip(self.names, row)},
+                        row=row)
         return self._decode_general(raw)
 
     def _decode_general(self, raw: bytes) -> Body:

@@ -10,6 +10,8 @@ because missingness itself can carry signal.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -50,8 +52,57 @@ class Encoder:
                 if f.nullable:
                     self._number_nullable.append(len(self._numbers) - 1)
                     self._number_missing_at.append(self._add(f.name, [f"{f.name} is missing"]))
+        self._row_plan = self._compile_row_plan()
         self._category_starts = np.array([[start] for _, start, _ in self._categories], np.intp)
         self._category_widths = np.array([[width] for width in widths], np.intp)
+
+    def _compile_row_plan(self) -> list[tuple[Kind, int, int | None, dict | None]]:
+        """Per field, in schema order: kind, first column, "is missing" column, value lookup."""
+        plan = []
+        numbers = iter(zip(self._number_at, range(len(self._numbers))))
+        categories = iter(self._categories)
+        missing_of_number = dict(zip(self._number_nullable, self._number_missing_at))
+        for f in self.schema.fields:
+            if f.kind is Kind.CATEGORICAL:
+                _, start, missing_at = next(categories)
+                plan.append((f.kind, start, missing_at, f.category_codes))
+            else:
+                at, index = next(numbers)
+                lookup = f.boolean_table if f.kind is Kind.BOOLEAN else None
+                plan.append((f.kind, at, missing_of_number.get(index), lookup))
+        return plan
+
+    def encode_row(self, row: tuple) -> list[float] | None:
+        """The encoded record (one matrix row) for its values in schema order, when every value is
+        plain and known: a float, an accepted boolean spelling, a seen level, or an allowed
+        null. None otherwise, and the caller takes the validating path, which explains why.
+        For single records this skips the per-call overhead of numpy in the columnar path.
+        """
+        x = [0.0] * len(self.feature_names)
+        for value, (kind, at, missing_at, lookup) in zip(row, self._row_plan):
+            if kind is Kind.CATEGORICAL:
+                code = lookup.get(value)
+                if code is None:
+                    return None
+                if code == MISSING_CODE:
+                    x[missing_at] = 1.0
+                elif code < MAX_ONE_HOT_LEVELS:
+                    x[at + code] = 1.0
+            elif kind is Kind.BOOLEAN:
+                number = lookup.get(value)
+                if number is None:
+                    return None
+                x[at] = number
+                if number != number:  # NaN: an allowed null
+                    x[missing_at] = 1.0
+            elif type(value) is float:
+                x[at] = value
+            elif value is None and missing_at is not None:
+                x[at] = math.nan
+                x[missing_at] = 1.0
+            else:
+                return None
+        return x
 
     def _add(self, field_name: str, column_names: list[str]) -> int:
         """Append matrix columns for a field; the position of the first."""

@@ -157,7 +157,7 @@ def test_unexpected_errors_are_a_plain_500(telco_bundle, monkeypatch):
     def broken(columns):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(predictor, "probabilities", broken)
+    monkeypatch.setattr(predictor, "score", broken)
     response = app.test_client().post("/predict", json=telco_bundle.example)
     assert response.status_code == 500
     assert "secret" not in response.get_data(as_text=True)

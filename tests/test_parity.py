@@ -7,6 +7,7 @@ import pytest
 
 from conftest import ROOT
 from tabserve.data import load_csv
+from tabserve.decoding import BodyDecoder
 from tabserve.predicting import Predictor
 
 
@@ -37,6 +38,37 @@ def test_served_probabilities_equal_the_pipeline(request, bundle_name, csv_name)
     frame = load_csv(csv)
     frame = frame[frame[bundle.schema.target].notna()]
     expected = bundle.pipeline.predict_proba(frame)
-    answers = Predictor(bundle).predict(records_from_csv(frame, bundle.schema))
-    served = np.array([[a["probabilities"][c] for c in bundle.classes] for a in answers])
-    np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6)
+    records = records_from_csv(frame, bundle.schema)
+    predictor = Predictor(bundle)
+    decoder = BodyDecoder(bundle.schema, max_records=len(records))
+
+    def probabilities(answers) -> np.ndarray:
+        answers = msgspec.to_builtins(answers)
+        return np.array([[a["probabilities"][c] for c in bundle.classes] for a in answers])
+
+    paths = {
+        # dicts through the collecting validator (the general path)
+        "validator": probabilities(predictor.predict(records)),
+        # one batch body through the typed decoder and the columnar path
+        "batch": probabilities(predictor.predict_body(decoder.decode(msgspec.json.encode(records)))),
+        # each record as its own body: the single-row path
+        "single": probabilities([predictor.predict_body(decoder.decode(msgspec.json.encode(r)))[0]
+                                 for r in records]),
+    }
+    for path, served in paths.items():
+        np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6, err_msg=path)
+
+
+def test_a_plain_single_record_takes_the_row_path(telco_bundle, telco_record, monkeypatch):
+    """The single-row path answers without the validator; anything unusual falls back to it."""
+    predictor = Predictor(telco_bundle)
+    decoder = BodyDecoder(telco_bundle.schema, max_records=10)
+    calls = []
+    original = telco_bundle.schema.validate_columns
+    monkeypatch.setattr(type(telco_bundle.schema), "validate_columns",
+                        lambda self, *a, **k: calls.append(1) or original(*a, **k))
+    predictor.predict_body(decoder.decode(msgspec.json.encode(telco_record)))
+    assert calls == []
+    unseen = {**telco_record, "contract": "Ten year"}
+    answer = predictor.predict_body(decoder.decode(msgspec.json.encode(unseen)))[0]
+    assert calls == [1] and "unseen category" in answer.warnings[0]
