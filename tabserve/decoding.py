@@ -1,27 +1,39 @@
-"""Request bodies → the values of each field, ready for the schema's validator.
+"""Request bodies → records, by two paths:
 
-Two paths that end in the same `Schema.validate_columns`, so they cannot disagree on what is
-valid:
-- fast: a msgspec decoder compiled from the schema parses a body whose records hold exactly
-  the schema's fields, with plausible JSON types, straight into typed structs (in C), and each
-  field's values are read off them in one transposition;
-- general: anything else (a missing or unknown field, a wrong type, not a record at all) is
-  parsed as plain JSON, the shape is checked, and the validator names every problem.
+- plain (fast): a msgspec decoder compiled from the schema accepts, in C, exactly the records
+  that hold every field and no other, with values the validator accepts as they stand: a
+  number, a level seen in training, an accepted boolean spelling, null where allowed. Each
+  field's values are read off the decoded structs in one transposition; no Python-level
+  validation is needed (`Schema.columns_from_plain`).
+- general: anything else (a missing or unknown field, a wrong type, an unseen level, padded
+  text, not a record at all) is parsed as plain JSON, its shape is checked, and the schema's
+  validator names every problem and warning.
+The parity tests hold both paths to the same answers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Literal, Optional, Union
 
 import msgspec
 
-from tabserve.schema import Kind, Problem, RequestError, Schema
+from tabserve.schema import Field, Kind, Problem, RequestError, Schema
 
 _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number",
                bool: "boolean", type(None): "null"}
-# what each kind of field may hold on the fast path; the validator checks the values
-_FAST_TYPES = {Kind.NUMERIC: float, Kind.CATEGORICAL: str, Kind.BOOLEAN: Union[bool, int, str]}
+
+
+def _plain_type(f: Field) -> Any:
+    """The values a field may hold on the plain path, as a type msgspec checks in C."""
+    if f.kind is Kind.NUMERIC:
+        kind = float  # JSON has no NaN or infinity, and msgspec refuses numbers beyond a double
+    elif f.kind is Kind.CATEGORICAL:
+        kind = Literal[f.categories]
+    else:
+        spellings = tuple(k for k in f.boolean_table if isinstance(k, str))
+        kind = Union[bool, Literal[0, 1], Literal[spellings]]
+    return Optional[kind] if f.nullable else kind
 
 
 @dataclass
@@ -30,9 +42,9 @@ class Body:
 
     is_batch: bool
     count: int
-    values: dict[str, list] | None = None       # the fast path: one list per field
+    plain: dict[str, tuple] | None = None       # the plain path: each field's values
     records: list[dict[str, Any]] | None = None  # the general path
-    row: tuple | None = None                     # the fast path, one record: values in order
+    row: tuple | None = None                     # the plain path, one record: values in order
 
 
 def _bad_request(message: str, status: int = 400, title: str = "Bad Request",
@@ -46,13 +58,10 @@ class BodyDecoder:
     def __init__(self, schema: Schema, max_records: int):
         self.names = schema.names
         self.max_records = max_records
-        fields = []
-        for position, f in enumerate(schema.fields):
-            kind = _FAST_TYPES[f.kind]
-            # attribute names are positional, so any column name works as a JSON key
-            fields.append((f"f{position}", Union[kind, None] if f.nullable else kind))
+        # attribute names are positional, so any column name works as a JSON key
+        fields = [(f"f{position}", _plain_type(f)) for position, f in enumerate(schema.fields)]
         record = msgspec.defstruct(
-            "Record", fields, forbid_unknown_fields=True, array_like=False,
+            "Record", fields, forbid_unknown_fields=True, gc=False,
             rename={f"f{position}": name for position, name in enumerate(self.names)})
         self._typed = msgspec.json.Decoder(Union[record, list[record]])
         self._plain = msgspec.json.Decoder()
@@ -65,11 +74,9 @@ class BodyDecoder:
             typed = None
         if isinstance(typed, list) and 0 < len(typed) <= self.max_records:
             columns = zip(*map(msgspec.structs.astuple, typed))
-            return Body(True, len(typed), values=dict(zip(self.names, map(list, columns))))
+            return Body(True, len(typed), plain=dict(zip(self.names, columns)))
         if typed is not None and not isinstance(typed, list):
-            row = msgspec.structs.astuple(typed)
-            return Body(False, 1, values={name: [value] for name, value in zip(self.names, row)},
-                        row=row)
+            return Body(False, 1, row=msgspec.structs.astuple(typed))
         return self._decode_general(raw)
 
     def _decode_general(self, raw: bytes) -> Body:

@@ -26,7 +26,7 @@ def _answer_types(bundle: ModelBundle, target_keys: bool) -> tuple[type, type]:
     classes = bundle.classes
     probabilities = msgspec.defstruct(
         "Probabilities", [(f"p{i}", float) for i in range(len(classes))],
-        rename={f"p{i}": label for i, label in enumerate(classes)})
+        rename={f"p{i}": label for i, label in enumerate(classes)}, gc=False)
     fields: list[tuple] = [("label", str), ("probabilities", probabilities)]
     rename = {}
     if target_keys:
@@ -34,7 +34,8 @@ def _answer_types(bundle: ModelBundle, target_keys: bool) -> tuple[type, type]:
         rename = {"target_probability": f"{bundle.schema.target}_probability",
                   "target": bundle.schema.target}
     fields += [("model_version", str), ("warnings", list[str] | msgspec.UnsetType, msgspec.UNSET)]
-    return msgspec.defstruct("Answer", fields, rename=rename or None), probabilities
+    # gc=False: answers hold no cycles, and untracked objects don't trigger collections
+    return msgspec.defstruct("Answer", fields, rename=rename or None, gc=False), probabilities
 
 
 class Predictor:
@@ -64,13 +65,11 @@ class Predictor:
 
     def predict_body(self, body: Body) -> list:
         """Answers (structs, ready to serialise) for a parsed request body (see `decoding`)."""
-        if body.row is not None:
-            encoded = self.encoder.encode_row(body.row)
-            if encoded is not None:  # one record of plain, known values: no validation pass
-                return [self._answer_one(self.score.row(encoded))]
         schema = self.bundle.schema
-        if body.values is not None:
-            return self.answer(schema.validate_columns(body.values, indexed=body.is_batch))
+        if body.row is not None:  # one record of plain values: no numpy
+            return [self._answer_one(self.score.row(self.encoder.encode_row(body.row)))]
+        if body.plain is not None:
+            return self._answers(self.probabilities(schema.columns_from_plain(body.plain)), {})
         return self.answer(schema.validate(body.records, indexed=body.is_batch))
 
     def answer(self, validated: Validated) -> list:

@@ -16,7 +16,9 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
+from collections.abc import Sequence
 from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -262,6 +264,21 @@ class Schema:
                 text = column.astype("object").map(lambda v: v.strip() if isinstance(v, str) else v)
                 codes = pd.Categorical(text, categories=list(f.categories)).codes
                 columns[f.name] = np.where(text.isna(), MISSING_CODE, codes).astype(np.intp)
+        return columns
+
+    def columns_from_plain(self, values: dict[str, Sequence]) -> dict[str, Sequence]:
+        """Columns from values already known to be valid as they stand (see `decoding`):
+        booleans and levels are looked up, numbers pass as they are (null becomes NaN later).
+        """
+        columns: dict[str, Sequence] = {}
+        for f in self.fields:
+            column = values[f.name]
+            if f.kind is Kind.NUMERIC:
+                columns[f.name] = column
+            else:
+                lookup = f.boolean_table if f.kind is Kind.BOOLEAN else f.category_codes
+                columns[f.name] = itemgetter(*column)(lookup) if len(column) > 1 else \
+                    (lookup[column[0]],)
         return columns
 
     def validate(self, records: list[dict[str, Any]], indexed: bool = True) -> Validated:
