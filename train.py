@@ -11,7 +11,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from tabserve.bundle import ModelBundle  # noqa: E402
 from tabserve.data import DataError, file_sha256, load_csv  # noqa: E402
-from tabserve.training import train  # noqa: E402
+from tabserve.training import CANDIDATES, train  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,12 +26,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seed for splits and models; same seed, same model (default: 1)")
     parser.add_argument("--folds", type=int, default=5,
                         help="cross-validation folds (default: %(default)s)")
+    parser.add_argument("--candidates", default=",".join(CANDIDATES),
+                        help="comma-separated models to compare (default: %(default)s)")
     parser.add_argument("--positive-class", default=None,
                         help="binary targets: the class whose probability is reported "
                              "(default: the minority class)")
     args = parser.parse_args(argv)
     if args.folds < 2:
         parser.error("--folds must be at least 2")
+    args.candidates = [name.strip() for name in args.candidates.split(",") if name.strip()]
+    unknown = sorted(set(args.candidates) - set(CANDIDATES))
+    if unknown or not args.candidates:
+        parser.error(f"--candidates: choose from {', '.join(CANDIDATES)}")
     return args
 
 
@@ -42,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Reading {args.data}")
         frame = load_csv(args.data)
         result = train(frame, args.target, seed=args.seed, folds=args.folds,
-                       positive_class=args.positive_class, log=print)
+                       positive_class=args.positive_class, candidates=args.candidates,
+                       log=print)
         bundle = ModelBundle.from_training(result, data_path=args.data,
                                            data_sha256=file_sha256(args.data), seed=args.seed)
         bundle.save(args.output)

@@ -12,7 +12,7 @@ Procedure (the README's "How training works" says the same):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from tabserve.data import DataError
 from tabserve.encoding import FrameEncoder
 from tabserve.schema import Schema
 
+CANDIDATES = ("logistic_regression", "xgboost")
 TEST_SIZE = 0.2
 DEFAULT_THRESHOLD = 0.5
 
@@ -113,7 +114,7 @@ def _scores(y_true: np.ndarray, proba: np.ndarray, threshold: float | None) -> d
 
 
 def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
-          positive_class: str | None = None,
+          positive_class: str | None = None, candidates: Sequence[str] = CANDIDATES,
           log: Callable[[str], None] = lambda message: None) -> TrainingResult:
     """Select, score and fit a classifier for `target` on a frame from `data.load_csv`."""
     if target not in frame.columns:
@@ -145,9 +146,10 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
 
     log(f"Comparing candidates by {folds}-fold cross-validated ROC AUC on {len(x_train)} rows "
         f"(test split: {len(x_test)} rows)")
-    candidates = candidate_pipelines(schema, len(classes), seed)
+    pipelines = {name: pipeline for name, pipeline in
+                 candidate_pipelines(schema, len(classes), seed).items() if name in candidates}
     cv_scores: dict[str, dict[str, Any]] = {}
-    for name, pipeline in candidates.items():
+    for name, pipeline in pipelines.items():
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         scores = cross_val_score(pipeline, x_train, y_train, cv=splitter, scoring=scoring,
                                  error_score="raise")
@@ -157,7 +159,7 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
     chosen = max(cv_scores, key=lambda name: cv_scores[name]["mean"])
     log(f"Chosen: {chosen}")
 
-    pipeline = candidates[chosen].fit(x_train, y_train)
+    pipeline = pipelines[chosen].fit(x_train, y_train)
     test = _scores(y_test, pipeline.predict_proba(x_test), threshold)
     log(f"Test split: ROC AUC {test['roc_auc']:.4f}, accuracy {test['accuracy']:.4f}, "
         f"log loss {test['log_loss']:.4f}")

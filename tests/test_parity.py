@@ -6,9 +6,11 @@ import msgspec
 import pytest
 
 from conftest import ROOT
+from tabserve.bundle import ModelBundle
 from tabserve.data import load_csv
 from tabserve.decoding import BodyDecoder
 from tabserve.predicting import Predictor
+from tabserve.training import CANDIDATES, train
 
 
 def records_from_csv(frame, schema):
@@ -28,14 +30,17 @@ def records_from_csv(frame, schema):
     return msgspec.json.decode(msgspec.json.encode(records))
 
 
-@pytest.mark.parametrize("bundle_name, csv_name", [
-    ("telco_bundle", None), ("loan_bundle", "loan_csv"), ("flower_bundle", "flower_csv"),
+@pytest.mark.parametrize("csv_name, target", [
+    ("telco", "churn"), ("loan_csv", "approved"), ("flower_csv", "species"),
 ])
-def test_served_probabilities_equal_the_pipeline(request, bundle_name, csv_name):
-    bundle = request.getfixturevalue(bundle_name)
-    csv = ROOT / "data" / "telco_churn.csv" if csv_name is None else \
+@pytest.mark.parametrize("candidate", CANDIDATES)
+def test_served_probabilities_equal_the_pipeline(request, csv_name, target, candidate):
+    """For every model kind the trainer can choose, on binary and multiclass data."""
+    csv = ROOT / "data" / "telco_churn.csv" if csv_name == "telco" else \
         request.getfixturevalue(csv_name)
     frame = load_csv(csv)
+    result = train(frame, target, seed=1, folds=2, candidates=[candidate])
+    bundle = ModelBundle.from_training(result, data_path=csv, data_sha256="", seed=1)
     frame = frame[frame[bundle.schema.target].notna()]
     expected = bundle.pipeline.predict_proba(frame)
     records = records_from_csv(frame, bundle.schema)
