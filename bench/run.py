@@ -50,7 +50,6 @@ class Server:
     target: str  # gunicorn's module:app
     chdir: Path
     env: dict[str, str] = field(default_factory=dict)
-    bodies: tuple[str, ...] = ("single", "batch")
 
 
 def free_port() -> int:
