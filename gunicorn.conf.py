@@ -3,6 +3,8 @@
 import gc
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run from any directory
 from tabserve.config import available_cpus  # noqa: E402
@@ -13,6 +15,15 @@ for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(variable, "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# Prometheus multiprocess mode: workers write their samples to files here, /metrics sums them.
+# Set before prometheus_client is imported; emptied at start so no stale counts survive.
+metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+                   or tempfile.mkdtemp(prefix="tabserve-metrics-"))
+metrics_dir.mkdir(parents=True, exist_ok=True)
+for stale in metrics_dir.glob("*.db"):
+    stale.unlink()
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '9696')}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or available_cpus())
 threads = int(os.environ.get("THREADS") or 1)
@@ -20,7 +31,8 @@ preload_app = True          # load model.bin once, in the master; workers share 
 timeout = int(os.environ.get("TIMEOUT") or 30)
 graceful_timeout = 10
 keepalive = 5
-accesslog = "-"             # access and error logs to stdout/stderr for containers
+accesslog = "-"             # one JSON line per request on stdout, errors on stderr
+logger_class = "tabserve.logs.JsonAccessLogger"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 
@@ -32,3 +44,10 @@ def when_ready(server):
     sharing those pages instead of copying them when the collector touches them."""
     gc.collect()
     gc.freeze()
+
+
+def child_exit(server, worker):
+    """A worker's samples stay counted after it exits; its live gauges do not."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

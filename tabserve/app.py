@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import time
 from typing import Any
 
 import msgspec
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Request, Response, current_app, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.routing import Rule
 
 from tabserve.bundle import ModelBundle
 from tabserve.config import Settings
 from tabserve.decoding import BodyDecoder
+from tabserve.explaining import Explainer, ExplanationsUnavailable
+from tabserve.inference_protocol import v2
+from tabserve.metrics import Metrics
+from tabserve.openapi import openapi_document
 from tabserve.predicting import Predictor
 from tabserve.schema import Problem, RequestError
 
@@ -69,7 +77,39 @@ def _json_body() -> bytes:
 def predict() -> Response:
     body = current_app.extensions["decoder"].decode(_json_body())
     answers = _predictor().predict_body(body)
+    request.environ["tabserve.records"] = body.count
+    current_app.extensions["metrics"].observe_labels([a.label for a in answers])
     return json_response(answers if body.is_batch else answers[0])
+
+
+@api.post("/explain")
+def explain() -> Response:
+    body = current_app.extensions["decoder"].decode(_json_body())
+    columns, warnings = _predictor().columns(body)
+    try:
+        explanations = current_app.extensions["explainer"].explain(columns, warnings)
+    except ExplanationsUnavailable as err:
+        return problem_response(501, "Not Implemented", str(err))
+    request.environ["tabserve.records"] = body.count
+    current_app.extensions["metrics"].observe_labels([e["label"] for e in explanations])
+    return json_response(explanations if body.is_batch else explanations[0])
+
+
+@api.get("/openapi.json")
+def openapi() -> Response:
+    return json_response(current_app.extensions["openapi"])
+
+
+@api.get("/docs")
+def docs() -> Response:
+    return Response(render_template("docs.html", title=current_app.extensions["openapi"]["info"]
+                                    ["title"]), mimetype="text/html")
+
+
+@api.get("/metrics")
+def metrics() -> Response:
+    exposition = current_app.extensions["metrics"]
+    return Response(exposition.exposition(), mimetype=exposition.content_type)
 
 
 @api.get("/")
@@ -80,7 +120,12 @@ def index() -> Response:
         "model_version": bundle.version,
         "target": bundle.schema.target,
         "endpoints": {"POST /predict": "one record (object) or a batch (list of objects)",
+                      "POST /explain": "each field's contribution to each prediction",
+                      "GET /docs": "a page to try the model in a browser",
+                      "GET /openapi.json": "the OpenAPI 3.1 document of this API",
                       "GET /model": "schema, classes, threshold, metrics, metadata",
+                      "GET /metrics": "Prometheus metrics",
+                      "GET /v2/models/" + _model_name(): "Open Inference Protocol v2",
                       "GET /health": "alive", "GET /ready": "model loaded and answering"},
         "example": {"POST /predict": bundle.example},
     })
@@ -103,7 +148,12 @@ def model() -> Response:
     return json_response(_predictor().bundle.describe())
 
 
+def _model_name() -> str:
+    return _settings().model_name or _predictor().bundle.schema.target
+
+
 def _request_error(err: RequestError) -> Response:
+    current_app.extensions["metrics"].observe_problems([p.field for p in err.problems])
     title = err.title or "Unprocessable Content"
     shown = "; ".join(str(p) for p in err.problems[:3])
     more = len(err.problems) - 3
@@ -128,16 +178,77 @@ def _unexpected_error(err: Exception) -> Response:
                             "the server failed to answer; the error is in its log")
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class RequestAccounting:
+    """WSGI middleware around the Flask app: a request id (from `X-Request-ID` when it is
+    sane, generated otherwise) and the model version in every response's headers and in the
+    environ for the access log; request counts and latency for /metrics. As middleware it
+    costs a fraction of Flask's before/after-request hooks."""
+
+    def __init__(self, wsgi_app, metrics: Metrics, model_version: str):
+        self.wsgi_app = wsgi_app
+        self.metrics = metrics
+        self.model_version = model_version
+
+    def __call__(self, environ, start_response):
+        started = time.perf_counter()
+        given = environ.get("HTTP_X_REQUEST_ID", "")
+        request_id = given if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
+        environ["tabserve.request_id"] = request_id
+        environ["tabserve.model_version"] = self.model_version
+        extra = [("X-Request-ID", request_id), ("X-Model-Version", self.model_version),
+                 ("X-Content-Type-Options", "nosniff")]
+        status_code = 500
+
+        def start(status: str, headers: list, exc_info=None):
+            nonlocal status_code
+            status_code = int(status[:3])
+            return start_response(status, headers + extra, exc_info)
+
+        try:
+            return self.wsgi_app(environ, start)
+        finally:
+            self.metrics.observe_request(environ.get("tabserve.endpoint", "(unmatched)"),
+                                         environ.get("REQUEST_METHOD", ""), status_code,
+                                         time.perf_counter() - started)
+
+
+class EndpointRequest(Request):
+    """Flask's request, leaving the matched route's pattern in the environ for the metrics
+    (a label per route, not per path: /v2/models/<name> stays one series)."""
+
+    @property
+    def url_rule(self) -> Rule | None:
+        return self.__dict__.get("_url_rule")
+
+    @url_rule.setter
+    def url_rule(self, rule: Rule | None) -> None:
+        self.__dict__["_url_rule"] = rule
+        if rule is not None:
+            self.environ["tabserve.endpoint"] = rule.rule
+
+
 def create_app(bundle: ModelBundle | None = None, settings: Settings | None = None) -> Flask:
     """The app for one bundle: loaded from `settings.model_path` unless given."""
     settings = settings or Settings.from_env()
     bundle = bundle or ModelBundle.load(settings.model_path)
     app = Flask(__name__)
+    app.request_class = EndpointRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    predictor = Predictor(bundle)
     app.extensions["settings"] = settings
-    app.extensions["predictor"] = Predictor(bundle)
+    app.extensions["predictor"] = predictor
     app.extensions["decoder"] = BodyDecoder(bundle.schema, settings.max_batch_records)
+    app.extensions["explainer"] = Explainer(predictor)
+    app.extensions["metrics"] = Metrics()
+    app.extensions["openapi"] = openapi_document(
+        bundle, max_batch=settings.max_batch_records,
+        model_name=settings.model_name or bundle.schema.target)
+    app.wsgi_app = RequestAccounting(app.wsgi_app, app.extensions["metrics"], bundle.version)
     app.register_blueprint(api)
+    app.register_blueprint(v2)
     app.register_error_handler(RequestError, _request_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)

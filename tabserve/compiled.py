@@ -31,6 +31,7 @@ class LinearScorer:
     def __init__(self, imputer: SimpleImputer, scaler: StandardScaler, model: LogisticRegression):
         self.fill = imputer.statistics_.astype(np.float64)
         mean = scaler.mean_ if scaler.with_mean else np.zeros_like(self.fill)
+        self.mean = mean  # of the imputed training matrix: the explanations' reference record
         scale = scaler.scale_ if scaler.with_std else np.ones_like(self.fill)
         # ((x - mean) / scale) @ coef.T + intercept  ==  x @ weights + bias
         self.weights = (model.coef_ / scale).T

@@ -30,15 +30,17 @@ class Settings:
     model_path: Path = Path("model.bin")
     max_batch_records: int = 10_000
     max_body_bytes: int = 32 * 1024 * 1024
+    model_name: str = ""  # the Open Inference Protocol's model name; empty: the target's name
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        """Build settings from `MODEL_PATH`, `MAX_BATCH_RECORDS` and `MAX_BODY_BYTES`."""
+        """Settings from `MODEL_PATH`, `MAX_BATCH_RECORDS`, `MAX_BODY_BYTES`, `MODEL_NAME`."""
         env = os.environ if env is None else env
         return cls(
             model_path=Path(env.get("MODEL_PATH") or "model.bin"),
             max_batch_records=_positive_int(env, "MAX_BATCH_RECORDS", cls.max_batch_records),
             max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", cls.max_body_bytes),
+            model_name=env.get("MODEL_NAME", "").strip(),
         )
 
 

@@ -72,6 +72,18 @@ class Predictor:
             return self._answers(self.probabilities(schema.columns_from_plain(body.plain)), {})
         return self.answer(schema.validate(body.records, indexed=body.is_batch))
 
+    def columns(self, body: Body) -> tuple[dict, dict[int, list[str]]]:
+        """Typed columns and per-record warnings for a parsed body; `RequestError` if invalid."""
+        schema = self.bundle.schema
+        if body.row is not None:
+            return schema.columns_from_plain({n: (v,) for n, v in zip(schema.names, body.row)}), {}
+        if body.plain is not None:
+            return schema.columns_from_plain(body.plain), {}
+        validated = schema.validate(body.records, indexed=body.is_batch)
+        if validated.problems:
+            raise RequestError(validated.problems)
+        return validated.columns, validated.warnings
+
     def answer(self, validated: Validated) -> list:
         """Answers for validated records; `RequestError` if validation found problems."""
         if validated.problems:

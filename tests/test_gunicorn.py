@@ -1,10 +1,12 @@
 """End to end: the real `gunicorn predict:app` over HTTP, stopped by its PID."""
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 import requests
 
 from conftest import PYTHON, ROOT
+from tabserve.data import load_csv
 
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 
@@ -23,17 +26,21 @@ def free_port() -> int:
 
 
 def start_gunicorn(model_path: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    """gunicorn on a free port; its stdout (the access log) and stderr go to files, named by
+    the process's `log_path` and `error_path` attributes (a pipe left unread would fill)."""
     port = free_port()
+    logs = Path(tempfile.mkdtemp(prefix="gunicorn-"))
     process = subprocess.Popen(
         [GUNICORN, "predict:app"], cwd=ROOT,
         env={**os.environ, "MODEL_PATH": str(model_path), "HOST": "127.0.0.1",
              "PORT": str(port), "WEB_CONCURRENCY": "2", **env},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=(logs / "access.log").open("w"), stderr=(logs / "error.log").open("w"))
+    process.log_path, process.error_path = logs / "access.log", logs / "error.log"
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited: {process.stderr.read()}")
+            raise AssertionError(f"gunicorn exited: {process.error_path.read_text()}")
         try:
             if requests.get(f"{url}/health", timeout=1).ok:
                 return process, url
@@ -53,10 +60,15 @@ def stop(process: subprocess.Popen) -> int:
 
 
 @pytest.fixture(scope="module")
-def telco_server():
+def telco_process():
     process, url = start_gunicorn(ROOT / "model.bin")
-    yield url
+    yield process, url
     assert stop(process) == 0
+
+
+@pytest.fixture(scope="module")
+def telco_server(telco_process):
+    return telco_process[1]
 
 
 def test_default_model_answers_over_http(telco_server, telco_record):
@@ -106,3 +118,106 @@ def test_no_model_no_service(tmp_path, content, message):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(model) in errors[0] and message in errors[0]
     assert "python train.py" in errors[0] and "Traceback" not in done.stderr
+
+
+def metric(text: str, line_start: str) -> float:
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith(line_start)]
+    return sum(values)
+
+
+def test_metrics_count_every_request_across_two_workers(tmp_path, telco_record):
+    process, url = start_gunicorn(ROOT / "model.bin")
+    try:
+        with requests.Session() as session:
+            for i in range(60):
+                response = session.post(f"{url}/predict", json=[telco_record] * 2, timeout=10)
+                assert response.status_code == 200
+            for i in range(15):
+                session.post(f"{url}/predict", json={**telco_record, "tenure": "x"}, timeout=10)
+        text = requests.get(f"{url}/metrics", timeout=10).text
+        access_lines = process.log_path.read_text().splitlines()
+    finally:
+        assert stop(process) == 0
+    assert metric(text, 'tabserve_requests_total{endpoint="/predict",method="POST",status="200"}') == 60
+    assert metric(text, 'tabserve_requests_total{endpoint="/predict",method="POST",status="422"}') == 15
+    assert metric(text, "tabserve_records_predicted_total") == 120
+    assert metric(text, "tabserve_predictions_total{") == 120
+    assert metric(text, 'tabserve_validation_failures_total{field="tenure"}') == 15
+    assert metric(text, 'tabserve_request_duration_seconds_count{endpoint="/predict"}') == 75
+    predict_lines = [line for line in access_lines if json.loads(line)["path"] == "/predict"]
+    assert len(predict_lines) == 75  # one access line per request
+
+
+def test_one_json_log_line_per_request_with_request_id(telco_process, telco_record):
+    process, url = telco_process
+    response = requests.post(f"{url}/predict", json=telco_record, timeout=10,
+                             headers={"X-Request-ID": "trace-42"})
+    assert response.headers["X-Request-ID"] == "trace-42"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in process.log_path.read_text().splitlines()
+                 if line.startswith("{")]
+        mine = [line for line in lines if line["request_id"] == "trace-42"]
+        if mine:
+            break
+        time.sleep(0.1)
+    assert mine == [{**mine[0], "method": "POST", "path": "/predict", "status": 200,
+                     "records": 1, "model_version": response.json()["model_version"]}]
+    assert mine[0]["duration_ms"] > 0
+
+
+def test_client_script_posts_csv_and_json(telco_server, tmp_path, telco_record):
+    csv = tmp_path / "customers.csv"
+    frame = load_csv(ROOT / "data" / "telco_churn.csv").head(5).drop(columns="churn")
+    frame.to_csv(csv, index=False)
+    done = subprocess.run([PYTHON, "predict_client.py", str(csv), "--url", telco_server,
+                           "--batch-size", "2"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(answers) == 5 and all("churn_probability" in a for a in answers)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**telco_record, "tenure": "x"}))
+    done = subprocess.run([PYTHON, "predict_client.py", str(bad), "--url", telco_server],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "422" in done.stderr and "tenure" in done.stderr
+    done = subprocess.run([PYTHON, "predict_client.py", str(bad), "--url",
+                           f"http://127.0.0.1:{free_port()}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.startswith("error:")
+
+
+def test_docs_page_in_a_real_browser(telco_server, tmp_path):
+    chromium, driver = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+    if not (chromium.exists() and driver.exists()):
+        pytest.skip("chromium and chromium-driver are not installed (.ci/run installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(chromium)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--no-first-run", "--disable-background-networking", "--disable-sync",
+                 "--disable-component-update", "--window-size=1000,1400",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(str(driver)), options=options)
+    try:
+        browser.get(f"{telco_server}/docs")
+        WebDriverWait(browser, 20).until(lambda b: b.find_elements(By.ID, "predict"))
+        browser.find_element(By.ID, "predict").click()
+        WebDriverWait(browser, 20).until(
+            lambda b: "churn_probability" in b.find_element(By.ID, "answer").text)
+        answer = browser.find_element(By.ID, "answer").text
+        assert answer.startswith("200") and '"model_version"' in answer
+        browser.find_element(By.ID, "explain").click()
+        WebDriverWait(browser, 20).until(
+            lambda b: "contributions" in b.find_element(By.ID, "answer").text)
+        browser.execute_script("document.getElementById('answer').scrollIntoView()")
+        browser.save_screenshot(str(tmp_path / "docs.png"))
+        assert (tmp_path / "docs.png").stat().st_size > 10_000
+    finally:
+        browser.quit()

@@ -1,0 +1,90 @@
+"""Send records to a running service and print its answers: `python predict_client.py --help`.
+
+    python predict_client.py customers.csv                # a CSV with a header row
+    python predict_client.py record.json --url http://host:9696
+    python predict_client.py batch.json --explain
+
+CSV cells are typed with the service's own schema (GET /model): numeric fields become numbers,
+empty cells null. Answers are printed one JSON object per line. Exit code 1 on any error:
+the service's problem details, or why it could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import requests
+
+
+class ClientError(Exception):
+    """Why the records could not be sent or were refused."""
+
+
+def read_records(path: Path, fields: list[dict]) -> list[dict]:
+    """Records from a .json file (an object or a list) or a .csv file typed by the schema."""
+    if path.suffix.lower() == ".json":
+        data = json.loads(path.read_text())
+        return data if isinstance(data, list) else [data]
+    kinds = {f["name"]: f["kind"] for f in fields}
+    records = []
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            record = {}
+            for name, text in row.items():
+                text = (text or "").strip()
+                if text in ("", "NA"):
+                    record[name] = None
+                elif kinds.get(name) == "numeric":
+                    try:
+                        record[name] = float(text)
+                    except ValueError:
+                        raise ClientError(f"{path}:{line}: {name} is not a number: {text!r}")
+                else:
+                    record[name] = text
+            records.append(record)
+    return records
+
+
+def post(url: str, path: str, records: list[dict], timeout: float) -> list[dict]:
+    response = requests.post(f"{url}{path}", json=records, timeout=timeout)
+    if not response.ok:
+        try:
+            problem = response.json()
+            detail = problem.get("detail") or problem.get("error") or response.text
+        except ValueError:
+            detail = response.text[:500]
+        raise ClientError(f"{response.status_code} from {path}: {detail}")
+    return response.json()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("file", type=Path, help="a .json or .csv file of records")
+    parser.add_argument("--url", default="http://localhost:9696", help="the service's base URL")
+    parser.add_argument("--batch-size", type=int, default=1000, help="records per request")
+    parser.add_argument("--explain", action="store_true", help="ask /explain, not /predict")
+    parser.add_argument("--timeout", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    url = args.url.rstrip("/")
+    try:
+        model = requests.get(f"{url}/model", timeout=args.timeout)
+        model.raise_for_status()
+        records = read_records(args.file, model.json()["schema"]["fields"])
+        if not records:
+            raise ClientError(f"{args.file}: no records")
+        path = "/explain" if args.explain else "/predict"
+        for start in range(0, len(records), args.batch_size):
+            for answer in post(url, path, records[start:start + args.batch_size], args.timeout):
+                print(json.dumps(answer))
+    except (ClientError, OSError, ValueError, requests.RequestException) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

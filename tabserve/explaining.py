@@ -1,0 +1,92 @@
+"""Per-field contributions to each prediction's raw score.
+
+- Linear model: exact linear SHAP values, coefficient × (value − training mean) on the encoded
+  columns; the base value is the raw score of the mean encoded record.
+- XGBoost: exact tree SHAP values from the booster (`pred_contribs`), the bias as base value.
+Either way the contributions of a field's encoded columns (its one-hot levels and its "is
+missing" column) are summed back to the field, and base value + contributions = raw score:
+the log-odds of the positive class for a binary model, each class's margin otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xgboost
+
+from tabserve.compiled import BoosterScorer, LinearScorer
+from tabserve.predicting import Predictor
+
+
+class ExplanationsUnavailable(RuntimeError):
+    """The bundle's model kind has no exact explanation here."""
+
+
+class Explainer:
+    """Contributions for one predictor's model, summed to its input fields."""
+
+    def __init__(self, predictor: Predictor):
+        self.predictor = predictor
+        encoder = predictor.encoder
+        self.fields = predictor.bundle.schema.names
+        # encoded column → input field, as a 0/1 matrix: contributions @ to_fields sums them
+        self.to_fields = np.zeros((len(encoder.feature_names), len(self.fields)))
+        for column, field in enumerate(encoder.field_of_column):
+            self.to_fields[column, self.fields.index(field)] = 1.0
+
+    def contributions(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per record and class: field contributions (n × k × fields) and base values (n × k);
+        k is 1 for a binary model (the positive class)."""
+        scorer = self.predictor.score
+        if isinstance(scorer, LinearScorer):
+            filled = np.where(np.isnan(matrix), scorer.fill, matrix)
+            weights = scorer.weights  # columns × k
+            per_column = (filled - scorer.mean)[:, :, None] * weights[None, :, :]
+            base = np.broadcast_to(scorer.mean @ weights + scorer.bias, (len(matrix),
+                                                                        weights.shape[1]))
+            per_column = per_column.transpose(0, 2, 1)  # n × k × columns
+        elif isinstance(scorer, BoosterScorer):
+            raw = scorer.booster.predict(xgboost.DMatrix(matrix, missing=np.nan),
+                                         pred_contribs=True)
+            if raw.ndim == 2:  # binary: n × (columns + bias)
+                raw = raw[:, None, :]
+            per_column, base = raw[:, :, :-1].astype(np.float64), raw[:, :, -1].astype(np.float64)
+        else:
+            raise ExplanationsUnavailable(
+                f"explanations are not available for {type(scorer).__name__} models")
+        return per_column @ self.to_fields, np.asarray(base, dtype=np.float64)
+
+    def explain(self, columns: dict, warnings: dict[int, list[str]]) -> list[dict[str, Any]]:
+        """One explanation per record."""
+        predictor = self.predictor
+        bundle = predictor.bundle
+        matrix = predictor.encoder.encode(columns)
+        contributions, base = self.contributions(matrix)
+        labels = [a.label for a in predictor._answers(predictor.score(matrix), {})]
+        out = []
+        for i, label in enumerate(labels):
+            if bundle.task == "binary":
+                by_field = dict(zip(self.fields, contributions[i, 0].tolist()))
+                explanation: dict[str, Any] = {
+                    "label": label,
+                    "output": f"log-odds of {bundle.positive_class!r}",
+                    "base_value": float(base[i, 0]),
+                    "raw_score": float(base[i, 0] + contributions[i, 0].sum()),
+                    "contributions": by_field,
+                }
+            else:
+                explanation = {
+                    "label": label,
+                    "output": "margin (log-probability up to a constant) of each class",
+                    "base_value": dict(zip(bundle.classes, base[i].tolist())),
+                    "raw_score": dict(zip(bundle.classes,
+                                          (base[i] + contributions[i].sum(axis=1)).tolist())),
+                    "contributions": {c: dict(zip(self.fields, contributions[i, k].tolist()))
+                                      for k, c in enumerate(bundle.classes)},
+                }
+            explanation["model_version"] = bundle.version
+            if i in warnings:
+                explanation["warnings"] = warnings[i]
+            out.append(explanation)
+        return out

@@ -1,0 +1,201 @@
+"""The OpenAPI 3.1 document of the service, generated from the loaded model's schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tabserve.bundle import ModelBundle
+from tabserve.schema import Field, Kind
+
+PROBLEM_RESPONSES = {
+    "400": "The body is not JSON, or not a record or a list of records",
+    "413": "The body or the batch is larger than the limit",
+    "415": "The body is not sent as application/json",
+    "422": "A record is invalid: every problem is listed with its field",
+}
+
+
+def field_schema(f: Field) -> dict[str, Any]:
+    """The JSON Schema of one input field."""
+    nullable = " May be null: the training data had missing values." if f.nullable else ""
+    if f.kind is Kind.NUMERIC:
+        schema: dict[str, Any] = {
+            "type": ["number", "null"] if f.nullable else "number",
+            "description": f"Numeric; {f.minimum:g} to {f.maximum:g} in training.{nullable}"}
+    elif f.kind is Kind.CATEGORICAL:
+        schema = {
+            "type": ["string", "null"] if f.nullable else "string",
+            "enum": [*f.categories, *([None] if f.nullable else [])],
+            "description": "Categorical: the levels seen in training. Another string is "
+                           f"answered with a warning and encoded as none of them.{nullable}"}
+    else:
+        true, false = f.spellings
+        schema = {
+            "anyOf": [{"type": "boolean"}, {"type": "integer", "enum": [0, 1]},
+                      {"type": "string", "enum": sorted({true, false, "true", "false"})},
+                      *([{"type": "null"}] if f.nullable else [])],
+            "description": f"Boolean-like: true/false, 1/0, or {true!r}/{false!r} "
+                           f"(any case).{nullable}"}
+    return schema
+
+
+def openapi_document(bundle: ModelBundle, *, max_batch: int, model_name: str) -> dict[str, Any]:
+    """Every endpoint, with the record, answer and problem shapes of this model."""
+    schema = bundle.schema
+    target = schema.target
+    record = {
+        "type": "object",
+        "description": f"One record: the input fields of the model that predicts {target!r}. "
+                       "Fields the model does not use are answered with a warning.",
+        "properties": {f.name: field_schema(f) for f in schema.fields},
+        "required": schema.names,
+        "additionalProperties": True,
+        "example": bundle.example,
+    }
+    probabilities = {
+        "type": "object", "description": "The probability of every class",
+        "properties": {label: {"type": "number", "minimum": 0, "maximum": 1}
+                       for label in bundle.classes},
+        "required": bundle.classes,
+    }
+    answer_properties: dict[str, Any] = {
+        "label": {"type": "string", "enum": bundle.classes, "description": "Predicted class"},
+        "probabilities": {"$ref": "#/components/schemas/Probabilities"},
+        "model_version": {"type": "string", "description": "Which model answered"},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+    }
+    required = ["label", "probabilities", "model_version"]
+    if bundle.task == "binary":
+        answer_properties[f"{target}_probability"] = {
+            "type": "number", "minimum": 0, "maximum": 1,
+            "description": f"Probability of the positive class {bundle.positive_class!r}"}
+        answer_properties[target] = {
+            "type": "boolean",
+            "description": f"True when the label is {bundle.positive_class!r} "
+                           f"(probability >= {bundle.threshold})"}
+        required += [f"{target}_probability", target]
+    problem = {
+        "type": "object", "description": "RFC 9457 problem details",
+        "properties": {
+            "type": {"type": "string"}, "title": {"type": "string"},
+            "status": {"type": "integer"}, "detail": {"type": "string"},
+            "errors": {"type": "array", "items": {
+                "type": "object",
+                "properties": {"field": {"type": ["string", "null"]},
+                               "message": {"type": "string"},
+                               "index": {"type": "integer", "minimum": 0}},
+                "required": ["field", "message"]}},
+            "errors_total": {"type": "integer"},
+        },
+        "required": ["type", "title", "status", "detail"],
+    }
+    explanation = {
+        "type": "object",
+        "description": "Additive contributions of each input field to the raw score (log-odds "
+                       "for a binary model; per class otherwise): base_value plus the "
+                       "contributions equals raw_score.",
+        "properties": {"label": {"type": "string"}, "model_version": {"type": "string"},
+                       "base_value": {}, "raw_score": {}, "contributions": {"type": "object"},
+                       "warnings": {"type": "array", "items": {"type": "string"}}},
+        "required": ["label", "base_value", "raw_score", "contributions", "model_version"],
+    }
+
+    def body(ref: str) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {
+            "schema": {"oneOf": [{"$ref": "#/components/schemas/Record"},
+                                 {"type": "array", "minItems": 1, "maxItems": max_batch,
+                                  "items": {"$ref": "#/components/schemas/Record"}}]},
+            "examples": {"one record": {"value": bundle.example},
+                         "a batch": {"value": [bundle.example, bundle.example]}}}}}
+
+    def answers(ref: str, what: str) -> dict[str, Any]:
+        return {"200": {"description": what, "content": {"application/json": {"schema": {
+            "oneOf": [{"$ref": ref}, {"type": "array", "items": {"$ref": ref}}]}}}},
+                **{code: {"$ref": f"#/components/responses/Problem{code}"}
+                   for code in PROBLEM_RESPONSES}}
+
+    def plain_json(description: str) -> dict[str, Any]:
+        return {"200": {"description": description,
+                        "content": {"application/json": {"schema": {"type": "object"}}}}}
+
+    v2 = f"/v2/models/{model_name}"
+    oip_error = {"description": "Bad request", "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": f"tabserve: predict {target!r}",
+            "version": bundle.version,
+            "description": f"A {bundle.task} classifier ({bundle.metrics.get('chosen')}) for "
+                           f"{target!r}, classes {', '.join(map(repr, bundle.classes))}. "
+                           "POST one record (an object) or a batch (a list) to /predict.",
+        },
+        "paths": {
+            "/predict": {"post": {
+                "summary": "Predict one record or a batch", "operationId": "predict",
+                "requestBody": body("Record"),
+                "responses": answers("#/components/schemas/Answer",
+                                     "One answer per record, in order")}},
+            "/explain": {"post": {
+                "summary": "Explain predictions: each field's contribution",
+                "operationId": "explain", "requestBody": body("Record"),
+                "responses": answers("#/components/schemas/Explanation",
+                                     "One explanation per record, in order")}},
+            "/health": {"get": {"summary": "The process is up", "operationId": "health",
+                                "responses": plain_json("Alive")}},
+            "/ready": {"get": {"summary": "The model is loaded and answering",
+                               "operationId": "ready", "responses": plain_json("Ready")}},
+            "/model": {"get": {"summary": "Schema, classes, threshold, metrics and metadata",
+                               "operationId": "model", "responses": plain_json("The model")}},
+            "/": {"get": {"summary": "Where to go from here", "operationId": "index",
+                          "responses": plain_json("An index of the endpoints")}},
+            "/v2/health/live": {"get": {"summary": "Open Inference Protocol: live",
+                                        "operationId": "v2Live",
+                                        "responses": plain_json("Live")}},
+            "/v2/health/ready": {"get": {"summary": "Open Inference Protocol: ready",
+                                         "operationId": "v2Ready",
+                                         "responses": plain_json("Ready")}},
+            "/v2": {"get": {"summary": "Open Inference Protocol: server metadata",
+                            "operationId": "v2Server", "responses": plain_json("Metadata")}},
+            v2: {"get": {"summary": "Open Inference Protocol: model metadata",
+                         "operationId": "v2Model", "responses": plain_json("Metadata")}},
+            f"{v2}/ready": {"get": {"summary": "Open Inference Protocol: model ready",
+                                    "operationId": "v2ModelReady",
+                                    "responses": plain_json("Ready")}},
+            f"{v2}/infer": {"post": {
+                "summary": "Open Inference Protocol: infer (one input tensor per field)",
+                "operationId": "v2Infer",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/InferenceRequest"}}}},
+                "responses": {"200": {"description": "Label and class probabilities",
+                                      "content": {"application/json": {
+                                          "schema": {"type": "object"}}}},
+                              "400": oip_error}}},
+        },
+        "components": {
+            "schemas": {
+                "Record": record, "Probabilities": probabilities,
+                "Answer": {"type": "object", "properties": answer_properties,
+                           "required": required},
+                "Explanation": explanation, "Problem": problem,
+                "InferenceRequest": {
+                    "type": "object", "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "inputs": {"type": "array", "items": {
+                            "type": "object", "required": ["name", "shape", "datatype", "data"],
+                            "properties": {"name": {"type": "string"},
+                                           "shape": {"type": "array",
+                                                     "items": {"type": "integer"}},
+                                           "datatype": {"type": "string"},
+                                           "data": {"type": "array"}}}},
+                    }},
+            },
+            "responses": {
+                f"Problem{code}": {"description": description, "content": {
+                    "application/problem+json": {
+                        "schema": {"$ref": "#/components/schemas/Problem"}}}}
+                for code, description in PROBLEM_RESPONSES.items()
+            },
+        },
+    }
