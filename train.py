@@ -11,6 +11,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from tabserve.bundle import ModelBundle  # noqa: E402
 from tabserve.data import DataError, file_sha256, load_csv  # noqa: E402
+from tabserve.decision import RULES, parse_rule  # noqa: E402
+from tabserve.reports import write_reports  # noqa: E402
 from tabserve.training import CANDIDATES, train  # noqa: E402
 
 
@@ -27,7 +29,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--folds", type=int, default=5,
                         help="cross-validation folds (default: %(default)s)")
     parser.add_argument("--candidates", default=",".join(CANDIDATES),
-                        help="comma-separated models to compare (default: %(default)s)")
+                        help="comma-separated model families to search (default: %(default)s)")
+    parser.add_argument("--time-budget", type=float, default=60.0,
+                        help="seconds for the model search (default: %(default)s)")
+    parser.add_argument("--trials", type=int, default=None,
+                        help="run exactly this many search trials instead of a time budget: "
+                             "reproduces a run on any machine (its report says how many)")
+    parser.add_argument("--threshold-rule", default="fixed:0.5",
+                        help=f"binary targets: how to choose the threshold, {RULES} "
+                             "(default: %(default)s)")
+    parser.add_argument("--reports", type=Path, default=None,
+                        help="where to write metrics.json, model_card.md and plots "
+                             "(default: reports/ beside the output)")
+    parser.add_argument("--quiet", action="store_true", help="print errors only")
     parser.add_argument("--positive-class", default=None,
                         help="binary targets: the class whose probability is reported "
                              "(default: the minority class)")
@@ -38,29 +52,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.candidates) - set(CANDIDATES))
     if unknown or not args.candidates:
         parser.error(f"--candidates: choose from {', '.join(CANDIDATES)}")
+    try:
+        args.threshold_rule = parse_rule(args.threshold_rule)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.trials is not None and args.trials < 1:
+        parser.error("--trials must be at least 1")
+    if args.time_budget <= 0:
+        parser.error("--time-budget must be positive")
+    if args.reports is None:
+        args.reports = args.output.parent / "reports"
     return args
+
+
+def progress_printer(quiet: bool):
+    """Search progress: one line rewritten in place on a terminal, a line each otherwise."""
+    if quiet:
+        return lambda line: None
+    if sys.stdout.isatty():
+        return lambda line: print(f"\r{line}", end="", flush=True)
+    return print
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
+    say = (lambda message: None) if args.quiet else print
+    progress = progress_printer(args.quiet)
     try:
-        print(f"Reading {args.data}")
+        say(f"Reading {args.data}")
         frame = load_csv(args.data)
         result = train(frame, args.target, seed=args.seed, folds=args.folds,
                        positive_class=args.positive_class, candidates=args.candidates,
-                       log=print)
+                       time_budget=args.time_budget, max_trials=args.trials,
+                       threshold_rule=args.threshold_rule, log=say, progress=progress)
+        if sys.stdout.isatty() and not args.quiet:
+            print()  # end the progress line
         bundle = ModelBundle.from_training(result, data_path=args.data,
                                            data_sha256=file_sha256(args.data), seed=args.seed)
         bundle.save(args.output)
+        written = write_reports(bundle, result, args.reports)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except OSError as err:
-        print(f"error: cannot write {args.output}: {err.strerror}", file=sys.stderr)
+        print(f"error: cannot write {err.filename or args.output}: {err.strerror}",
+              file=sys.stderr)
         return 1
-    print(f"Wrote {args.output} (model version {bundle.version}) "
-          f"in {time.perf_counter() - started:.1f} s")
+    say(f"Wrote {args.output} (model version {bundle.version}) and {len(written)} report files "
+        f"in {args.reports} in {time.perf_counter() - started:.1f} s")
     return 0
 
 

@@ -19,8 +19,10 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sklearn.pipeline import Pipeline
 
+from tabserve.decision import Calibration
 from tabserve.schema import Schema
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class ModelBundle:
     metrics: dict[str, Any]
     example: dict[str, Any]
     metadata: dict[str, Any] = field(default_factory=dict)
+    calibration: Calibration | None = None  # binary: Platt scaling of the positive class
 
     @classmethod
     def from_training(cls, result, *, data_path: Path, data_sha256: str, seed: int) -> ModelBundle:
@@ -68,7 +71,7 @@ class ModelBundle:
         bundle = cls(pipeline=result.pipeline, schema=result.schema, classes=result.classes,
                      positive_class=result.positive_class, threshold=result.threshold,
                      threshold_rule=result.threshold_rule, metrics=result.metrics,
-                     example=result.example)
+                     example=result.example, calibration=result.calibration)
         bundle.metadata = {
             "model_version": bundle.content_version(),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -81,8 +84,17 @@ class ModelBundle:
     def content_version(self) -> str:
         """A short hash of what decides the answers: same data and seed give the same id."""
         content = pickle.dumps((self.pipeline, self.schema, self.classes, self.positive_class,
-                                self.threshold), protocol=5)
+                                self.threshold, self.calibration), protocol=5)
         return hashlib.sha256(content).hexdigest()[:12]
+
+    def predict_proba(self, frame) -> np.ndarray:
+        """Class probabilities for training-style rows (a frame of strings), calibrated: the
+        reference that the served fast paths are tested against."""
+        proba = np.asarray(self.pipeline.predict_proba(frame), dtype=np.float64)
+        if self.calibration is not None:
+            positive = self.calibration.apply(proba[:, 1])
+            proba = np.column_stack([1.0 - positive, positive])
+        return proba
 
     @property
     def version(self) -> str:
@@ -155,6 +167,9 @@ class ModelBundle:
             "positive_class": self.positive_class,
             "threshold": self.threshold,
             "threshold_rule": self.threshold_rule,
+            "calibration": None if self.calibration is None else {
+                "method": "Platt scaling", "slope": self.calibration.slope,
+                "intercept": self.calibration.intercept},
             "model": self.metrics.get("chosen"),
             "schema": {"fields": [f.describe() for f in self.schema.fields],
                        "dropped": [{"name": d.name, "reason": d.reason}

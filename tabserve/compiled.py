@@ -91,6 +91,9 @@ def compile_steps(steps: Pipeline) -> Scorer:
             return LinearScorer(imputer, scaler, model)
     if len(kinds) == 1 and hasattr(steps.steps[0][1], "get_booster"):
         return BoosterScorer(steps.steps[0][1])
+    model = steps.steps[-1][1]
+    if hasattr(model, "n_jobs"):
+        model.set_params(n_jobs=1)  # workers are processes: one thread each
     return PipelineScorer(steps)
 
 
@@ -105,3 +108,19 @@ class PipelineScorer:
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         return np.asarray(self.steps.predict_proba(matrix), dtype=np.float64)
+
+
+class CalibratedScorer:
+    """A binary scorer followed by the bundle's Platt scaling (see `decision`)."""
+
+    def __init__(self, inner, calibration):
+        self.inner = inner
+        self.calibration = calibration
+
+    def row(self, x: list[float]) -> list[float]:
+        positive = self.calibration.apply_one(self.inner.row(x)[1])
+        return [1.0 - positive, positive]
+
+    def __call__(self, matrix: np.ndarray) -> np.ndarray:
+        positive = self.calibration.apply(self.inner(matrix)[:, 1])
+        return np.column_stack([1.0 - positive, positive])

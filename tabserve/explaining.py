@@ -3,6 +3,8 @@
 - Linear model: exact linear SHAP values, coefficient × (value − training mean) on the encoded
   columns; the base value is the raw score of the mean encoded record.
 - XGBoost: exact tree SHAP values from the booster (`pred_contribs`), the bias as base value.
+- Calibrated binary models: Platt scaling is affine in log-odds, so both are scaled by its
+  slope and the base value shifted by its intercept: they add up to the calibrated log-odds.
 Either way the contributions of a field's encoded columns (its one-hot levels and its "is
 missing" column) are summed back to the field, and base value + contributions = raw score:
 the log-odds of the positive class for a binary model, each class's margin otherwise.
@@ -39,6 +41,8 @@ class Explainer:
         """Per record and class: field contributions (n × k × fields) and base values (n × k);
         k is 1 for a binary model (the positive class)."""
         scorer = self.predictor.score
+        calibration = getattr(scorer, "calibration", None)
+        scorer = getattr(scorer, "inner", scorer)
         if isinstance(scorer, LinearScorer):
             filled = np.where(np.isnan(matrix), scorer.fill, matrix)
             weights = scorer.weights  # columns × k
@@ -55,7 +59,11 @@ class Explainer:
         else:
             raise ExplanationsUnavailable(
                 f"explanations are not available for {type(scorer).__name__} models")
-        return per_column @ self.to_fields, np.asarray(base, dtype=np.float64)
+        by_field, base = per_column @ self.to_fields, np.asarray(base, dtype=np.float64)
+        if calibration is not None:  # Platt scaling is affine in log-odds: scale along
+            by_field = by_field * calibration.slope
+            base = base * calibration.slope + calibration.intercept
+        return by_field, base
 
     def explain(self, columns: dict, warnings: dict[int, list[str]]) -> list[dict[str, Any]]:
         """One explanation per record."""

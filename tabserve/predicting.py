@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from tabserve.bundle import ModelBundle
-from tabserve.compiled import compile_steps
+from tabserve.compiled import CalibratedScorer, compile_steps
 from tabserve.decoding import Body
 from tabserve.encoding import Encoder
 from tabserve.schema import RequestError, Validated
@@ -46,6 +46,8 @@ class Predictor:
         self.encoder: Encoder = bundle.pipeline.named_steps["encode"].encoder_
         # the fitted steps after the encoder, in their fastest exact form
         self.score = compile_steps(Pipeline(bundle.pipeline.steps[1:]))
+        if getattr(bundle, "calibration", None) is not None:
+            self.score = CalibratedScorer(self.score, bundle.calibration)
         target = bundle.schema.target
         # binary models also answer `<target>_probability` and `<target>`, as the course's
         # clients expect, unless the target's name would overwrite one of the answer's keys

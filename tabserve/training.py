@@ -1,13 +1,16 @@
-"""Candidate pipelines, cross-validated selection, a held-out test score, and the final fit.
+"""Training: schema, search, decision rule, held-out test score, and the final fit.
 
 Procedure (the README's "How training works" says the same):
-1. rows without a target value are left out; the schema is inferred from the rest;
+1. rows without a target value are left out; the schema is inferred from the rest and every
+   row is encoded once with the schema's layout;
 2. a stratified split keeps `TEST_SIZE` of the rows aside;
-3. every candidate is scored by stratified k-fold ROC AUC on the training split
-   (one-vs-rest macro average for multiclass), and the best mean wins;
-4. the winner is fit on the training split and scored once on the test split;
-5. the shipped model is the winner refit on all rows with the same settings, so it learns
-   from every labelled row; its quality is the test score of step 4.
+3. `search` cross-validates configurations of several model families on the training split
+   within the time budget; the best mean ROC AUC wins;
+4. binary: Platt calibration is kept if it lowers log loss on out-of-fold predictions, and the
+   threshold rule picks the decision threshold on them (`decision`);
+5. the winner, fit on the training split, is scored once on the test split;
+6. the shipped model is the winner refit on all rows with the same settings, so it learns
+   from every labelled row; its quality is the test score of step 5.
 """
 
 from __future__ import annotations
@@ -18,21 +21,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
-from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
+from sklearn.metrics import accuracy_score, log_loss
+from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
-from xgboost import XGBClassifier
 
 from tabserve.data import DataError
+from tabserve.decision import Calibration, choose_calibration, choose_threshold
 from tabserve.encoding import FrameEncoder
 from tabserve.schema import Schema
+from tabserve.search import FAMILIES, Trial, fit_model, roc_auc, search
 
-CANDIDATES = ("logistic_regression", "xgboost")
+CANDIDATES = FAMILIES
 TEST_SIZE = 0.2
-DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass
@@ -47,26 +47,12 @@ class TrainingResult:
     threshold_rule: str | None
     metrics: dict[str, Any]
     example: dict[str, Any] = field(default_factory=dict)
-
-
-def candidate_pipelines(schema: Schema, n_classes: int, seed: int) -> dict[str, Pipeline]:
-    """The models compared by cross-validation, each behind the schema's encoder."""
-    linear = Pipeline([
-        ("encode", FrameEncoder(schema)),
-        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-        ("scale", StandardScaler()),
-        ("model", LogisticRegression(C=1.0, max_iter=5000)),
-    ])
-    boosted = Pipeline([
-        ("encode", FrameEncoder(schema)),
-        ("model", XGBClassifier(
-            n_estimators=300, learning_rate=0.05, max_depth=4, min_child_weight=1,
-            subsample=0.8, colsample_bytree=0.8, reg_lambda=1.0, tree_method="hist",
-            n_jobs=2, random_state=seed,
-            objective="binary:logistic" if n_classes == 2 else "multi:softprob",
-        )),
-    ])
-    return {"logistic_regression": linear, "xgboost": boosted}
+    calibration: Calibration | None = None
+    trials: list[Trial] = field(default_factory=list)
+    # the test split and the probabilities the training-split model gave it (for the report)
+    test_frame: pd.DataFrame | None = None
+    test_y: np.ndarray | None = None
+    test_proba: np.ndarray | None = None
 
 
 def _order_classes(target: pd.Series, positive_class: str | None) -> tuple[list[str], str | None]:
@@ -102,21 +88,29 @@ def _check_class_sizes(target: pd.Series, folds: int) -> None:
 
 
 def _scores(y_true: np.ndarray, proba: np.ndarray, threshold: float | None) -> dict[str, float]:
-    labels = list(range(proba.shape[1]))
     if proba.shape[1] == 2:
-        auc = roc_auc_score(y_true, proba[:, 1])
         predicted = (proba[:, 1] >= threshold).astype(int)
     else:
-        auc = roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels)
         predicted = proba.argmax(axis=1)
-    return {"roc_auc": float(auc), "accuracy": float(accuracy_score(y_true, predicted)),
-            "log_loss": float(log_loss(y_true, proba, labels=labels))}
+    return {"roc_auc": roc_auc(y_true, proba),
+            "accuracy": float(accuracy_score(y_true, predicted)),
+            "log_loss": float(log_loss(y_true, proba, labels=list(range(proba.shape[1]))))}
+
+
+def _calibrated(proba: np.ndarray, calibration: Calibration | None) -> np.ndarray:
+    if calibration is None:
+        return proba
+    positive = calibration.apply(proba[:, 1])
+    return np.column_stack([1.0 - positive, positive])
 
 
 def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
           positive_class: str | None = None, candidates: Sequence[str] = CANDIDATES,
-          log: Callable[[str], None] = lambda message: None) -> TrainingResult:
-    """Select, score and fit a classifier for `target` on a frame from `data.load_csv`."""
+          time_budget: float = 60.0, max_trials: int | None = None,
+          threshold_rule: str = "fixed:0.5",
+          log: Callable[[str], None] = lambda message: None,
+          progress: Callable[[str], None] | None = None) -> TrainingResult:
+    """Search, score and fit a classifier for `target` on a frame from `data.load_csv`."""
     if target not in frame.columns:
         raise DataError(f"target column {target!r} not found; the columns are: "
                         f"{', '.join(frame.columns)}")
@@ -138,48 +132,71 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
         + (f"; left out {unlabelled} rows with no {target!r} value" if unlabelled else ""))
 
     features = labelled[schema.names]
+    encoder = FrameEncoder(schema).fit(features)
+    x = encoder.transform(features)  # every row encoded once; folds and fits share it
     y = labelled[target].map({label: code for code, label in enumerate(classes)}).to_numpy()
-    x_train, x_test, y_train, y_test = train_test_split(
-        features, y, test_size=TEST_SIZE, stratify=y, random_state=seed)
-    threshold = DEFAULT_THRESHOLD if len(classes) == 2 else None
-    scoring = "roc_auc" if len(classes) == 2 else "roc_auc_ovr"
+    rows = np.arange(len(y))
+    train_rows, test_rows = train_test_split(rows, test_size=TEST_SIZE, stratify=y,
+                                             random_state=seed)
+    binary = len(classes) == 2
 
-    log(f"Comparing candidates by {folds}-fold cross-validated ROC AUC on {len(x_train)} rows "
-        f"(test split: {len(x_test)} rows)")
-    pipelines = {name: pipeline for name, pipeline in
-                 candidate_pipelines(schema, len(classes), seed).items() if name in candidates}
-    cv_scores: dict[str, dict[str, Any]] = {}
-    for name, pipeline in pipelines.items():
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        scores = cross_val_score(pipeline, x_train, y_train, cv=splitter, scoring=scoring,
-                                 error_score="raise")
-        cv_scores[name] = {"mean": float(scores.mean()), "sd": float(scores.std()),
-                           "folds": [float(s) for s in scores]}
-        log(f"  {name:<20} ROC AUC {scores.mean():.4f} ± {scores.std():.4f}")
-    chosen = max(cv_scores, key=lambda name: cv_scores[name]["mean"])
-    log(f"Chosen: {chosen}")
+    log(f"Searching {', '.join(candidates)} by {folds}-fold cross-validated ROC AUC on "
+        f"{len(train_rows)} rows (test split: {len(test_rows)} rows), budget "
+        f"{f'{max_trials} trials' if max_trials else f'{time_budget:g} s'}")
+    trials = search(x[train_rows], y[train_rows], len(classes), folds=folds, seed=seed,
+                    budget_seconds=time_budget, max_trials=max_trials, families=candidates,
+                    progress=progress or log)
+    best: dict[str, Trial] = {}
+    for trial in trials:
+        if trial.family not in best or trial.score > best[trial.family].score:
+            best[trial.family] = trial
+    for family, trial in best.items():
+        tried = sum(t.family == family for t in trials)
+        log(f"  best {family:<19} ROC AUC {trial.score:.4f} ± {trial.sd:.4f} "
+            f"({tried} tried) {trial.params}")
+    chosen = max(trials, key=lambda t: t.score)
+    log(f"Chosen: {chosen.family} {chosen.params}")
 
-    pipeline = pipelines[chosen].fit(x_train, y_train)
-    test = _scores(y_test, pipeline.predict_proba(x_test), threshold)
+    calibration, threshold, rule, calibration_report = None, None, None, None
+    if binary:
+        calibration, calibration_report = choose_calibration(
+            chosen.out_of_fold[:, 1], y[train_rows], seed)
+        log(f"Calibration: {'Platt scaling' if calibration else 'none'} (out-of-fold log loss "
+            f"{calibration_report['log_loss_raw']:.4f} raw, "
+            f"{calibration_report['log_loss_platt']:.4f} with Platt scaling)")
+        out_of_fold = _calibrated(chosen.out_of_fold, calibration)
+        threshold, rule = choose_threshold(threshold_rule, out_of_fold[:, 1], y[train_rows])
+        log(f"Decision threshold: {threshold:.4g} ({rule}); positive class {positive_class!r}")
+    else:
+        log("Decision: the most probable class")
+
+    steps, _ = fit_model(chosen.family, chosen.params, x[train_rows], y[train_rows],
+                         len(classes), seed)
+    test_proba = _calibrated(steps.predict_proba(x[test_rows]), calibration)
+    test = _scores(y[test_rows], test_proba, threshold)
     log(f"Test split: ROC AUC {test['roc_auc']:.4f}, accuracy {test['accuracy']:.4f}, "
         f"log loss {test['log_loss']:.4f}")
 
-    final = candidate_pipelines(schema, len(classes), seed)[chosen].fit(features, y)
-    rule = "fixed: positive when its probability >= 0.5" if threshold is not None else None
-    if threshold is not None:
-        log(f"Decision threshold: {threshold} ({rule}); positive class {positive_class!r}")
-    else:
-        log("Decision: the most probable class")
+    final_steps, _ = fit_model(chosen.family, chosen.params, x, y, len(classes), seed)
+    pipeline = Pipeline([("encode", encoder), *final_steps.steps])
     metrics = {
-        "task": "binary" if len(classes) == 2 else "multiclass",
-        "rows": {"used": len(labelled), "train": len(x_train), "test": len(x_test),
+        "task": "binary" if binary else "multiclass",
+        "rows": {"used": len(labelled), "train": len(train_rows), "test": len(test_rows),
                  "left_out_without_target": unlabelled},
-        "cv": {"folds": folds, "metric": scoring, "candidates": cv_scores},
-        "chosen": chosen,
+        "cv": {"folds": folds, "metric": "roc_auc" if binary else "roc_auc_ovr",
+               "trials": len(trials), "time_budget_seconds": time_budget,
+               "best_by_family": {f: t.describe() for f, t in best.items()},
+               "all_trials": [t.describe() for t in trials]},
+        "chosen": chosen.family,
+        "chosen_params": chosen.params,
+        "calibration": None if calibration_report is None else {
+            "method": "Platt scaling" if calibration else "none", **calibration_report},
         "test": test,
-        "final_fit": "the chosen candidate refit on all rows",
+        "final_fit": "the chosen configuration refit on all rows",
     }
-    return TrainingResult(pipeline=final, schema=schema, classes=classes,
+    return TrainingResult(pipeline=pipeline, schema=schema, classes=classes,
                           positive_class=positive_class, threshold=threshold,
                           threshold_rule=rule, metrics=metrics,
-                          example=schema.example_record(features))
+                          example=schema.example_record(features), calibration=calibration,
+                          trials=trials, test_frame=labelled.iloc[test_rows],
+                          test_y=y[test_rows], test_proba=test_proba)

@@ -61,6 +61,8 @@ def flower_frame(rows: int = 300, seed: int = 0) -> pd.DataFrame:
 
 
 def fit_bundle(csv: Path, target: str, **options) -> ModelBundle:
+    """A bundle from the first trials of the search (each family's defaults): quick and exact."""
+    options = {"max_trials": 3, **options}
     result = train(load_csv(csv), target, seed=1, folds=3, **options)
     return ModelBundle.from_training(result, data_path=csv, data_sha256=file_sha256(csv), seed=1)
 

@@ -1,6 +1,8 @@
 """Training end to end through `python train.py`, on CSVs the tests write."""
 
+import json
 import subprocess
+import time
 
 import pandas as pd
 import pytest
@@ -9,9 +11,11 @@ from conftest import PYTHON, ROOT, flower_frame, loan_frame
 from tabserve.bundle import ModelBundle
 
 
-def run_train(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, str(ROOT / "train.py"), *args], capture_output=True,
-                          text=True, timeout=300, cwd=ROOT)
+def run_train(*args: str, trials: str = "3") -> subprocess.CompletedProcess:
+    """train.py with the first trials of the search (each family's defaults) unless told."""
+    extra = ["--trials", trials] if trials and "--trials" not in args else []
+    return subprocess.run([PYTHON, str(ROOT / "train.py"), *args, *extra], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT)
 
 
 def test_binary_non_churn_csv_trains_and_reports(tmp_path, loan_csv):
@@ -21,8 +25,9 @@ def test_binary_non_churn_csv_trains_and_reports(tmp_path, loan_csv):
     assert done.returncode == 0, done.stderr
     for expected in ("dropped column 'application_id': identifier",
                      "dropped column 'country': constant",
-                     "logistic_regression", "xgboost", "ROC AUC", "Chosen:", "Test split:",
-                     "accuracy", "log loss", "Decision threshold: 0.5", f"Wrote {out}"):
+                     "logistic_regression", "xgboost", "random_forest", "ROC AUC", "Chosen:",
+                     "Calibration:", "Test split:", "accuracy", "log loss",
+                     "Decision threshold: 0.5", f"Wrote {out}"):
         assert expected in done.stdout
     bundle = ModelBundle.load(out)
     assert bundle.classes == ["no", "yes"] or bundle.classes == ["yes", "no"]
@@ -56,7 +61,16 @@ def test_same_seed_gives_same_model_and_metrics(tmp_path, loan_csv):
         assert done.returncode == 0, done.stderr
         bundles.append(ModelBundle.load(tmp_path / name))
     assert bundles[0].version == bundles[1].version
-    assert bundles[0].metrics == bundles[1].metrics
+    assert without_timings(bundles[0].metrics) == without_timings(bundles[1].metrics)
+
+
+def without_timings(value):
+    """Metrics less the seconds each trial took, which no seed decides."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
 
 
 def test_positive_class_option(tmp_path, loan_csv):
@@ -71,10 +85,12 @@ def test_positive_class_option(tmp_path, loan_csv):
 
 
 def test_committed_model_is_what_train_py_produces(tmp_path):
+    """The time budget decides how many trials run; with that count the run is exact."""
+    committed = ModelBundle.load(ROOT / "model.bin")
     out = tmp_path / "model.bin"
-    done = run_train("--output", str(out))
+    done = run_train("--output", str(out), trials=str(committed.metrics["cv"]["trials"]))
     assert done.returncode == 0, done.stderr
-    assert ModelBundle.load(out).version == ModelBundle.load(ROOT / "model.bin").version
+    assert ModelBundle.load(out).version == committed.version
 
 
 def _file(tmp_path, content: bytes):
@@ -122,3 +138,49 @@ def test_multiclass_rejects_positive_class(tmp_path):
     done = run_train("--data", str(path), "--target", "species", "--output",
                      str(tmp_path / "m.bin"), "--positive-class", "setosa")
     assert done.returncode == 1 and "binary target only" in done.stderr
+
+
+def test_reports_are_written(tmp_path, loan_csv):
+    out, reports = tmp_path / "m.bin", tmp_path / "reports"
+    done = run_train("--data", str(loan_csv), "--target", "approved", "--output", str(out),
+                     "--folds", "3", "--reports", str(reports), "--threshold-rule", "f1")
+    assert done.returncode == 0, done.stderr
+    card = (reports / "model_card.md").read_text()
+    for section in ("## Data", "Dropped columns", "## Model selection", "Chosen:",
+                    "Calibration:", "95% bootstrap interval", "f1: maximises F1",
+                    "## Limitations", "--trials 3"):
+        assert section in card
+    metrics = json.loads((reports / "metrics.json").read_text())
+    low, high = metrics["test_intervals_95"]["roc_auc"]
+    assert low <= metrics["metrics"]["test"]["roc_auc"] <= high
+    for plot in ("roc.png", "precision_recall.png", "calibration.png", "confusion_matrix.png",
+                 "feature_importance.png"):
+        assert (reports / plot).read_bytes()[:4] == b"\x89PNG" and f"]({plot})" in card
+
+
+def test_time_budget_bounds_the_search(tmp_path, loan_csv):
+    started = time.monotonic()
+    done = run_train("--data", str(loan_csv), "--target", "approved", "--output",
+                     str(tmp_path / "m.bin"), "--time-budget", "8", trials="")
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    trials = [line for line in done.stdout.splitlines() if line.startswith("trial ")]
+    assert len(trials) > 3 and "of 8 s" in trials[-1]
+    assert elapsed < 8 + 30
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--threshold-rule", "median"], "--threshold-rule must be one of"),
+    (["--threshold-rule", "fixed:2"], "--threshold-rule must be one of"),
+    (["--trials", "0"], "--trials must be at least 1"),
+    (["--candidates", "svm"], "--candidates: choose from"),
+])
+def test_bad_options(option, message):
+    done = run_train(*option, trials="")
+    assert done.returncode == 2 and message in done.stderr
+
+
+def test_quiet_prints_nothing(tmp_path, loan_csv):
+    done = run_train("--data", str(loan_csv), "--target", "approved", "--output",
+                     str(tmp_path / "m.bin"), "--quiet")
+    assert done.returncode == 0 and done.stdout == ""

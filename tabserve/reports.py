@@ -1,0 +1,231 @@
+"""The training report: metrics.json, model_card.md and the plots it links.
+
+Plots need matplotlib (a dev package: training tooling, not needed to serve); without it the
+card says so and the rest is still written. Test metrics come with 95% bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (accuracy_score, confusion_matrix, log_loss, precision_recall_curve,
+                             roc_auc_score, roc_curve)
+
+from tabserve.bundle import ModelBundle
+from tabserve.search import roc_auc
+from tabserve.training import TrainingResult
+
+BOOTSTRAP_ROUNDS = 1000
+
+
+def bootstrap_intervals(y: np.ndarray, proba: np.ndarray, threshold: float | None,
+                        seed: int) -> dict[str, list[float]]:
+    """95% percentile intervals of the test metrics over bootstrap resamples of the test rows."""
+    rng = np.random.default_rng(seed)
+    labels = list(range(proba.shape[1]))
+    samples: dict[str, list[float]] = {"roc_auc": [], "accuracy": [], "log_loss": []}
+    for _ in range(BOOTSTRAP_ROUNDS):
+        rows = rng.integers(0, len(y), len(y))
+        if len(np.unique(y[rows])) < len(labels):
+            continue  # a resample without some class has no AUC
+        p = proba[rows]
+        predicted = (p[:, 1] >= threshold).astype(int) if threshold is not None \
+            else p.argmax(axis=1)
+        samples["roc_auc"].append(roc_auc(y[rows], p))
+        samples["accuracy"].append(float(accuracy_score(y[rows], predicted)))
+        samples["log_loss"].append(float(log_loss(y[rows], p, labels=labels)))
+    return {name: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
+            for name, v in samples.items()}
+
+
+def field_importance(bundle: ModelBundle, frame) -> tuple[dict[str, float], str]:
+    """Mean |contribution| per input field on `frame`, and how it was measured."""
+    from tabserve.explaining import Explainer, ExplanationsUnavailable
+    from tabserve.predicting import Predictor
+
+    predictor = Predictor(bundle)
+    explainer = Explainer(predictor)
+    matrix = predictor.encoder.encode(bundle.schema.columns_from_frame(frame))
+    try:
+        contributions, _ = explainer.contributions(matrix)
+    except ExplanationsUnavailable:
+        from sklearn.inspection import permutation_importance
+
+        y = frame[bundle.schema.target].map({c: i for i, c in enumerate(bundle.classes)})
+        result = permutation_importance(bundle.pipeline, frame[bundle.schema.names], y,
+                                        scoring="roc_auc" if bundle.task == "binary"
+                                        else "roc_auc_ovr", n_repeats=5, random_state=0)
+        return (dict(zip(bundle.schema.names, result.importances_mean.tolist())),
+                "permutation importance (drop in ROC AUC when a field is shuffled)")
+    mean_abs = np.abs(contributions).mean(axis=(0, 1))
+    return (dict(zip(bundle.schema.names, mean_abs.tolist())),
+            "mean |SHAP value| per field, in log-odds (margin) units")
+
+
+def _plots(bundle: ModelBundle, result: TrainingResult, importance: dict[str, float],
+           importance_how: str, folder: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: write files
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import calibration_curve
+
+    y, proba, classes = result.test_y, result.test_proba, bundle.classes
+    pairs = [(1, classes[1])] if bundle.task == "binary" else list(enumerate(classes))
+    written = []
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(folder / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for k, label in pairs:
+        fpr, tpr, _ = roc_curve(y == k, proba[:, k])
+        ax.plot(fpr, tpr, label=f"{label} (AUC {roc_auc_score(y == k, proba[:, k]):.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, test split")
+    ax.legend(loc="lower right")
+    save(fig, "roc.png")
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for k, label in pairs:
+        precision, recall, _ = precision_recall_curve(y == k, proba[:, k])
+        ax.plot(recall, precision, label=f"{label} (base rate {np.mean(y == k):.2f})")
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall, test split")
+    ax.legend(loc="upper right")
+    save(fig, "precision_recall.png")
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for k, label in pairs:
+        observed, predicted = calibration_curve(y == k, proba[:, k], n_bins=10,
+                                                strategy="quantile")
+        ax.plot(predicted, observed, marker="o", label=label)
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
+    ax.set(xlabel="predicted probability", ylabel="observed frequency",
+           title="Calibration, test split")
+    ax.legend(loc="upper left")
+    save(fig, "calibration.png")
+
+    predicted = (proba[:, 1] >= bundle.threshold).astype(int) if bundle.task == "binary" \
+        else proba.argmax(axis=1)
+    matrix = confusion_matrix(y, predicted, labels=list(range(len(classes))))
+    fig, ax = plt.subplots(figsize=(4.5 + 0.3 * len(classes), 4 + 0.3 * len(classes)))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center",
+                color="white" if count > matrix.max() / 2 else "black")
+    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes,
+           yticklabels=classes, xlabel="predicted", ylabel="actual",
+           title="Confusion matrix, test split" + (f"\n(threshold {bundle.threshold:.3g})"
+                                                   if bundle.threshold is not None else ""))
+    save(fig, "confusion_matrix.png")
+
+    ordered = sorted(importance.items(), key=lambda item: item[1])
+    fig, ax = plt.subplots(figsize=(6, 1.5 + 0.28 * len(ordered)))
+    ax.barh([name for name, _ in ordered], [value for _, value in ordered])
+    ax.set(title="Feature importance", xlabel=importance_how)
+    save(fig, "feature_importance.png")
+    return written
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def model_card(bundle: ModelBundle, result: TrainingResult, intervals: dict,
+               importance: dict[str, float], importance_how: str, plots: list[str],
+               plots_note: str) -> str:
+    m, meta, schema = bundle.metrics, bundle.metadata, bundle.schema
+    test = m["test"]
+    target_rates = ", ".join(f"{label!r} {np.mean(result.test_y == k):.1%}"
+                             for k, label in enumerate(bundle.classes))
+    fields = _table([[f.name, f.kind.value, "yes" if f.nullable else "no",
+                      (", ".join(f.categories[:8]) + (" …" if len(f.categories) > 8 else ""))
+                      if f.categories else (f"{f.minimum:g} to {f.maximum:g}"
+                                            if f.minimum is not None else "/".join(f.spellings))]
+                     for f in schema.fields], ["field", "kind", "missing values", "values"])
+    dropped = "\n".join(f"- `{d.name}`: {d.reason}" for d in schema.dropped) or "- none"
+    families = _table([[family, f"{t['cv_roc_auc']:.4f} ± {t['cv_sd']:.4f}",
+                        sum(x["family"] == family for x in m["cv"]["all_trials"]),
+                        f"`{json.dumps(t['params'])}`"]
+                       for family, t in m["cv"]["best_by_family"].items()],
+                      ["family", "best CV ROC AUC", "trials", "best parameters"])
+    metrics = _table([[name, f"{test[name]:.4f}",
+                       f"{intervals[name][0]:.4f} to {intervals[name][1]:.4f}"]
+                      for name in ("roc_auc", "accuracy", "log_loss")],
+                     ["metric", "test split", "95% bootstrap interval"])
+    top = sorted(importance.items(), key=lambda item: -item[1])[:10]
+    calibration = m.get("calibration") or {}
+    decision = (f"Threshold **{bundle.threshold:.4g}** on the probability of "
+                f"{bundle.positive_class!r}: {bundle.threshold_rule}."
+                if bundle.threshold is not None else "The most probable class.")
+    plots_md = "\n".join(f"![{name}]({name})" for name in plots) or plots_note
+    return f"""# Model card: {schema.target!r}, model {bundle.version}
+
+Created {meta['created_at']} by `train.py`; libraries: {', '.join(f'{k} {v}' for k, v in meta['libraries'].items())}.
+
+## Data
+- File `{meta['data']['path']}`, SHA-256 `{meta['data']['sha256']}`.
+- {m['rows']['used']} labelled rows ({m['rows']['left_out_without_target']} left out without a target value); {len(schema.fields)} input fields.
+- Target `{schema.target}`, {bundle.task}: classes {', '.join(map(repr, bundle.classes))}; in the test split: {target_rates}.
+
+{fields}
+
+Dropped columns:
+{dropped}
+
+## Model selection
+{m['cv']['trials']} configurations were cross-validated ({m['cv']['folds']}-fold, ROC AUC{' one-vs-rest macro' if bundle.task == 'multiclass' else ''}) on the training split ({m['rows']['train']} rows) within a budget of {m['cv']['time_budget_seconds']:g} s:
+
+{families}
+
+Chosen: **{m['chosen']}** with `{json.dumps(m['chosen_params'])}`.
+Calibration: {calibration.get('method', 'not applicable (multiclass)')}{f" (out-of-fold log loss {calibration['log_loss_raw']:.4f} raw, {calibration['log_loss_platt']:.4f} with Platt scaling; kept only if lower)" if calibration else ''}.
+Decision: {decision}
+
+## Quality on the test split ({m['rows']['test']} rows the selection never saw)
+{metrics}
+
+The shipped model is the chosen configuration refit on all rows; these figures come from the
+same configuration fit on the training split only.
+
+Most important fields ({importance_how}):
+{_table([[name, f'{value:.4f}'] for name, value in top], ['field', 'importance'])}
+
+## Plots
+{plots_md}
+
+## Limitations
+- Trained on one file: the model knows only the populations, period and categories in it;
+  unseen categories are answered with a warning and encoded as none of the known ones.
+- Importance and explanations describe the model, not causes.
+- Probabilities are {'Platt-calibrated on out-of-fold predictions' if bundle.calibration else 'as the model gives them'}; check them on recent data before acting on them.
+- Reproduce exactly: `python train.py --data {meta['data']['path']} --target {schema.target} --seed {meta['seed']} --trials {m['cv']['trials']}`.
+"""
+
+
+def write_reports(bundle: ModelBundle, result: TrainingResult, folder: Path) -> list[str]:
+    """Write the report files into `folder`; their names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    intervals = bootstrap_intervals(result.test_y, result.test_proba, bundle.threshold,
+                                    seed=bundle.metadata["seed"])
+    importance, how = field_importance(bundle, result.test_frame)
+    try:
+        plots, note = _plots(bundle, result, importance, how, folder), ""
+    except ImportError:
+        plots, note = [], "(matplotlib is not installed: `make install` installs it)"
+    (folder / "metrics.json").write_text(json.dumps({
+        "model_version": bundle.version, "metrics": bundle.metrics,
+        "test_intervals_95": intervals, "feature_importance": importance,
+        "feature_importance_method": how, "threshold": bundle.threshold,
+        "threshold_rule": bundle.threshold_rule}, indent=2) + "\n")
+    (folder / "model_card.md").write_text(
+        model_card(bundle, result, intervals, importance, how, plots, note))
+    return ["metrics.json", "model_card.md", *plots]
