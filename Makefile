@@ -7,7 +7,7 @@ PIPENV_VERSION := 2026.10.3
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 
-.PHONY: help install run train test bench clean
+.PHONY: help install run train test bench notebooks clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ test: install ## run the test suite
 bench: install ## benchmark against reference apps with wrk (~2.5 min); appends to bench/RESULTS.md
 	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(BIN)/python bench/run.py $(ARGS)
+
+notebooks: install ## re-execute the notebooks and save their outputs
+	$(BIN)/python notebooks/execute.py --save
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache
