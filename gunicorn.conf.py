@@ -46,6 +46,22 @@ def when_ready(server):
     gc.freeze()
 
 
+def on_reload(server):
+    """SIGHUP: read MODEL_PATH again in the master before the new workers fork from it; the
+    old workers finish their requests and exit. A file that fails to load keeps the old model."""
+    from tabserve.app import reload_model
+    from tabserve.bundle import ModelLoadError
+
+    try:
+        version = reload_model(server.app.wsgi())
+    except ModelLoadError as err:
+        server.log.error("SIGHUP: kept the current model: %s", err)
+        return
+    gc.collect()
+    gc.freeze()
+    server.log.info("SIGHUP: now serving model %s", version)
+
+
 def child_exit(server, worker):
     """A worker's samples stay counted after it exits; its live gauges do not."""
     from prometheus_client import multiprocess

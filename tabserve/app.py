@@ -237,19 +237,34 @@ def create_app(bundle: ModelBundle | None = None, settings: Settings | None = No
     app = Flask(__name__)
     app.request_class = EndpointRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    predictor = Predictor(bundle)
     app.extensions["settings"] = settings
-    app.extensions["predictor"] = predictor
-    app.extensions["decoder"] = BodyDecoder(bundle.schema, settings.max_batch_records)
-    app.extensions["explainer"] = Explainer(predictor)
     app.extensions["metrics"] = Metrics()
-    app.extensions["openapi"] = openapi_document(
-        bundle, max_batch=settings.max_batch_records,
-        model_name=settings.model_name or bundle.schema.target)
     app.wsgi_app = RequestAccounting(app.wsgi_app, app.extensions["metrics"], bundle.version)
+    install_bundle(app, bundle)
     app.register_blueprint(api)
     app.register_blueprint(v2)
     app.register_error_handler(RequestError, _request_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
+
+
+def install_bundle(app: Flask, bundle: ModelBundle) -> None:
+    """Make `bundle` the model every route answers with."""
+    settings: Settings = app.extensions["settings"]
+    predictor = Predictor(bundle)
+    app.extensions.update(
+        predictor=predictor,
+        decoder=BodyDecoder(bundle.schema, settings.max_batch_records),
+        explainer=Explainer(predictor),
+        openapi=openapi_document(bundle, max_batch=settings.max_batch_records,
+                                 model_name=settings.model_name or bundle.schema.target))
+    app.wsgi_app.model_version = bundle.version
+
+
+def reload_model(app: Flask) -> str:
+    """Load the model file again (gunicorn's SIGHUP); its version. On `ModelLoadError` the
+    current model stays: a bad file never stops a running service."""
+    bundle = ModelBundle.load(app.extensions["settings"].model_path)
+    install_bundle(app, bundle)
+    return bundle.version

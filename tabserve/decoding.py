@@ -70,7 +70,7 @@ class BodyDecoder:
         """Parse a body; `RequestError` when it is not one record or a batch of them."""
         try:
             typed = self._typed.decode(raw)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             typed = None
         if isinstance(typed, list) and 0 < len(typed) <= self.max_records:
             columns = zip(*map(msgspec.structs.astuple, typed))
@@ -84,6 +84,8 @@ class BodyDecoder:
             body = self._plain.decode(raw)
         except (msgspec.DecodeError, UnicodeDecodeError) as err:
             raise _bad_request(f"the body is not valid JSON: {err}") from None
+        except RecursionError:
+            raise _bad_request("the body is not valid JSON: nested too deeply") from None
         if isinstance(body, dict):
             return Body(False, 1, records=[body])
         if not isinstance(body, list):

@@ -114,6 +114,8 @@ def infer(name: str) -> Response:
                                          current_app.extensions["settings"].max_batch_records)
     except (msgspec.DecodeError, UnicodeDecodeError) as err:
         return _error(f"the body is not valid JSON: {err}")
+    except RecursionError:
+        return _error("the body is not valid JSON: nested too deeply")
     except ValueError as err:
         return _error(str(err))
     validated = schema.validate_columns(values)

@@ -157,11 +157,15 @@ def _json_type(value: Any) -> str:
     return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
 
+def _short(text: str, limit: int = 40) -> str:
+    """Client text as it appears in a message: cut, so a huge value cannot bloat the answer."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _shown(value: Any) -> str:
     """A short rendering of a client's value for an error message."""
     if isinstance(value, str):
-        text = value if len(value) <= 40 else value[:37] + "..."
-        return f"string {text!r}"
+        return f"string {_short(value)!r}"
     if isinstance(value, (dict, list)):
         return _json_type(value)
     return f"{_json_type(value)} {value!r}" if not isinstance(value, bool) else \
@@ -298,7 +302,7 @@ class Schema:
                 for name in sorted(record.keys() - known):
                     why = "the target is not an input" if name == self.target else \
                         "the model does not use it"
-                    out.warn(i, f"unknown field {name!r} ignored ({why})")
+                    out.warn(i, f"unknown field {_short(name)!r} ignored ({why})")
         return out
 
     def validate_columns(self, values: dict[str, list], indexed: bool = True) -> Validated:
@@ -397,7 +401,7 @@ def _check_categorical(f: Field, values: list, out: Validated, indexed: bool) ->
         if type(value) is str:
             code = index.get(value.strip(), UNSEEN_CODE) if value.strip() else UNSEEN_CODE
             if code == UNSEEN_CODE:
-                out.warn(i, f"unseen category {value.strip()!r} for field {f.name!r} "
+                out.warn(i, f"unseen category {_short(value.strip())!r} for field {f.name!r} "
                             "(encoded as none of the known categories)")
             codes[i] = code
         elif value is None and f.nullable:

@@ -1,0 +1,202 @@
+"""Faults and hostile clients against the real gunicorn: a new model on SIGHUP without refusing
+a request, a killed worker, a stuck worker, sustained load, and hostile bodies."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import PYTHON, ROOT
+from tabserve.bundle import ModelBundle
+from test_gunicorn import start_gunicorn, stop, telco_process, telco_server  # noqa: F401
+
+
+def workers(master: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+
+
+class Load(threading.Thread):
+    """Posts one record in a loop from a thread, recording each outcome."""
+
+    def __init__(self, url: str, record: dict):
+        super().__init__(daemon=True)
+        self.url, self.record = url, record
+        self.outcomes: list[tuple[int, str]] = []  # (status or 0 for a failure, version)
+        self.errors: list[str] = []
+        self.running = True
+
+    def run(self):
+        while self.running:
+            try:
+                response = requests.post(f"{self.url}/predict", json=self.record, timeout=10)
+                self.outcomes.append((response.status_code,
+                                      response.json().get("model_version", "")))
+            except requests.RequestException as err:
+                self.outcomes.append((0, ""))
+                self.errors.append(repr(err)[:300])
+
+    def stop(self):
+        self.running = False
+        self.join(timeout=20)
+
+
+@pytest.fixture()
+def model_copy(tmp_path):
+    path = tmp_path / "model.bin"
+    shutil.copy(ROOT / "model.bin", path)
+    return path
+
+
+def test_sighup_loads_a_new_model_without_refusing_a_request(tmp_path, model_copy, telco_record):
+    other = tmp_path / "other.bin"
+    subprocess.run([PYTHON, "train.py", "--output", str(other), "--trials", "1",
+                    "--reports", str(tmp_path / "reports")], cwd=ROOT, check=True,
+                   capture_output=True, timeout=300)
+    old, new = ModelBundle.load(model_copy).version, ModelBundle.load(other).version
+    assert old != new
+    process, url = start_gunicorn(model_copy)
+    load = Load(url, telco_record)
+    try:
+        load.start()
+        time.sleep(1)
+        os.replace(other, model_copy)  # what train.py --output model.bin does: atomic
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (not load.outcomes or load.outcomes[-1][1] != new):
+            time.sleep(0.2)
+        time.sleep(1)
+    finally:
+        load.stop()
+        assert stop(process) == 0
+    statuses = {status for status, _ in load.outcomes}
+    versions = [version for _, version in load.outcomes]
+    assert statuses == {200}, f"refused or failed: {load.errors[:3]}"
+    assert versions[0] == old and versions[-1] == new
+    assert versions.index(new) > 0 and set(versions[versions.index(new):]) == {new}
+    print(f"\nSIGHUP: {len(versions)} requests, all 200; model {old} -> {new}")
+
+
+def test_sighup_with_a_broken_model_keeps_serving_the_old_one(model_copy, telco_record):
+    process, url = start_gunicorn(model_copy)
+    try:
+        old = requests.post(f"{url}/predict", json=telco_record, timeout=10).json()["model_version"]
+        model_copy.write_bytes(model_copy.read_bytes()[:1000])  # truncated
+        process.send_signal(signal.SIGHUP)
+        time.sleep(3)
+        answer = requests.post(f"{url}/predict", json=telco_record, timeout=10)
+        assert answer.status_code == 200 and answer.json()["model_version"] == old
+    finally:
+        assert stop(process) == 0
+    assert "kept the current model" in process.error_path.read_text()
+
+
+def test_a_killed_worker_is_replaced(model_copy, telco_record):
+    process, url = start_gunicorn(model_copy)
+    load = Load(url, telco_record)
+    try:
+        load.start()
+        time.sleep(1)
+        victim = workers(process.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(3)
+        load.stop()
+        alive = workers(process.pid)
+        assert victim not in alive and len(alive) == 2
+        assert requests.post(f"{url}/predict", json=telco_record, timeout=10).status_code == 200
+    finally:
+        load.stop()
+        assert stop(process) == 0
+    failed = sum(1 for status, _ in load.outcomes if status != 200)
+    print(f"\nSIGKILL of a worker under load: {failed} of {len(load.outcomes)} requests failed")
+    assert failed <= 2  # at most the request the killed worker was answering, and a retry
+
+
+def test_a_stuck_worker_is_replaced_and_the_other_keeps_answering(model_copy, telco_record):
+    process, url = start_gunicorn(model_copy, TIMEOUT="3")
+    host, port = url.removeprefix("http://").split(":")
+    try:
+        before = set(workers(process.pid))
+        # a body that lies about its length: the worker waits for bytes that never come
+        stuck = socket.create_connection((host, int(port)))
+        stuck.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 1000\r\n\r\n{\"tenure\": 1")
+        started = time.monotonic()
+        while time.monotonic() - started < 2:
+            assert requests.post(f"{url}/predict", json=telco_record, timeout=5).ok
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and set(workers(process.pid)) >= before:
+            time.sleep(0.2)
+        replaced = before - set(workers(process.pid))
+        assert len(replaced) == 1 and len(workers(process.pid)) == 2
+        assert requests.post(f"{url}/predict", json=telco_record, timeout=5).ok
+        stuck.close()
+    finally:
+        assert stop(process) == 0
+
+
+@pytest.mark.parametrize("body, headers, status", [
+    (b"[" * 200_000 + b"]" * 200_000, {}, 400),              # deeply nested
+    (b"\xff\xfe\x00{", {}, 400),                               # invalid UTF-8
+    (b'{"tenure": 1e309}', {}, 400),                           # beyond a double
+    (b"[1, 2, 3]", {}, 400),                                   # a list of non-objects
+    (b" " * (40 * 1024 * 1024), {}, 413),                      # 40 MB, over the 32 MiB limit
+    (b"{}", {"Content-Type": "text/csv"}, 415),
+])
+def test_hostile_bodies_get_their_status_quickly(telco_server, body, headers, status):
+    started = time.monotonic()
+    response = requests.post(f"{telco_server}/predict", data=body, timeout=30,
+                             headers={"Content-Type": "application/json", **headers})
+    assert response.status_code == status
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert time.monotonic() - started < 5
+
+
+def test_hostile_records(telco_server, telco_record):
+    long_text = {**telco_record, "contract": "x" * 1_000_000}
+    response = requests.post(f"{telco_server}/predict", json=long_text, timeout=30)
+    assert response.status_code == 200 and len(response.text) < 2000  # warned, not echoed
+    duplicate = b'{"tenure": "x", ' + requests.models.complexjson.dumps(telco_record)[1:].encode()
+    assert requests.post(f"{telco_server}/predict", data=duplicate, timeout=10,
+                         headers={"Content-Type": "application/json"}).status_code == 200
+    too_many = requests.post(f"{telco_server}/predict", json=[telco_record] * 10_001, timeout=60)
+    assert too_many.status_code == 413 and "MAX_BATCH_RECORDS" in too_many.json()["detail"]
+    assert requests.get(f"{telco_server}/health", timeout=5).ok
+
+
+def test_sustained_load_past_saturation(model_copy, tmp_path):
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        pytest.skip("wrk is not installed (.ci/run installs it)")
+    body = tmp_path / "one.json"
+    body.write_text(requests.models.complexjson.dumps(ModelBundle.load(model_copy).example))
+    process, url = start_gunicorn(model_copy)
+    try:
+        def rss() -> list[int]:
+            return [int(line.split()[1]) for pid in workers(process.pid)
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith("VmRSS:")]
+        deadline = time.monotonic() + 10
+        while len(workers(process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        requests.post(f"{url}/predict", data=body.read_bytes(), timeout=10,
+                      headers={"Content-Type": "application/json"})
+        before = rss()
+        done = subprocess.run([wrk, "-t2", "-c64", "-d10s", "--timeout", "10s", "-s",
+                               str(ROOT / "bench" / "post.lua"), f"{url}/predict"],
+                              env={**os.environ, "BODY_FILE": str(body)}, capture_output=True,
+                              text=True, timeout=60, check=True)
+        after = rss()
+    finally:
+        assert stop(process) == 0
+    assert "Non-2xx" not in done.stdout and "Socket errors" not in done.stdout, done.stdout
+    requests_done = int(done.stdout.split(" requests in")[0].split()[-1])
+    print(f"\n64 connections for 10 s: {requests_done} requests, 0 errors; worker RSS "
+          f"{[b // 1024 for b in before]} -> {[a // 1024 for a in after]} MB")
+    assert all(a < b * 1.25 + 10_000 for a, b in zip(after, before))  # flat: within 25%
