@@ -7,7 +7,7 @@ PIPENV_VERSION := 2026.10.3
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 
-.PHONY: help install run train test bench notebooks clean
+.PHONY: help install run train test bench notebooks audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ bench: install ## benchmark against reference apps with wrk (~2.5 min); appends 
 
 notebooks: install ## re-execute the notebooks and save their outputs
 	$(BIN)/python notebooks/execute.py --save
+
+audit: install ## look up known vulnerabilities of the installed packages (pip-audit; needs PyPI's JSON API)
+	$(BIN)/pip-audit --progress-spinner off
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache

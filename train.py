@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reports", type=Path, default=None,
                         help="where to write metrics.json, model_card.md and plots "
                              "(default: reports/ beside the output)")
+    parser.add_argument("--max-rows", type=int, default=200_000,
+                        help="train on a uniform random sample of at most this many rows, read "
+                             "in chunks so memory stays bounded (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="print errors only")
     parser.add_argument("--positive-class", default=None,
                         help="binary targets: the class whose probability is reported "
@@ -56,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.threshold_rule = parse_rule(args.threshold_rule)
     except ValueError as err:
         parser.error(str(err))
+    if args.max_rows < 10:
+        parser.error("--max-rows must be at least 10")
     if args.trials is not None and args.trials < 1:
         parser.error("--trials must be at least 1")
     if args.time_budget <= 0:
@@ -81,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     progress = progress_printer(args.quiet)
     try:
         say(f"Reading {args.data}")
-        frame = load_csv(args.data)
+        frame = load_csv(args.data, max_rows=args.max_rows, seed=args.seed)
+        if frame.attrs["rows_in_file"] > len(frame):
+            say(f"  sampled {len(frame):,} of {frame.attrs['rows_in_file']:,} rows (--max-rows)")
         result = train(frame, args.target, seed=args.seed, folds=args.folds,
                        positive_class=args.positive_class, candidates=args.candidates,
                        time_budget=args.time_budget, max_trials=args.trials,

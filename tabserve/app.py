@@ -179,6 +179,15 @@ def _unexpected_error(err: Exception) -> Response:
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# answers are per request and never for framing; the /docs page runs only its own inline code
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+    ("Content-Security-Policy", "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+                                "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"),
+)
 
 
 class RequestAccounting:
@@ -199,7 +208,7 @@ class RequestAccounting:
         environ["tabserve.request_id"] = request_id
         environ["tabserve.model_version"] = self.model_version
         extra = [("X-Request-ID", request_id), ("X-Model-Version", self.model_version),
-                 ("X-Content-Type-Options", "nosniff")]
+                 *SECURITY_HEADERS]
         status_code = 500
 
         def start(status: str, headers: list, exc_info=None):

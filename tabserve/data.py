@@ -7,6 +7,7 @@ import hashlib
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 # Spellings pandas reads as missing by default, compared after trimming.
@@ -15,6 +16,7 @@ MISSING_TOKENS = frozenset(
      "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
 )
 _SNIFF_BYTES = 64 * 1024
+CHUNK_ROWS = 100_000
 
 
 class DataError(ValueError):
@@ -63,8 +65,30 @@ def _read_head(path: Path) -> str:
         ) from None
 
 
-def load_csv(path: Path | str) -> pd.DataFrame:
-    """Read a CSV with a header row: every cell a trimmed string, missing cells NA."""
+def _sample(chunks, max_rows: int, seed: int) -> tuple[pd.DataFrame, int]:
+    """A uniform random sample of at most `max_rows` rows from chunks of a frame, holding at
+    most `max_rows` + one chunk in memory: each row gets a random key, the smallest keys stay."""
+    rng = np.random.default_rng(seed)
+    kept: pd.DataFrame | None = None
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        chunk = chunk.assign(_key=rng.random(len(chunk)))
+        kept = chunk if kept is None else pd.concat([kept, chunk], ignore_index=True)
+        if len(kept) > max_rows:
+            kept = kept.nsmallest(max_rows, "_key")
+    if kept is None:
+        return pd.DataFrame(), 0
+    return kept.sort_index().drop(columns="_key").reset_index(drop=True), total
+
+
+def load_csv(path: Path | str, max_rows: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """Read a CSV with a header row: every cell a trimmed string, missing cells NA.
+
+    With `max_rows`, a larger file is read in chunks and a uniform random sample of that many
+    rows is kept (`frame.attrs["rows_in_file"]` says how many there were), so memory stays
+    bounded whatever the file's size.
+    """
     path = Path(path)
     head = _read_head(path)
     delimiter = _sniff_delimiter(path, head)
@@ -75,20 +99,25 @@ def load_csv(path: Path | str) -> pd.DataFrame:
         raise DataError(f"{path}: duplicate column names: {', '.join(duplicates)}")
     if any(name == "" for name in names):
         raise DataError(f"{path}: column {names.index('') + 1} of the header has no name")
+    options = dict(sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                   skipinitialspace=True)
     try:
-        frame = pd.read_csv(
-            path, sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig",
-            skipinitialspace=True,
-        )
+        if max_rows is None:
+            frame = pd.read_csv(path, **options)
+            rows_in_file = len(frame)
+        else:
+            frame, rows_in_file = _sample(
+                pd.read_csv(path, chunksize=CHUNK_ROWS, **options), max_rows, seed)
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text ({err.reason} at offset {err.start}); "
                         "re-save the file as UTF-8") from None
     except (pd.errors.ParserError, ValueError) as err:
         raise DataError(f"{path}: not a valid CSV: {' '.join(str(err).split())}") from None
-    frame.columns = names
     if frame.empty:
         raise DataError(f"{path}: the file has a header row but no data rows")
+    frame.columns = names
     for name in frame.columns:
         column = frame[name].str.strip()
         frame[name] = column.mask(column.isin(MISSING_TOKENS))
+    frame.attrs["rows_in_file"] = rows_in_file
     return frame

@@ -51,8 +51,12 @@ class Explainer:
                                                                         weights.shape[1]))
             per_column = per_column.transpose(0, 2, 1)  # n × k × columns
         elif isinstance(scorer, BoosterScorer):
-            raw = scorer.booster.predict(xgboost.DMatrix(matrix, missing=np.nan),
-                                         pred_contribs=True)
+            # XGBoost works in float32 and its DMatrix refuses what float32 cannot hold; a
+            # clipped value takes the same branches as the number it stands for
+            limit = float(np.finfo(np.float32).max)
+            raw = scorer.booster.predict(
+                xgboost.DMatrix(np.clip(matrix, -limit, limit), missing=np.nan),
+                pred_contribs=True)
             if raw.ndim == 2:  # binary: n × (columns + bias)
                 raw = raw[:, None, :]
             per_column, base = raw[:, :, :-1].astype(np.float64), raw[:, :, -1].astype(np.float64)

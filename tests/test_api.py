@@ -181,3 +181,21 @@ def test_metrics_count_requests_labels_and_problems(telco_bundle, telco_record):
     assert 'tabserve_validation_failures_total{field="tenure"} 1.0' in text
     assert 'tabserve_validation_failures_total{field="contract"} 1.0' in text
     assert 'tabserve_request_duration_seconds_count{endpoint="/predict"} 2.0' in text
+
+
+@pytest.mark.parametrize("path", ["/health", "/docs", "/nope"])
+def test_security_headers_on_every_response(client, path):
+    headers = client.get(path).headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Cache-Control"] == "no-store"
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+
+
+def test_errors_leak_no_internals(client, telco_record):
+    for response in (client.post("/predict", data=b"{", content_type="application/json"),
+                     client.post("/predict", json={**telco_record, "tenure": "x"}),
+                     client.get("/nope")):
+        text = response.get_data(as_text=True)
+        assert "Traceback" not in text and "site-packages" not in text
+        assert "scikit-learn" not in text and "werkzeug" not in text.lower()

@@ -18,6 +18,9 @@ from tabserve.bundle import ModelBundle
 from test_gunicorn import start_gunicorn, stop, telco_process, telco_server  # noqa: F401
 
 
+LOAD_SECONDS = int(os.environ.get("LOAD_SECONDS", "60"))  # sustained load, well past saturation
+
+
 def workers(master: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
 
@@ -188,15 +191,15 @@ def test_sustained_load_past_saturation(model_copy, tmp_path):
         requests.post(f"{url}/predict", data=body.read_bytes(), timeout=10,
                       headers={"Content-Type": "application/json"})
         before = rss()
-        done = subprocess.run([wrk, "-t2", "-c64", "-d10s", "--timeout", "10s", "-s",
+        done = subprocess.run([wrk, "-t2", "-c64", f"-d{LOAD_SECONDS}s", "--timeout", "10s", "-s",
                                str(ROOT / "bench" / "post.lua"), f"{url}/predict"],
                               env={**os.environ, "BODY_FILE": str(body)}, capture_output=True,
-                              text=True, timeout=60, check=True)
+                              text=True, timeout=LOAD_SECONDS + 60, check=True)
         after = rss()
     finally:
         assert stop(process) == 0
     assert "Non-2xx" not in done.stdout and "Socket errors" not in done.stdout, done.stdout
     requests_done = int(done.stdout.split(" requests in")[0].split()[-1])
-    print(f"\n64 connections for 10 s: {requests_done} requests, 0 errors; worker RSS "
+    print(f"\n64 connections for {LOAD_SECONDS} s: {requests_done} requests, 0 errors; worker RSS "
           f"{[b // 1024 for b in before]} -> {[a // 1024 for a in after]} MB")
     assert all(a < b * 1.25 + 10_000 for a, b in zip(after, before))  # flat: within 25%

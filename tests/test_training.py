@@ -1,8 +1,10 @@
 """Training end to end through `python train.py`, on CSVs the tests write."""
 
 import json
+import resource
 import subprocess
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -184,3 +186,62 @@ def test_quiet_prints_nothing(tmp_path, loan_csv):
     done = run_train("--data", str(loan_csv), "--target", "approved", "--output",
                      str(tmp_path / "m.bin"), "--quiet")
     assert done.returncode == 0 and done.stdout == ""
+
+
+def _hostile(tmp_path, name: str) -> Path:
+    frame = loan_frame()
+    path = tmp_path / f"{name}.csv"
+    if name == "semicolons":
+        frame.to_csv(path, index=False, sep=";")
+    elif name == "all_na_column":
+        frame.assign(notes="NA").to_csv(path, index=False)
+    elif name == "formula_cells":
+        frame.assign(region=["=cmd()", "+SUM(A1)", "north", "@x"] * (len(frame) // 4)
+                     ).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("semicolons", "Chosen:"),
+    ("all_na_column", "dropped column 'notes': every value is missing"),
+    ("formula_cells", "Chosen:"),
+])
+def test_hostile_csvs_that_still_train(tmp_path, name, expected):
+    out = tmp_path / "m.bin"
+    done = run_train("--data", str(_hostile(tmp_path, name)), "--target", "approved",
+                     "--output", str(out), "--folds", "3")
+    assert done.returncode == 0, done.stderr
+    assert expected in done.stdout
+    bundle = ModelBundle.load(out)
+    if name == "formula_cells":  # text, never evaluated: a category like any other
+        assert "=cmd()" in bundle.schema.field("region").categories
+
+
+@pytest.mark.parametrize("frame, message", [
+    (loan_frame().head(1), "single class"),
+    (loan_frame().assign(approved=[f"c{i}" for i in range(400)]), "too few rows"),
+    (loan_frame().assign(approved=[f"c{i % 500}" for i in range(400)]), "too few rows"),
+])
+def test_hostile_csvs_that_cannot_train(tmp_path, frame, message):
+    out = tmp_path / "m.bin"
+    done = run_train("--data", str(_csv(tmp_path, frame)), "--target", "approved",
+                     "--output", str(out))
+    assert done.returncode == 1 and message in done.stderr and not out.exists()
+
+
+def test_a_200_mb_csv_trains_in_bounded_memory(tmp_path):
+    big = tmp_path / "big.csv"
+    lines = (ROOT / "data" / "telco_churn.csv").read_bytes().split(b"\n", 1)
+    with big.open("wb") as f:
+        f.write(lines[0] + b"\n")
+        while f.tell() < 200 * 1024 * 1024:
+            f.write(lines[1])
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    done = run_train("--data", str(big), "--output", str(tmp_path / "m.bin"),
+                     "--max-rows", "50000", "--candidates", "logistic_regression",
+                     "--reports", str(tmp_path / "reports"), trials="1")
+    peak_mb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    assert done.returncode == 0, done.stderr
+    assert "sampled 50,000 of" in done.stdout
+    print(f"\n200 MB CSV: peak RSS of train.py {peak_mb:.0f} MB")
+    assert peak_mb < 1500
