@@ -203,3 +203,20 @@ def test_sustained_load_past_saturation(model_copy, tmp_path):
     print(f"\n64 connections for {LOAD_SECONDS} s: {requests_done} requests, 0 errors; worker RSS "
           f"{[b // 1024 for b in before]} -> {[a // 1024 for a in after]} MB")
     assert all(a < b * 1.25 + 10_000 for a, b in zip(after, before))  # flat: within 25%
+
+
+def test_sigterm_drains_a_request_in_flight(model_copy, telco_record):
+    process, url = start_gunicorn(model_copy)
+    host, port = url.removeprefix("http://").split(":")
+    body = requests.models.complexjson.dumps(telco_record).encode()
+    client = socket.create_connection((host, int(port)))
+    client.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
+    time.sleep(0.5)  # a worker is now reading this request
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    client.sendall(body[10:])
+    answer = client.recv(65536)
+    client.close()
+    assert process.wait(timeout=15) == 0
+    assert answer.startswith(b"HTTP/1.1 200") and b"churn_probability" in answer
