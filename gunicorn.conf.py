@@ -16,13 +16,16 @@ for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Prometheus multiprocess mode: workers write their samples to files here, /metrics sums them.
-# Set before prometheus_client is imported; emptied at start so no stale counts survive.
-metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-                   or tempfile.mkdtemp(prefix="tabserve-metrics-"))
-metrics_dir.mkdir(parents=True, exist_ok=True)
-for stale in metrics_dir.glob("*.db"):
-    stale.unlink()
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+# Set before prometheus_client is imported; emptied at start so no stale counts survive (but
+# not when SIGHUP reads this file again: the running workers' counts must stay).
+if not os.environ.get("TABSERVE_METRICS_STARTED"):
+    metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+                       or tempfile.mkdtemp(prefix="tabserve-metrics-"))
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    os.environ["TABSERVE_METRICS_STARTED"] = "1"
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '9696')}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or available_cpus())

@@ -67,11 +67,9 @@ class ModelBundle:
 
     @classmethod
     def from_training(cls, result, *, data_path: Path, data_sha256: str, seed: int) -> ModelBundle:
-        """Pack a `training.TrainingResult` with its metadata and content-derived version id."""
-        bundle = cls(pipeline=result.pipeline, schema=result.schema, classes=result.classes,
-                     positive_class=result.positive_class, threshold=result.threshold,
-                     threshold_rule=result.threshold_rule, metrics=result.metrics,
-                     example=result.example, calibration=result.calibration)
+        """A `training.TrainingResult`'s bundle, stamped with its metadata and its
+        content-derived version id."""
+        bundle = result.bundle
         bundle.metadata = {
             "model_version": bundle.content_version(),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -16,8 +16,7 @@ Procedure (the README's "How training works" says the same):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -25,6 +24,7 @@ from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
+from tabserve.bundle import ModelBundle
 from tabserve.data import DataError
 from tabserve.decision import Calibration, choose_calibration, choose_threshold
 from tabserve.encoding import FrameEncoder
@@ -37,22 +37,15 @@ TEST_SIZE = 0.2
 
 @dataclass
 class TrainingResult:
-    """What training produced; `bundle.ModelBundle.from_training` packs it."""
+    """What training produced: the bundle (its metadata still to be stamped by
+    `ModelBundle.from_training`), and what the report needs besides."""
 
-    pipeline: Pipeline
-    schema: Schema
-    classes: list[str]
-    positive_class: str | None
-    threshold: float | None
-    threshold_rule: str | None
-    metrics: dict[str, Any]
-    example: dict[str, Any] = field(default_factory=dict)
-    calibration: Calibration | None = None
-    trials: list[Trial] = field(default_factory=list)
-    # the test split and the probabilities the training-split model gave it (for the report)
-    test_frame: pd.DataFrame | None = None
-    test_y: np.ndarray | None = None
-    test_proba: np.ndarray | None = None
+    bundle: ModelBundle
+    trials: list[Trial]
+    # the test split and the probabilities the training-split model gave it
+    test_frame: pd.DataFrame
+    test_y: np.ndarray
+    test_proba: np.ndarray
 
 
 def _order_classes(target: pd.Series, positive_class: str | None) -> tuple[list[str], str | None]:
@@ -194,9 +187,9 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
         "test": test,
         "final_fit": "the chosen configuration refit on all rows",
     }
-    return TrainingResult(pipeline=pipeline, schema=schema, classes=classes,
-                          positive_class=positive_class, threshold=threshold,
-                          threshold_rule=rule, metrics=metrics,
-                          example=schema.example_record(features), calibration=calibration,
-                          trials=trials, test_frame=labelled.iloc[test_rows],
+    bundle = ModelBundle(pipeline=pipeline, schema=schema, classes=classes,
+                         positive_class=positive_class, threshold=threshold,
+                         threshold_rule=rule, metrics=metrics,
+                         example=schema.example_record(features), calibration=calibration)
+    return TrainingResult(bundle=bundle, trials=trials, test_frame=labelled.iloc[test_rows],
                           test_y=y[test_rows], test_proba=test_proba)

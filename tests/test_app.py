@@ -35,8 +35,9 @@ def test_batch_answers_a_list_in_order(client, telco_record):
     assert response.status_code == 200
     batch = response.get_json()
     assert [a["label"] for a in batch] == [a["label"] for a in single]
-    for in_batch, alone in zip(batch, single):  # equal up to float rounding in BLAS
-        assert in_batch["churn_probability"] == pytest.approx(alone["churn_probability"], abs=1e-12)
+    for in_batch, alone in zip(batch, single):  # equal within the parity bound: one record
+        # walks the trees in float64 (see compiled.TreeArrays), a batch goes through XGBoost
+        assert in_batch["churn_probability"] == pytest.approx(alone["churn_probability"], abs=1e-6)
     assert single[0]["churn_probability"] > single[1]["churn_probability"]
 
 

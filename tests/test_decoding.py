@@ -42,4 +42,4 @@ def test_both_paths_answer_alike(decoder, telco_bundle, telco_record):
     plain = predictor.predict_body(decoder.decode(msgspec.json.encode(telco_record)))[0]
     general = predictor.predict([{**telco_record, "contract": f" {telco_record['contract']} "}])
     assert msgspec.to_builtins(plain)["churn_probability"] == \
-        pytest.approx(general[0]["churn_probability"], abs=1e-12)
+        pytest.approx(general[0]["churn_probability"], abs=1e-6)  # row path vs batch path

@@ -15,7 +15,7 @@ import requests
 
 from conftest import PYTHON, ROOT
 from tabserve.bundle import ModelBundle
-from test_gunicorn import start_gunicorn, stop, telco_process, telco_server  # noqa: F401
+from test_gunicorn import start_gunicorn, stop, telco_process, telco_server  # noqa: F401, F811 (fixtures)
 
 
 LOAD_SECONDS = int(os.environ.get("LOAD_SECONDS", "60"))  # sustained load, well past saturation
@@ -75,14 +75,20 @@ def test_sighup_loads_a_new_model_without_refusing_a_request(tmp_path, model_cop
         while time.monotonic() < deadline and (not load.outcomes or load.outcomes[-1][1] != new):
             time.sleep(0.2)
         time.sleep(1)
+        load.stop()
+        metrics = requests.get(f"{url}/metrics", timeout=10).text
     finally:
         load.stop()
         assert stop(process) == 0
+    counted = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(
+        'tabserve_requests_total{endpoint="/predict",method="POST",status="200"}'))
     statuses = {status for status, _ in load.outcomes}
     versions = [version for _, version in load.outcomes]
     assert statuses == {200}, f"refused or failed: {load.errors[:3]}"
-    assert versions[0] == old and versions[-1] == new
+    assert versions[0] == old and versions[-1] == new, \
+        f"versions seen: {sorted(set(versions))}; log: {process.error_path.read_text()[-1500:]}"
     assert versions.index(new) > 0 and set(versions[versions.index(new):]) == {new}
+    assert counted == len(load.outcomes)  # the old workers' counts survive the reload
     print(f"\nSIGHUP: {len(versions)} requests, all 200; model {old} -> {new}")
 
 
@@ -216,7 +222,9 @@ def test_sigterm_drains_a_request_in_flight(model_copy, telco_record):
     process.send_signal(signal.SIGTERM)
     time.sleep(0.5)
     client.sendall(body[10:])
-    answer = client.recv(65536)
+    answer = b""
+    while chunk := client.recv(65536):  # until the server closes: headers and body may part
+        answer += chunk
     client.close()
     assert process.wait(timeout=15) == 0
     assert answer.startswith(b"HTTP/1.1 200") and b"churn_probability" in answer
