@@ -149,6 +149,17 @@ def openapi_document(bundle: ModelBundle, *, max_batch: int, model_name: str) ->
                                "operationId": "model", "responses": plain_json("The model")}},
             "/": {"get": {"summary": "Where to go from here", "operationId": "index",
                           "responses": plain_json("An index of the endpoints")}},
+            "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
+                                      "responses": plain_json("OpenAPI 3.1")}},
+            "/docs": {"get": {"summary": "A page to try the model in a browser",
+                              "operationId": "docs", "responses": {"200": {
+                                  "description": "HTML", "content": {"text/html": {
+                                      "schema": {"type": "string"}}}}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics, summed over the workers",
+                                 "operationId": "metrics", "responses": {"200": {
+                                     "description": "Prometheus text format",
+                                     "content": {"text/plain": {
+                                         "schema": {"type": "string"}}}}}}},
             "/v2/health/live": {"get": {"summary": "Open Inference Protocol: live",
                                         "operationId": "v2Live",
                                         "responses": plain_json("Live")}},
