@@ -97,7 +97,8 @@ def test_image_answers_like_the_in_process_model(container, telco_bundle, telco_
     batch = requests.post(f"{url}/predict", json=[telco_record, long_tenure], timeout=10).json()
     for got, want in zip([single, *batch], [expected[0], *expected]):
         assert got["label"] == want["label"] and got["churn"] == want["churn"]
-        assert got["churn_probability"] == pytest.approx(want["churn_probability"], abs=1e-9)
+        # within the parity bound: one record walks the trees in numpy, a batch uses XGBoost
+        assert got["churn_probability"] == pytest.approx(want["churn_probability"], abs=1e-6)
         assert got["model_version"] == telco_bundle.version
     bad = requests.post(f"{url}/predict", json={**telco_record, "tenure": "x"}, timeout=10)
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "tenure"
