@@ -54,20 +54,22 @@ def _settings() -> Settings:
 
 
 def _json_body() -> bytes:
-    """The raw body of a JSON request; 415 for another content type, 413 when too large."""
-    content_type = request.environ.get("CONTENT_TYPE", "")
-    if content_type != "application/json" and request.mimetype != "application/json" \
-            and not request.mimetype.endswith("+json"):
+    """The raw body of a JSON request; 415 for another content type, 413 when too large.
+
+    Read from the WSGI environ directly: werkzeug's parsed headers and `get_data()` cost more
+    than a prediction of one record."""
+    environ = request.environ
+    if environ.get("CONTENT_TYPE") != "application/json" and request.mimetype != \
+            "application/json" and not request.mimetype.endswith("+json"):
         raise RequestError([Problem(None, "send the body as JSON with "
                                           "'Content-Type: application/json', got "
                                           f"{request.mimetype or 'no content type'!r}")],
                            status=415, title="Unsupported Media Type")
-    # read the WSGI stream directly: werkzeug's get_data() costs more than a prediction
     limit = _settings().max_body_bytes
-    length = request.content_length
+    length = request.content_length if "CONTENT_LENGTH" in environ else None
     if length is not None and length > limit:
         raise RequestEntityTooLarge()
-    body = request.environ["wsgi.input"].read(limit + 1 if length is None else length)
+    body = environ["wsgi.input"].read(limit + 1 if length is None else length)
     if len(body) > limit:  # a chunked body, which declares no length
         raise RequestEntityTooLarge()
     return body
@@ -75,10 +77,11 @@ def _json_body() -> bytes:
 
 @api.post("/predict")
 def predict() -> Response:
-    body = current_app.extensions["decoder"].decode(_json_body())
-    answers = _predictor().predict_body(body)
+    extensions = current_app.extensions
+    body = extensions["decoder"].decode(_json_body())
+    answers = extensions["predictor"].predict_body(body)
     request.environ["tabserve.records"] = body.count
-    current_app.extensions["metrics"].observe_labels([a.label for a in answers])
+    extensions["metrics"].observe_labels([a.label for a in answers])
     return json_response(answers if body.is_batch else answers[0])
 
 

@@ -73,55 +73,56 @@ class TreeArrays:
     default branch, and the model's base margin is measured from the booster itself. For one
     record this costs a fraction of the booster's fixed set-up per call; for large batches the
     booster's own C++ walk is faster, so `BoosterScorer` uses each where it wins.
+
+    Nodes are numbered tree by tree in one flat array, and a leaf points to itself, so a walk
+    is `depth` lookups of "the next node" with no test for having arrived.
     """
 
     def __init__(self, booster, n_classes: int):
         trees = [json.loads(dump) for dump in booster.get_dump(dump_format="json")]
         size = max(_count_nodes(tree) for tree in trees)
-        shape = (len(trees), size)
-        self.feature = np.zeros(shape, np.intp)
-        self.threshold = np.zeros(shape, np.float32)
-        self.yes, self.no, self.missing = (np.zeros(shape, np.intp) for _ in range(3))
-        self.leaf = np.zeros(shape, np.float64)
-        self.is_leaf = np.zeros(shape, bool)
+        count = len(trees) * size
+        self.roots = np.arange(len(trees), dtype=np.intp) * size
+        self.feature = np.zeros(count, np.intp)
+        self.threshold = np.full(count, np.inf, np.float32)  # a leaf's "yes" is itself
+        self.yes, self.no = np.arange(count), np.arange(count)
+        self.missing_yes = np.zeros(count, bool)  # NaN < t is False: "no" is NaN's default
+        self.leaf = np.zeros(count, np.float64)
         self.depth = 0
-        for t, tree in enumerate(trees):
-            self.depth = max(self.depth, self._fill(t, tree, 0))
+        for root, tree in zip(self.roots.tolist(), trees):
+            self.depth = max(self.depth, self._fill(root, tree, 0))
         self.outputs = 1 if n_classes == 2 else n_classes  # tree t adds to output t % outputs
-        self.trees = np.arange(len(trees))
-        reference = np.zeros((1, booster.num_features()), np.float32)
+        reference = np.zeros(booster.num_features(), np.float32)
         from xgboost import DMatrix
-        margin = booster.predict(DMatrix(reference), output_margin=True).reshape(1, -1)
-        self.base_margin = margin[0] - self._sum_leaves(reference)[0]
+        margin = booster.predict(DMatrix(reference[None, :]), output_margin=True).reshape(-1)
+        self.base_margin = margin - self._sum_leaves(reference)
 
-    def _fill(self, t: int, node: dict, depth: int) -> int:
-        i = node["nodeid"]
+    def _fill(self, root: int, node: dict, depth: int) -> int:
+        i = root + node["nodeid"]
         if "leaf" in node:
-            self.is_leaf[t, i] = True
-            self.leaf[t, i] = node["leaf"]
+            self.leaf[i] = node["leaf"]
             return depth
-        self.feature[t, i] = int(node["split"].removeprefix("f"))
-        self.threshold[t, i] = node["split_condition"]
-        self.yes[t, i], self.no[t, i], self.missing[t, i] = node["yes"], node["no"], node["missing"]
-        return max(self._fill(t, child, depth + 1) for child in node["children"])
+        self.feature[i] = int(node["split"].removeprefix("f"))
+        self.threshold[i] = node["split_condition"]
+        self.yes[i], self.no[i] = root + node["yes"], root + node["no"]
+        self.missing_yes[i] = node["missing"] == node["yes"]
+        return max(self._fill(root, child, depth + 1) for child in node["children"])
 
-    def _sum_leaves(self, matrix: np.ndarray) -> np.ndarray:
-        x = matrix.astype(np.float32)
-        rows = np.arange(len(x))[:, None]
-        trees = self.trees
-        node = np.zeros((len(x), len(trees)), np.intp)
+    def _sum_leaves(self, x: np.ndarray) -> np.ndarray:
+        """The leaves' sum per output for one record (float32 values, as XGBoost reads them)."""
+        value = x[self.feature]
+        go_yes = value < self.threshold
+        if np.isnan(value).any():
+            go_yes |= np.isnan(value) & self.missing_yes
+        following = np.where(go_yes, self.yes, self.no)
+        node = self.roots
         for _ in range(self.depth):
-            value = x[rows, self.feature[trees, node]]
-            step = np.where(np.isnan(value), self.missing[trees, node],
-                            np.where(value < self.threshold[trees, node],
-                                     self.yes[trees, node], self.no[trees, node]))
-            node = np.where(self.is_leaf[trees, node], node, step)
-        leaves = self.leaf[trees, node]
-        return leaves.reshape(len(x), -1, self.outputs).sum(axis=1)
+            node = following[node]
+        return self.leaf[node].reshape(-1, self.outputs).sum(axis=0)
 
-    def margins(self, matrix: np.ndarray) -> np.ndarray:
-        """Raw scores (rows × outputs), as the booster's `output_margin=True` gives them."""
-        return self._sum_leaves(matrix) + self.base_margin
+    def margins(self, x: list[float]) -> np.ndarray:
+        """Raw scores of one encoded record, as the booster's `output_margin=True` gives them."""
+        return self._sum_leaves(np.array(x, np.float32)) + self.base_margin
 
 
 def _count_nodes(tree: dict) -> int:
@@ -138,7 +139,7 @@ class BoosterScorer:
         self.arrays = TreeArrays(self.booster, len(model.classes_))
 
     def row(self, x: list[float]) -> list[float]:
-        margins = self.arrays.margins(np.array([x]))[0]
+        margins = self.arrays.margins(x)
         if len(margins) == 1:
             positive = float(expit(margins[0]))
             return [1.0 - positive, positive]
