@@ -21,31 +21,48 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from tabserve.encoding import Hinges
+
 # A scorer maps an encoded matrix to class probabilities (float64, rows × classes) when
 # called, and one encoded record (a list) to its probabilities with `row`.
 Scorer = Callable[[np.ndarray], np.ndarray]
 
 
 class LinearScorer:
-    """Median imputation, standardisation and a logistic model folded into one affine map."""
+    """Median imputation, optional hinge terms (see `encoding.Hinges`), standardisation and a
+    logistic model folded into one affine map of the imputed, hinged record."""
 
-    def __init__(self, imputer: SimpleImputer, scaler: StandardScaler, model: LogisticRegression):
+    def __init__(self, imputer: SimpleImputer, scaler: StandardScaler, model: LogisticRegression,
+                 hinges: Hinges | None = None):
         self.fill = imputer.statistics_.astype(np.float64)
-        mean = scaler.mean_ if scaler.with_mean else np.zeros_like(self.fill)
-        self.mean = mean  # of the imputed training matrix: the explanations' reference record
-        scale = scaler.scale_ if scaler.with_std else np.ones_like(self.fill)
+        self.hinge_columns = hinges.columns_ if hinges is not None else np.zeros(0, np.intp)
+        self.hinge_knots = hinges.knots_ if hinges is not None else np.zeros(0)
+        # the encoded column behind each column of the expanded record (for explanations)
+        self.source_columns = np.concatenate([np.arange(len(self.fill)), self.hinge_columns])
+        width = len(self.source_columns)
+        mean = scaler.mean_ if scaler.with_mean else np.zeros(width)
+        self.mean = mean  # of the expanded training matrix: the explanations' reference record
+        scale = scaler.scale_ if scaler.with_std else np.ones(width)
         # ((x - mean) / scale) @ coef.T + intercept  ==  x @ weights + bias
         self.weights = (model.coef_ / scale).T
         self.bias = model.intercept_ - (mean / scale) @ model.coef_.T
 
         # plain-Python copies for `row`: one record costs less without numpy's per-call overhead
         self._fill_list = self.fill.tolist()
+        self._hinge_list = list(zip(self.hinge_columns.tolist(), self.hinge_knots.tolist()))
         self._weights_lists = self.weights.T.tolist()
         self._bias_list = np.atleast_1d(self.bias).tolist()
+
+    def expand(self, matrix: np.ndarray) -> np.ndarray:
+        """Encoded records, imputed and with their hinge terms: what the weights apply to."""
+        filled = np.where(np.isnan(matrix), self.fill, matrix)
+        hinges = np.maximum(filled[:, self.hinge_columns] - self.hinge_knots, 0.0)
+        return np.hstack([filled, hinges])
 
     def row(self, x: list[float]) -> list[float]:
         """Class probabilities for one encoded record."""
         x = [fill if value != value else value for value, fill in zip(x, self._fill_list)]
+        x += [max(x[column] - knot, 0.0) for column, knot in self._hinge_list]
         scores = [bias + sum(map(operator.mul, weights, x))
                   for weights, bias in zip(self._weights_lists, self._bias_list)]
         if len(scores) == 1:
@@ -58,8 +75,7 @@ class LinearScorer:
         return [e / total for e in exps]
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
-        filled = np.where(np.isnan(matrix), self.fill, matrix)
-        scores = filled @ self.weights + self.bias
+        scores = self.expand(matrix) @ self.weights + self.bias
         if scores.shape[1] == 1:
             positive = expit(scores[:, 0])
             return np.column_stack([1.0 - positive, positive])
@@ -155,10 +171,12 @@ class BoosterScorer:
 def compile_steps(steps: Pipeline) -> Scorer:
     """The fastest exact scorer for the pipeline steps after the encoder."""
     kinds = [type(step) for _, step in steps.steps]
-    if kinds == [SimpleImputer, StandardScaler, LogisticRegression]:
-        imputer, scaler, model = (step for _, step in steps.steps)
+    fitted = [step for _, step in steps.steps]
+    if kinds in ([SimpleImputer, StandardScaler, LogisticRegression],
+                 [SimpleImputer, Hinges, StandardScaler, LogisticRegression]):
+        imputer, *hinges, scaler, model = fitted
         if imputer.strategy in ("median", "mean") and not imputer.add_indicator:
-            return LinearScorer(imputer, scaler, model)
+            return LinearScorer(imputer, scaler, model, *hinges)
     if len(kinds) == 1 and hasattr(steps.steps[0][1], "get_booster"):
         return BoosterScorer(steps.steps[0][1])
     model = steps.steps[-1][1]

@@ -152,3 +152,36 @@ class FrameEncoder(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         return np.asarray(self.encoder_.feature_names, dtype=object)
+
+
+class Hinges(TransformerMixin, BaseEstimator):
+    """Bent lines for a linear model: for each continuous column of the (imputed) matrix, the
+    terms max(0, x − knot) at `knots` training quantiles, appended after the columns.
+
+    A logistic model then fits each number's effect as a piecewise-linear curve instead of a
+    straight line (on Telco, churn falls steeply over the first months of tenure and then
+    flattens). Columns with few distinct values (one-hot levels, flags) get none.
+    """
+
+    MIN_DISTINCT = 10
+
+    def __init__(self, knots: int = 4):
+        self.knots = knots
+
+    def fit(self, matrix: np.ndarray, y=None) -> Hinges:
+        columns, knots = [], []
+        quantiles = np.arange(1, self.knots + 1) / (self.knots + 1)
+        for j in range(matrix.shape[1] if self.knots else 0):
+            values = matrix[:, j]
+            if len(np.unique(values)) < self.MIN_DISTINCT:
+                continue
+            at = np.unique(np.quantile(values, quantiles))
+            at = at[at < values.max()]  # a knot at the maximum would bend nothing
+            columns += [j] * len(at)
+            knots += at.tolist()
+        self.columns_ = np.array(columns, dtype=np.intp)
+        self.knots_ = np.array(knots, dtype=np.float64)
+        return self
+
+    def transform(self, matrix: np.ndarray) -> np.ndarray:
+        return np.hstack([matrix, np.maximum(matrix[:, self.columns_] - self.knots_, 0.0)])

@@ -1,7 +1,7 @@
 """Per-field contributions to each prediction's raw score.
 
 - Linear model: exact linear SHAP values, coefficient × (value − training mean) on the encoded
-  columns; the base value is the raw score of the mean encoded record.
+  columns and their hinge terms; the base value is the raw score of the mean expanded record.
 - XGBoost: exact tree SHAP values from the booster (`pred_contribs`), the bias as base value.
 - Calibrated binary models: Platt scaling is affine in log-odds, so both are scaled by its
   slope and the base value shifted by its intercept: they add up to the calibrated log-odds.
@@ -44,12 +44,13 @@ class Explainer:
         calibration = getattr(scorer, "calibration", None)
         scorer = getattr(scorer, "inner", scorer)
         if isinstance(scorer, LinearScorer):
-            filled = np.where(np.isnan(matrix), scorer.fill, matrix)
-            weights = scorer.weights  # columns × k
-            per_column = (filled - scorer.mean)[:, :, None] * weights[None, :, :]
+            weights = scorer.weights  # expanded columns × k
+            per_column = (scorer.expand(matrix) - scorer.mean)[:, :, None] * weights[None, :, :]
             base = np.broadcast_to(scorer.mean @ weights + scorer.bias, (len(matrix),
                                                                         weights.shape[1]))
             per_column = per_column.transpose(0, 2, 1)  # n × k × columns
+            # a field's hinge terms are its own too
+            by_field = per_column @ self.to_fields[scorer.source_columns]
         elif isinstance(scorer, BoosterScorer):
             # XGBoost works in float32 and its DMatrix refuses what float32 cannot hold; a
             # clipped value takes the same branches as the number it stands for
@@ -60,10 +61,11 @@ class Explainer:
             if raw.ndim == 2:  # binary: n × (columns + bias)
                 raw = raw[:, None, :]
             per_column, base = raw[:, :, :-1].astype(np.float64), raw[:, :, -1].astype(np.float64)
+            by_field = per_column @ self.to_fields
         else:
             raise ExplanationsUnavailable(
                 f"explanations are not available for {type(scorer).__name__} models")
-        by_field, base = per_column @ self.to_fields, np.asarray(base, dtype=np.float64)
+        base = np.asarray(base, dtype=np.float64)
         if calibration is not None:  # Platt scaling is affine in log-odds: scale along
             by_field = by_field * calibration.slope
             base = base * calibration.slope + calibration.intercept

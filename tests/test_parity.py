@@ -78,3 +78,18 @@ def test_a_plain_single_record_takes_the_row_path(telco_bundle, telco_record, mo
     unseen = {**telco_record, "contract": "Ten year"}
     answer = predictor.predict_body(decoder.decode(msgspec.json.encode(unseen)))[0]
     assert calls == [1] and "unseen category" in answer.warnings[0]
+
+
+def test_hinges_bend_only_continuous_columns_inside_their_range():
+    from tabserve.encoding import Hinges
+
+    rng = np.random.default_rng(0)
+    matrix = np.column_stack([rng.normal(size=500), rng.integers(0, 2, 500),
+                              rng.integers(0, 3, 500).astype(float)])
+    hinges = Hinges(knots=4).fit(matrix)
+    assert hinges.columns_.tolist() == [0, 0, 0, 0]  # flags and 3-level codes get none
+    assert np.allclose(hinges.knots_, np.quantile(matrix[:, 0], [0.2, 0.4, 0.6, 0.8]))
+    expanded = hinges.transform(matrix)
+    assert expanded.shape == (500, 7)
+    assert np.array_equal(expanded[:, 3:], np.maximum(matrix[:, [0]] - hinges.knots_, 0))
+    assert Hinges(knots=0).fit(matrix).transform(matrix).shape == (500, 3)

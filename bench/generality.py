@@ -1,0 +1,195 @@
+"""Does the trainer hold its own beyond Telco? Held-out ROC AUC on public tabular data sets,
+against tuned LogisticRegression, RandomForest, tuned XGBoost and FLAML AutoML (60 s).
+
+    apt-get install r-cran-modeldata            # the data sets: R package modeldata (MIT)
+    python3.11 -m venv /tmp/flaml && /tmp/flaml/bin/pip install "flaml[automl]" pandas
+    .venv/bin/python bench/generality.py --flaml-python /tmp/flaml/bin/python [--only a,b]
+
+Every contender gets the same protocol as bench/quality.py: a stratified 80/20 split with
+random_state=1; it sees only the 80%, and its probabilities on the 20% are scored. Ours is
+`train.py` with its defaults (60 s budget) through the served model; the baselines are the
+usual scikit-learn recipes on the same rows (median imputation with missing indicators and
+scaling for numbers, one-hot for text), tuned by 5-fold cross-validated ROC AUC. FLAML runs in
+its own venv (not a project dependency), skipped without --flaml-python. A Markdown table is
+appended to bench/GENERALITY.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import loguniform, randint, uniform
+from sklearn.compose import make_column_selector, make_column_transformer
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.model_selection import RandomizedSearchCV, StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from xgboost import XGBClassifier
+
+from quality import ROOT, roc_auc, score_trainer, split
+
+sys.path.insert(0, str(ROOT))
+from tabserve.data import load_csv  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class DataSet:
+    name: str    # the modeldata table
+    target: str
+    drop: tuple[str, ...] = ()  # not inputs (a row id, the source's own split)
+    about: str = ""
+
+
+DATA_SETS = [
+    DataSet("attrition", "Attrition", about="IBM HR employee attrition"),
+    DataSet("credit_data", "Status", about="credit scoring, with missing values"),
+    DataSet("mlc_churn", "churn", about="telecom churn (MLC++)"),
+    DataSet("cells", "class", drop=("case",), about="cell segmentation, 56 numeric features"),
+    DataSet("lending_club", "Class", about="Lending Club loans, 5% bad"),
+    DataSet("stackoverflow", "Remote", about="Stack Overflow survey: remote work"),
+    DataSet("hpc_data", "class", about="HPC job run time, 4 classes"),
+]
+
+
+def export(data_set: DataSet, folder: Path) -> Path:
+    """The table as a CSV, written by R from the installed modeldata package."""
+    path = folder / f"{data_set.name}.csv"
+    if not path.exists():
+        script = (f"data({data_set.name}, package='modeldata'); x <- {data_set.name}; "
+                  f"write.csv(x, '{path}.partial', row.names=FALSE)")
+        subprocess.run(["Rscript", "-e", script], check=True, capture_output=True)
+        frame = pd.read_csv(f"{path}.partial").drop(columns=list(data_set.drop))
+        frame.to_csv(path, index=False)
+        Path(f"{path}.partial").unlink()
+    return path
+
+
+def _features():
+    numbers = make_pipeline(SimpleImputer(strategy="median", add_indicator=True),
+                            StandardScaler())
+    text = make_pipeline(SimpleImputer(strategy="constant", fill_value="(missing)"),
+                         OneHotEncoder(handle_unknown="ignore", sparse_output=False))
+    return make_column_transformer((numbers, make_column_selector(dtype_include="number")),
+                                   (text, make_column_selector(dtype_exclude="number")))
+
+
+FOLDS = StratifiedKFold(5, shuffle=True, random_state=1)
+
+
+def baselines(classes: int) -> dict:
+    scoring = "roc_auc" if classes == 2 else "roc_auc_ovr"
+    xgboost = RandomizedSearchCV(
+        make_pipeline(_features(), XGBClassifier(tree_method="hist", n_jobs=2, random_state=1)),
+        {"xgbclassifier__n_estimators": randint(50, 1000),
+         "xgbclassifier__max_depth": randint(2, 9),
+         "xgbclassifier__learning_rate": loguniform(0.01, 0.3),
+         "xgbclassifier__min_child_weight": loguniform(0.5, 20),
+         "xgbclassifier__subsample": uniform(0.5, 0.5),
+         "xgbclassifier__colsample_bytree": uniform(0.4, 0.6),
+         "xgbclassifier__reg_lambda": loguniform(0.1, 10)},
+        n_iter=20, scoring=scoring, cv=FOLDS, random_state=1)
+    return {
+        "LogisticRegression (CV over C)": make_pipeline(_features(), LogisticRegressionCV(
+            Cs=np.logspace(-4, 2, 13), cv=FOLDS, scoring=scoring, max_iter=5000)),
+        "RandomForest (500 trees)": make_pipeline(_features(), RandomForestClassifier(
+            500, n_jobs=2, random_state=1)),
+        "XGBoost (20 random configs, 5-fold CV)": xgboost,
+    }
+
+
+def score_baseline(model, train: pd.DataFrame, test: pd.DataFrame, target: str) -> tuple:
+    classes = sorted(train[target].astype(str).unique())
+    started = time.perf_counter()
+    model.fit(train.drop(columns=target), train[target].astype(str).map(classes.index))
+    proba = model.predict_proba(test.drop(columns=target))
+    return roc_auc(test[target].astype(str).map(classes.index), proba), \
+        time.perf_counter() - started
+
+
+def score_flaml(python: str, train: pd.DataFrame, test: pd.DataFrame, target: str,
+                seconds: int) -> tuple:
+    work = Path(tempfile.mkdtemp(prefix="flaml-"))
+    train.to_csv(work / "train.csv", index=False)
+    test.to_csv(work / "test.csv", index=False)
+    started = time.perf_counter()
+    out = subprocess.run([python, str(HERE / "flaml_runner.py"), str(work / "train.csv"),
+                          str(work / "test.csv"), target, str(seconds)],
+                         check=True, capture_output=True, text=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["auc"], time.perf_counter() - started, result["best"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flaml-python", help="a Python with flaml[automl] installed")
+    parser.add_argument("--flaml-seconds", type=int, default=60)
+    parser.add_argument("--only", help="comma-separated data set names")
+    parser.add_argument("--data-dir", type=Path, default=HERE / ".data")
+    parser.add_argument("--results", type=Path, default=HERE / "GENERALITY.md")
+    args = parser.parse_args()
+    chosen = [d for d in DATA_SETS if not args.only or d.name in args.only.split(",")]
+    args.data_dir.mkdir(exist_ok=True)
+    rows, gaps = [], []
+    for data_set in chosen:
+        path = export(data_set, args.data_dir)
+        ours_train, ours_test = split(load_csv(path), data_set.target)
+        typed = pd.read_csv(path)
+        train, test = typed.loc[ours_train.index], typed.loc[ours_test.index]
+        print(f"{data_set.name}: {len(train)} training rows, {len(test)} held out", flush=True)
+        ours = score_trainer(ours_train, ours_test, data_set.target, quiet=True)
+        scores = {f"tabserve train.py ({ours.chosen}, {ours.seconds:.0f} s)": ours.auc}
+        print(f"  ours {ours.auc:.4f} ({ours.chosen}, {ours.seconds:.0f} s)", flush=True)
+        for name, model in baselines(train[data_set.target].nunique()).items():
+            auc, seconds = score_baseline(model, train, test, data_set.target)
+            scores[f"{name}, {seconds:.0f} s"] = auc
+            print(f"  {name} {auc:.4f} ({seconds:.0f} s)", flush=True)
+        if args.flaml_python:
+            auc, seconds, best = score_flaml(args.flaml_python, train, test, data_set.target,
+                                             args.flaml_seconds)
+            scores[f"FLAML {args.flaml_seconds} s ({best})"] = auc
+            print(f"  FLAML {auc:.4f} ({best}, {seconds:.0f} s)", flush=True)
+        best_other = max(list(scores.values())[1:])
+        gaps.append(ours.auc - best_other)
+        rows.append((data_set, len(train), len(test), scores, ours.auc - best_other))
+    write_results(args.results, rows, gaps, bool(args.flaml_python))
+    print(f"mean of (ours - best other): {statistics.mean(gaps):+.4f}")
+    return 0
+
+
+def write_results(path: Path, rows: list, gaps: list[float], with_flaml: bool) -> None:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"\n## {now}\n", f"{platform.processor() or platform.machine()}, "
+             f"Python {platform.python_version()}; held-out ROC AUC (one-vs-rest macro for "
+             "more than 2 classes), stratified 80/20 split with random_state=1"
+             f"{'' if with_flaml else '; FLAML not run'}.\n"]
+    for data_set, n_train, n_test, scores, gap in rows:
+        lines.append(f"\n**{data_set.name}** ({data_set.about}; target `{data_set.target}`, "
+                     f"{n_train} training rows, {n_test} held out): ours − best other "
+                     f"**{gap:+.4f}**\n")
+        lines.append("\n| contender | ROC AUC |\n|---|---:|")
+        lines += [f"| {name} | {auc:.4f} |" for name, auc in scores.items()]
+    lines.append(f"\nMean over data sets of (ours − the best other contender): "
+                 f"**{statistics.mean(gaps):+.4f}**; ours was best or within 0.002 of the best "
+                 f"on {sum(g > -0.002 for g in gaps)} of {len(gaps)}.\n")
+    with path.open("a") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
