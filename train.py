@@ -44,6 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-rows", type=int, default=200_000,
                         help="train on a uniform random sample of at most this many rows, read "
                              "in chunks so memory stays bounded (default: %(default)s)")
+    parser.add_argument("--ordinal", action="append", default=[], metavar="FIELD=A<B<C",
+                        help="a text field whose levels are ordered, lowest first; it gets a "
+                             "rank column besides its levels (repeatable; orders such as "
+                             "low<medium<high or '1-2 years'<'3-5 years' are found unasked)")
     parser.add_argument("--quiet", action="store_true", help="print errors only")
     parser.add_argument("--positive-class", default=None,
                         help="binary targets: the class whose probability is reported "
@@ -65,6 +69,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--trials must be at least 1")
     if args.time_budget <= 0:
         parser.error("--time-budget must be positive")
+    ordinal = {}
+    for given in args.ordinal:
+        name, _, levels = given.partition("=")
+        order = [level.strip() for level in levels.split("<")]
+        if not name.strip() or len(order) < 2 or "" in order:
+            parser.error(f"--ordinal {given!r}: write FIELD=LOW<MIDDLE<HIGH")
+        ordinal[name.strip()] = order
+    args.ordinal = ordinal
     if args.reports is None:
         args.reports = args.output.parent / "reports"
     return args
@@ -92,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         result = train(frame, args.target, seed=args.seed, folds=args.folds,
                        positive_class=args.positive_class, candidates=args.candidates,
                        time_budget=args.time_budget, max_trials=args.trials,
-                       threshold_rule=args.threshold_rule, log=say, progress=progress)
+                       threshold_rule=args.threshold_rule, ordinal=args.ordinal, log=say,
+                       progress=progress)
         if sys.stdout.isatty() and not args.quiet:
             print()  # end the progress line
         bundle = ModelBundle.from_training(result, data_path=args.data,

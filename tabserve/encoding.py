@@ -4,7 +4,8 @@ The layout is compiled once from the schema, and the same code encodes training 
 request records, so the served model sees exactly what the trained one saw.
 Numbers and booleans become one column each (NaN when missing; the model imputes or routes
 it); a categorical becomes one 0/1 column per known level (an unseen or missing value sets
-none); every field that had missing values in training gets a 0/1 "is missing" column too,
+none), and an ordered one also a rank column (its level's place in the order; NaN when unseen
+or missing), so trees can split between low and high and a linear model can fit a trend; every field that had missing values in training gets a 0/1 "is missing" column too,
 because missingness itself can carry signal.
 """
 
@@ -38,6 +39,7 @@ class Encoder:
         self._number_missing_at: list[int] = []   # "is missing" columns of nullable ones
         self._number_nullable: list[int] = []     # their index within the block
         self._categories: list[tuple[str, int, int | None]] = []  # field, start, "missing" at
+        self._ranked: list[tuple[str, int, np.ndarray]] = []  # field, rank column, rank by code
         widths: list[int] = []  # how many levels of each categorical are one-hot columns
         for f in schema.fields:
             if f.kind is Kind.CATEGORICAL:
@@ -47,6 +49,9 @@ class Encoder:
                 missing_at = self._add(f.name, [f"{f.name} is missing"]) if f.nullable else None
                 self._categories.append((f.name, start, missing_at))
                 widths.append(len(kept))
+                if f.order:
+                    self._ranked.append((f.name, self._add(f.name, [f"{f.name} (rank)"]),
+                                         np.array(f.ranks)))
             else:
                 self._numbers.append(f.name)
                 self._number_at.append(self._add(f.name, [f.name]))
@@ -57,20 +62,22 @@ class Encoder:
         self._category_starts = np.array([[start] for _, start, _ in self._categories], np.intp)
         self._category_widths = np.array([[width] for width in widths], np.intp)
 
-    def _compile_row_plan(self) -> list[tuple[Kind, int, int | None, dict | None]]:
-        """Per field, in schema order: kind, first column, "is missing" column, value lookup."""
+    def _compile_row_plan(self) -> list[tuple[Kind, int, int | None, dict | None, tuple | None]]:
+        """Per field, in schema order: kind, first column, "is missing" column, value lookup,
+        and for an ordered categorical its rank column and ranks by code."""
         plan = []
         numbers = iter(zip(self._number_at, range(len(self._numbers))))
         categories = iter(self._categories)
         missing_of_number = dict(zip(self._number_nullable, self._number_missing_at))
+        ranked = {name: (at, ranks.tolist()) for name, at, ranks in self._ranked}
         for f in self.schema.fields:
             if f.kind is Kind.CATEGORICAL:
                 _, start, missing_at = next(categories)
-                plan.append((f.kind, start, missing_at, f.category_codes))
+                plan.append((f.kind, start, missing_at, f.category_codes, ranked.get(f.name)))
             else:
                 at, index = next(numbers)
                 lookup = f.boolean_table if f.kind is Kind.BOOLEAN else None
-                plan.append((f.kind, at, missing_of_number.get(index), lookup))
+                plan.append((f.kind, at, missing_of_number.get(index), lookup, None))
         return plan
 
     def encode_row(self, row: tuple) -> list[float]:
@@ -78,13 +85,16 @@ class Encoder:
         they stand, as `decoding` guarantees); for one record this beats numpy's per-call
         overhead in `encode`."""
         x = [0.0] * len(self.feature_names)
-        for value, (kind, at, missing_at, lookup) in zip(row, self._row_plan):
+        for value, (kind, at, missing_at, lookup, ranked) in zip(row, self._row_plan):
             if kind is Kind.CATEGORICAL:
                 code = lookup[value]
                 if code == MISSING_CODE:
                     x[missing_at] = 1.0
                 elif code < MAX_ONE_HOT_LEVELS:
                     x[at + code] = 1.0
+                if ranked is not None:
+                    rank_at, ranks = ranked
+                    x[rank_at] = ranks[code]  # the codes for missing index the NaNs at the end
                 continue
             number = lookup[value] if kind is Kind.BOOLEAN else value
             if number is None or number != number:  # an allowed null
@@ -120,6 +130,8 @@ class Encoder:
             for i, (_, _, missing_at) in enumerate(self._categories):
                 if missing_at is not None:
                     matrix[:, missing_at] = codes[i] == MISSING_CODE
+        for name, rank_at, ranks in self._ranked:
+            matrix[:, rank_at] = ranks[np.asarray(columns[name], dtype=np.intp)]
         return matrix
 
 

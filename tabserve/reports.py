@@ -147,6 +147,8 @@ def model_card(bundle: ModelBundle, result: TrainingResult, intervals: dict,
     target_rates = ", ".join(f"{label!r} {np.mean(result.test_y == k):.1%}"
                              for k, label in enumerate(bundle.classes))
     fields = _table([[f.name, f.kind.value, "yes" if f.nullable else "no",
+                      (" < ".join(f.order[:8]) + (" …" if len(f.order) > 8 else "")
+                       + " (ordered)") if f.order else
                       (", ".join(f.categories[:8]) + (" …" if len(f.categories) > 8 else ""))
                       if f.categories else (f"{f.minimum:g} to {f.maximum:g}"
                                             if f.minimum is not None else "/".join(f.spellings))]

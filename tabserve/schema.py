@@ -59,6 +59,7 @@ class Field:
     kind: Kind
     nullable: bool
     categories: tuple[str, ...] = ()    # categorical: levels seen, most frequent first
+    order: tuple[str, ...] = ()         # an ordered categorical: its levels, lowest first
     spellings: tuple[str, str] = ("", "")  # boolean: how true and false were written
     minimum: float | None = None        # numeric: range seen (documentation, not a limit)
     maximum: float | None = None
@@ -70,6 +71,14 @@ class Field:
         if self.nullable:
             codes[None] = MISSING_CODE
         return codes
+
+    @property
+    def ranks(self) -> list[float] | None:
+        """An ordered categorical's rank by level code, then NaN twice: indexed by a code,
+        `UNSEEN_CODE` (-1) and `MISSING_CODE` (-2) land on the NaNs."""
+        if not self.order:
+            return None
+        return [float(self.order.index(level)) for level in self.categories] + [math.nan] * 2
 
     @cached_property
     def boolean_table(self) -> dict[Any, float]:
@@ -95,6 +104,8 @@ class Field:
                                "nullable": self.nullable}
         if self.kind is Kind.CATEGORICAL:
             out["categories"] = list(self.categories)
+            if self.order:
+                out["order"] = list(self.order)
         elif self.kind is Kind.BOOLEAN:
             out["true"], out["false"] = self.spellings
         else:
@@ -172,7 +183,8 @@ def _shown(value: Any) -> str:
         f"boolean {str(value).lower()}"
 
 
-def _infer_field(name: str, column: pd.Series) -> Field | Dropped:
+def _infer_field(name: str, column: pd.Series,
+                 order: Sequence[str] | None = None) -> Field | Dropped:
     present = column.dropna()
     if present.empty:
         return Dropped(name, "every value is missing")
@@ -203,7 +215,55 @@ def _infer_field(name: str, column: pd.Series) -> Field | Dropped:
                              f"in {len(present)} rows")
     counts = present.value_counts()
     levels = sorted(counts.index, key=lambda level: (-counts[level], level))
-    return Field(name, Kind.CATEGORICAL, nullable, categories=tuple(levels))
+    return Field(name, Kind.CATEGORICAL, nullable, categories=tuple(levels),
+                 order=ordered_levels(levels) if order is None else _declared(name, levels, order))
+
+
+# Scales whose words say their order; a categorical whose levels (any case) all belong to one,
+# at least three of them, is ordered by it.
+ORDERED_SCALES = (
+    ("very low", "low", "medium", "high", "very high"),
+    ("none", "low", "moderate", "high", "severe"),
+    ("poor", "fair", "good", "very good", "excellent"),
+    ("never", "rarely", "sometimes", "often", "always"),
+    ("strongly disagree", "disagree", "neutral", "agree", "strongly agree"),
+    ("xs", "s", "m", "l", "xl", "xxl"),
+    ("extra small", "small", "medium", "large", "extra large"),
+    ("elementary", "middle school", "high school", "bachelor", "master", "doctorate"),
+)
+_LEADING_NUMBER = re.compile(r"\s*(<|less than|under)?\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def ordered_levels(levels: Sequence[str]) -> tuple[str, ...]:
+    """The levels in their natural order, when their words or numbers give one, else ().
+
+    Words: every level belongs to one of `ORDERED_SCALES`. Numbers: every level starts with
+    a distinct number ("< 1 year", "1-2 years", "10+ years"; a leading "<" sorts just below).
+    """
+    if len(levels) < 3:
+        return ()
+    lowered = {level: level.lower() for level in levels}
+    for scale in ORDERED_SCALES:
+        if set(lowered.values()) <= set(scale):
+            return tuple(sorted(levels, key=lambda level: scale.index(lowered[level])))
+    keys = {}
+    for level in levels:
+        match = _LEADING_NUMBER.match(level)
+        if match is None:
+            return ()
+        keys[level] = float(match.group(2)) - (0.5 if match.group(1) else 0.0)
+    if len(set(keys.values())) < len(keys):
+        return ()
+    return tuple(sorted(levels, key=keys.__getitem__))
+
+
+def _declared(name: str, levels: Sequence[str], order: Sequence[str]) -> tuple[str, ...]:
+    """A user's order for a field (`--ordinal`), checked against the levels in the data."""
+    unknown = set(levels) - set(order)
+    if unknown:
+        raise ValueError(f"--ordinal {name}: the data also holds "
+                         f"{', '.join(repr(v) for v in sorted(unknown)[:5])}; list every level")
+    return tuple(level for level in order if level in set(levels))
 
 
 def _boolean_field(name: str, present: pd.Series, nullable: bool) -> Field:
@@ -225,14 +285,23 @@ class Schema:
     dropped: tuple[Dropped, ...] = ()
 
     @classmethod
-    def infer(cls, frame: pd.DataFrame, target: str) -> Schema:
-        """Infer each column's kind from a frame of trimmed strings (see `data.load_csv`)."""
+    def infer(cls, frame: pd.DataFrame, target: str,
+              ordinal: dict[str, Sequence[str]] | None = None) -> Schema:
+        """Infer each column's kind from a frame of trimmed strings (see `data.load_csv`);
+        `ordinal` gives the order of a text field's levels, lowest first (`ValueError` when it
+        names a column that is not text or misses a level)."""
+        ordinal = ordinal or {}
+        unknown = set(ordinal) - set(frame.columns) - {target}
+        if unknown:
+            raise ValueError(f"--ordinal names no column of the data: {', '.join(sorted(unknown))}")
         fields: list[Field] = []
         dropped: list[Dropped] = []
         for name in frame.columns:
             if name == target:
                 continue
-            inferred = _infer_field(name, frame[name])
+            inferred = _infer_field(name, frame[name], ordinal.get(name))
+            if name in ordinal and not (isinstance(inferred, Field) and inferred.order):
+                raise ValueError(f"--ordinal {name}: the column is not text with several levels")
             (fields if isinstance(inferred, Field) else dropped).append(inferred)
         return cls(target=target, fields=tuple(fields), dropped=tuple(dropped))
 

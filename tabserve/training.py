@@ -100,7 +100,7 @@ def _calibrated(proba: np.ndarray, calibration: Calibration | None) -> np.ndarra
 def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
           positive_class: str | None = None, candidates: Sequence[str] = CANDIDATES,
           time_budget: float = 60.0, max_trials: int | None = None,
-          threshold_rule: str = "fixed:0.5",
+          threshold_rule: str = "fixed:0.5", ordinal: dict[str, Sequence[str]] | None = None,
           log: Callable[[str], None] = lambda message: None,
           progress: Callable[[str], None] | None = None) -> TrainingResult:
     """Search, score and fit a classifier for `target` on a frame from `data.load_csv`."""
@@ -114,11 +114,17 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
     classes, positive_class = _order_classes(labelled[target], positive_class)
     _check_class_sizes(labelled[target], folds)
 
-    schema = Schema.infer(labelled, target)
+    try:
+        schema = Schema.infer(labelled, target, ordinal)
+    except ValueError as err:
+        raise DataError(str(err)) from None
     for dropped in schema.dropped:
         log(f"  dropped column {dropped.name!r}: {dropped.reason}")
     if not schema.fields:
         raise DataError("no usable input columns: every column but the target was dropped")
+    for f in schema.fields:
+        if f.order:
+            log(f"  {f.name!r} is ordered: {' < '.join(f.order)} (a rank column joins its levels)")
     kinds = ", ".join(f"{sum(f.kind.value == k for f in schema.fields)} {k}"
                       for k in ("numeric", "categorical", "boolean"))
     log(f"Using {len(labelled)} rows and {len(schema.fields)} input columns ({kinds})"

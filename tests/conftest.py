@@ -47,7 +47,7 @@ def loan_frame(rows: int = 400, seed: int = 0) -> pd.DataFrame:
 
 
 def flower_frame(rows: int = 300, seed: int = 0) -> pd.DataFrame:
-    """A multiclass problem: target `species` with three classes."""
+    """A multiclass problem: target `species` with three classes, and an ordered text field."""
     rng = np.random.default_rng(seed)
     species = rng.choice(["setosa", "versicolor", "virginica"], rows)
     centre = pd.Series(species).map({"setosa": 1.0, "versicolor": 2.5, "virginica": 4.0})
@@ -56,6 +56,10 @@ def flower_frame(rows: int = 300, seed: int = 0) -> pd.DataFrame:
         "petal_width": (centre / 3 + rng.normal(0, 0.3, rows)).round(2),
         "colour": np.where(species == "setosa", rng.choice(["blue", "white"], rows),
                            rng.choice(["purple", "white", "blue"], rows)),
+        # ordered levels, found from their words: a rank column joins the one-hot ones
+        "size": np.where(rng.random(rows) < 0.7, pd.Series(species).map(
+            {"setosa": "Small", "versicolor": "Medium", "virginica": "Large"}),
+            rng.choice(["Small", "Medium", "Large"], rows)),
         "species": species,
     })
 

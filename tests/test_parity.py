@@ -1,6 +1,8 @@
 """The served path (validate JSON records → encode → model) equals the fitted pipeline on
 every training row."""
 
+import math
+
 import numpy as np
 import msgspec
 import pytest
@@ -93,3 +95,15 @@ def test_hinges_bend_only_continuous_columns_inside_their_range():
     assert expanded.shape == (500, 7)
     assert np.array_equal(expanded[:, 3:], np.maximum(matrix[:, [0]] - hinges.knots_, 0))
     assert Hinges(knots=0).fit(matrix).transform(matrix).shape == (500, 3)
+
+
+def test_an_ordered_field_gets_a_rank_column(flower_bundle):
+    encoder = flower_bundle.pipeline.named_steps["encode"].encoder_
+    assert flower_bundle.schema.field("size").order == ("Small", "Medium", "Large")
+    rank = encoder.feature_names.index("size (rank)")
+    record = {**flower_bundle.example, "size": "Large"}
+    columns = flower_bundle.schema.validate([record, {**record, "size": "Huge"}]).columns
+    assert encoder.encode(columns)[:, rank].tolist()[0] == 2.0
+    assert math.isnan(encoder.encode(columns)[1, rank])  # an unseen level has no rank
+    row = tuple(record[name] for name in flower_bundle.schema.names)
+    assert encoder.encode_row(row)[rank] == 2.0

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tabserve.schema import MISSING_CODE, UNSEEN_CODE, Dropped, Kind, Schema
+from tabserve.schema import MISSING_CODE, UNSEEN_CODE, Dropped, Kind, Schema, ordered_levels
 
 N = 40
 
@@ -153,3 +153,28 @@ def test_validation_matches_training_columns(schema):
     from_record = schema.validate([GOOD]).columns
     for name in schema.names:
         assert list(from_frame[name]) == list(from_record[name])
+
+
+@pytest.mark.parametrize("levels, order", [
+    (["Low", "High", "Medium"], ("Low", "Medium", "High")),
+    (["10+ years", "< 1 year", "1-2 years", "3-5 years"],
+     ("< 1 year", "1-2 years", "3-5 years", "10+ years")),
+    (["xl", "S", "M"], ("S", "M", "xl")),
+    (["red", "green", "blue"], ()),              # no order in the words
+    (["A1", "A2", "B1"], ()),                    # no leading numbers
+    (["1 year", "1-2 years", "3 years"], ()),    # two levels start with the same number
+    (["low", "high"], ()),                       # two levels: one-hot already says it all
+])
+def test_ordered_levels_are_found_from_words_or_leading_numbers(levels, order):
+    assert ordered_levels(levels) == order
+
+
+def test_a_declared_order_must_list_every_level_of_a_text_column():
+    frame = pd.DataFrame({"grade": ["B", "A", "C", "B"] * 10, "y": ["1", "0"] * 20})
+    schema = Schema.infer(frame, "y", ordinal={"grade": ["C", "B", "A"]})
+    assert schema.field("grade").order == ("C", "B", "A")
+    assert schema.field("grade").describe()["order"] == ["C", "B", "A"]
+    with pytest.raises(ValueError, match="also holds 'C'"):
+        Schema.infer(frame, "y", ordinal={"grade": ["B", "A"]})
+    with pytest.raises(ValueError, match="names no column"):
+        Schema.infer(frame, "y", ordinal={"grades": ["C", "B", "A"]})

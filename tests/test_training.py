@@ -176,10 +176,24 @@ def test_time_budget_bounds_the_search(tmp_path, loan_csv):
     (["--threshold-rule", "fixed:2"], "--threshold-rule must be one of"),
     (["--trials", "0"], "--trials must be at least 1"),
     (["--candidates", "svm"], "--candidates: choose from"),
+    (["--ordinal", "region"], "write FIELD=LOW<MIDDLE<HIGH"),
 ])
 def test_bad_options(option, message):
     done = run_train(*option, trials="")
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_a_declared_order_is_used_or_refused_with_one_line(tmp_path, loan_csv):
+    out = tmp_path / "m.bin"
+    done = run_train("--data", str(loan_csv), "--target", "approved", "--output", str(out),
+                     "--ordinal", "region=north<east<south<west")
+    assert done.returncode == 0, done.stderr
+    assert "'region' is ordered: north < east < south < west" in done.stdout
+    assert "region (rank)" in ModelBundle.load(out).pipeline[0].get_feature_names_out()
+    done = run_train("--data", str(loan_csv), "--target", "approved", "--output",
+                     str(tmp_path / "n.bin"), "--ordinal", "region=north<south")
+    assert done.returncode == 1 and not (tmp_path / "n.bin").exists()
+    assert done.stderr.count("\n") == 1 and "also holds 'east', 'west'" in done.stderr
 
 
 def test_quiet_prints_nothing(tmp_path, loan_csv):
