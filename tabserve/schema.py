@@ -94,9 +94,10 @@ class Field:
 
     def __getstate__(self) -> dict[str, Any]:
         # leave out the cached lookups: a set's pickled order varies by process, and the
-        # bundle's bytes (hence the model version id) must not
+        # bundle's bytes (hence the model version id) must not; an unordered field leaves out
+        # its empty order, so models that have none keep the version they had before it
         return {k: v for k, v in self.__dict__.items()
-                if k not in ("category_codes", "boolean_table")}
+                if k not in ("category_codes", "boolean_table") and not (k == "order" and not v)}
 
     def describe(self) -> dict[str, Any]:
         """The field as plain JSON for `GET /model`."""
