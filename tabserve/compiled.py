@@ -21,6 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from tabserve.blend import Blend, combine
 from tabserve.encoding import Hinges
 
 # A scorer maps an encoded matrix to class probabilities (float64, rows × classes) when
@@ -179,6 +180,9 @@ def compile_steps(steps: Pipeline) -> Scorer:
             return LinearScorer(imputer, scaler, model, *hinges)
     if len(kinds) == 1 and hasattr(steps.steps[0][1], "get_booster"):
         return BoosterScorer(steps.steps[0][1])
+    if kinds == [Blend]:
+        blend = steps.steps[0][1]
+        return BlendScorer([compile_steps(member) for member in blend.members], blend.weights)
     model = steps.steps[-1][1]
     if hasattr(model, "n_jobs"):
         model.set_params(n_jobs=1)  # workers are processes: one thread each
@@ -196,6 +200,21 @@ class PipelineScorer:
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         return np.asarray(self.steps.predict_proba(matrix), dtype=np.float64)
+
+
+class BlendScorer:
+    """Each member of a `blend.Blend` in its own fast form, mixed as the blend mixes them."""
+
+    def __init__(self, members: list, weights: list[float]):
+        self.members = members
+        self.weights = weights
+
+    def row(self, x: list[float]) -> list[float]:
+        probabilities = [np.array([member.row(x)]) for member in self.members]
+        return combine(probabilities, self.weights)[0].tolist()
+
+    def __call__(self, matrix: np.ndarray) -> np.ndarray:
+        return combine([member(matrix) for member in self.members], self.weights)
 
 
 class CalibratedScorer:

@@ -3,6 +3,7 @@
 - Linear model: exact linear SHAP values, coefficient × (value − training mean) on the encoded
   columns and their hinge terms; the base value is the raw score of the mean expanded record.
 - XGBoost: exact tree SHAP values from the booster (`pred_contribs`), the bias as base value.
+- A blend: its members' values, weighted as it weighs their log-odds (or margins).
 - Calibrated binary models: Platt scaling is affine in log-odds, so both are scaled by its
   slope and the base value shifted by its intercept: they add up to the calibrated log-odds.
 Either way the contributions of a field's encoded columns (its one-hot levels and its "is
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import xgboost
 
-from tabserve.compiled import BoosterScorer, LinearScorer
+from tabserve.compiled import BlendScorer, BoosterScorer, LinearScorer
 from tabserve.predicting import Predictor
 
 
@@ -42,7 +43,17 @@ class Explainer:
         k is 1 for a binary model (the positive class)."""
         scorer = self.predictor.score
         calibration = getattr(scorer, "calibration", None)
-        scorer = getattr(scorer, "inner", scorer)
+        by_field, base = self._raw_contributions(getattr(scorer, "inner", scorer), matrix)
+        if calibration is not None:  # Platt scaling is affine in log-odds: scale along
+            by_field = by_field * calibration.slope
+            base = base * calibration.slope + calibration.intercept
+        return by_field, base
+
+    def _raw_contributions(self, scorer, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(scorer, BlendScorer):  # log-odds (margins) mix linearly: so do these
+            parts = [self._raw_contributions(member, matrix) for member in scorer.members]
+            return (sum(w * by_field for w, (by_field, _) in zip(scorer.weights, parts)),
+                    sum(w * base for w, (_, base) in zip(scorer.weights, parts)))
         if isinstance(scorer, LinearScorer):
             weights = scorer.weights  # expanded columns × k
             per_column = (scorer.expand(matrix) - scorer.mean)[:, :, None] * weights[None, :, :]
@@ -65,11 +76,7 @@ class Explainer:
         else:
             raise ExplanationsUnavailable(
                 f"explanations are not available for {type(scorer).__name__} models")
-        base = np.asarray(base, dtype=np.float64)
-        if calibration is not None:  # Platt scaling is affine in log-odds: scale along
-            by_field = by_field * calibration.slope
-            base = base * calibration.slope + calibration.intercept
-        return by_field, base
+        return by_field, np.asarray(base, dtype=np.float64)
 
     def explain(self, columns: dict, warnings: dict[int, list[str]]) -> list[dict[str, Any]]:
         """One explanation per record."""

@@ -155,7 +155,8 @@ def model_card(bundle: ModelBundle, result: TrainingResult, intervals: dict,
                      for f in schema.fields], ["field", "kind", "missing values", "values"])
     dropped = "\n".join(f"- `{d.name}`: {d.reason}" for d in schema.dropped) or "- none"
     families = _table([[family, f"{t['cv_roc_auc']:.4f} ± {t['cv_sd']:.4f}",
-                        sum(x["family"] == family for x in m["cv"]["all_trials"]),
+                        sum(x["family"] == family for x in m["cv"]["all_trials"])
+                        or "3 weights of the best of each",
                         f"`{json.dumps(t['params'])}`"]
                        for family, t in m["cv"]["best_by_family"].items()],
                       ["family", "best CV ROC AUC", "trials", "best parameters"])

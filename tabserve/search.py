@@ -26,6 +26,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from xgboost import XGBClassifier
 
+from tabserve.blend import MEMBERS, WEIGHTS, Blend, combine
 from tabserve.encoding import Hinges
 
 FAMILIES = ("logistic_regression", "xgboost", "random_forest")
@@ -117,7 +118,12 @@ def fit_model(family: str, params: dict[str, Any], x: np.ndarray, y: np.ndarray,
     """Fit one configuration; XGBoost holds out 15% to decide its number of trees.
 
     Returns the fitted steps and the parameters to refit with (XGBoost's tree count fixed).
+    A blend fits each member with its own parameters.
     """
+    if family == "blend":
+        members = [fit_model(m["family"], m["params"], x, y, n_classes, seed)[0]
+                   for m in params["members"]]
+        return Pipeline([("model", Blend(members, params["weights"]))]), params
     if family != "xgboost" or "n_estimators" in params:
         return build_model(family, params, n_classes, seed).fit(x, y), params
     x_fit, x_stop, y_fit, y_stop = train_test_split(x, y, test_size=0.15, stratify=y,
@@ -143,6 +149,29 @@ def cross_validate(family: str, params: dict[str, Any], x: np.ndarray, y: np.nda
         # the refit on more rows gets the folds' median tree count
         params = {**params, "n_estimators": int(np.median(trees))}
     return Trial(family, params, scores, time.perf_counter() - started, out_of_fold)
+
+
+def blend_trial(trials: list[Trial], y: np.ndarray, folds: int, seed: int) -> Trial | None:
+    """The best blend of the best linear and the best XGBoost trial (see `blend`), scored on
+    their out-of-fold predictions over the same folds; None without both."""
+    members = []
+    for family in MEMBERS:
+        tried = [t for t in trials if t.family == family]
+        if not tried:
+            return None
+        members.append(max(tried, key=lambda t: t.score))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    fold_rows = [rows for _, rows in splitter.split(np.zeros(len(y)), y)]
+    blends = []
+    for share in WEIGHTS:
+        weights = [share, 1.0 - share]
+        out_of_fold = combine([m.out_of_fold for m in members], weights)
+        blends.append(Trial(
+            "blend", {"members": [{"family": m.family, "params": m.params} for m in members],
+                      "weights": weights},
+            [roc_auc(y[rows], out_of_fold[rows]) for rows in fold_rows],
+            sum(m.seconds for m in members), out_of_fold))
+    return max(blends, key=lambda t: t.score)
 
 
 def search(x: np.ndarray, y: np.ndarray, n_classes: int, *, folds: int, seed: int,

@@ -29,9 +29,10 @@ from tabserve.data import DataError
 from tabserve.decision import Calibration, choose_calibration, choose_threshold
 from tabserve.encoding import FrameEncoder
 from tabserve.schema import Schema
-from tabserve.search import FAMILIES, Trial, fit_model, roc_auc, search
+from tabserve.blend import MEMBERS, WEIGHTS
+from tabserve.search import FAMILIES, Trial, blend_trial, fit_model, roc_auc, search
 
-CANDIDATES = FAMILIES
+CANDIDATES = (*FAMILIES, "blend")  # the kinds of model that may be chosen
 TEST_SIZE = 0.2
 
 
@@ -142,18 +143,27 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
     log(f"Searching {', '.join(candidates)} by {folds}-fold cross-validated ROC AUC on "
         f"{len(train_rows)} rows (test split: {len(test_rows)} rows), budget "
         f"{f'{max_trials} trials' if max_trials else f'{time_budget:g} s'}")
+    # a blend needs its members searched, whether or not they may be chosen alone
+    searched = [f for f in FAMILIES if f in candidates or ("blend" in candidates and f in MEMBERS)]
     trials = search(x[train_rows], y[train_rows], len(classes), folds=folds, seed=seed,
-                    budget_seconds=time_budget, max_trials=max_trials, families=candidates,
+                    budget_seconds=time_budget, max_trials=max_trials, families=searched,
                     progress=progress or log)
     best: dict[str, Trial] = {}
     for trial in trials:
         if trial.family not in best or trial.score > best[trial.family].score:
             best[trial.family] = trial
+    blend = blend_trial(trials, y[train_rows], folds, seed) if "blend" in candidates else None
+    if blend is not None:
+        best["blend"] = blend
     for family, trial in best.items():
-        tried = sum(t.family == family for t in trials)
+        tried = sum(t.family == family for t in trials) if family != "blend" else len(WEIGHTS)
         log(f"  best {family:<19} ROC AUC {trial.score:.4f} ± {trial.sd:.4f} "
-            f"({tried} tried) {trial.params}")
-    chosen = max(trials, key=lambda t: t.score)
+            f"({tried} tried) {trial.params if family != 'blend' else trial.params['weights']}")
+    eligible = [t for t in best.values() if t.family in candidates]
+    if not eligible:  # only a blend was asked for, and too few trials ran to form one
+        log("  no blend: it needs a linear and an XGBoost trial; choosing among those that ran")
+        eligible = list(best.values())
+    chosen = max(eligible, key=lambda t: t.score)
     log(f"Chosen: {chosen.family} {chosen.params}")
 
     calibration, threshold, rule, calibration_report = None, None, None, None

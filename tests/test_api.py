@@ -131,10 +131,11 @@ def test_v2_invalid_values_name_the_field(client, telco_bundle, telco_record):
 
 @pytest.mark.parametrize("csv_name, target", [("loan_csv", "approved"),
                                               ("flower_csv", "species")])
-@pytest.mark.parametrize("candidate", ["logistic_regression", "xgboost"])
+@pytest.mark.parametrize("candidate", ["logistic_regression", "xgboost", "blend"])
 def test_explanations_add_up_to_the_raw_score(request, csv_name, target, candidate):
     csv = request.getfixturevalue(csv_name)
-    bundle = fit_bundle(csv, target, candidates=[candidate], max_trials=1)
+    bundle = fit_bundle(csv, target, candidates=[candidate],
+                        max_trials=2 if candidate == "blend" else 1)
     client = create_app(bundle, Settings()).test_client()
     frame = load_csv(csv).head(40)
     records = records_from_csv(frame, bundle.schema)  # missing values included
