@@ -172,7 +172,8 @@ def complete_rows(bundle: ModelBundle):
 
 
 def train_course_model(bundle: ModelBundle, path: Path) -> None:
-    """The course's recipe on the same rows: DictVectorizer, then the bundle's model family."""
+    """The course's recipe on the same rows: DictVectorizer, then the bundle's model family
+    (a blend's XGBoost member)."""
     from sklearn.feature_extraction import DictVectorizer
     from sklearn.linear_model import LogisticRegression
     from xgboost import XGBClassifier
@@ -181,9 +182,11 @@ def train_course_model(bundle: ModelBundle, path: Path) -> None:
     y = (frame[bundle.schema.target] == bundle.classes[-1]).astype(int).to_numpy()
     dv = DictVectorizer(sparse=False)
     X = dv.fit_transform(records_from_frame(bundle, frame))
-    if bundle.metrics["chosen"] == "xgboost":
-        params = bundle.pipeline.steps[-1][1].get_params()
-        model = XGBClassifier(**{**params, "n_jobs": 1})
+    fitted = bundle.pipeline.steps[-1][1]
+    if bundle.metrics["chosen"] == "blend":
+        fitted = fitted.members[-1][-1]  # its XGBoost member
+    if hasattr(fitted, "get_booster"):
+        model = XGBClassifier(**{**fitted.get_params(), "n_jobs": 1})
     else:
         model = LogisticRegression(C=1.0, max_iter=5000)
     model.fit(X, y)

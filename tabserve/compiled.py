@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tabserve.blend import Blend, combine
+from tabserve.blend import Blend, combine, combine_one
 from tabserve.encoding import Hinges
 
 # A scorer maps an encoded matrix to class probabilities (float64, rows × classes) when
@@ -210,8 +210,7 @@ class BlendScorer:
         self.weights = weights
 
     def row(self, x: list[float]) -> list[float]:
-        probabilities = [np.array([member.row(x)]) for member in self.members]
-        return combine(probabilities, self.weights)[0].tolist()
+        return combine_one([member.row(x) for member in self.members], self.weights)
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         return combine([member(matrix) for member in self.members], self.weights)
