@@ -9,6 +9,7 @@ they do not know.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import operator
@@ -151,7 +152,9 @@ class BoosterScorer:
     is scored by walking the trees' arrays instead (see `TreeArrays`)."""
 
     def __init__(self, model):
-        self.booster = model.get_booster()
+        # a copy: its thread count changes, and the bundle's model must stay as saved (its
+        # bytes are the model version)
+        self.booster = model.get_booster().copy()
         self.booster.set_param({"nthread": 1})  # one thread per worker process
         self.arrays = TreeArrays(self.booster, len(model.classes_))
 
@@ -183,9 +186,13 @@ def compile_steps(steps: Pipeline) -> Scorer:
     if kinds == [Blend]:
         blend = steps.steps[0][1]
         return BlendScorer([compile_steps(member) for member in blend.members], blend.weights)
-    model = steps.steps[-1][1]
+    name, model = steps.steps[-1]
     if hasattr(model, "n_jobs"):
-        model.set_params(n_jobs=1)  # workers are processes: one thread each
+        # workers are processes: one thread each, set on a shallow copy (the fitted trees
+        # are shared) so the bundle's model stays as saved
+        model = copy.copy(model)
+        model.n_jobs = 1
+        steps = Pipeline([*steps.steps[:-1], (name, model)])
     return PipelineScorer(steps)
 
 

@@ -49,6 +49,7 @@ def test_served_probabilities_equal_the_pipeline(request, csv_name, target, cand
     expected = bundle.predict_proba(frame)  # the fitted pipeline, then any calibration
     records = records_from_csv(frame, bundle.schema)
     predictor = Predictor(bundle)
+    assert bundle.content_version() == bundle.version  # serving leaves the model as saved
     decoder = BodyDecoder(bundle.schema, max_records=len(records))
 
     def probabilities(answers) -> np.ndarray:
