@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -15,7 +16,7 @@ from werkzeug.routing import Rule
 
 from tabserve.bundle import ModelBundle
 from tabserve.config import Settings
-from tabserve.decoding import BodyDecoder
+from tabserve.decoding import Body, BodyDecoder
 from tabserve.explaining import Explainer, ExplanationsUnavailable
 from tabserve.inference_protocol import v2
 from tabserve.metrics import Metrics
@@ -75,14 +76,20 @@ def _json_body() -> bytes:
     return body
 
 
+def _predictions(extensions: dict, body: Body, environ: dict) -> bytes:
+    """The /predict answer for a parsed body (JSON), counted for the metrics and the log."""
+    answers = extensions["predictor"].predict_body(body)
+    environ["tabserve.records"] = body.count
+    extensions["metrics"].observe_labels([a.label for a in answers])
+    return msgspec.json.encode(answers if body.is_batch else answers[0])
+
+
 @api.post("/predict")
 def predict() -> Response:
+    """Bodies the plain path does not take, and errors (see `PlainPredictions`)."""
     extensions = current_app.extensions
     body = extensions["decoder"].decode(_json_body())
-    answers = extensions["predictor"].predict_body(body)
-    request.environ["tabserve.records"] = body.count
-    extensions["metrics"].observe_labels([a.label for a in answers])
-    return json_response(answers if body.is_batch else answers[0])
+    return Response(_predictions(extensions, body, request.environ), mimetype="application/json")
 
 
 @api.post("/explain")
@@ -227,6 +234,39 @@ class RequestAccounting:
                                          time.perf_counter() - started)
 
 
+class PlainPredictions:
+    """WSGI middleware that answers POST /predict itself when the body takes the plain path
+    (`BodyDecoder.decode_plain`: every record valid as it stands). Such a request cannot fail
+    in a way the Flask error handlers would format, and skipping Flask's request context,
+    routing and response objects saves more than the prediction of one record costs. Anything
+    else (another content type, no length, a body the plain path refuses, an unexpected error)
+    goes on to the Flask route, with the body put back to be read again."""
+
+    def __init__(self, wsgi_app, extensions: dict):
+        self.wsgi_app = wsgi_app
+        self.extensions = extensions  # the Flask app's: `install_bundle` swaps the model there
+
+    def __call__(self, environ, start_response):
+        length = environ.get("CONTENT_LENGTH", "")
+        if (environ["PATH_INFO"] != "/predict" or environ["REQUEST_METHOD"] != "POST"
+                or environ.get("CONTENT_TYPE") != "application/json" or not length.isdigit()
+                or int(length) > self.extensions["settings"].max_body_bytes):
+            return self.wsgi_app(environ, start_response)
+        raw = environ["wsgi.input"].read(int(length))
+        try:
+            body = self.extensions["decoder"].decode_plain(raw)
+            answer = None if body is None else _predictions(self.extensions, body, environ)
+        except Exception:  # noqa: BLE001 - the Flask route meets it again and answers a 500
+            answer = None
+        if answer is None:
+            environ["wsgi.input"] = io.BytesIO(raw)
+            return self.wsgi_app(environ, start_response)
+        environ["tabserve.endpoint"] = "/predict"
+        start_response("200 OK", [("Content-Type", "application/json"),
+                                  ("Content-Length", str(len(answer)))])
+        return [answer]
+
+
 class EndpointRequest(Request):
     """Flask's request, leaving the matched route's pattern in the environ for the metrics
     (a label per route, not per path: /v2/models/<name> stays one series)."""
@@ -251,7 +291,8 @@ def create_app(bundle: ModelBundle | None = None, settings: Settings | None = No
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["settings"] = settings
     app.extensions["metrics"] = Metrics()
-    app.wsgi_app = RequestAccounting(app.wsgi_app, app.extensions["metrics"], bundle.version)
+    app.wsgi_app = RequestAccounting(PlainPredictions(app.wsgi_app, app.extensions),
+                                     app.extensions["metrics"], bundle.version)
     install_bundle(app, bundle)
     app.register_blueprint(api)
     app.register_blueprint(v2)

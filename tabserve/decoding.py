@@ -68,16 +68,20 @@ class BodyDecoder:
 
     def decode(self, raw: bytes) -> Body:
         """Parse a body; `RequestError` when it is not one record or a batch of them."""
+        return self.decode_plain(raw) or self._decode_general(raw)
+
+    def decode_plain(self, raw: bytes) -> Body | None:
+        """The body if the plain path takes it (valid as it stands), else None."""
         try:
             typed = self._typed.decode(raw)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            typed = None
-        if isinstance(typed, list) and 0 < len(typed) <= self.max_records:
+            return None
+        if not isinstance(typed, list):
+            return Body(False, 1, row=msgspec.structs.astuple(typed))
+        if 0 < len(typed) <= self.max_records:
             columns = zip(*map(msgspec.structs.astuple, typed))
             return Body(True, len(typed), plain=dict(zip(self.names, columns)))
-        if typed is not None and not isinstance(typed, list):
-            return Body(False, 1, row=msgspec.structs.astuple(typed))
-        return self._decode_general(raw)
+        return None
 
     def _decode_general(self, raw: bytes) -> Body:
         try:

@@ -41,6 +41,24 @@ def test_batch_answers_a_list_in_order(client, telco_record):
     assert single[0]["churn_probability"] > single[1]["churn_probability"]
 
 
+def test_plain_bodies_skip_flask_and_answer_as_the_flask_route_does(client, telco_record,
+                                                                    monkeypatch):
+    import tabserve.app
+    routed_bodies = []
+    read_body = tabserve.app._json_body
+    monkeypatch.setattr(tabserve.app, "_json_body",
+                        lambda: routed_bodies.append(1) or read_body())
+    for body in (telco_record, [telco_record, {**telco_record, "tenure": 1}]):
+        direct = post(client, body)  # answered by PlainPredictions
+        assert not routed_bodies
+        routed = post(client, body, content_type="application/json; charset=utf-8")
+        assert routed_bodies.pop()
+        assert direct.status_code == routed.status_code == 200
+        assert direct.get_data() == routed.get_data()
+        assert ({k: v for k, v in direct.headers if k != "X-Request-ID"}
+                == {k: v for k, v in routed.headers if k != "X-Request-ID"})
+
+
 def test_warnings_for_unknown_fields_and_unseen_categories(client, telco_record):
     answer = post(client, {**telco_record, "contract": "Ten year", "customer_id": "x"}).get_json()
     assert "churn" in answer
