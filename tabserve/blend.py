@@ -10,34 +10,22 @@ values, and log-odds are additive, so a blend keeps both.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 MEMBERS = ("logistic_regression", "xgboost")
 WEIGHTS = (0.25, 0.5, 0.75)  # the linear member's share, tried in turn
-_TINY = 1e-15
+TINY = 1e-15  # probabilities are clipped here before their logs
 
 
 def combine(probabilities: list[np.ndarray], weights: list[float]) -> np.ndarray:
     """Class probabilities (rows × classes) from each member's, mixed in log space: binary
     models by their log-odds, more classes by their log-probabilities (a normalised weighted
     geometric mean, which equals the softmax of the weighted mean of the members' margins)."""
-    logs = sum(w * np.log(np.clip(p, _TINY, 1.0)) for w, p in zip(weights, probabilities))
+    logs = sum(w * np.log(np.clip(p, TINY, 1.0)) for w, p in zip(weights, probabilities))
     logs -= logs.max(axis=1, keepdims=True)
     exp = np.exp(logs)
     return exp / exp.sum(axis=1, keepdims=True)
-
-
-def combine_one(probabilities: list[list[float]], weights: list[float]) -> list[float]:
-    """`combine` for one record, in plain Python: cheaper than numpy's per-call overhead."""
-    logs = [sum(w * math.log(max(p[k], _TINY)) for w, p in zip(weights, probabilities))
-            for k in range(len(probabilities[0]))]
-    top = max(logs)
-    exps = [math.exp(value - top) for value in logs]
-    total = sum(exps)
-    return [e / total for e in exps]
 
 
 class Blend(ClassifierMixin, BaseEstimator):

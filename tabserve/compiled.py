@@ -22,12 +22,27 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tabserve.blend import Blend, combine, combine_one
+from tabserve.blend import TINY, Blend, combine
 from tabserve.encoding import Hinges
 
 # A scorer maps an encoded matrix to class probabilities (float64, rows × classes) when
-# called, and one encoded record (a list) to its probabilities with `row`.
+# called, and one encoded record (a list) to its probabilities with `row`; the model kinds a
+# blend mixes also give one record's raw scores with `margins_row` (see `BlendScorer`).
 Scorer = Callable[[np.ndarray], np.ndarray]
+
+
+def probabilities_from_margins(margins: list[float]) -> list[float]:
+    """Class probabilities from one record's raw scores: the log-odds of the positive class
+    (binary) or a margin per class. Plain Python: one record costs less without numpy."""
+    if len(margins) == 1:
+        score = margins[0]
+        positive = 1.0 / (1.0 + math.exp(-score)) if score >= 0 else \
+            math.exp(score) / (1.0 + math.exp(score))
+        return [1.0 - positive, positive]
+    top = max(margins)
+    exps = [math.exp(margin - top) for margin in margins]
+    total = sum(exps)
+    return [e / total for e in exps]
 
 
 class LinearScorer:
@@ -61,20 +76,16 @@ class LinearScorer:
         hinges = np.maximum(filled[:, self.hinge_columns] - self.hinge_knots, 0.0)
         return np.hstack([filled, hinges])
 
-    def row(self, x: list[float]) -> list[float]:
-        """Class probabilities for one encoded record."""
+    def margins_row(self, x: list[float]) -> list[float]:
+        """Raw scores of one encoded record (log-odds when binary)."""
         x = [fill if value != value else value for value, fill in zip(x, self._fill_list)]
         x += [max(x[column] - knot, 0.0) for column, knot in self._hinge_list]
-        scores = [bias + sum(map(operator.mul, weights, x))
-                  for weights, bias in zip(self._weights_lists, self._bias_list)]
-        if len(scores) == 1:
-            positive = 1.0 / (1.0 + math.exp(-scores[0])) if scores[0] >= 0 else \
-                math.exp(scores[0]) / (1.0 + math.exp(scores[0]))
-            return [1.0 - positive, positive]
-        top = max(scores)
-        exps = [math.exp(score - top) for score in scores]
-        total = sum(exps)
-        return [e / total for e in exps]
+        return [bias + sum(map(operator.mul, weights, x))
+                for weights, bias in zip(self._weights_lists, self._bias_list)]
+
+    def row(self, x: list[float]) -> list[float]:
+        """Class probabilities for one encoded record."""
+        return probabilities_from_margins(self.margins_row(x))
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         scores = self.expand(matrix) @ self.weights + self.bias
@@ -92,8 +103,10 @@ class TreeArrays:
     record this costs a fraction of the booster's fixed set-up per call; for large batches the
     booster's own C++ walk is faster, so `BoosterScorer` uses each where it wins.
 
-    Nodes are numbered tree by tree in one flat array, and a leaf points to itself, so a walk
-    is `depth` lookups of "the next node" with no test for having arrived.
+    Nodes are numbered tree by tree in one flat array, with a node's two children side by side
+    ("yes" first), so a split's outcome is its left child's number plus 0 or 1; a leaf points to
+    itself, so a walk is `depth` lookups of "the next node" with no test for having arrived.
+    Each numpy call counts (in a server, caches are cold: ~5 µs a call), so the walk makes few.
     """
 
     def __init__(self, booster, n_classes: int):
@@ -102,45 +115,48 @@ class TreeArrays:
         count = len(trees) * size
         self.roots = np.arange(len(trees), dtype=np.intp) * size
         self.feature = np.zeros(count, np.intp)
-        self.threshold = np.full(count, np.inf, np.float32)  # a leaf's "yes" is itself
-        self.yes, self.no = np.arange(count), np.arange(count)
-        self.missing_yes = np.zeros(count, bool)  # NaN < t is False: "no" is NaN's default
+        self.threshold = np.full(count, np.nan, np.float32)  # at a leaf, `x >= NaN` is False
+        self.left = np.arange(count)  # a leaf's next node is itself
+        self.missing_no = np.zeros(count, bool)  # where a NaN goes (`NaN >= t` is False: "yes")
         self.leaf = np.zeros(count, np.float64)
-        self.depth = 0
-        for root, tree in zip(self.roots.tolist(), trees):
-            self.depth = max(self.depth, self._fill(root, tree, 0))
+        self.depth = max(self._fill(root, tree, [root + 1])
+                         for root, tree in zip(self.roots.tolist(), trees))
         self.outputs = 1 if n_classes == 2 else n_classes  # tree t adds to output t % outputs
         reference = np.zeros(booster.num_features(), np.float32)
         from xgboost import DMatrix
         margin = booster.predict(DMatrix(reference[None, :]), output_margin=True).reshape(-1)
-        self.base_margin = margin - self._sum_leaves(reference)
+        self.base_margin = margin - self._sum_leaves(reference, has_nan=False)
 
-    def _fill(self, root: int, node: dict, depth: int) -> int:
-        i = root + node["nodeid"]
+    def _fill(self, at: int, node: dict, free: list[int]) -> int:
+        """Put `node` at `at` and its subtree from `free[0]` on; the subtree's depth."""
         if "leaf" in node:
-            self.leaf[i] = node["leaf"]
-            return depth
-        self.feature[i] = int(node["split"].removeprefix("f"))
-        self.threshold[i] = node["split_condition"]
-        self.yes[i], self.no[i] = root + node["yes"], root + node["no"]
-        self.missing_yes[i] = node["missing"] == node["yes"]
-        return max(self._fill(root, child, depth + 1) for child in node["children"])
+            self.leaf[at] = node["leaf"]
+            return 0
+        yes = self.left[at] = free[0]
+        free[0] += 2
+        self.feature[at] = int(node["split"].removeprefix("f"))
+        self.threshold[at] = node["split_condition"]  # x < t goes "yes", as in XGBoost
+        self.missing_no[at] = node["missing"] == node["no"]
+        child = {c["nodeid"]: c for c in node["children"]}
+        return 1 + max(self._fill(yes, child[node["yes"]], free),
+                       self._fill(yes + 1, child[node["no"]], free))
 
-    def _sum_leaves(self, x: np.ndarray) -> np.ndarray:
+    def _sum_leaves(self, x: np.ndarray, has_nan: bool) -> np.ndarray:
         """The leaves' sum per output for one record (float32 values, as XGBoost reads them)."""
-        value = x[self.feature]
-        go_yes = value < self.threshold
-        if np.isnan(value).any():
-            go_yes |= np.isnan(value) & self.missing_yes
-        following = np.where(go_yes, self.yes, self.no)
+        value = x.take(self.feature)
+        go_no = value >= self.threshold
+        if has_nan:
+            go_no = np.where(np.isnan(value), self.missing_no, go_no)
+        following = self.left + go_no
         node = self.roots
         for _ in range(self.depth):
-            node = following[node]
-        return self.leaf[node].reshape(-1, self.outputs).sum(axis=0)
+            node = following.take(node)
+        return np.add.reduce(self.leaf.take(node).reshape(-1, self.outputs), axis=0)
 
     def margins(self, x: list[float]) -> np.ndarray:
         """Raw scores of one encoded record, as the booster's `output_margin=True` gives them."""
-        return self._sum_leaves(np.array(x, np.float32)) + self.base_margin
+        return self._sum_leaves(np.array(x, np.float32), any(map(math.isnan, x))) \
+            + self.base_margin
 
 
 def _count_nodes(tree: dict) -> int:
@@ -158,12 +174,11 @@ class BoosterScorer:
         self.booster.set_param({"nthread": 1})  # one thread per worker process
         self.arrays = TreeArrays(self.booster, len(model.classes_))
 
+    def margins_row(self, x: list[float]) -> list[float]:
+        return self.arrays.margins(x).tolist()
+
     def row(self, x: list[float]) -> list[float]:
-        margins = self.arrays.margins(x)
-        if len(margins) == 1:
-            positive = float(expit(margins[0]))
-            return [1.0 - positive, positive]
-        return softmax(margins).tolist()
+        return probabilities_from_margins(self.margins_row(x))
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         proba = np.asarray(self.booster.inplace_predict(matrix), dtype=np.float64)
@@ -205,6 +220,10 @@ class PipelineScorer:
     def row(self, x: list[float]) -> list[float]:
         return self(np.array([x]))[0].tolist()
 
+    def margins_row(self, x: list[float]) -> list[float]:
+        logs = [math.log(max(p, TINY)) for p in self.row(x)]
+        return [logs[1] - logs[0]] if len(logs) == 2 else logs
+
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         return np.asarray(self.steps.predict_proba(matrix), dtype=np.float64)
 
@@ -217,7 +236,12 @@ class BlendScorer:
         self.weights = weights
 
     def row(self, x: list[float]) -> list[float]:
-        return combine_one([member.row(x) for member in self.members], self.weights)
+        """The weighted sum of the members' raw scores: for one record the same as mixing
+        their probabilities in log space (`blend.combine`), with fewer logs and exps."""
+        margins = [member.margins_row(x) for member in self.members]
+        mixed = [sum(weight * m[k] for weight, m in zip(self.weights, margins))
+                 for k in range(len(margins[0]))]
+        return probabilities_from_margins(mixed)
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         return combine([member(matrix) for member in self.members], self.weights)
