@@ -22,13 +22,22 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tabserve.blend import TINY, Blend, combine
+from tabserve.blend import TINY, Blend
 from tabserve.encoding import Hinges
 
 # A scorer maps an encoded matrix to class probabilities (float64, rows × classes) when
-# called, and one encoded record (a list) to its probabilities with `row`; the model kinds a
-# blend mixes also give one record's raw scores with `margins_row` (see `BlendScorer`).
+# called, and one encoded record (a list) to its probabilities with `row`. Scorers of single
+# models also give raw scores (log-odds when binary, else a margin per class) with `margins`
+# and `margins_row`, which a blend adds up (see `BlendScorer`).
 Scorer = Callable[[np.ndarray], np.ndarray]
+
+
+def probability_matrix(margins: np.ndarray) -> np.ndarray:
+    """Class probabilities (rows × classes) from raw scores (rows × 1 when binary)."""
+    if margins.shape[1] == 1:
+        positive = expit(margins[:, 0])
+        return np.column_stack([1.0 - positive, positive])
+    return softmax(margins, axis=1)
 
 
 def probabilities_from_margins(margins: list[float]) -> list[float]:
@@ -87,12 +96,11 @@ class LinearScorer:
         """Class probabilities for one encoded record."""
         return probabilities_from_margins(self.margins_row(x))
 
+    def margins(self, matrix: np.ndarray) -> np.ndarray:
+        return self.expand(matrix) @ self.weights + self.bias
+
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
-        scores = self.expand(matrix) @ self.weights + self.bias
-        if scores.shape[1] == 1:
-            positive = expit(scores[:, 0])
-            return np.column_stack([1.0 - positive, positive])
-        return softmax(scores, axis=1)
+        return probability_matrix(self.margins(matrix))
 
 
 class TreeArrays:
@@ -180,11 +188,12 @@ class BoosterScorer:
     def row(self, x: list[float]) -> list[float]:
         return probabilities_from_margins(self.margins_row(x))
 
+    def margins(self, matrix: np.ndarray) -> np.ndarray:
+        margins = self.booster.inplace_predict(matrix, predict_type="margin")
+        return np.asarray(margins, np.float64).reshape(len(matrix), -1)
+
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
-        proba = np.asarray(self.booster.inplace_predict(matrix), dtype=np.float64)
-        if proba.ndim == 1:
-            return np.column_stack([1.0 - proba, proba])
-        return proba / proba.sum(axis=1, keepdims=True)  # float32 rows may not sum to 1
+        return probability_matrix(self.margins(matrix))
 
 
 def compile_steps(steps: Pipeline) -> Scorer:
@@ -221,8 +230,11 @@ class PipelineScorer:
         return self(np.array([x]))[0].tolist()
 
     def margins_row(self, x: list[float]) -> list[float]:
-        logs = [math.log(max(p, TINY)) for p in self.row(x)]
-        return [logs[1] - logs[0]] if len(logs) == 2 else logs
+        return self.margins(np.array([x]))[0].tolist()
+
+    def margins(self, matrix: np.ndarray) -> np.ndarray:
+        logs = np.log(np.clip(self(matrix), TINY, 1.0))
+        return logs[:, 1:] - logs[:, :1] if logs.shape[1] == 2 else logs
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         return np.asarray(self.steps.predict_proba(matrix), dtype=np.float64)
@@ -236,15 +248,16 @@ class BlendScorer:
         self.weights = weights
 
     def row(self, x: list[float]) -> list[float]:
-        """The weighted sum of the members' raw scores: for one record the same as mixing
-        their probabilities in log space (`blend.combine`), with fewer logs and exps."""
+        """The weighted sum of the members' raw scores: the same as mixing their probabilities
+        in log space (`blend.combine`), with fewer logs and exps."""
         margins = [member.margins_row(x) for member in self.members]
         mixed = [sum(weight * m[k] for weight, m in zip(self.weights, margins))
                  for k in range(len(margins[0]))]
         return probabilities_from_margins(mixed)
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
-        return combine([member(matrix) for member in self.members], self.weights)
+        return probability_matrix(sum(weight * member.margins(matrix)
+                                      for weight, member in zip(self.weights, self.members)))
 
 
 class CalibratedScorer:
