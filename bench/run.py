@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import version
@@ -40,16 +41,90 @@ from tabserve.data import load_csv  # noqa: E402
 from tabserve.schema import Kind  # noqa: E402
 
 APPS = Path(__file__).resolve().parent / "apps"
+ALTERNATIVES = Path(__file__).resolve().parent / "alternatives"
+VENVS = Path(__file__).resolve().parent / ".venvs"  # throwaway, not project dependencies
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 BATCH = 1000
+
+
+def records_body(records: list[dict]) -> object:
+    """Our body, and the reference apps': a record alone, or a list of them."""
+    return records[0] if len(records) == 1 else records
 
 
 @dataclass
 class Server:
     name: str
-    target: str  # gunicorn's module:app
+    target: str  # gunicorn's module:app (ignored when `command` is given)
     chdir: Path
     env: dict[str, str] = field(default_factory=dict)
+    command: list[str] | None = None  # an alternative's own server; "{port}" is filled in
+    health: str = "/health"
+    path: str = "/predict"
+    body: Callable[[list[dict]], object] = records_body
+
+
+def alternative_bin(name: str, packages: list[str]) -> Path:
+    """The bin directory of a venv holding one alternative server, made on first use with the
+    same scikit-learn, XGBoost and numpy as ours (the course model's pickle must load)."""
+    venv = VENVS / name
+    if not (venv / "bin" / "python").exists():
+        print(f"making {venv} (pip install {' '.join(packages)})", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        same = [f"{p}=={version(p)}" for p in ("scikit-learn", "xgboost-cpu", "numpy")]
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                        *packages, *same], check=True)
+    return venv / "bin"
+
+
+def alternatives(course_model: Path, work: Path) -> list[Server]:
+    """BentoML, MLflow's model server and Seldon MLServer serving the course model (the same
+    DictVectorizer and XGBoost as the course app), 2 workers each, in their request formats."""
+    env = {"COURSE_MODEL": str(course_model)}
+    bentoml = alternative_bin("bentoml", ["bentoml==1.4.40"])
+    mlflow = alternative_bin("mlflow", ["mlflow==3.17.2"])
+    # uvloop 0.22 and later stop MLServer 1.7's workers from starting
+    mlserver = alternative_bin("mlserver", ["mlserver==1.7.1", "uvloop==0.21.0"])
+    mlflow_model = work / "mlflow-model"
+    subprocess.run([str(mlflow / "python"), str(ALTERNATIVES / "mlflow_model.py"),
+                    str(course_model), str(mlflow_model)], check=True, capture_output=True)
+    mlserver_models = work / "churn"
+    mlserver_models.mkdir()
+    shutil.copy(ALTERNATIVES / "mlserver_runtime.py", mlserver_models)
+    (mlserver_models / "model-settings.json").write_text(json.dumps(
+        {"name": "churn", "implementation": "mlserver_runtime.Churn"}))
+    def on_path(bin_dir: Path) -> dict[str, str]:  # servers that start their own tools
+        return {**env, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    return [
+        Server("BentoML 1.4", "", ALTERNATIVES, on_path(bentoml),
+               [str(bentoml / "bentoml"), "serve", "bentoml_service:Churn", "--host",
+                "127.0.0.1", "--port", "{port}"],
+               health="/readyz", body=lambda records: {"records": records}),
+        Server("MLflow 3 model server", "", work, on_path(mlflow),
+               [str(mlflow / "mlflow"), "models", "serve", "-m", str(mlflow_model), "-h",
+                "127.0.0.1", "-p", "{port}", "--env-manager", "local", "--workers", "2"],
+               health="/ping", path="/invocations",
+               body=lambda records: {"dataframe_records": records}),
+        Server("Seldon MLServer 1.7", "", mlserver_models,
+               {**on_path(mlserver), "MLSERVER_PARALLEL_WORKERS": "2", "MLSERVER_HTTP_PORT": "{port}",
+                "MLSERVER_GRPC_PORT": str(free_port()), "MLSERVER_METRICS_PORT": str(free_port())},
+               [str(mlserver / "mlserver"), "start", str(mlserver_models)],
+               health="/v2/models/churn/ready", path="/v2/models/churn/infer", body=v2_body),
+    ]
+
+
+def v2_body(records: list[dict]) -> dict:
+    """An Open Inference Protocol request: one column per field, decoded by pandas."""
+    def datatype(values: list) -> str:
+        if all(isinstance(v, str) for v in values):
+            return "BYTES"
+        return "INT64" if all(isinstance(v, int) for v in values) else "FP64"
+
+    columns = {name: [r[name] for r in records] for name in records[0]}
+    return {"parameters": {"content_type": "pd"},
+            "inputs": [{"name": name, "shape": [len(values)], "datatype": datatype(values),
+                        "data": values} for name, values in columns.items()]}
 
 
 def free_port() -> int:
@@ -58,11 +133,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def children(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """A server's worker processes, and theirs (an alternative may run workers of workers)."""
     try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        direct = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
+    return [p for child in direct for p in (child, *descendants(child))]
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -92,15 +169,16 @@ def memory_mb(pids: list[int]) -> tuple[float, float]:
 
 
 def start(server: Server, port: int, workers: int) -> tuple[subprocess.Popen, float]:
-    env = {**os.environ, **server.env, "PORT": str(port), "HOST": "127.0.0.1",
-           "WEB_CONCURRENCY": str(workers)}
+    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": str(workers),
+           **{name: value.replace("{port}", str(port)) for name, value in server.env.items()}}
+    command = [part.replace("{port}", str(port)) for part in server.command or [
+        str(Path(sys.executable).parent / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"),
+        "--chdir", str(server.chdir), "--access-logfile", "/dev/null", server.target]]
     started = time.perf_counter()
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"),
-         "--chdir", str(server.chdir), "--access-logfile", "/dev/null", server.target],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}/health"
-    while time.perf_counter() - started < 60:
+    process = subprocess.Popen(command, cwd=server.chdir, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    url = f"http://127.0.0.1:{port}{server.health}"
+    while time.perf_counter() - started < 120:
         if process.poll() is not None:
             raise RuntimeError(f"{server.name} exited: {process.stderr.read()[-2000:]}")
         try:
@@ -108,16 +186,17 @@ def start(server: Server, port: int, workers: int) -> tuple[subprocess.Popen, fl
                 return process, time.perf_counter() - started
         except OSError:
             time.sleep(0.01)
-    process.kill()
-    raise RuntimeError(f"{server.name} did not answer {url} within 60 s")
+    stop(process)
+    raise RuntimeError(f"{server.name} did not answer {url} within 120 s")
 
 
 def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
+    """SIGTERM to the server's whole process group (workers included), SIGKILL if it lingers."""
+    os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 
@@ -126,12 +205,13 @@ def to_ms(value: str) -> float:
     return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
 
 
-def drive(port: int, body_file: Path, seconds: float, connections: int) -> dict[str, float]:
+def drive(port: int, path: str, body_file: Path, seconds: float,
+          connections: int) -> dict[str, float]:
     """One wrk run; its figures and its own CPU time."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s",
-         str(Path(__file__).with_name("post.lua")), f"http://127.0.0.1:{port}/predict"],
+         str(Path(__file__).with_name("post.lua")), f"http://127.0.0.1:{port}{path}"],
         env={**os.environ, "BODY_FILE": str(body_file)}, capture_output=True, text=True,
         timeout=seconds + 60, check=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -205,6 +285,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    parser.add_argument("--alternatives", action="store_true",
+                        help="also BentoML, MLflow and MLServer (venvs made in bench/.venvs)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("error: wrk is not installed (apt-get install wrk; `make bench` does)",
@@ -212,10 +294,7 @@ def main() -> int:
         return 1
     bundle = ModelBundle.load(args.model)
     work = Path(tempfile.mkdtemp(prefix="bench-"))
-    single, batch = work / "single.json", work / "batch.json"
     records = records_from_frame(bundle, complete_rows(bundle).sample(BATCH, random_state=0))
-    single.write_text(json.dumps(records[0]))
-    batch.write_text(json.dumps(records))
     course_model = work / "course.bin"
     train_course_model(bundle, course_model)
     servers = [
@@ -225,6 +304,8 @@ def main() -> int:
                {"COURSE_MODEL": str(course_model)}),
         Server("plain WSGI, stdlib json parse", "plain_wsgi:app", APPS),
     ]
+    if args.alternatives:
+        servers += alternatives(course_model, work)
     samples: dict[tuple[str, str], list[dict]] = {}
     startups: dict[str, list[float]] = {}
     memory: dict[str, list[tuple[float, float]]] = {}
@@ -235,15 +316,17 @@ def main() -> int:
             process, startup = start(server, port, args.workers)
             startups.setdefault(server.name, []).append(startup)
             try:
-                for body_name, body_file in (("single", single), ("batch", batch)):
+                for body_name, sent in (("single", records[:1]), ("batch", records)):
+                    body_file = work / f"{body_name}.json"
+                    body_file.write_text(json.dumps(server.body(sent)))
                     for _ in range(20):  # warm up every worker
                         request = urllib.request.Request(
-                            f"http://127.0.0.1:{port}/predict", data=body_file.read_bytes(),
+                            f"http://127.0.0.1:{port}{server.path}", data=body_file.read_bytes(),
                             headers={"Content-Type": "application/json"})
                         urllib.request.urlopen(request, timeout=30).read()
-                    pids = [process.pid, *children(process.pid)]
+                    pids = [process.pid, *descendants(process.pid)]
                     cpu_before = cpu_seconds(pids)
-                    figures = drive(port, body_file, args.seconds, args.connections)
+                    figures = drive(port, server.path, body_file, args.seconds, args.connections)
                     figures["server_cpu"] = cpu_seconds(pids) - cpu_before
                     samples.setdefault((server.name, body_name), []).append(figures)
                 memory.setdefault(server.name, []).append(memory_mb(pids))
@@ -279,9 +362,13 @@ def render(args, bundle, servers, samples, startups, memory) -> str:
         "",
         f"{cpu}, {os.cpu_count()} CPUs, Linux {platform.release()}; Python "
         f"{platform.python_version()}; {versions}. gunicorn with this repository's "
-        f"gunicorn.conf.py for every server: {args.workers} sync workers, 1 thread, preload, "
-        f"access log to /dev/null. wrk -t1 -c{args.connections}, {args.seconds:g} s per run, "
-        f"medians of {args.rounds} rounds. CPU per request: server processes / requests.",
+        f"gunicorn.conf.py for ours and the reference apps: {args.workers} sync workers, "
+        f"1 thread, preload, access log to /dev/null. wrk -t1 -c{args.connections}, "
+        f"{args.seconds:g} s per run, medians of {args.rounds} rounds. CPU per request: the "
+        f"server's processes / requests."
+        + (" BentoML, MLflow and MLServer serve the course app's model with their own servers "
+           "and 2 workers each, in their own request formats (bench/alternatives)."
+           if len(servers) > 4 else ""),
         "",
         "| server | body | req/s | records/s | p50 ms | p90 ms | p99 ms | errors "
         "| server CPU ms/req | wrk CPU ms/req | RSS MB | PSS MB | startup s |",
@@ -300,7 +387,7 @@ def render(args, bundle, servers, samples, startups, memory) -> str:
                 f"| {figure(server.name, body, 'server_cpu_per_request'):.3f} "
                 f"| {figure(server.name, body, 'wrk_cpu_per_request'):.3f} "
                 f"| {rss:.0f} | {pss:.0f} | {median(startups[server.name]):.2f} |")
-    ours, ceiling, course, plain = (s.name for s in servers)
+    ours, ceiling, course, plain = (s.name for s in servers[:4])
     ratio = figure(ours, "single", "rps") / figure(ceiling, "single", "rps")
     cpu_ratio = (figure(ceiling, "single", "server_cpu_per_request")
                  / figure(ours, "single", "server_cpu_per_request"))
