@@ -13,6 +13,7 @@ import copy
 import json
 import math
 import operator
+import struct
 from collections.abc import Callable
 
 import numpy as np
@@ -167,13 +168,63 @@ class TreeArrays:
             + self.base_margin
 
 
+class TreeCode:
+    """A small forest as one generated Python function of nested `if`s, for one record.
+
+    In a server, caches are cold between requests, and each of the array walk's numpy calls
+    pays for it; plain comparisons cost less there until the forest grows large (bench/RESULTS.md:
+    +13% requests/s for the default model's 183 trees of depth 3). Exact: the record's values
+    are rounded to float32 (`struct`) before they are compared with the float32 thresholds, as
+    XGBoost does, and a missing value takes each node's default branch.
+    """
+
+    MAX_VISITS = 2000  # trees × depth; larger forests are walked as arrays
+
+    def __init__(self, arrays: TreeArrays, width: int):
+        self.format = f"{width}f"
+        self.base_margin = arrays.base_margin.tolist()
+        feature, left, leaf = arrays.feature.tolist(), arrays.left.tolist(), arrays.leaf.tolist()
+        threshold = arrays.threshold.astype(np.float64).tolist()  # exact: float32 in a double
+        missing_no = arrays.missing_no.tolist()
+
+        def node(i: int, indent: str, output: int) -> None:
+            if left[i] == i:
+                lines.append(f"{indent}s{output} += {leaf[i]!r}")
+                return
+            test = f"x[{feature[i]}] < {threshold[i]!r}"  # NaN < t is False: the "no" branch
+            lines.append(f"{indent}if {test}:" if missing_no[i] else
+                         f"{indent}if not x[{feature[i]}] >= {threshold[i]!r}:")
+            node(left[i], indent + " ", output)
+            lines.append(f"{indent}else:")
+            node(left[i] + 1, indent + " ", output)
+
+        outputs = range(arrays.outputs)
+        lines = ["def walk(x):", *(f" s{k} = 0.0" for k in outputs)]
+        for tree, root in enumerate(arrays.roots.tolist()):
+            node(root, " ", tree % arrays.outputs)
+        lines.append(f" return ({''.join(f's{k}, ' for k in outputs)})")
+        namespace: dict = {}
+        exec(compile("\n".join(lines), "<trees>", "exec"), namespace)  # noqa: S102 - our own code
+        self.walk = namespace["walk"]
+
+    @classmethod
+    def fits(cls, arrays: TreeArrays) -> bool:
+        return len(arrays.roots) * arrays.depth <= cls.MAX_VISITS
+
+    def margins(self, x: list[float]) -> list[float]:
+        """Raw scores of one encoded record, as the booster's `output_margin=True` gives them."""
+        values = struct.unpack(self.format, struct.pack(self.format, *x))
+        return [score + base for score, base in zip(self.walk(values), self.base_margin)]
+
+
 def _count_nodes(tree: dict) -> int:
     return 1 + sum(_count_nodes(child) for child in tree.get("children", ()))
 
 
 class BoosterScorer:
     """XGBoost's booster called directly (skips the scikit-learn wrapper's checks); one record
-    is scored by walking the trees' arrays instead (see `TreeArrays`)."""
+    is scored by the trees as code (`TreeCode`) or, for large forests, as arrays
+    (`TreeArrays`)."""
 
     def __init__(self, model):
         # a copy: its thread count changes, and the bundle's model must stay as saved (its
@@ -181,8 +232,12 @@ class BoosterScorer:
         self.booster = model.get_booster().copy()
         self.booster.set_param({"nthread": 1})  # one thread per worker process
         self.arrays = TreeArrays(self.booster, len(model.classes_))
+        self.code = TreeCode(self.arrays, self.booster.num_features()) \
+            if TreeCode.fits(self.arrays) else None
 
     def margins_row(self, x: list[float]) -> list[float]:
+        if self.code is not None:
+            return self.code.margins(x)
         return self.arrays.margins(x).tolist()
 
     def row(self, x: list[float]) -> list[float]:

@@ -109,3 +109,27 @@ def test_an_ordered_field_gets_a_rank_column(flower_bundle):
     assert math.isnan(encoder.encode(columns)[1, rank])  # an unseen level has no rank
     row = tuple(record[name] for name in flower_bundle.schema.names)
     assert encoder.encode_row(row)[rank] == 2.0
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_both_single_record_tree_walks_equal_the_booster(classes):
+    """Trees as code (small forests) and as arrays (large ones) give the booster's raw scores,
+    with missing values and a number beyond float32's range among the features."""
+    from xgboost import XGBClassifier
+
+    from tabserve.compiled import TreeArrays, TreeCode
+
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=(400, 6))
+    y = (matrix[:, 0] + matrix[:, 1] * matrix[:, 2] > 0).astype(int) + \
+        (matrix[:, 3] > 1 if classes == 3 else 0)
+    matrix[rng.random(matrix.shape) < 0.1] = np.nan  # the model learns default branches
+    model = XGBClassifier(n_estimators=40, max_depth=4, n_jobs=1).fit(matrix, y)
+    matrix[0, 1] = 1e300
+    arrays = TreeArrays(model.get_booster(), classes)
+    code = TreeCode(arrays, matrix.shape[1])
+    expected = model.get_booster().inplace_predict(matrix, predict_type="margin").reshape(
+        len(matrix), -1)  # as served batches are: a DMatrix would refuse the infinity
+    for x, margins in zip(matrix.tolist(), expected):
+        np.testing.assert_allclose(code.margins(x), margins, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(arrays.margins(x), margins, rtol=0, atol=1e-5)
