@@ -28,7 +28,7 @@ train: install ## retrain model.bin from data/telco_churn.csv (ARGS="--data x.cs
 test: install ## run the test suite
 	$(BIN)/python -m pytest -q
 
-bench: install ## benchmark against reference apps with wrk (~2.5 min); appends to bench/RESULTS.md
+bench: install ## benchmark against reference apps with wrk (~2.5 min; ARGS=--alternatives adds BentoML, MLflow, MLServer); appends to bench/RESULTS.md
 	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(BIN)/python bench/run.py $(ARGS)
 
