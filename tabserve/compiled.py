@@ -220,14 +220,100 @@ class TreeCode:
         return [score + base for score, base in zip(self.walk(values), self.base_margin)]
 
 
+class TreeTables:
+    """A forest of small trees (at most 8 splits each) scored for a batch as table lookups.
+
+    Every distinct split of the forest is tested once for all records (a bit: does the record
+    take the "no" branch). A tree's 8 split bits form a byte, and a table made at load time
+    holds the leaf that every one of the 256 bytes leads to, so each tree costs one lookup per
+    record instead of a walk. Exact as `TreeArrays` is: float32 comparisons, default branches
+    for missing values, the base margin measured from the booster. For the default Telco model
+    (183 trees of depth 3) a batch of 1,000 costs ~0.5 ms here against ~1.0 ms in the booster.
+    """
+
+    SLOTS = 8           # splits per tree: its bits fill one byte
+    CHUNK_BYTES = 1 << 22  # bits gathered per pass (slots × trees × records), so memory stays flat
+
+    def __init__(self, arrays: TreeArrays):
+        self.outputs, self.base_margin = arrays.outputs, arrays.base_margin
+        left = arrays.left
+        splits: dict[tuple, int] = {}           # (feature, threshold, NaN goes "no") → bit row
+        slot_of = np.full(len(left), self.SLOTS)  # a leaf's bit is past the byte: always 0
+        split_at = []                            # per tree, the bit row of each slot
+        for root in arrays.roots.tolist():
+            nodes = self._internal(root, left)
+            for slot, node in enumerate(nodes):
+                slot_of[node] = slot
+            key = zip(arrays.feature[nodes].tolist(), arrays.threshold[nodes].tolist(),
+                      arrays.missing_no[nodes].tolist())
+            rows = [splits.setdefault(k, len(splits)) for k in key]
+            split_at.append(rows + [-1] * (self.SLOTS - len(rows)))  # -1: a row of zeros
+        self.fits = all(len(rows) <= self.SLOTS for rows in split_at)
+        if not self.fits:
+            return
+        self.split_at = np.array(split_at, np.intp).T.copy()  # slots × trees
+        self.split_at[self.split_at < 0] = len(splits)
+        feature, threshold, missing_no = zip(*splits) if splits else ((), (), ())
+        self.feature = np.array(feature, np.intp)
+        self.threshold = np.array(threshold, np.float32)[:, None]
+        self.missing_no = np.array(missing_no, bool)[:, None]
+        # walk every tree for every byte at once: the leaf each byte leads to
+        codes = np.arange(1 << self.SLOTS)
+        node = np.repeat(arrays.roots[:, None], len(codes), axis=1)
+        for _ in range(arrays.depth):
+            node = np.where(left[node] == node, node, left[node] + (codes >> slot_of[node] & 1))
+        self.tables = arrays.leaf[node].reshape(-1)  # tree t at t × 256
+        self.offsets = (np.arange(len(split_at)) << self.SLOTS)[:, None]
+
+    @staticmethod
+    def _internal(root: int, left: np.ndarray) -> list[int]:
+        """The split nodes of the tree at `root`."""
+        nodes, stack = [], [root]
+        while stack:
+            node = stack.pop()
+            if left[node] != node:
+                nodes.append(node)
+                stack += [left[node], left[node] + 1]
+        return nodes
+
+    def margins(self, matrix: np.ndarray) -> np.ndarray:
+        """Raw scores (records × outputs), as the booster's `predict_type="margin"` gives them."""
+        with np.errstate(over="ignore"):  # beyond float32 becomes ±inf, as XGBoost reads it
+            columns = np.ascontiguousarray(matrix.T, dtype=np.float32)  # features × records
+        trees = self.split_at.shape[1]
+        step = max(8, self.CHUNK_BYTES // (self.SLOTS * trees) // 8 * 8)
+        sums = np.concatenate([self._sums(columns[:, start:start + step])
+                               for start in range(0, columns.shape[1], step)], axis=1)
+        return sums.T + self.base_margin
+
+    def _sums(self, columns: np.ndarray) -> np.ndarray:
+        """The leaves' sums (outputs × records) for a chunk of records (features × records)."""
+        records = columns.shape[1]
+        values = columns.take(self.feature, axis=0)  # one row per distinct split
+        bits = np.zeros((len(values) + 1, -(-records // 8) * 8), bool)  # whole 8-byte words
+        np.greater_equal(values, self.threshold, out=bits[:-1, :records])
+        missing = np.isnan(values)
+        if missing.any():
+            bits[:-1, :records] |= missing & self.missing_no
+        # slots × trees × records bytes of 0/1, read as words: shifting a word by the slot
+        # shifts each of its bytes' bit without carrying into the next byte
+        gathered = bits.take(self.split_at, axis=0).view(np.uint64)
+        code = gathered[0].copy()
+        for slot in range(1, self.SLOTS):
+            code |= gathered[slot] << np.uint64(slot)
+        codes = code.view(np.uint8)[:, :records]
+        leaves = self.tables.take(codes + self.offsets)  # trees × records
+        return leaves.reshape(-1, self.outputs, records).sum(axis=0)
+
+
 def _count_nodes(tree: dict) -> int:
     return 1 + sum(_count_nodes(child) for child in tree.get("children", ()))
 
 
 class BoosterScorer:
-    """XGBoost's booster called directly (skips the scikit-learn wrapper's checks); one record
+    """XGBoost's booster called directly (skips the scikit-learn wrapper's checks). One record
     is scored by the trees as code (`TreeCode`) or, for large forests, as arrays
-    (`TreeArrays`)."""
+    (`TreeArrays`); a batch by table lookups (`TreeTables`) when every tree is small."""
 
     def __init__(self, model):
         # a copy: its thread count changes, and the bundle's model must stay as saved (its
@@ -237,6 +323,8 @@ class BoosterScorer:
         self.arrays = TreeArrays(self.booster, len(model.classes_))
         self.code = TreeCode(self.arrays, self.booster.num_features()) \
             if TreeCode.fits(self.arrays) else None
+        tables = TreeTables(self.arrays)
+        self.tables = tables if tables.fits else None
 
     def margins_row(self, x: list[float]) -> list[float]:
         if self.code is not None:
@@ -247,6 +335,8 @@ class BoosterScorer:
         return probabilities_from_margins(self.margins_row(x))
 
     def margins(self, matrix: np.ndarray) -> np.ndarray:
+        if self.tables is not None:
+            return self.tables.margins(matrix)
         margins = self.booster.inplace_predict(matrix, predict_type="margin")
         return np.asarray(margins, np.float64).reshape(len(matrix), -1)
 
