@@ -109,7 +109,7 @@ class Predictor:
         classes = bundle.classes
         if bundle.task == "binary":
             positive = proba[:, 1] >= bundle.threshold
-            labels = np.where(positive, classes[1], classes[0]).tolist()
+            labels = list(map(classes.__getitem__, positive.tolist()))  # False, True: 0, 1
         else:
             positive = None
             labels = [classes[i] for i in proba.argmax(axis=1)]

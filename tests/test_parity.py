@@ -160,7 +160,7 @@ def test_batch_tree_tables_equal_the_booster(classes):
         model.fit(matrix, y)
         tables = TreeTables(TreeArrays(model.get_booster(), classes))
         assert tables.fits
-        tables.CHUNK_BYTES = 8 * 30 * classes * 64  # chunks of 64 records, or 21 with 3 classes
+        tables.CHUNK_BYTES = 8 * 30 * classes * 64  # several chunks of some 64 records each
         expected = model.get_booster().inplace_predict(served, predict_type="margin").reshape(
             len(served), -1)
         np.testing.assert_allclose(tables.margins(served), expected, rtol=0, atol=1e-5)
