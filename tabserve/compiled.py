@@ -98,7 +98,13 @@ class LinearScorer:
         return probabilities_from_margins(self.margins_row(x))
 
     def margins(self, matrix: np.ndarray) -> np.ndarray:
-        return self.expand(matrix) @ self.weights + self.bias
+        """`expand(matrix) @ weights + bias`, without copying the matrix when nothing is
+        missing or into one expanded matrix."""
+        filled = np.where(np.isnan(matrix), self.fill, matrix) if np.isnan(matrix).any() \
+            else matrix
+        hinges = np.maximum(filled[:, self.hinge_columns] - self.hinge_knots, 0.0)
+        width = len(self.fill)
+        return filled @ self.weights[:width] + hinges @ self.weights[width:] + self.bias
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         return probability_matrix(self.margins(matrix))

@@ -115,24 +115,26 @@ class Encoder:
         """A float64 matrix, one row per record, from typed columns (arrays or sequences;
         numbers may hold None for missing)."""
         rows = len(next(iter(columns.values()))) if columns else 0
-        matrix = np.zeros((rows, len(self.feature_names)), dtype=np.float64)
+        width = len(self.feature_names)
+        # one spare row past the records takes the ones of levels that have no column
+        # (unseen, missing, rarer than those kept), so the scatter needs no mask
+        matrix = np.zeros((rows + 1, width), dtype=np.float64)
         if self._numbers:  # one conversion for all number-like fields
             block = np.array([columns[name] for name in self._numbers], dtype=np.float64).T
-            matrix[:, self._number_at] = block
+            matrix[:rows, self._number_at] = block
             if self._number_nullable:
-                matrix[:, self._number_missing_at] = np.isnan(block[:, self._number_nullable])
+                matrix[:rows, self._number_missing_at] = np.isnan(block[:, self._number_nullable])
         if self._categories:
             codes = np.array([columns[name] for name, _, _ in self._categories], dtype=np.intp)
-            starts, widths = self._category_starts, self._category_widths
-            known = (codes >= 0) & (codes < widths)  # rarer levels than those kept: none set
-            row_of = np.broadcast_to(np.arange(rows), codes.shape)
-            matrix[row_of[known], (codes + starts)[known]] = 1.0
+            known = (codes >= 0) & (codes < self._category_widths)
+            at = codes + self._category_starts + np.arange(0, rows * width, width)
+            matrix.reshape(-1)[np.where(known, at, rows * width)] = 1.0
             for i, (_, _, missing_at) in enumerate(self._categories):
                 if missing_at is not None:
-                    matrix[:, missing_at] = codes[i] == MISSING_CODE
+                    matrix[:rows, missing_at] = codes[i] == MISSING_CODE
         for name, rank_at, ranks in self._ranked:
-            matrix[:, rank_at] = ranks[np.asarray(columns[name], dtype=np.intp)]
-        return matrix
+            matrix[:rows, rank_at] = ranks[np.asarray(columns[name], dtype=np.intp)]
+        return matrix[:rows]
 
 
 class FrameEncoder(TransformerMixin, BaseEstimator):
