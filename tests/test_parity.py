@@ -150,22 +150,25 @@ def test_batch_tree_tables_equal_the_booster(classes):
     y = (matrix[:, 0] + matrix[:, 1] * matrix[:, 2] > 0).astype(int) + \
         (matrix[:, 3] > 1 if classes == 3 else 0)
     matrix[rng.random(matrix.shape) < 0.1] = np.nan  # the model learns default branches
-    # depth 3 (up to 7 splits) and pruned deeper trees of up to 8 splits (9 leaves)
+    # depth 3 (up to 7 splits), pruned deeper trees of up to 8 splits (9 leaves), and enough
+    # trees that their tables outgrow 16-bit indices
     small = [XGBClassifier(n_estimators=30, max_depth=3, n_jobs=1),
              XGBClassifier(n_estimators=30, max_depth=6, max_leaves=9, grow_policy="lossguide",
-                           tree_method="hist", n_jobs=1)]
+                           tree_method="hist", n_jobs=1),
+             XGBClassifier(n_estimators=520, max_depth=3, learning_rate=0.02, n_jobs=1)]
     served = matrix.copy()
     served[0, 1], served[1, 2] = 1e300, -1e300  # XGBoost only refuses these in training
     for model in small:
         model.fit(matrix, y)
         tables = TreeTables(TreeArrays(model.get_booster(), classes))
         assert tables.fits
-        tables.CHUNK_BYTES = 8 * 30 * classes * 64  # several chunks of some 64 records each
+        tables.CHUNK_BYTES = 8 * 30 * classes * 64  # several chunks of records
         expected = model.get_booster().inplace_predict(served, predict_type="margin").reshape(
             len(served), -1)
         np.testing.assert_allclose(tables.margins(served), expected, rtol=0, atol=1e-5)
         np.testing.assert_allclose(tables.margins(served[:3]), expected[:3], rtol=0, atol=1e-5)
         assert BoosterScorer(model).tables is not None
+    assert tables.offsets.dtype == np.int32  # the 520 trees
     deep = XGBClassifier(n_estimators=5, max_depth=5, n_jobs=1).fit(matrix, y)
     assert not TreeTables(TreeArrays(deep.get_booster(), classes)).fits
     assert BoosterScorer(deep).tables is None
