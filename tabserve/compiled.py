@@ -170,8 +170,9 @@ class TreeArrays:
 
     def margins(self, x: list[float]) -> np.ndarray:
         """Raw scores of one encoded record, as the booster's `output_margin=True` gives them."""
-        return self._sum_leaves(np.array(x, np.float32), any(map(math.isnan, x))) \
-            + self.base_margin
+        with np.errstate(over="ignore"):  # beyond float32 becomes ±inf, as XGBoost reads it
+            values = np.array(x, np.float32)
+        return self._sum_leaves(values, any(map(math.isnan, x))) + self.base_margin
 
 
 class TreeCode:

@@ -69,6 +69,23 @@ def test_served_probabilities_equal_the_pipeline(request, csv_name, target, cand
         np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6, err_msg=path)
 
 
+def test_the_shipped_model_serves_its_pipeline_on_every_telco_row(telco_bundle):
+    """The committed model, whose trees a batch scores by table lookups (`TreeTables`)."""
+    from tabserve.compiled import BoosterScorer
+
+    predictor = Predictor(telco_bundle)
+    boosters = [m for m in getattr(predictor.score, "members", [predictor.score])
+                if isinstance(m, BoosterScorer)]
+    assert boosters and all(b.tables is not None for b in boosters)
+    frame = load_csv(ROOT / "data" / "telco_churn.csv")
+    expected = telco_bundle.predict_proba(frame)
+    records = records_from_csv(frame, telco_bundle.schema)
+    decoder = BodyDecoder(telco_bundle.schema, max_records=len(records))
+    answers = msgspec.to_builtins(predictor.predict_body(decoder.decode(msgspec.json.encode(records))))
+    served = np.array([[a["probabilities"][c] for c in telco_bundle.classes] for a in answers])
+    np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6)
+
+
 def test_a_plain_single_record_takes_the_row_path(telco_bundle, telco_record, monkeypatch):
     """The single-row path answers without the validator; anything unusual falls back to it."""
     predictor = Predictor(telco_bundle)
