@@ -27,7 +27,7 @@ class Encoder:
     """The compiled layout: where each field's values go in the model's matrix.
 
     Encoding is columnar: numbers and booleans are copied as one block, and the level codes of
-    every categorical are set as ones in one scatter.
+    every categorical are set as ones in one scatter, feature by feature.
     """
 
     def __init__(self, schema: Schema):
@@ -113,28 +113,29 @@ class Encoder:
 
     def encode(self, columns: dict[str, Sequence]) -> np.ndarray:
         """A float64 matrix, one row per record, from typed columns (arrays or sequences;
-        numbers may hold None for missing)."""
+        numbers may hold None for missing). It is filled feature by feature (each field's
+        values land side by side) and comes back as the transposed view: Fortran order."""
         rows = len(next(iter(columns.values()))) if columns else 0
         width = len(self.feature_names)
-        # one spare row past the records takes the ones of levels that have no column
+        # one spare feature row past the others takes the ones of levels that have no column
         # (unseen, missing, rarer than those kept), so the scatter needs no mask
-        matrix = np.zeros((rows + 1, width), dtype=np.float64)
+        matrix = np.zeros((width + 1, rows), dtype=np.float64)
         if self._numbers:  # one conversion for all number-like fields
-            block = np.array([columns[name] for name in self._numbers], dtype=np.float64).T
-            matrix[:rows, self._number_at] = block
+            block = np.array([columns[name] for name in self._numbers], dtype=np.float64)
+            matrix[self._number_at] = block
             if self._number_nullable:
-                matrix[:rows, self._number_missing_at] = np.isnan(block[:, self._number_nullable])
+                matrix[self._number_missing_at] = np.isnan(block[self._number_nullable])
         if self._categories:
             codes = np.array([columns[name] for name, _, _ in self._categories], dtype=np.intp)
             known = (codes >= 0) & (codes < self._category_widths)
-            at = codes + self._category_starts + np.arange(0, rows * width, width)
-            matrix.reshape(-1)[np.where(known, at, rows * width)] = 1.0
+            at = (codes + self._category_starts) * rows + np.arange(rows)
+            matrix.reshape(-1)[np.where(known, at, width * rows)] = 1.0
             for i, (_, _, missing_at) in enumerate(self._categories):
                 if missing_at is not None:
-                    matrix[:rows, missing_at] = codes[i] == MISSING_CODE
+                    matrix[missing_at] = codes[i] == MISSING_CODE
         for name, rank_at, ranks in self._ranked:
-            matrix[:rows, rank_at] = ranks[np.asarray(columns[name], dtype=np.intp)]
-        return matrix[:rows]
+            matrix[rank_at] = ranks[np.asarray(columns[name], dtype=np.intp)]
+        return matrix[:width].T
 
 
 class FrameEncoder(TransformerMixin, BaseEstimator):
@@ -162,7 +163,8 @@ class FrameEncoder(TransformerMixin, BaseEstimator):
             self.encoder_ = Encoder(self.schema)
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.encoder_.encode(self.schema.columns_from_frame(frame))
+        # C order, as models were always trained on (a layout can change float sums' order)
+        return np.ascontiguousarray(self.encoder_.encode(self.schema.columns_from_frame(frame)))
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         return np.asarray(self.encoder_.feature_names, dtype=object)
