@@ -295,9 +295,11 @@ class TreeTables:
             columns = np.ascontiguousarray(matrix.T, dtype=np.float32)  # features × records
         trees = self.split_at.shape[1]
         step = max(8, self.CHUNK_BYTES // (self.slots * trees) // 8 * 8)
-        sums = np.concatenate([self._sums(columns[:, start:start + step])
-                               for start in range(0, columns.shape[1], step)], axis=1)
-        return sums.T + self.base_margin
+        sums = [self._sums(columns[:, start:start + step])
+                for start in range(0, columns.shape[1], step)]
+        if not sums:  # no records
+            return np.zeros((0, self.outputs)) + self.base_margin
+        return np.concatenate(sums, axis=1).T + self.base_margin
 
     def _sums(self, columns: np.ndarray) -> np.ndarray:
         """The leaves' sums (outputs × records) for a chunk of records (features × records)."""

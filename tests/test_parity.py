@@ -184,6 +184,7 @@ def test_batch_tree_tables_equal_the_booster(classes):
             len(served), -1)
         np.testing.assert_allclose(tables.margins(served), expected, rtol=0, atol=1e-5)
         np.testing.assert_allclose(tables.margins(served[:3]), expected[:3], rtol=0, atol=1e-5)
+        assert tables.margins(served[:0]).shape == (0, 1 if classes == 2 else classes)
         assert BoosterScorer(model).tables is not None
     assert tables.offsets.dtype == np.int32  # the 520 trees
     deep = XGBClassifier(n_estimators=5, max_depth=5, n_jobs=1).fit(matrix, y)
