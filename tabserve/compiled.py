@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy.special import expit, softmax
+from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -111,7 +112,8 @@ class LinearScorer:
 
 
 class TreeArrays:
-    """An XGBoost model's trees as arrays, walked for every tree at once with numpy.
+    """An XGBoost model's trees (or a scikit-learn forest's, `from_forest`) as arrays, walked
+    for every tree at once with numpy.
 
     Exact: splits compare float32 values as XGBoost does, missing values follow each node's
     default branch, and the model's base margin is measured from the booster itself. For one
@@ -126,14 +128,7 @@ class TreeArrays:
 
     def __init__(self, booster, n_classes: int):
         trees = [json.loads(dump) for dump in booster.get_dump(dump_format="json")]
-        size = max(_count_nodes(tree) for tree in trees)
-        count = len(trees) * size
-        self.roots = np.arange(len(trees), dtype=np.intp) * size
-        self.feature = np.zeros(count, np.intp)
-        self.threshold = np.full(count, np.nan, np.float32)  # at a leaf, `x >= NaN` is False
-        self.left = np.arange(count)  # a leaf's next node is itself
-        self.missing_no = np.zeros(count, bool)  # where a NaN goes (`NaN >= t` is False: "yes")
-        self.leaf = np.zeros(count, np.float64)
+        self._allocate(len(trees), max(_count_nodes(tree) for tree in trees))
         self.depth = max(self._fill(root, tree, [root + 1])
                          for root, tree in zip(self.roots.tolist(), trees))
         self.outputs = 1 if n_classes == 2 else n_classes  # tree t adds to output t % outputs
@@ -141,6 +136,44 @@ class TreeArrays:
         from xgboost import DMatrix
         margin = booster.predict(DMatrix(reference[None, :]), output_margin=True).reshape(-1)
         self.base_margin = margin - self._sum_leaves(reference, has_nan=False)
+
+    def _allocate(self, trees: int, size: int, leaf_width: int | None = None) -> None:
+        count = trees * size
+        self.roots = np.arange(trees, dtype=np.intp) * size
+        self.feature = np.zeros(count, np.intp)
+        self.threshold = np.full(count, np.nan, np.float32)  # at a leaf, `x >= NaN` is False
+        self.left = np.arange(count)  # a leaf's next node is itself
+        self.missing_no = np.zeros(count, bool)  # where a NaN goes (`NaN >= t` is False: "yes")
+        self.leaf = np.zeros(count if leaf_width is None else (count, leaf_width), np.float64)
+
+    @classmethod
+    def from_forest(cls, forest) -> TreeArrays:
+        """A scikit-learn forest's trees (RandomForest, ExtraTrees), their leaves holding class
+        fractions divided by the number of trees: the walk's sum is `predict_proba` of one
+        record. scikit-learn reads values as float32 and sends `x <= t` left, so a split's
+        "no" side starts at the smallest float32 above t; a NaN goes where the tree says."""
+        arrays = cls.__new__(cls)
+        trees = [estimator.tree_ for estimator in forest.estimators_]
+        arrays._allocate(len(trees), max(tree.node_count for tree in trees), forest.n_classes_)
+        arrays.outputs, arrays.base_margin = forest.n_classes_, np.zeros(forest.n_classes_)
+        arrays.depth = max(tree.max_depth for tree in trees)
+        for root, tree in zip(arrays.roots.tolist(), trees):
+            # scikit-learn numbers a parent before its children, so the k-th split in that
+            # order puts its two children at root + 1 + 2k and the one after
+            split = np.flatnonzero(tree.children_left >= 0)
+            children = root + 1 + 2 * np.arange(len(split))
+            at = np.empty(tree.node_count, np.intp)  # scikit-learn's node id → its place here
+            at[0] = root
+            at[tree.children_left[split]], at[tree.children_right[split]] = children, children + 1
+            arrays.left[at[split]] = children
+            arrays.feature[at[split]] = tree.feature[split]
+            above = tree.threshold[split].astype(np.float32)
+            arrays.threshold[at[split]] = np.where(above > tree.threshold[split], above,
+                                                   np.nextafter(above, np.float32(np.inf)))
+            arrays.missing_no[at[split]] = tree.missing_go_to_left[split] == 0
+            leaf = np.flatnonzero(tree.children_left < 0)
+            arrays.leaf[at[leaf]] = tree.value[leaf, 0, :forest.n_classes_] / len(trees)
+        return arrays
 
     def _fill(self, at: int, node: dict, free: list[int]) -> int:
         """Put `node` at `at` and its subtree from `free[0]` on; the subtree's depth."""
@@ -158,6 +191,8 @@ class TreeArrays:
 
     def _sum_leaves(self, x: np.ndarray, has_nan: bool) -> np.ndarray:
         """The leaves' sum per output for one record (float32 values, as XGBoost reads them)."""
+        if self.depth > self.DEEP:
+            return self._sum_leaves_by_level(x, has_nan)
         value = x.take(self.feature)
         go_no = value >= self.threshold
         if has_nan:
@@ -166,10 +201,26 @@ class TreeArrays:
         node = self.roots
         for _ in range(self.depth):
             node = following.take(node)
-        return np.add.reduce(self.leaf.take(node).reshape(-1, self.outputs), axis=0)
+        return np.add.reduce(self.leaf[node].reshape(-1, self.outputs), axis=0)
+
+    # beyond this depth trees have so many nodes that testing only the nodes a walk reaches,
+    # level by level, beats testing every node first (measured on a RandomForest of 300
+    # trees of depth ~20: 0.13 against 1 ms); XGBoost's trees, depth 7 at most, stay below
+    DEEP = 12
+
+    def _sum_leaves_by_level(self, x: np.ndarray, has_nan: bool) -> np.ndarray:
+        node = self.roots
+        for _ in range(self.depth):
+            value = x.take(self.feature.take(node))
+            go_no = value >= self.threshold.take(node)
+            if has_nan:
+                go_no = np.where(np.isnan(value), self.missing_no.take(node), go_no)
+            node = self.left.take(node) + go_no
+        return np.add.reduce(self.leaf[node].reshape(-1, self.outputs), axis=0)
 
     def margins(self, x: list[float]) -> np.ndarray:
-        """Raw scores of one encoded record, as the booster's `output_margin=True` gives them."""
+        """Raw scores of one encoded record, as the booster's `output_margin=True` gives them
+        (for a scikit-learn forest: its class probabilities)."""
         with np.errstate(over="ignore"):  # beyond float32 becomes ±inf, as XGBoost reads it
             values = np.array(x, np.float32)
         return self._sum_leaves(values, any(map(math.isnan, x))) + self.base_margin
@@ -375,6 +426,10 @@ def compile_steps(steps: Pipeline) -> Scorer:
         blend = steps.steps[0][1]
         return BlendScorer([compile_steps(member) for member in blend.members], blend.weights)
     name, model = steps.steps[-1]
+    if len(kinds) == 1 and isinstance(model, (RandomForestClassifier, ExtraTreesClassifier)):
+        steps = Pipeline([(name, copy.copy(model))])
+        steps.steps[0][1].n_jobs = 1
+        return ForestScorer(steps)
     if hasattr(model, "n_jobs"):
         # workers are processes: one thread each, set on a shallow copy (the fitted trees
         # are shared) so the bundle's model stays as saved
@@ -402,6 +457,23 @@ class PipelineScorer:
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         return np.asarray(self.steps.predict_proba(matrix), dtype=np.float64)
+
+
+class ForestScorer(PipelineScorer):
+    """A scikit-learn forest: one record walks its trees as arrays (`TreeArrays.from_forest`;
+    ~0.2 ms instead of ~10 ms for 300 trees through `predict_proba`, which calls each tree in
+    turn), a batch goes through scikit-learn, whose per-tree C walk leads there."""
+
+    def __init__(self, steps: Pipeline):
+        super().__init__(steps)
+        self.arrays = TreeArrays.from_forest(steps.steps[0][1])
+
+    def row(self, x: list[float]) -> list[float]:
+        return self.arrays.margins(x).tolist()  # the leaves hold fractions: the sum is proba
+
+    def margins_row(self, x: list[float]) -> list[float]:
+        logs = np.log(np.clip(self.arrays.margins(x), TINY, 1.0))
+        return (logs[1:] - logs[:1] if len(logs) == 2 else logs).tolist()
 
 
 class BlendScorer:

@@ -190,3 +190,41 @@ def test_batch_tree_tables_equal_the_booster(classes):
     deep = XGBClassifier(n_estimators=5, max_depth=5, n_jobs=1).fit(matrix, y)
     assert not TreeTables(TreeArrays(deep.get_booster(), classes)).fits
     assert BoosterScorer(deep).tables is None
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_forest_single_records_equal_scikit_learn(classes):
+    """A RandomForest's and ExtraTrees' single-record walk gives their `predict_proba`, with
+    missing values (RandomForest) and with values on either side of each split's threshold in
+    float32."""
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+
+    from tabserve.compiled import ForestScorer, compile_steps
+
+    rng = np.random.default_rng(2)
+    matrix = rng.normal(size=(600, 5))
+    y = (matrix[:, 0] + matrix[:, 1] * matrix[:, 2] > 0).astype(int) + \
+        (matrix[:, 3] > 1 if classes == 3 else 0)
+    with_missing = np.where(rng.random(matrix.shape) < 0.1, np.nan, matrix)
+    for forest, matrix in (  # ExtraTrees refuses missing values
+            (RandomForestClassifier(n_estimators=20, min_samples_leaf=2, random_state=0),
+             with_missing),
+            (ExtraTreesClassifier(n_estimators=20, random_state=0), matrix)):
+        forest.fit(matrix, y)
+        scorer = compile_steps(Pipeline([("model", forest)]))
+        assert isinstance(scorer, ForestScorer)
+        tree = forest.estimators_[0].tree_
+        edges = []  # a record on the float32 at or below each root-tree threshold, and above
+        split = (tree.feature >= 0) & np.isfinite(tree.threshold)  # inf: missing vs the rest
+        for feature, threshold in zip(tree.feature[split], tree.threshold[split]):
+            below = np.float32(threshold)
+            below = below if below <= threshold else np.nextafter(below, np.float32(-np.inf))
+            for value in (below, np.nextafter(below, np.float32(np.inf))):
+                record = matrix[0].copy()
+                record[feature] = value
+                edges.append(record)
+        records = np.vstack([matrix, edges])
+        expected = forest.predict_proba(records)
+        for x, probabilities in zip(records.tolist(), expected):
+            np.testing.assert_allclose(scorer.row(x), probabilities, rtol=0, atol=1e-12)
