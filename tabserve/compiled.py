@@ -167,9 +167,12 @@ class TreeArrays:
             at[tree.children_left[split]], at[tree.children_right[split]] = children, children + 1
             arrays.left[at[split]] = children
             arrays.feature[at[split]] = tree.feature[split]
-            above = tree.threshold[split].astype(np.float32)
-            arrays.threshold[at[split]] = np.where(above > tree.threshold[split], above,
-                                                   np.nextafter(above, np.float32(np.inf)))
+            threshold = tree.threshold[split]
+            above = threshold.astype(np.float32)
+            above = np.where(above > threshold, above, np.nextafter(above, np.float32(np.inf)))
+            # an infinite threshold parts the missing values from all numbers: every number goes
+            # "yes" (left), as `x >= NaN` is False
+            arrays.threshold[at[split]] = np.where(np.isinf(threshold), np.nan, above)
             arrays.missing_no[at[split]] = tree.missing_go_to_left[split] == 0
             leaf = np.flatnonzero(tree.children_left < 0)
             arrays.leaf[at[leaf]] = tree.value[leaf, 0, :forest.n_classes_] / len(trees)
@@ -474,6 +477,12 @@ class ForestScorer(PipelineScorer):
     def margins_row(self, x: list[float]) -> list[float]:
         logs = np.log(np.clip(self.arrays.margins(x), TINY, 1.0))
         return (logs[1:] - logs[:1] if len(logs) == 2 else logs).tolist()
+
+    def __call__(self, matrix: np.ndarray) -> np.ndarray:
+        # scikit-learn refuses numbers beyond float32's range (its cast makes them infinite);
+        # every split sends them where it sends float32's largest, as the walk of `row` does
+        limit = np.finfo(np.float32).max
+        return super().__call__(np.clip(matrix, -limit, limit))
 
 
 class BlendScorer:
