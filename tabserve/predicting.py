@@ -71,17 +71,17 @@ class Predictor:
         if body.row is not None:  # one record of plain values: no numpy
             return [self._answer_one(self.score.row(self.encoder.encode_row(body.row)))]
         if body.plain is not None:
-            return self._answers(self.probabilities(schema.columns_from_plain(body.plain)), {})
+            return self._answers(self.probabilities(body.plain), {})
         return self.answer(schema.validate(body.records, indexed=body.is_batch))
 
     def columns(self, body: Body) -> tuple[dict, dict[int, list[str]]]:
         """Typed columns and per-record warnings for a parsed body; `RequestError` if invalid."""
         schema = self.bundle.schema
-        if body.row is not None:
-            return schema.columns_from_plain({n: (v,) for n, v in zip(schema.names, body.row)}), {}
         if body.plain is not None:
-            return schema.columns_from_plain(body.plain), {}
-        validated = schema.validate(body.records, indexed=body.is_batch)
+            return body.plain, {}
+        # one plain record: its values are valid as they stand, and the validator types them
+        records = [dict(zip(schema.names, body.row))] if body.row is not None else body.records
+        validated = schema.validate(records, indexed=body.is_batch)
         if validated.problems:
             raise RequestError(validated.problems)
         return validated.columns, validated.warnings

@@ -19,7 +19,6 @@ from enum import Enum
 from functools import cached_property
 from collections.abc import Sequence
 from itertools import repeat
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -96,11 +95,9 @@ class Field:
 
     @cached_property
     def packed_lookup(self) -> dict[Any, bytes]:
-        """`category_codes` or `boolean_table` with each value packed as 8 bytes (an int64
-        code, a float64 number): a column's values then join into one buffer that numpy reads
-        whole, instead of converting a Python object per value (`Schema.columns_from_plain`)."""
-        if self.kind is Kind.CATEGORICAL:
-            return {k: struct.pack("<q", code) for k, code in self.category_codes.items()}
+        """`boolean_table` with each number packed as 8 bytes (a float64): a column's values
+        then join into one buffer that numpy reads whole, instead of converting a Python
+        object per value (`decoding.BodyDecoder.columns`)."""
         return {k: struct.pack("<d", number) for k, number in self.boolean_table.items()}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -349,22 +346,6 @@ class Schema:
                 text = column.astype("object").map(lambda v: v.strip() if isinstance(v, str) else v)
                 codes = pd.Categorical(text, categories=list(f.categories)).codes
                 columns[f.name] = np.where(text.isna(), MISSING_CODE, codes).astype(np.intp)
-        return columns
-
-    def columns_from_plain(self, values: dict[str, Sequence]) -> dict[str, Sequence]:
-        """Columns from values already known to be valid as they stand (see `decoding`):
-        booleans and levels are looked up as packed bytes and read as arrays, numbers pass as
-        they are (null becomes NaN later)."""
-        columns: dict[str, Sequence] = {}
-        for f in self.fields:
-            column = values[f.name]
-            if f.kind is Kind.NUMERIC:
-                columns[f.name] = column
-            else:
-                lookup = f.packed_lookup
-                packed = itemgetter(*column)(lookup) if len(column) > 1 else (lookup[column[0]],)
-                columns[f.name] = np.frombuffer(
-                    b"".join(packed), np.int64 if f.kind is Kind.CATEGORICAL else np.float64)
         return columns
 
     def validate(self, records: list[dict[str, Any]], indexed: bool = True) -> Validated:

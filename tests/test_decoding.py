@@ -2,6 +2,7 @@
 else goes the general path, which names problems and warnings. Both give the same answers."""
 
 import msgspec
+import numpy as np
 import pytest
 
 from tabserve.decoding import BodyDecoder
@@ -43,3 +44,26 @@ def test_both_paths_answer_alike(decoder, telco_bundle, telco_record):
     general = predictor.predict([{**telco_record, "contract": f" {telco_record['contract']} "}])
     assert msgspec.to_builtins(plain)["churn_probability"] == \
         pytest.approx(general[0]["churn_probability"], abs=1e-6)  # row path vs batch path
+
+
+@pytest.mark.parametrize("home_owner, region", [
+    ([True, False, 1, 0], ["north", "south", "east", "west"]),  # booleans read as bytes
+    (["Yes", "No", True, 0], ["north", None, "east", None]),    # spellings and nulls: looked up
+])
+def test_a_plain_batch_types_its_columns_as_the_validator_does(loan_bundle, home_owner, region):
+    """The plain path reads levels and booleans off packed bytes; the validator maps each
+    value in Python. Same columns, same answers."""
+    decoder = BodyDecoder(loan_bundle.schema, max_records=10)
+    records = [{"income": 40.0 + i if i else None, "debt": 10.0, "region": r, "home_owner": h}
+               for i, (h, r) in enumerate(zip(home_owner, region))]
+    assert set(records[0]) == set(loan_bundle.schema.names)
+    body = decoder.decode(msgspec.json.encode(records))
+    assert body.plain is not None
+    validated = loan_bundle.schema.validate(records)
+    assert not validated.problems and not validated.warnings
+    for name, column in validated.columns.items():
+        np.testing.assert_array_equal(np.asarray(body.plain[name], float),
+                                      np.asarray(column, float), err_msg=name)
+    predictor = Predictor(loan_bundle)
+    plain = msgspec.to_builtins(predictor.predict_body(body))
+    assert plain == predictor.predict(records)
