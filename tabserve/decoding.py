@@ -17,6 +17,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from itertools import chain
 from operator import itemgetter
 from typing import Any, Literal, Optional, Union
 
@@ -97,7 +98,7 @@ class BodyDecoder:
             forbid_unknown_fields=True, gc=False,
             rename={f"f{at}": name for at, name in enumerate(self.names)})
 
-    def columns(self, values: Iterable[tuple]) -> dict[str, Sequence]:
+    def columns(self, values: Iterable[Sequence]) -> dict[str, Sequence]:
         """Typed columns, as `Encoder.encode` takes them, from each field's decoded values:
         levels as codes and booleans as numbers, read whole from bytes; numbers pass as they
         are (null becomes NaN there)."""
@@ -114,7 +115,7 @@ class BodyDecoder:
         return columns
 
     @staticmethod
-    def _booleans(f: Field, column: tuple) -> np.ndarray:
+    def _booleans(f: Field, column: Sequence) -> np.ndarray:
         try:  # true/false and 0/1, as most clients send them, are a byte each to `bytes`
             return np.frombuffer(bytes(column), np.uint8)
         except TypeError:  # a spelling ("Yes") or a null is not: each value is looked up
@@ -135,8 +136,12 @@ class BodyDecoder:
         if not isinstance(typed, list):
             return Body(False, 1, row=msgspec.structs.astuple(typed))
         if 0 < len(typed) <= self.max_records:
-            return Body(True, len(typed), plain=self.columns(zip(*map(msgspec.structs.astuple,
-                                                                      typed))))
+            # the values record after record; each field's are then one strided slice (a
+            # quarter faster than transposing with zip)
+            values = list(chain.from_iterable(map(msgspec.structs.astuple, typed)))
+            width = len(self.fields)
+            return Body(True, len(typed),
+                        plain=self.columns(values[at::width] for at in range(width)))
         return None
 
     def _decode_general(self, raw: bytes) -> Body:
