@@ -321,7 +321,7 @@ class TreeTables:
         feature, threshold, missing_no = zip(*splits) if splits else ((), (), ())
         self.feature = np.array(feature, np.intp)
         self.threshold = np.array(threshold, np.float32)[:, None]
-        self.missing_no = np.array(missing_no, bool)[:, None]
+        self.missing_no = np.array(missing_no, bool)
         # walk every tree for every byte at once: the leaf each byte leads to
         codes = np.arange(1 << self.slots)
         node = np.repeat(arrays.roots[:, None], len(codes), axis=1)
@@ -349,21 +349,22 @@ class TreeTables:
             columns = np.ascontiguousarray(matrix.T, dtype=np.float32)  # features × records
         trees = self.split_at.shape[1]
         step = max(8, self.CHUNK_BYTES // (self.slots * trees) // 8 * 8)
-        sums = [self._sums(columns[:, start:start + step])
+        # the splits that send a missing value "no" and meet one in this batch (usually none)
+        nan_splits = np.flatnonzero(np.isnan(columns).any(axis=1)[self.feature] & self.missing_no)
+        sums = [self._sums(columns[:, start:start + step], nan_splits)
                 for start in range(0, columns.shape[1], step)]
         if not sums:  # no records
             return np.zeros((0, self.outputs)) + self.base_margin
         return np.concatenate(sums, axis=1).T + self.base_margin
 
-    def _sums(self, columns: np.ndarray) -> np.ndarray:
+    def _sums(self, columns: np.ndarray, nan_splits: np.ndarray) -> np.ndarray:
         """The leaves' sums (outputs × records) for a chunk of records (features × records)."""
         records = columns.shape[1]
         values = columns.take(self.feature, axis=0)  # one row per distinct split
         bits = np.zeros((len(values) + 1, -(-records // 8) * 8), bool)  # whole 8-byte words
         np.greater_equal(values, self.threshold, out=bits[:-1, :records])
-        missing = np.isnan(values)
-        if missing.any():
-            bits[:-1, :records] |= missing & self.missing_no
+        if len(nan_splits):
+            bits[nan_splits, :records] |= np.isnan(values[nan_splits])
         # slots × trees × records bytes of 0/1, read as words: shifting a word by the slot
         # shifts each of its bytes' bit without carrying into the next byte
         gathered = bits.take(self.split_at, axis=0).view(np.uint64)
