@@ -74,8 +74,10 @@ class Explainer:
             per_column, base = raw[:, :, :-1].astype(np.float64), raw[:, :, -1].astype(np.float64)
             by_field = per_column @ self.to_fields
         else:
+            model = type(self.predictor.bundle.pipeline.steps[-1][1]).__name__
             raise ExplanationsUnavailable(
-                f"explanations are not available for {type(scorer).__name__} models")
+                "explanations are available for logistic regression, XGBoost and blends of "
+                f"them; this model is a {model}")
         return by_field, np.asarray(base, dtype=np.float64)
 
     def explain(self, columns: dict, warnings: dict[int, list[str]]) -> list[dict[str, Any]]:

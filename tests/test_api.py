@@ -164,6 +164,15 @@ def test_explanations_add_up_to_the_raw_score(request, csv_name, target, candida
                                                                         abs=1e-5)
 
 
+def test_explain_names_a_model_kind_it_cannot_explain(loan_csv):
+    bundle = fit_bundle(loan_csv, "approved", candidates=["random_forest"])
+    response = create_app(bundle, Settings()).test_client().post("/explain", json=bundle.example)
+    assert response.status_code == 501
+    assert response.get_json()["detail"] == ("explanations are available for logistic "
+                                             "regression, XGBoost and blends of them; this "
+                                             "model is a RandomForestClassifier")
+
+
 def test_explain_validates_like_predict(client, telco_record):
     response = client.post("/explain", json={**telco_record, "tenure": "x"})
     assert response.status_code == 422 and response.get_json()["errors"][0]["field"] == "tenure"
