@@ -2,9 +2,9 @@
 
 - plain (fast): a msgspec decoder compiled from the schema accepts, in C, exactly the records
   that hold every field and no other, with values the validator accepts as they stand: a
-  number, a level seen in training, an accepted boolean spelling, null where allowed. Each
-  field's values are read off the decoded structs in one transposition and become typed
-  columns with no Python-level validation (`BodyDecoder.columns`).
+  number, a level seen in training, an accepted boolean spelling, null where allowed. One
+  record's values go on as they are; a batch's become typed columns with no Python-level
+  validation (`BodyDecoder.columns`).
 - general: anything else (a missing or unknown field, a wrong type, an unseen level, padded
   text, not a record at all) is parsed as plain JSON, its shape is checked, and the schema's
   validator names every problem and warning.
@@ -65,7 +65,8 @@ def _plain_type(f: Field, batch: bool = False) -> Any:
 
 @dataclass
 class Body:
-    """A parsed request: one record or a batch, as per-field values or as raw records."""
+    """A parsed request: one record or a batch, as typed columns, one record's values or
+    raw records."""
 
     is_batch: bool
     count: int
