@@ -464,11 +464,13 @@ class PipelineScorer:
 class ForestScorer(PipelineScorer):
     """A scikit-learn forest: one record walks its trees as arrays (`TreeArrays.from_forest`;
     0.13 ms instead of ~10 ms for 300 trees through `predict_proba`, which calls each tree in
-    turn), a batch goes through scikit-learn, whose per-tree C walk leads there."""
+    turn). A batch calls each tree's own C walk, as the forest does, without joblib's set-up
+    per tree (~60 µs): 41 → 26 ms for 1,000 Telco records and 300 trees, the same numbers."""
 
     def __init__(self, steps: Pipeline):
         super().__init__(steps)
-        self.arrays = TreeArrays.from_forest(steps.steps[0][1])
+        self.forest = steps.steps[0][1]
+        self.arrays = TreeArrays.from_forest(self.forest)
 
     def row(self, x: list[float]) -> list[float]:
         return self.arrays.margins(x).tolist()  # the leaves hold fractions: the sum is proba
@@ -481,7 +483,13 @@ class ForestScorer(PipelineScorer):
         # scikit-learn refuses numbers beyond float32's range (its cast makes them infinite);
         # every split sends them where it sends float32's largest, as the walk of `row` does
         limit = np.finfo(np.float32).max
-        return super().__call__(np.clip(matrix, -limit, limit))
+        # the forest's `predict_proba` step by step: its input check's float32 copy, each
+        # tree's fractions added up in order, the mean (so the sums are the same to the bit)
+        records = np.ascontiguousarray(np.clip(matrix, -limit, limit), dtype=np.float32)
+        total = np.zeros((len(records), self.forest.n_classes_))
+        for tree in self.forest.estimators_:
+            total += tree.predict_proba(records, check_input=False)
+        return total / len(self.forest.estimators_)
 
 
 class BlendScorer:

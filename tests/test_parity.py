@@ -228,7 +228,9 @@ def test_forest_single_records_equal_scikit_learn(classes):
         expected = forest.predict_proba(records)
         for x, probabilities in zip(records.tolist(), expected):
             np.testing.assert_allclose(scorer.row(x), probabilities, rtol=0, atol=1e-12)
+        # a batch: the forest's own numbers to the bit, and beyond float32's range too
+        np.testing.assert_array_equal(scorer(records), expected)
         huge = records[:4].copy()
         huge[0, 0], huge[1, 1], huge[2, 2] = 1e300, -1e300, np.finfo(np.float32).max
-        np.testing.assert_allclose(  # a batch as scikit-learn scores it, beyond float32 too
+        np.testing.assert_allclose(
             scorer(huge), [scorer.row(x) for x in huge.tolist()], rtol=0, atol=1e-12)
