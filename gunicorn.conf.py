@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run from any directory
-from tabserve.config import available_cpus  # noqa: E402
+from tabserve.web.config import available_cpus  # noqa: E402
 
 # Before the app (numpy, scikit-learn, xgboost) is imported: one BLAS/OpenMP thread per
 # worker, and idle OpenMP threads sleep instead of spinning, so workers don't fight over cores.
@@ -35,7 +35,7 @@ timeout = int(os.environ.get("TIMEOUT") or 30)
 graceful_timeout = 10
 keepalive = 5
 accesslog = "-"             # one JSON line per request on stdout, errors on stderr
-logger_class = "tabserve.logs.JsonAccessLogger"
+logger_class = "tabserve.web.logs.JsonAccessLogger"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 
@@ -56,8 +56,8 @@ def when_ready(server):
 def on_reload(server):
     """SIGHUP: read MODEL_PATH again in the master before the new workers fork from it; the
     old workers finish their requests and exit. A file that fails to load keeps the old model."""
-    from tabserve.app import reload_model
-    from tabserve.bundle import ModelLoadError
+    from tabserve.model.bundle import ModelLoadError
+    from tabserve.web.app import reload_model
 
     try:
         version = reload_model(server.app.wsgi())

@@ -2,9 +2,9 @@
 
 import sys
 
-from tabserve.app import create_app
-from tabserve.bundle import ModelLoadError
-from tabserve.config import ConfigError
+from tabserve.model.bundle import ModelLoadError
+from tabserve.web.app import create_app
+from tabserve.web.config import ConfigError
 
 try:
     app = create_app()

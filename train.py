@@ -9,11 +9,10 @@ from pathlib import Path
 # before numpy/xgboost load OpenMP: idle threads sleep instead of spinning on a shared machine
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from tabserve.bundle import ModelBundle  # noqa: E402
-from tabserve.data import DataError, file_sha256, load_csv  # noqa: E402
-from tabserve.decision import RULES, parse_rule  # noqa: E402
-from tabserve.reports import write_reports  # noqa: E402
-from tabserve.training import CANDIDATES, train  # noqa: E402
+from tabserve.training.data import DataError, file_sha256, load_csv  # noqa: E402
+from tabserve.training.decisions import RULES, parse_rule  # noqa: E402
+from tabserve.training.reports import write_reports  # noqa: E402
+from tabserve.training.run import CANDIDATES, train  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -108,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                        progress=progress)
         if sys.stdout.isatty() and not args.quiet:
             print()  # end the progress line
-        bundle = ModelBundle.from_training(result, data_path=args.data,
-                                           data_sha256=file_sha256(args.data), seed=args.seed)
+        bundle = result.bundle.stamp(data_path=args.data, data_sha256=file_sha256(args.data),
+                                     seed=args.seed)
         bundle.save(args.output)
         written = write_reports(bundle, result, args.reports)
     except DataError as err:

@@ -24,9 +24,10 @@ sys.path.insert(0, str(ROOT))
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
-from tabserve.bundle import ModelBundle  # noqa: E402
-from tabserve.data import load_csv  # noqa: E402
-from tabserve.predicting import Predictor  # noqa: E402
+from tabserve.model.bundle import ModelBundle  # noqa: E402
+from tabserve.model.frames import columns_from_frame  # noqa: E402
+from tabserve.serving.predicting import Predictor  # noqa: E402
+from tabserve.training.data import load_csv  # noqa: E402
 
 
 @dataclass
@@ -63,7 +64,7 @@ def score_trainer(train: pd.DataFrame, test: pd.DataFrame, target: str,
                     *options], check=True)
     seconds = time.perf_counter() - started
     bundle = ModelBundle.load(work / "model.bin")
-    proba = Predictor(bundle).probabilities(bundle.schema.columns_from_frame(test))
+    proba = Predictor(bundle).probabilities(columns_from_frame(bundle.schema, test))
     y = test[target].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy()
     if len(bundle.classes) == 2:
         predicted = (proba[:, 1] >= bundle.threshold).astype(int)

@@ -36,9 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tabserve.bundle import ModelBundle  # noqa: E402
-from tabserve.data import load_csv  # noqa: E402
-from tabserve.schema import Kind  # noqa: E402
+from tabserve.model.bundle import ModelBundle  # noqa: E402
+from tabserve.model.schema import Kind  # noqa: E402
+from tabserve.training.data import load_csv  # noqa: E402
 
 APPS = Path(__file__).resolve().parent / "apps"
 ALTERNATIVES = Path(__file__).resolve().parent / "alternatives"

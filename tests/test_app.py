@@ -5,8 +5,8 @@ import math
 import msgspec
 import pytest
 
-from tabserve.app import create_app
-from tabserve.config import Settings
+from tabserve.web.app import create_app
+from tabserve.web.config import Settings
 
 
 def post(client, body, content_type="application/json"):
@@ -36,17 +36,17 @@ def test_batch_answers_a_list_in_order(client, telco_record):
     batch = response.get_json()
     assert [a["label"] for a in batch] == [a["label"] for a in single]
     for in_batch, alone in zip(batch, single):  # equal within the parity bound: one record
-        # walks the trees as code, a batch looks them up in tables (see compiled.TreeTables)
+        # walks the trees as code, a batch looks them up in tables (see serving.scorers.trees)
         assert in_batch["churn_probability"] == pytest.approx(alone["churn_probability"], abs=1e-6)
     assert single[0]["churn_probability"] > single[1]["churn_probability"]
 
 
 def test_plain_bodies_skip_flask_and_answer_as_the_flask_route_does(client, telco_record,
                                                                     monkeypatch):
-    import tabserve.app
+    from tabserve.web import app as web_app
     routed_bodies = []
-    read_body = tabserve.app._json_body
-    monkeypatch.setattr(tabserve.app, "_json_body",
+    read_body = web_app._json_body
+    monkeypatch.setattr(web_app, "_json_body",
                         lambda: routed_bodies.append(1) or read_body())
     for body in (telco_record, [telco_record, {**telco_record, "tenure": 1}]):
         direct = post(client, body)  # answered by PlainPredictions
@@ -57,6 +57,18 @@ def test_plain_bodies_skip_flask_and_answer_as_the_flask_route_does(client, telc
         assert direct.get_data() == routed.get_data()
         assert ({k: v for k, v in direct.headers if k != "X-Request-ID"}
                 == {k: v for k, v in routed.headers if k != "X-Request-ID"})
+
+
+def test_a_body_the_plain_path_refuses_is_tried_on_it_once(client, telco_record, monkeypatch):
+    """The route parses a refused body the general way only, not with the typed decoder again."""
+    from tabserve.serving.decoding import BodyDecoder
+    tried = []
+    decode_plain = BodyDecoder.decode_plain
+    monkeypatch.setattr(BodyDecoder, "decode_plain",
+                        lambda self, raw: tried.append(raw) or decode_plain(self, raw))
+    answer = post(client, {**telco_record, "extra": 1})
+    assert answer.status_code == 200 and "unknown field 'extra'" in answer.get_json()["warnings"][0]
+    assert len(tried) == 1
 
 
 def test_warnings_for_unknown_fields_and_unseen_categories(client, telco_record):
@@ -172,17 +184,30 @@ def test_health_ready_model_and_index(client, telco_bundle):
     assert "POST /predict" in index["endpoints"] and index["model_version"]
 
 
-def test_unexpected_errors_are_a_plain_500(telco_bundle, monkeypatch):
-    app = create_app(telco_bundle, Settings())
-    predictor = app.extensions["predictor"]
+class BrokenEncoder:
+    """An encoder that fails on every path, as a bug would."""
 
-    def broken(columns):
+    def encode_row(self, row):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(predictor, "score", broken)
-    response = app.test_client().post("/predict", json=telco_bundle.example)
+    def encode(self, columns):
+        raise RuntimeError("secret internals")
+
+
+@pytest.mark.parametrize("path, many", [("/predict", False), ("/predict", True),
+                                        ("/explain", False)])
+def test_unexpected_errors_are_a_plain_500(telco_bundle, monkeypatch, caplog, path, many):
+    """One record (the plain path outside Flask), a batch and /explain: a bug is logged with
+    its cause and answered with a 500 problem that leaks nothing."""
+    app = create_app(telco_bundle, Settings())
+    monkeypatch.setattr(app.extensions["tabserve"].predictor, "encoder", BrokenEncoder())
+    body = [telco_bundle.example] * 3 if many else telco_bundle.example
+    response = app.test_client().post(path, json=body)
     assert response.status_code == 500
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.get_json()["title"] == "Internal Server Error"
     assert "secret" not in response.get_data(as_text=True)
+    assert "secret internals" in caplog.text  # in the log, with its cause
 
 
 def test_non_churn_binary_model_answers_its_own_target(loan_client, loan_bundle):

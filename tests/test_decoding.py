@@ -5,8 +5,9 @@ import msgspec
 import numpy as np
 import pytest
 
-from tabserve.decoding import BodyDecoder
-from tabserve.predicting import Predictor
+from tabserve.model.validation import validate
+from tabserve.serving.decoding import BodyDecoder
+from tabserve.serving.predicting import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_a_plain_batch_types_its_columns_as_the_validator_does(loan_bundle, home
     assert set(records[0]) == set(loan_bundle.schema.names)
     body = decoder.decode(msgspec.json.encode(records))
     assert body.plain is not None
-    validated = loan_bundle.schema.validate(records)
+    validated = validate(loan_bundle.schema, records)
     assert not validated.problems and not validated.warnings
     for name, column in validated.columns.items():
         np.testing.assert_array_equal(np.asarray(body.plain[name], float),

@@ -5,8 +5,8 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tabserve.app import create_app
-from tabserve.config import Settings
+from tabserve.web.app import create_app
+from tabserve.web.config import Settings
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-(10**30), max_value=10**30)

@@ -2,73 +2,14 @@
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import PYTHON, ROOT
-from tabserve.data import load_csv
-
-GUNICORN = str(Path(sys.executable).parent / "gunicorn")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_gunicorn(model_path: Path, **env: str) -> tuple[subprocess.Popen, str]:
-    """gunicorn on a free port; its stdout (the access log) and stderr go to files, named by
-    the process's `log_path` and `error_path` attributes (a pipe left unread would fill)."""
-    port = free_port()
-    logs = Path(tempfile.mkdtemp(prefix="gunicorn-"))
-    process = subprocess.Popen(
-        [GUNICORN, "predict:app"], cwd=ROOT,
-        env={**os.environ, "MODEL_PATH": str(model_path), "HOST": "127.0.0.1",
-             "PORT": str(port), "WEB_CONCURRENCY": "2", **env},
-        stdout=(logs / "access.log").open("w"), stderr=(logs / "error.log").open("w"))
-    process.log_path, process.error_path = logs / "access.log", logs / "error.log"
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited: {process.error_path.read_text()}")
-        try:
-            if requests.get(f"{url}/health", timeout=1).ok:
-                return process, url
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    process.kill()
-    raise AssertionError("gunicorn did not become healthy within 30 s")
-
-
-def stop(process: subprocess.Popen) -> int:
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=15)
-    finally:
-        if process.poll() is None:
-            process.kill()
-
-
-@pytest.fixture(scope="module")
-def telco_process():
-    process, url = start_gunicorn(ROOT / "model.bin")
-    yield process, url
-    assert stop(process) == 0
-
-
-@pytest.fixture(scope="module")
-def telco_server(telco_process):
-    return telco_process[1]
+from helpers import PYTHON, ROOT, free_port, start_gunicorn, stop, wait_for
+from tabserve.training.data import load_csv
 
 
 def test_default_model_answers_over_http(telco_server, telco_record):
@@ -154,14 +95,12 @@ def test_one_json_log_line_per_request_with_request_id(telco_process, telco_reco
     response = requests.post(f"{url}/predict", json=telco_record, timeout=10,
                              headers={"X-Request-ID": "trace-42"})
     assert response.headers["X-Request-ID"] == "trace-42"
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+
+    def logged() -> list[dict]:
         lines = [json.loads(line) for line in process.log_path.read_text().splitlines()
                  if line.startswith("{")]
-        mine = [line for line in lines if line["request_id"] == "trace-42"]
-        if mine:
-            break
-        time.sleep(0.1)
+        return [line for line in lines if line["request_id"] == "trace-42"]
+    mine = wait_for(logged, 30, "the request's access log line")
     assert mine == [{**mine[0], "method": "POST", "path": "/predict", "status": 200,
                      "records": 1, "model_version": response.json()["model_version"]}]
     assert mine[0]["duration_ms"] > 0

@@ -7,29 +7,14 @@ import numpy as np
 import msgspec
 import pytest
 
-from conftest import ROOT
-from tabserve.bundle import ModelBundle
-from tabserve.data import load_csv
-from tabserve.decoding import BodyDecoder
-from tabserve.predicting import Predictor
-from tabserve.training import CANDIDATES, train
-
-
-def records_from_csv(frame, schema):
-    """Training rows as a JSON client would send them."""
-    records = []
-    for row in frame[schema.names].to_dict("records"):
-        record = {}
-        for f in schema.fields:
-            value = row[f.name]
-            if not isinstance(value, str):
-                record[f.name] = None
-            elif f.kind.value == "numeric":
-                record[f.name] = float(value)
-            else:
-                record[f.name] = value
-        records.append(record)
-    return msgspec.json.decode(msgspec.json.encode(records))
+from helpers import ROOT, records_from_csv
+from tabserve.model.bundle import ModelBundle
+from tabserve.training.data import load_csv
+from tabserve.serving.decoding import BodyDecoder
+from tabserve.model.validation import validate
+from tabserve.serving import predicting
+from tabserve.serving.predicting import Predictor
+from tabserve.training.run import CANDIDATES, train
 
 
 @pytest.mark.parametrize("csv_name, target", [
@@ -44,7 +29,7 @@ def test_served_probabilities_equal_the_pipeline(request, csv_name, target, cand
     result = train(frame, target, seed=1, folds=2, candidates=[candidate],
                    max_trials=2 if candidate == "blend" else 1,  # a blend needs its members
                    threshold_rule="f1")
-    bundle = ModelBundle.from_training(result, data_path=csv, data_sha256="", seed=1)
+    bundle = result.bundle.stamp(data_path=csv, data_sha256="", seed=1)
     frame = frame[frame[bundle.schema.target].notna()]
     expected = bundle.predict_proba(frame)  # the fitted pipeline, then any calibration
     records = records_from_csv(frame, bundle.schema)
@@ -71,10 +56,10 @@ def test_served_probabilities_equal_the_pipeline(request, csv_name, target, cand
 
 def test_the_shipped_model_serves_its_pipeline_on_every_telco_row(telco_bundle):
     """The committed model, whose trees a batch scores by table lookups (`TreeTables`)."""
-    from tabserve.compiled import BoosterScorer
+    from tabserve.serving.scorers import BoosterScorer
 
     predictor = Predictor(telco_bundle)
-    boosters = [m for m in getattr(predictor.score, "members", [predictor.score])
+    boosters = [m for m in getattr(predictor.scorer, "members", [predictor.scorer])
                 if isinstance(m, BoosterScorer)]
     assert boosters and all(b.tables is not None for b in boosters)
     frame = load_csv(ROOT / "data" / "telco_churn.csv")
@@ -91,9 +76,9 @@ def test_a_plain_single_record_takes_the_row_path(telco_bundle, telco_record, mo
     predictor = Predictor(telco_bundle)
     decoder = BodyDecoder(telco_bundle.schema, max_records=10)
     calls = []
-    original = telco_bundle.schema.validate_columns
-    monkeypatch.setattr(type(telco_bundle.schema), "validate_columns",
-                        lambda self, *a, **k: calls.append(1) or original(*a, **k))
+    original = predicting.validate
+    monkeypatch.setattr(predicting, "validate",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
     predictor.predict_body(decoder.decode(msgspec.json.encode(telco_record)))
     assert calls == []
     unseen = {**telco_record, "contract": "Ten year"}
@@ -102,7 +87,7 @@ def test_a_plain_single_record_takes_the_row_path(telco_bundle, telco_record, mo
 
 
 def test_hinges_bend_only_continuous_columns_inside_their_range():
-    from tabserve.encoding import Hinges
+    from tabserve.model.encoding import Hinges
 
     rng = np.random.default_rng(0)
     matrix = np.column_stack([rng.normal(size=500), rng.integers(0, 2, 500),
@@ -121,7 +106,7 @@ def test_an_ordered_field_gets_a_rank_column(flower_bundle):
     assert flower_bundle.schema.field("size").order == ("Small", "Medium", "Large")
     rank = encoder.feature_names.index("size (rank)")
     record = {**flower_bundle.example, "size": "Large"}
-    columns = flower_bundle.schema.validate([record, {**record, "size": "Huge"}]).columns
+    columns = validate(flower_bundle.schema, [record, {**record, "size": "Huge"}]).columns
     assert encoder.encode(columns)[:, rank].tolist()[0] == 2.0
     assert math.isnan(encoder.encode(columns)[1, rank])  # an unseen level has no rank
     row = tuple(record[name] for name in flower_bundle.schema.names)
@@ -134,7 +119,7 @@ def test_both_single_record_tree_walks_equal_the_booster(classes):
     with missing values and a number beyond float32's range among the features."""
     from xgboost import XGBClassifier
 
-    from tabserve.compiled import TreeArrays, TreeCode
+    from tabserve.serving.scorers.trees import TreeArrays, TreeCode
 
     rng = np.random.default_rng(0)
     matrix = rng.normal(size=(400, 6))
@@ -148,8 +133,8 @@ def test_both_single_record_tree_walks_equal_the_booster(classes):
     expected = model.get_booster().inplace_predict(matrix, predict_type="margin").reshape(
         len(matrix), -1)  # as served batches are: a DMatrix would refuse the infinity
     for x, margins in zip(matrix.tolist(), expected):
-        np.testing.assert_allclose(code.margins(x), margins, rtol=0, atol=1e-5)
-        np.testing.assert_allclose(arrays.margins(x), margins, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(code.margins_row(x), margins, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(arrays.margins_row(x), margins, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("classes", [2, 3])
@@ -160,7 +145,7 @@ def test_batch_tree_tables_equal_the_booster(classes):
     booster."""
     from xgboost import XGBClassifier
 
-    from tabserve.compiled import BoosterScorer, TreeArrays, TreeTables
+    from tabserve.serving.scorers.trees import BoosterScorer, TreeArrays, TreeTables
 
     rng = np.random.default_rng(1)
     matrix = rng.normal(size=(1001, 6))
@@ -200,7 +185,8 @@ def test_forest_single_records_equal_scikit_learn(classes):
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
     from sklearn.pipeline import Pipeline
 
-    from tabserve.compiled import ForestScorer, compile_steps
+    from tabserve.serving.scorers import compile_steps
+    from tabserve.serving.scorers.pipeline import ForestScorer
 
     rng = np.random.default_rng(2)
     matrix = rng.normal(size=(600, 5))

@@ -6,7 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tabserve.schema import MISSING_CODE, UNSEEN_CODE, Dropped, Kind, Schema, ordered_levels
+from tabserve.model.frames import columns_from_frame
+from tabserve.model.schema import MISSING_CODE, UNSEEN_CODE, Dropped, Kind, Schema
+from tabserve.model.validation import validate
+from tabserve.training.inference import infer_schema, ordered_levels
 
 N = 40
 
@@ -18,7 +21,7 @@ def column(values) -> pd.Series:
 
 def infer_one(values):
     frame = pd.DataFrame({"x": column(values), "y": column(["a", "b"] * (len(values) // 2))})
-    schema = Schema.infer(frame, "y")
+    schema = infer_schema(frame, "y")
     return schema.fields[0] if schema.fields else schema.dropped[0]
 
 
@@ -71,7 +74,7 @@ def schema() -> Schema:
         "member": column(["Yes", "No"] * 20),
         "target": column(["a", "b"] * 20),
     })
-    return Schema.infer(frame, "target")
+    return infer_schema(frame, "target")
 
 
 GOOD = {"age": 30, "income": 2.0, "colour": "red", "member": "Yes"}
@@ -93,7 +96,7 @@ GOOD = {"age": 30, "income": 2.0, "colour": "red", "member": "Yes"}
     ({"member": [True]}, "member", "got array"),
 ])
 def test_invalid_values_are_named(schema, change, field, message):
-    result = schema.validate([{**GOOD, **change}], indexed=False)
+    result = validate(schema, [{**GOOD, **change}], indexed=False)
     assert len(result.problems) == 1
     problem = result.problems[0]
     assert problem.field == field and problem.index is None
@@ -105,17 +108,17 @@ def test_invalid_values_are_named(schema, change, field, message):
     ("true", 1.0),
 ])
 def test_boolean_spellings_accepted(schema, member, expected):
-    result = schema.validate([{**GOOD, "member": member}])
+    result = validate(schema, [{**GOOD, "member": member}])
     assert not result.problems and result.columns["member"][0] == expected
 
 
 def test_null_is_allowed_where_training_had_missing_values(schema):
-    result = schema.validate([{**GOOD, "age": None}])
+    result = validate(schema, [{**GOOD, "age": None}])
     assert not result.problems and np.isnan(result.columns["age"][0])
 
 
 def test_missing_fields_are_all_reported_with_record_index(schema):
-    result = schema.validate([GOOD, {"colour": "red"}])
+    result = validate(schema, [GOOD, {"colour": "red"}])
     assert {(p.index, p.field) for p in result.problems} == {(1, "age"), (1, "income"),
                                                              (1, "member")}
     assert all("required field is missing" in p.message for p in result.problems)
@@ -123,7 +126,7 @@ def test_missing_fields_are_all_reported_with_record_index(schema):
 
 
 def test_unknown_fields_and_unseen_categories_are_warnings(schema):
-    result = schema.validate([{**GOOD, "colour": " purple ", "shoe_size": 42, "target": "a"}])
+    result = validate(schema, [{**GOOD, "colour": " purple ", "shoe_size": 42, "target": "a"}])
     assert not result.problems
     warnings = " | ".join(result.warnings[0])
     assert "unseen category 'purple'" in warnings
@@ -132,7 +135,7 @@ def test_unknown_fields_and_unseen_categories_are_warnings(schema):
 
 
 def test_categories_compare_after_trimming(schema):
-    result = schema.validate([{**GOOD, "colour": "  blue "}])
+    result = validate(schema, [{**GOOD, "colour": "  blue "}])
     colour = schema.field("colour")
     assert not result.warnings
     assert colour.categories[result.columns["colour"][0]] == "blue"
@@ -140,17 +143,17 @@ def test_categories_compare_after_trimming(schema):
 
 def test_categorical_codes_for_unseen_and_null():
     frame = pd.DataFrame({"c": column(["a", "b", None, "a"] * 10), "t": column(["x", "y"] * 20)})
-    schema = Schema.infer(frame, "t")
-    codes = schema.validate([{"c": "a"}, {"c": "zzz"}, {"c": None}, {"c": "b"}]).columns["c"]
+    schema = infer_schema(frame, "t")
+    codes = validate(schema, [{"c": "a"}, {"c": "zzz"}, {"c": None}, {"c": "b"}]).columns["c"]
     assert codes.tolist() == [0, UNSEEN_CODE, MISSING_CODE, 1]
-    assert schema.columns_from_frame(frame)["c"][:4].tolist() == [0, 1, MISSING_CODE, 0]
+    assert columns_from_frame(schema, frame)["c"][:4].tolist() == [0, 1, MISSING_CODE, 0]
 
 
 def test_validation_matches_training_columns(schema):
     """A record and the same row read from a CSV give identical columns."""
     frame = pd.DataFrame([{"age": "30", "income": "2.0", "colour": "red", "member": "Yes"}])
-    from_frame = schema.columns_from_frame(frame)
-    from_record = schema.validate([GOOD]).columns
+    from_frame = columns_from_frame(schema, frame)
+    from_record = validate(schema, [GOOD]).columns
     for name in schema.names:
         assert list(from_frame[name]) == list(from_record[name])
 
@@ -171,10 +174,10 @@ def test_ordered_levels_are_found_from_words_or_leading_numbers(levels, order):
 
 def test_a_declared_order_must_list_every_level_of_a_text_column():
     frame = pd.DataFrame({"grade": ["B", "A", "C", "B"] * 10, "y": ["1", "0"] * 20})
-    schema = Schema.infer(frame, "y", ordinal={"grade": ["C", "B", "A"]})
+    schema = infer_schema(frame, "y", ordinal={"grade": ["C", "B", "A"]})
     assert schema.field("grade").order == ("C", "B", "A")
     assert schema.field("grade").describe()["order"] == ["C", "B", "A"]
     with pytest.raises(ValueError, match="also holds 'C'"):
-        Schema.infer(frame, "y", ordinal={"grade": ["B", "A"]})
+        infer_schema(frame, "y", ordinal={"grade": ["B", "A"]})
     with pytest.raises(ValueError, match="names no column"):
-        Schema.infer(frame, "y", ordinal={"grades": ["C", "B", "A"]})
+        infer_schema(frame, "y", ordinal={"grades": ["C", "B", "A"]})

@@ -13,8 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT
-from test_gunicorn import start_gunicorn, stop
+from helpers import ROOT, start_gunicorn, stop
 
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
           "response_schema_conformance,response_headers_conformance")

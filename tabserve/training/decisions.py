@@ -1,45 +1,20 @@
-"""From a binary model's scores to a decision: Platt calibration and the threshold rule.
-
-Both are chosen on out-of-fold predictions of the training split, never on the test split.
-Calibration is Platt scaling in log-odds space, p' = sigmoid(a · logit(p) + b): monotone, so
-it leaves ROC AUC unchanged, and affine in log-odds, so explanations stay exact (scaled by a).
-It is kept only when it lowers log loss in a cross-validation over the out-of-fold
-predictions.
-"""
+"""Choosing a binary model's calibration and decision threshold (the rules themselves are
+`model.decision`). Both are chosen on out-of-fold predictions of the training split, never on
+the test split; Platt scaling is kept only when it lowers log loss in a cross-validation over
+those predictions."""
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 
+from tabserve.model.decision import Calibration, logit
+
 RULES = "f1 | youden | cost:FP,FN | fixed:T"
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-15, 1 - 1e-15)
-    return np.log(p) - np.log1p(-p)
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Platt scaling of the positive class's probability."""
-
-    slope: float
-    intercept: float
-
-    def apply(self, positive: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-(self.slope * logit(positive) + self.intercept)))
-
-    def apply_one(self, positive: float) -> float:
-        p = min(max(positive, 1e-15), 1 - 1e-15)
-        z = self.slope * (math.log(p) - math.log1p(-p)) + self.intercept
-        return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
 
 def _fit_platt(scores: np.ndarray, y: np.ndarray) -> Calibration:

@@ -7,6 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+# the fast forms that `SPEEDUPS_OFF` may switch off, to measure what each earns (`make bench`)
+SPEEDUPS = ("tree_code", "tree_tables", "packed_levels")
+
 
 class ConfigError(ValueError):
     """An environment variable holds a value the service cannot use."""
@@ -31,17 +34,33 @@ class Settings:
     max_batch_records: int = 10_000
     max_body_bytes: int = 32 * 1024 * 1024
     model_name: str = ""  # the Open Inference Protocol's model name; empty: the target's name
+    speedups_off: frozenset[str] = frozenset()  # see SPEEDUPS
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        """Settings from `MODEL_PATH`, `MAX_BATCH_RECORDS`, `MAX_BODY_BYTES`, `MODEL_NAME`."""
+        """Settings from `MODEL_PATH`, `MAX_BATCH_RECORDS`, `MAX_BODY_BYTES`, `MODEL_NAME`,
+        `SPEEDUPS_OFF`."""
         env = os.environ if env is None else env
         return cls(
             model_path=Path(env.get("MODEL_PATH") or "model.bin"),
             max_batch_records=_positive_int(env, "MAX_BATCH_RECORDS", cls.max_batch_records),
             max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", cls.max_body_bytes),
             model_name=env.get("MODEL_NAME", "").strip(),
+            speedups_off=_speedups(env.get("SPEEDUPS_OFF", "")),
         )
+
+    def served_model_name(self, target: str) -> str:
+        """The model's name in the Open Inference Protocol: `MODEL_NAME`, else the target's."""
+        return self.model_name or target
+
+
+def _speedups(raw: str) -> frozenset[str]:
+    names = frozenset(name.strip() for name in raw.split(",") if name.strip())
+    unknown = sorted(names - set(SPEEDUPS))
+    if unknown:
+        raise ConfigError(f"SPEEDUPS_OFF names {', '.join(unknown)}; choose from "
+                          f"{', '.join(SPEEDUPS)}")
+    return names
 
 
 def _cgroup_cpu_limit() -> float | None:

@@ -1,13 +1,13 @@
 """Request bodies → records, by two paths:
 
-- plain (fast): a msgspec decoder compiled from the schema accepts, in C, exactly the records
-  that hold every field and no other, with values the validator accepts as they stand: a
-  number, a level seen in training, an accepted boolean spelling, null where allowed. One
-  record's values go on as they are; a batch's become typed columns with no Python-level
-  validation (`BodyDecoder.columns`).
+- plain (fast): a msgspec decoder built from the schema's strict types
+  (`model.validation.strict_type`) accepts, in C, exactly the records that hold every field
+  and no other, with values the validator accepts as they stand. One record's values go on as
+  they are; a batch's become typed columns with no Python-level validation
+  (`BodyDecoder.columns`).
 - general: anything else (a missing or unknown field, a wrong type, an unseen level, padded
-  text, not a record at all) is parsed as plain JSON, its shape is checked, and the schema's
-  validator names every problem and warning.
+  text, not a record at all) is parsed as plain JSON, its shape is checked here, and
+  `model.validation.validate` names every problem and warning.
 The parity tests hold both paths to the same answers.
 """
 
@@ -19,12 +19,15 @@ from dataclasses import dataclass
 from enum import Enum
 from itertools import chain
 from operator import itemgetter
-from typing import Any, Literal, Optional, Union
+from typing import Any, Union
 
 import msgspec
 import numpy as np
 
-from tabserve.schema import MISSING_CODE, Field, Kind, Problem, RequestError, Schema
+from tabserve.model.schema import MISSING_CODE, Field, Kind, Schema
+from tabserve.model.validation import Problem, RequestError, strict_type
+
+PACKED_LEVELS = "packed_levels"  # the name for `speedups_off`
 
 _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number",
                bool: "boolean", type(None): "null"}
@@ -33,8 +36,8 @@ _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", floa
 class PackedLevel(bytes, Enum):
     """A categorical's level as a batch decodes it: the member's value is the level's text,
     which msgspec matches in C, and the member itself is the level's code packed as 8 bytes,
-    so a column of members joins into one buffer that numpy reads as the codes (a dict
-    lookup per value in Python cost ~0.2 ms of a 1,000-record Telco batch's ~2.5)."""
+    so a column of members joins into one buffer that numpy reads as the codes, with no dict
+    lookup per value in Python."""
 
     def __new__(cls, text: str, code: int):
         member = bytes.__new__(cls, struct.pack("<q", code))
@@ -48,19 +51,11 @@ class PackedLevel(bytes, Enum):
 _PACKED_MISSING = struct.pack("<q", MISSING_CODE)
 
 
-def _plain_type(f: Field, batch: bool = False) -> Any:
-    """The values a field may hold on the plain path, as a type msgspec checks in C."""
-    if f.kind is Kind.NUMERIC:
-        kind = float  # JSON has no NaN or infinity, and msgspec refuses numbers beyond a double
-    elif f.kind is Kind.CATEGORICAL and batch:
-        kind = PackedLevel("Level", [(f"level{code}", (text, code))
-                                     for code, text in enumerate(f.categories)])
-    elif f.kind is Kind.CATEGORICAL:
-        kind = Literal[f.categories]
-    else:
-        spellings = tuple(k for k in f.boolean_table if isinstance(k, str))
-        kind = Union[bool, Literal[0, 1], Literal[spellings]]
-    return Optional[kind] if f.nullable else kind
+def _packed_levels(f: Field) -> type[PackedLevel] | None:
+    if f.kind is not Kind.CATEGORICAL:
+        return None
+    return PackedLevel("Level", [(f"level{code}", (text, code))
+                                 for code, text in enumerate(f.categories)])
 
 
 @dataclass
@@ -83,19 +78,22 @@ def _bad_request(message: str, status: int = 400, title: str = "Bad Request",
 class BodyDecoder:
     """Parses request bodies for one schema; built once when the model is loaded."""
 
-    def __init__(self, schema: Schema, max_records: int):
+    def __init__(self, schema: Schema, max_records: int,
+                 speedups_off: frozenset[str] = frozenset()):
         self.fields = schema.fields
         self.names = schema.names
         self.max_records = max_records
+        self.packed = PACKED_LEVELS not in speedups_off
         # one record keeps its levels as text for `Encoder.encode_row`; a batch's are packed
         self._typed = msgspec.json.Decoder(Union[self._record(batch=False),
-                                                 list[self._record(batch=True)]])
+                                                 list[self._record(batch=self.packed)]])
         self._plain = msgspec.json.Decoder()
 
     def _record(self, batch: bool) -> type:
         # attribute names are positional, so any column name works as a JSON key
         return msgspec.defstruct(
-            "Record", [(f"f{at}", _plain_type(f, batch)) for at, f in enumerate(self.fields)],
+            "Record", [(f"f{at}", strict_type(f, _packed_levels(f) if batch else None))
+                       for at, f in enumerate(self.fields)],
             forbid_unknown_fields=True, gc=False,
             rename={f"f{at}": name for at, name in enumerate(self.names)})
 
@@ -107,6 +105,9 @@ class BodyDecoder:
         for f, column in zip(self.fields, values):
             if f.kind is Kind.NUMERIC:
                 columns[f.name] = column
+            elif f.kind is Kind.CATEGORICAL and not self.packed:
+                columns[f.name] = np.fromiter(map(f.category_codes.__getitem__, column),
+                                              np.intp, len(column))
             elif f.kind is Kind.CATEGORICAL:
                 if f.nullable and None in column:
                     column = [_PACKED_MISSING if level is None else level for level in column]
@@ -124,9 +125,10 @@ class BodyDecoder:
             packed = itemgetter(*column)(lookup) if len(column) > 1 else (lookup[column[0]],)
             return np.frombuffer(b"".join(packed), np.float64)
 
-    def decode(self, raw: bytes) -> Body:
-        """Parse a body; `RequestError` when it is not one record or a batch of them."""
-        return self.decode_plain(raw) or self._decode_general(raw)
+    def decode(self, raw: bytes, plain_refused: bool = False) -> Body:
+        """Parse a body; `RequestError` when it is not one record or a batch of them.
+        `plain_refused`: the plain path has already refused this body (it is not tried again)."""
+        return (None if plain_refused else self.decode_plain(raw)) or self._decode_general(raw)
 
     def decode_plain(self, raw: bytes) -> Body | None:
         """The body if the plain path takes it (valid as it stands), else None."""

@@ -3,7 +3,7 @@
 No family wins everywhere, and the two are wrong in different ways (a straight or bent line
 per field against interactions learned by splitting), so the mean of their log-odds often
 ranks better than either. The search weighs a blend of each family's best configuration by
-the same out-of-fold predictions it scored them with (`search.blend_trial`), and the blend
+the same out-of-fold predictions it scored them with (`training.search.blend_trial`), and the blend
 competes with them like any trial. Both members have fast exact scorers and exact SHAP
 values, and log-odds are additive, so a blend keeps both.
 """
@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from tabserve.model.decision import TINY
+
 MEMBERS = ("logistic_regression", "xgboost")
 WEIGHTS = (0.25, 0.5, 0.75)  # the linear member's share, tried in turn
-TINY = 1e-15  # probabilities are clipped here before their logs
 
 
 def combine(probabilities: list[np.ndarray], weights: list[float]) -> np.ndarray:
@@ -41,7 +42,7 @@ class Blend(ClassifierMixin, BaseEstimator):
         return self
 
     def __sklearn_is_fitted__(self) -> bool:
-        return True  # built from fitted members (see `search.fit_model`)
+        return True  # built from fitted members (see `training.search.fit_model`)
 
     @property
     def classes_(self) -> np.ndarray:

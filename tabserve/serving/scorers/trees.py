@@ -1,114 +1,19 @@
-"""The fitted model steps in a form with little per-call overhead, for serving.
-
-scikit-learn re-validates its input on every call, which costs ~300 µs for a single record
-through impute → scale → LogisticRegression: more than everything else in a request. The
-forms here compute the same numbers (the parity test holds them to 1e-6 of the pipeline's
-`predict_proba` on every training row) and fall back to the pipeline for any step layout
-they do not know.
-"""
+"""XGBoost's trees in the forms that score them fastest, all exact (float32 comparisons and
+default branches for missing values, as XGBoost does): one record walks them as code
+(`TreeCode`) or as arrays (`TreeArrays`); a batch is table lookups (`TreeTables`) or the
+booster's own walk. `BoosterScorer` picks per path; docs/performance.md says what each earns."""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
-import operator
 import struct
-from collections.abc import Callable
 
 import numpy as np
-from scipy.special import expit, softmax
-from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
-from tabserve.blend import TINY, Blend
-from tabserve.encoding import Hinges
+from tabserve.serving.scorers.base import probabilities_from_margins, probability_matrix
 
-# A scorer maps an encoded matrix to class probabilities (float64, rows × classes) when
-# called, and one encoded record (a list) to its probabilities with `row`. Scorers of single
-# models also give raw scores (log-odds when binary, else a margin per class) with `margins`
-# and `margins_row`, which a blend adds up (see `BlendScorer`).
-Scorer = Callable[[np.ndarray], np.ndarray]
-
-
-def probability_matrix(margins: np.ndarray) -> np.ndarray:
-    """Class probabilities (rows × classes) from raw scores (rows × 1 when binary)."""
-    if margins.shape[1] == 1:
-        positive = expit(margins[:, 0])
-        return np.column_stack([1.0 - positive, positive])
-    return softmax(margins, axis=1)
-
-
-def probabilities_from_margins(margins: list[float]) -> list[float]:
-    """Class probabilities from one record's raw scores: the log-odds of the positive class
-    (binary) or a margin per class. Plain Python: one record costs less without numpy."""
-    if len(margins) == 1:
-        score = margins[0]
-        positive = 1.0 / (1.0 + math.exp(-score)) if score >= 0 else \
-            math.exp(score) / (1.0 + math.exp(score))
-        return [1.0 - positive, positive]
-    top = max(margins)
-    exps = [math.exp(margin - top) for margin in margins]
-    total = sum(exps)
-    return [e / total for e in exps]
-
-
-class LinearScorer:
-    """Median imputation, optional hinge terms (see `encoding.Hinges`), standardisation and a
-    logistic model folded into one affine map of the imputed, hinged record."""
-
-    def __init__(self, imputer: SimpleImputer, scaler: StandardScaler, model: LogisticRegression,
-                 hinges: Hinges | None = None):
-        self.fill = imputer.statistics_.astype(np.float64)
-        self.hinge_columns = hinges.columns_ if hinges is not None else np.zeros(0, np.intp)
-        self.hinge_knots = hinges.knots_ if hinges is not None else np.zeros(0)
-        # the encoded column behind each column of the expanded record (for explanations)
-        self.source_columns = np.concatenate([np.arange(len(self.fill)), self.hinge_columns])
-        width = len(self.source_columns)
-        mean = scaler.mean_ if scaler.with_mean else np.zeros(width)
-        self.mean = mean  # of the expanded training matrix: the explanations' reference record
-        scale = scaler.scale_ if scaler.with_std else np.ones(width)
-        # ((x - mean) / scale) @ coef.T + intercept  ==  x @ weights + bias
-        self.weights = (model.coef_ / scale).T
-        self.bias = model.intercept_ - (mean / scale) @ model.coef_.T
-
-        # plain-Python copies for `row`: one record costs less without numpy's per-call overhead
-        self._fill_list = self.fill.tolist()
-        self._hinge_list = list(zip(self.hinge_columns.tolist(), self.hinge_knots.tolist()))
-        self._weights_lists = self.weights.T.tolist()
-        self._bias_list = np.atleast_1d(self.bias).tolist()
-
-    def expand(self, matrix: np.ndarray) -> np.ndarray:
-        """Encoded records, imputed and with their hinge terms: what the weights apply to."""
-        filled = np.where(np.isnan(matrix), self.fill, matrix)
-        hinges = np.maximum(filled[:, self.hinge_columns] - self.hinge_knots, 0.0)
-        return np.hstack([filled, hinges])
-
-    def margins_row(self, x: list[float]) -> list[float]:
-        """Raw scores of one encoded record (log-odds when binary)."""
-        x = [fill if value != value else value for value, fill in zip(x, self._fill_list)]
-        x += [max(x[column] - knot, 0.0) for column, knot in self._hinge_list]
-        return [bias + sum(map(operator.mul, weights, x))
-                for weights, bias in zip(self._weights_lists, self._bias_list)]
-
-    def row(self, x: list[float]) -> list[float]:
-        """Class probabilities for one encoded record."""
-        return probabilities_from_margins(self.margins_row(x))
-
-    def margins(self, matrix: np.ndarray) -> np.ndarray:
-        """`expand(matrix) @ weights + bias`, without copying the matrix when nothing is
-        missing or into one expanded matrix."""
-        filled = np.where(np.isnan(matrix), self.fill, matrix) if np.isnan(matrix).any() \
-            else matrix
-        hinges = np.maximum(filled[:, self.hinge_columns] - self.hinge_knots, 0.0)
-        width = len(self.fill)
-        return filled @ self.weights[:width] + hinges @ self.weights[width:] + self.bias
-
-    def __call__(self, matrix: np.ndarray) -> np.ndarray:
-        return probability_matrix(self.margins(matrix))
+TREE_CODE, TREE_TABLES = "tree_code", "tree_tables"  # names for `speedups_off`
 
 
 class TreeArrays:
@@ -117,8 +22,7 @@ class TreeArrays:
 
     Exact: splits compare float32 values as XGBoost does, missing values follow each node's
     default branch, and the model's base margin is measured from the booster itself. For one
-    record this costs a fraction of the booster's fixed set-up per call; for large batches the
-    booster's own C++ walk is faster, so `BoosterScorer` uses each where it wins.
+    record this skips the booster's fixed set-up per call.
 
     Nodes are numbered tree by tree in one flat array, with a node's two children side by side
     ("yes" first), so a split's outcome is its left child's number plus 0 or 1; a leaf points to
@@ -207,8 +111,8 @@ class TreeArrays:
         return np.add.reduce(self.leaf[node].reshape(-1, self.outputs), axis=0)
 
     # beyond this depth trees have so many nodes that testing only the nodes a walk reaches,
-    # level by level, beats testing every node first (measured on a RandomForest of 300
-    # trees of depth ~20: 0.13 against 1 ms); XGBoost's trees, depth 7 at most, stay below
+    # level by level, beats testing every node first (deep scikit-learn forests; XGBoost's
+    # trees, depth 7 at most, stay below)
     DEEP = 12
 
     def _sum_leaves_by_level(self, x: np.ndarray, has_nan: bool) -> np.ndarray:
@@ -221,7 +125,7 @@ class TreeArrays:
             node = self.left.take(node) + go_no
         return np.add.reduce(self.leaf[node].reshape(-1, self.outputs), axis=0)
 
-    def margins(self, x: list[float]) -> np.ndarray:
+    def margins_row(self, x: list[float]) -> np.ndarray:
         """Raw scores of one encoded record, as the booster's `output_margin=True` gives them
         (for a scikit-learn forest: its class probabilities)."""
         with np.errstate(over="ignore"):  # beyond float32 becomes ±inf, as XGBoost reads it
@@ -233,15 +137,13 @@ class TreeCode:
     """A small forest as one generated Python function of nested `if`s, for one record.
 
     In a server, caches are cold between requests, and each of the array walk's numpy calls
-    pays for it; plain comparisons cost less there until the forest grows large (+13%
-    requests/s for the default model's 183 trees of depth 3, in an A/B run of the real
-    service against the array walk). Exact: the record's values
+    pays for it; plain comparisons cost less there until the forest grows large
+    (`MAX_VISITS`). Exact: the record's values
     are rounded to float32 (`struct`) before they are compared with the float32 thresholds, as
     XGBoost does, and a missing value takes each node's default branch.
     """
 
-    # trees × depth; larger forests are walked as arrays. In-process with cold caches the two
-    # are even at the default model's 549 and the arrays lead by 20% at 1,000 and beyond
+    # trees × depth; larger forests are walked as arrays, which lead there
     MAX_VISITS = 1000
 
     def __init__(self, arrays: TreeArrays, width: int):
@@ -275,7 +177,7 @@ class TreeCode:
     def fits(cls, arrays: TreeArrays) -> bool:
         return len(arrays.roots) * arrays.depth <= cls.MAX_VISITS
 
-    def margins(self, x: list[float]) -> list[float]:
+    def margins_row(self, x: list[float]) -> list[float]:
         """Raw scores of one encoded record, as the booster's `output_margin=True` gives them."""
         values = struct.unpack(self.format, struct.pack(self.format, *x))
         return [score + base for score, base in zip(self.walk(values), self.base_margin)]
@@ -288,13 +190,12 @@ class TreeTables:
     take the "no" branch). A tree's split bits form a byte, and a table made at load time holds
     the leaf that each value of the byte leads to, so each tree costs one lookup per record
     instead of a walk. Exact as `TreeArrays` is: float32 comparisons, default branches
-    for missing values, the base margin measured from the booster. For the default Telco model
-    (183 trees of depth 3) a batch of 1,000 costs ~0.5 ms here against ~1.0 ms in the booster.
+    for missing values, the base margin measured from the booster.
     """
 
     MAX_SPLITS = 8           # per tree: its bits fill one byte
     # bits gathered per pass (slots × trees × records): passes of ~200 records keep their arrays
-    # in cache and off fresh pages (with one pass of 1,000 a batch took 3× longer once warm)
+    # in cache and off fresh pages
     CHUNK_BYTES = 1 << 18
 
     def __init__(self, arrays: TreeArrays):
@@ -328,7 +229,7 @@ class TreeTables:
         for _ in range(arrays.depth):
             node = np.where(left[node] == node, node, left[node] + (codes >> slot_of[node] & 1))
         self.tables = arrays.leaf[node].reshape(-1)  # tree t's table starts at t << slots
-        # narrow offsets make narrow indices: adding them to the codes costs a fifth of intp's
+        # narrow offsets make narrow indices, which cost less to add to the codes than intp's
         index_type = np.uint16 if self.tables.size <= 1 << 16 else np.int32
         self.offsets = (np.arange(len(split_at)) << self.slots).astype(index_type)[:, None]
 
@@ -384,23 +285,25 @@ def _count_nodes(tree: dict) -> int:
 class BoosterScorer:
     """XGBoost's booster called directly (skips the scikit-learn wrapper's checks). One record
     is scored by the trees as code (`TreeCode`) or, for large forests, as arrays
-    (`TreeArrays`); a batch by table lookups (`TreeTables`) when every tree is small."""
+    (`TreeArrays`); a batch by table lookups (`TreeTables`) when every tree is small.
+    `speedups_off` names forms not to use (`TREE_CODE`, `TREE_TABLES`: the benchmark's
+    ablation runs)."""
 
-    def __init__(self, model):
+    def __init__(self, model, speedups_off: frozenset[str] = frozenset()):
         # a copy: its thread count changes, and the bundle's model must stay as saved (its
         # bytes are the model version)
         self.booster = model.get_booster().copy()
         self.booster.set_param({"nthread": 1})  # one thread per worker process
         self.arrays = TreeArrays(self.booster, len(model.classes_))
         self.code = TreeCode(self.arrays, self.booster.num_features()) \
-            if TreeCode.fits(self.arrays) else None
+            if TreeCode.fits(self.arrays) and TREE_CODE not in speedups_off else None
         tables = TreeTables(self.arrays)
-        self.tables = tables if tables.fits else None
+        self.tables = tables if tables.fits and TREE_TABLES not in speedups_off else None
 
     def margins_row(self, x: list[float]) -> list[float]:
         if self.code is not None:
-            return self.code.margins(x)
-        return self.arrays.margins(x).tolist()
+            return self.code.margins_row(x)
+        return self.arrays.margins_row(x).tolist()
 
     def row(self, x: list[float]) -> list[float]:
         return probabilities_from_margins(self.margins_row(x))
@@ -413,116 +316,3 @@ class BoosterScorer:
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         return probability_matrix(self.margins(matrix))
-
-
-def compile_steps(steps: Pipeline) -> Scorer:
-    """The fastest exact scorer for the pipeline steps after the encoder."""
-    kinds = [type(step) for _, step in steps.steps]
-    fitted = [step for _, step in steps.steps]
-    if kinds in ([SimpleImputer, StandardScaler, LogisticRegression],
-                 [SimpleImputer, Hinges, StandardScaler, LogisticRegression]):
-        imputer, *hinges, scaler, model = fitted
-        if imputer.strategy in ("median", "mean") and not imputer.add_indicator:
-            return LinearScorer(imputer, scaler, model, *hinges)
-    if len(kinds) == 1 and hasattr(steps.steps[0][1], "get_booster"):
-        return BoosterScorer(steps.steps[0][1])
-    if kinds == [Blend]:
-        blend = steps.steps[0][1]
-        return BlendScorer([compile_steps(member) for member in blend.members], blend.weights)
-    name, model = steps.steps[-1]
-    if hasattr(model, "n_jobs"):
-        # workers are processes: one thread each, set on a shallow copy (the fitted trees
-        # are shared) so the bundle's model stays as saved
-        model = copy.copy(model)
-        model.n_jobs = 1
-        steps = Pipeline([*steps.steps[:-1], (name, model)])
-    if len(kinds) == 1 and isinstance(model, (RandomForestClassifier, ExtraTreesClassifier)):
-        return ForestScorer(steps)
-    return PipelineScorer(steps)
-
-
-class PipelineScorer:
-    """Any other fitted steps, called through scikit-learn."""
-
-    def __init__(self, steps: Pipeline):
-        self.steps = steps
-
-    def row(self, x: list[float]) -> list[float]:
-        return self(np.array([x]))[0].tolist()
-
-    def margins_row(self, x: list[float]) -> list[float]:
-        return self.margins(np.array([x]))[0].tolist()
-
-    def margins(self, matrix: np.ndarray) -> np.ndarray:
-        logs = np.log(np.clip(self(matrix), TINY, 1.0))
-        return logs[:, 1:] - logs[:, :1] if logs.shape[1] == 2 else logs
-
-    def __call__(self, matrix: np.ndarray) -> np.ndarray:
-        return np.asarray(self.steps.predict_proba(matrix), dtype=np.float64)
-
-
-class ForestScorer(PipelineScorer):
-    """A scikit-learn forest: one record walks its trees as arrays (`TreeArrays.from_forest`;
-    0.13 ms instead of ~10 ms for 300 trees through `predict_proba`, which calls each tree in
-    turn). A batch calls each tree's own C walk, as the forest does, without joblib's set-up
-    per tree (~60 µs): 41 → 26 ms for 1,000 Telco records and 300 trees, the same numbers."""
-
-    def __init__(self, steps: Pipeline):
-        super().__init__(steps)
-        self.forest = steps.steps[0][1]
-        self.arrays = TreeArrays.from_forest(self.forest)
-
-    def row(self, x: list[float]) -> list[float]:
-        return self.arrays.margins(x).tolist()  # the leaves hold fractions: the sum is proba
-
-    def margins_row(self, x: list[float]) -> list[float]:
-        logs = np.log(np.clip(self.arrays.margins(x), TINY, 1.0))
-        return (logs[1:] - logs[:1] if len(logs) == 2 else logs).tolist()
-
-    def __call__(self, matrix: np.ndarray) -> np.ndarray:
-        # scikit-learn refuses numbers beyond float32's range (its cast makes them infinite);
-        # every split sends them where it sends float32's largest, as the walk of `row` does
-        limit = np.finfo(np.float32).max
-        # the forest's `predict_proba` step by step: its input check's float32 copy, each
-        # tree's fractions added up in order, the mean (so the sums are the same to the bit)
-        records = np.ascontiguousarray(np.clip(matrix, -limit, limit), dtype=np.float32)
-        total = np.zeros((len(records), self.forest.n_classes_))
-        for tree in self.forest.estimators_:
-            total += tree.predict_proba(records, check_input=False)
-        return total / len(self.forest.estimators_)
-
-
-class BlendScorer:
-    """Each member of a `blend.Blend` in its own fast form, mixed as the blend mixes them."""
-
-    def __init__(self, members: list, weights: list[float]):
-        self.members = members
-        self.weights = weights
-
-    def row(self, x: list[float]) -> list[float]:
-        """The weighted sum of the members' raw scores: the same as mixing their probabilities
-        in log space (`blend.combine`), with fewer logs and exps."""
-        margins = [member.margins_row(x) for member in self.members]
-        mixed = [sum(weight * m[k] for weight, m in zip(self.weights, margins))
-                 for k in range(len(margins[0]))]
-        return probabilities_from_margins(mixed)
-
-    def __call__(self, matrix: np.ndarray) -> np.ndarray:
-        return probability_matrix(sum(weight * member.margins(matrix)
-                                      for weight, member in zip(self.weights, self.members)))
-
-
-class CalibratedScorer:
-    """A binary scorer followed by the bundle's Platt scaling (see `decision`)."""
-
-    def __init__(self, inner, calibration):
-        self.inner = inner
-        self.calibration = calibration
-
-    def row(self, x: list[float]) -> list[float]:
-        positive = self.calibration.apply_one(self.inner.row(x)[1])
-        return [1.0 - positive, positive]
-
-    def __call__(self, matrix: np.ndarray) -> np.ndarray:
-        positive = self.calibration.apply(self.inner(matrix)[:, 1])
-        return np.column_stack([1.0 - positive, positive])

@@ -15,10 +15,10 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from tabserve.schema import MISSING_CODE, Kind, Schema
+from tabserve.model.frames import columns_from_frame
+from tabserve.model.schema import MISSING_CODE, Kind, Schema
 
 MAX_ONE_HOT_LEVELS = 64  # rarer levels of a wider categorical share the "none known" encoding
 
@@ -82,7 +82,7 @@ class Encoder:
 
     def encode_row(self, row: tuple) -> list[float]:
         """One record's matrix row, as a list, from its plain values in schema order (valid as
-        they stand, as `decoding` guarantees); for one record this beats numpy's per-call
+        they stand, as `serving.decoding` guarantees); for one record this beats numpy's per-call
         overhead in `encode`."""
         x = [0.0] * len(self.feature_names)
         for value, (kind, at, missing_at, lookup, ranked) in zip(row, self._row_plan):
@@ -148,7 +148,7 @@ class FrameEncoder(TransformerMixin, BaseEstimator):
     def __init__(self, schema: Schema):
         self.schema = schema
 
-    def fit(self, frame: pd.DataFrame, y=None) -> FrameEncoder:
+    def fit(self, frame, y=None) -> FrameEncoder:
         self.encoder_ = Encoder(self.schema)
         self.fitted_ = True
         return self
@@ -162,9 +162,9 @@ class FrameEncoder(TransformerMixin, BaseEstimator):
         if "schema" in state and state.get("fitted_", False):
             self.encoder_ = Encoder(self.schema)
 
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+    def transform(self, frame) -> np.ndarray:
         # C order, as models were always trained on (a layout can change float sums' order)
-        return np.ascontiguousarray(self.encoder_.encode(self.schema.columns_from_frame(frame)))
+        return np.ascontiguousarray(self.encoder_.encode(columns_from_frame(self.schema, frame)))
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         return np.asarray(self.encoder_.feature_names, dtype=object)

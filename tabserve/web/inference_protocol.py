@@ -3,7 +3,8 @@
 Tabular input is one tensor per field (BYTES for text, FP64/INT64 for numbers, BOOL or
 INT64 for booleans), validated by the same schema as /predict; the outputs are the predicted
 label, the class probabilities, and for a binary model the positive class's probability.
-Errors are `{"error": "..."}` with a 4xx, as the protocol specifies.
+Errors are `{"error": "..."}` with a 4xx, as the protocol specifies (invalid values are
+answered by the app's `RequestError` handler in that shape too).
 """
 
 from __future__ import annotations
@@ -11,58 +12,52 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from tabserve import __version__
-from tabserve.schema import RequestError
+from tabserve.model.validation import validate_columns
+from tabserve.web.responses import json_response
+from tabserve.web.service import service
 
 v2 = Blueprint("v2", __name__, url_prefix="/v2")
 _DATATYPES = {"numeric": "FP64", "categorical": "BYTES", "boolean": "INT64"}
 
 
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(msgspec.json.encode(body), status=status, mimetype="application/json")
-
-
 def _error(message: str, status: int = 400) -> Response:
-    return _json({"error": message}, status)
-
-
-def _model_name() -> str:
-    return current_app.extensions["settings"].model_name or \
-        current_app.extensions["predictor"].bundle.schema.target
+    return json_response({"error": message}, status)
 
 
 def _check_model(name: str) -> None:
-    if name != _model_name():
-        raise LookupError(f"model {name!r} not found; this server serves {_model_name()!r}")
+    served = service().model_name
+    if name != served:
+        raise LookupError(f"model {name!r} not found; this server serves {served!r}")
 
 
 @v2.get("")
 def server_metadata() -> Response:
-    return _json({"name": "tabserve", "version": __version__, "extensions": []})
+    return json_response({"name": "tabserve", "version": __version__, "extensions": []})
 
 
 @v2.get("/health/live")
 def live() -> Response:
-    return _json({"live": True})
+    return json_response({"live": True})
 
 
 @v2.get("/health/ready")
 def ready() -> Response:
-    return _json({"ready": True})
+    return json_response({"ready": True})
 
 
 @v2.get("/models/<name>")
 def model_metadata(name: str) -> Response:
     _check_model(name)
-    bundle = current_app.extensions["predictor"].bundle
+    bundle = service().bundle
     outputs = [{"name": "label", "datatype": "BYTES", "shape": [-1]},
                {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(bundle.classes)]}]
     if bundle.task == "binary":
         outputs.append({"name": f"{bundle.schema.target}_probability", "datatype": "FP64",
                         "shape": [-1]})
-    return _json({
+    return json_response({
         "name": name, "versions": [bundle.version],
         "platform": f"tabserve/{bundle.metrics.get('chosen')}",
         "inputs": [{"name": f.name, "datatype": _DATATYPES[f.kind.value], "shape": [-1]}
@@ -75,7 +70,7 @@ def model_metadata(name: str) -> Response:
 @v2.get("/models/<name>/ready")
 def model_ready(name: str) -> Response:
     _check_model(name)
-    return _json({"name": name, "ready": True})
+    return json_response({"name": name, "ready": True})
 
 
 def _values(body: Any, names: list[str], limit: int) -> tuple[dict[str, list], int, list[str]]:
@@ -106,25 +101,22 @@ def _values(body: Any, names: list[str], limit: int) -> tuple[dict[str, list], i
 @v2.post("/models/<name>/infer")
 def infer(name: str) -> Response:
     _check_model(name)
-    predictor = current_app.extensions["predictor"]
-    schema = predictor.bundle.schema
+    current = service()
+    predictor, bundle = current.predictor, current.bundle
+    schema = bundle.schema
     try:
         body = msgspec.json.decode(request.get_data(cache=False))
-        values, count, unknown = _values(body, schema.names,
-                                         current_app.extensions["settings"].max_batch_records)
+        values, count, unknown = _values(body, schema.names, current.settings.max_batch_records)
     except (msgspec.DecodeError, UnicodeDecodeError) as err:
         return _error(f"the body is not valid JSON: {err}")
     except RecursionError:
         return _error("the body is not valid JSON: nested too deeply")
     except ValueError as err:
         return _error(str(err))
-    validated = schema.validate_columns(values)
-    if validated.problems:
-        raise RequestError(validated.problems)
+    validated = validate_columns(schema, values)
     answers = predictor.answer(validated)
     request.environ["tabserve.records"] = count
-    current_app.extensions["metrics"].observe_labels([a.label for a in answers])
-    bundle = predictor.bundle
+    current.metrics.observe_labels([a.label for a in answers])
     outputs = [
         {"name": "label", "datatype": "BYTES", "shape": [count],
          "data": [a.label for a in answers]},
@@ -142,16 +134,10 @@ def infer(name: str) -> Response:
               "outputs": outputs}
     if warnings:
         answer["parameters"] = {"warnings": warnings}
-    return _json(answer)
+    return json_response(answer)
 
 
 @v2.errorhandler(LookupError)
 def _not_found(err: LookupError) -> Response:
     return _error(str(err.args[0]), 404)
-
-
-@v2.errorhandler(RequestError)
-def _bad_request(err: RequestError) -> Response:
-    current_app.extensions["metrics"].observe_problems([p.field for p in err.problems])
-    return _error("; ".join(str(p) for p in err.problems[:20]))  # the protocol's errors are 400
 

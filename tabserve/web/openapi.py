@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tabserve.bundle import ModelBundle
-from tabserve.schema import Field, Kind
+from tabserve.model.bundle import ModelBundle
+from tabserve.model.schema import Field, Kind
+from tabserve.serving.predicting import answers_target_keys
 
 PROBLEM_RESPONSES = {
     "400": "The body is not JSON, or not a record or a list of records",
@@ -30,12 +31,14 @@ def field_schema(f: Field) -> dict[str, Any]:
                            f"answered with a warning and encoded as none of them.{nullable}"}
     else:
         true, false = f.spellings
+        spellings = sorted(k for k in f.boolean_table if isinstance(k, str))
         schema = {
-            "anyOf": [{"type": "boolean"}, {"type": "integer", "enum": [0, 1]},
-                      {"type": "string", "enum": sorted({true, false, "true", "false"})},
+            "anyOf": [{"type": "boolean"}, {"type": "number", "enum": [0, 1]},
+                      {"type": "string", "enum": spellings},
                       *([{"type": "null"}] if f.nullable else [])],
-            "description": f"Boolean-like: true/false, 1/0, or {true!r}/{false!r} "
-                           f"(any case).{nullable}"}
+            "description": f"Boolean-like: true/false, 1/0, {true!r}/{false!r}, or "
+                           "yes/no, y/n, t/f, 1.0/0.0 as text; text in any case, surrounding "
+                           f"spaces ignored.{nullable}"}
     return schema
 
 
@@ -65,7 +68,7 @@ def openapi_document(bundle: ModelBundle, *, max_batch: int, model_name: str) ->
         "warnings": {"type": "array", "items": {"type": "string"}},
     }
     required = ["label", "probabilities", "model_version"]
-    if bundle.task == "binary":
+    if answers_target_keys(bundle):
         answer_properties[f"{target}_probability"] = {
             "type": "number", "minimum": 0, "maximum": 1,
             "description": f"Probability of the positive class {bundle.positive_class!r}"}

@@ -4,12 +4,15 @@ and metadata, written atomically and checked before it is unpickled.
 File layout: one header line `tabserve-bundle 1 sha256=<hex digest of the payload>`, then the
 pickled bundle. Loading verifies the header and the digest before unpickling, so a
 truncated, corrupted or foreign file is refused with a clear message instead of half-loading.
-Unpickling still runs code: load only model files you trust.
+Unpickling still runs code: load only model files you trust. Files written before the
+package had wings name their classes by the old flat modules (`tabserve.schema`, ...); the
+loader finds them where they live now (`MOVED_MODULES`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import pickle
 import platform
@@ -22,13 +25,21 @@ from typing import Any
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from tabserve.decision import Calibration
-from tabserve.schema import Schema
+from tabserve.model.decision import Calibration, calibrate
+from tabserve.model.schema import Schema
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"tabserve-bundle 1 sha256="
 TRACKED_PACKAGES = ("scikit-learn", "xgboost-cpu", "numpy", "pandas")
+# where the classes of bundles written by the flat layout (up to commit 0db92fe) live now
+MOVED_MODULES = {
+    "tabserve.bundle": "tabserve.model.bundle",
+    "tabserve.schema": "tabserve.model.schema",
+    "tabserve.encoding": "tabserve.model.encoding",
+    "tabserve.blend": "tabserve.model.blend",
+    "tabserve.decision": "tabserve.model.decision",
+}
 
 
 class ModelLoadError(RuntimeError):
@@ -65,19 +76,16 @@ class ModelBundle:
     metadata: dict[str, Any] = field(default_factory=dict)
     calibration: Calibration | None = None  # binary: Platt scaling of the positive class
 
-    @classmethod
-    def from_training(cls, result, *, data_path: Path, data_sha256: str, seed: int) -> ModelBundle:
-        """A `training.TrainingResult`'s bundle, stamped with its metadata and its
-        content-derived version id."""
-        bundle = result.bundle
-        bundle.metadata = {
-            "model_version": bundle.content_version(),
+    def stamp(self, *, data_path: Path, data_sha256: str, seed: int) -> ModelBundle:
+        """Itself, with its metadata and its content-derived version id set."""
+        self.metadata = {
+            "model_version": self.content_version(),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "data": {"path": str(data_path), "sha256": data_sha256},
             "seed": seed,
             "libraries": library_versions(),
         }
-        return bundle
+        return self
 
     def content_version(self) -> str:
         """A short hash of what decides the answers: same data and seed give the same id."""
@@ -88,11 +96,8 @@ class ModelBundle:
     def predict_proba(self, frame) -> np.ndarray:
         """Class probabilities for training-style rows (a frame of strings), calibrated: the
         reference that the served fast paths are tested against."""
-        proba = np.asarray(self.pipeline.predict_proba(frame), dtype=np.float64)
-        if self.calibration is not None:
-            positive = self.calibration.apply(proba[:, 1])
-            proba = np.column_stack([1.0 - positive, positive])
-        return proba
+        return calibrate(np.asarray(self.pipeline.predict_proba(frame), dtype=np.float64),
+                         self.calibration)
 
     @property
     def version(self) -> str:
@@ -134,7 +139,7 @@ class ModelBundle:
             raise ModelLoadError(f"model file {path} is corrupted or truncated "
                                  f"(its checksum does not match): {fix}")
         try:
-            bundle = pickle.loads(payload)
+            bundle = _Unpickler(io.BytesIO(payload)).load()
         except Exception as err:  # noqa: BLE001 - any unpickling failure means "incompatible"
             raise ModelLoadError(
                 f"model file {path} cannot be loaded with the libraries installed here "
@@ -177,3 +182,10 @@ class ModelBundle:
             "metadata": self.metadata,
             "library_mismatches": self.version_mismatches(),
         }
+
+
+class _Unpickler(pickle.Unpickler):
+    """Finds the classes of bundles written by the flat layout where they live now."""
+
+    def find_class(self, module: str, name: str):
+        return super().find_class(MOVED_MODULES.get(module, module), name)

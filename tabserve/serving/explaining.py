@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import xgboost
 
-from tabserve.compiled import BlendScorer, BoosterScorer, LinearScorer
-from tabserve.predicting import Predictor
+from tabserve.serving.predicting import Predictor
+from tabserve.serving.scorers import BlendScorer, BoosterScorer, LinearScorer
 
 
 class ExplanationsUnavailable(RuntimeError):
@@ -38,10 +38,13 @@ class Explainer:
         for column, field in enumerate(encoder.field_of_column):
             self.to_fields[column, self.fields.index(field)] = 1.0
 
-    def contributions(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per record and class: field contributions (n × k × fields) and base values (n × k);
-        k is 1 for a binary model (the positive class)."""
-        scorer = self.predictor.score
+    def contributions(self, columns: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Per record and class, for typed columns: field contributions (n × k × fields) and
+        base values (n × k); k is 1 for a binary model (the positive class)."""
+        return self._contributions(self.predictor.encoder.encode(columns))
+
+    def _contributions(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scorer = self.predictor.scorer
         calibration = getattr(scorer, "calibration", None)
         by_field, base = self._raw_contributions(getattr(scorer, "inner", scorer), matrix)
         if calibration is not None:  # Platt scaling is affine in log-odds: scale along
@@ -85,8 +88,8 @@ class Explainer:
         predictor = self.predictor
         bundle = predictor.bundle
         matrix = predictor.encoder.encode(columns)
-        contributions, base = self.contributions(matrix)
-        labels = [a.label for a in predictor._answers(predictor.score(matrix), {})]
+        contributions, base = self._contributions(matrix)
+        labels = [a.label for a in predictor.answers(predictor.scorer(matrix), {})]
         out = []
         for i, label in enumerate(labels):
             if bundle.task == "binary":

@@ -14,9 +14,13 @@ import numpy as np
 from sklearn.metrics import (accuracy_score, confusion_matrix, log_loss, precision_recall_curve,
                              roc_auc_score, roc_curve)
 
-from tabserve.bundle import ModelBundle
-from tabserve.search import roc_auc
-from tabserve.training import TrainingResult
+from tabserve.model.bundle import ModelBundle
+from tabserve.model.decision import label_codes
+from tabserve.model.frames import columns_from_frame
+from tabserve.serving.explaining import Explainer, ExplanationsUnavailable
+from tabserve.serving.predicting import Predictor
+from tabserve.training.run import TrainingResult
+from tabserve.training.search import roc_auc
 
 BOOTSTRAP_ROUNDS = 1000
 
@@ -32,10 +36,8 @@ def bootstrap_intervals(y: np.ndarray, proba: np.ndarray, threshold: float | Non
         if len(np.unique(y[rows])) < len(labels):
             continue  # a resample without some class has no AUC
         p = proba[rows]
-        predicted = (p[:, 1] >= threshold).astype(int) if threshold is not None \
-            else p.argmax(axis=1)
         samples["roc_auc"].append(roc_auc(y[rows], p))
-        samples["accuracy"].append(float(accuracy_score(y[rows], predicted)))
+        samples["accuracy"].append(float(accuracy_score(y[rows], label_codes(p, threshold))))
         samples["log_loss"].append(float(log_loss(y[rows], p, labels=labels)))
     return {name: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
             for name, v in samples.items()}
@@ -43,14 +45,9 @@ def bootstrap_intervals(y: np.ndarray, proba: np.ndarray, threshold: float | Non
 
 def field_importance(bundle: ModelBundle, frame) -> tuple[dict[str, float], str]:
     """Mean |contribution| per input field on `frame`, and how it was measured."""
-    from tabserve.explaining import Explainer, ExplanationsUnavailable
-    from tabserve.predicting import Predictor
-
-    predictor = Predictor(bundle)
-    explainer = Explainer(predictor)
-    matrix = predictor.encoder.encode(bundle.schema.columns_from_frame(frame))
+    explainer = Explainer(Predictor(bundle))
     try:
-        contributions, _ = explainer.contributions(matrix)
+        contributions, _ = explainer.contributions(columns_from_frame(bundle.schema, frame))
     except ExplanationsUnavailable:
         from sklearn.inspection import permutation_importance
 
@@ -111,9 +108,8 @@ def _plots(bundle: ModelBundle, result: TrainingResult, importance: dict[str, fl
     ax.legend(loc="upper left")
     save(fig, "calibration.png")
 
-    predicted = (proba[:, 1] >= bundle.threshold).astype(int) if bundle.task == "binary" \
-        else proba.argmax(axis=1)
-    matrix = confusion_matrix(y, predicted, labels=list(range(len(classes))))
+    matrix = confusion_matrix(y, label_codes(proba, bundle.threshold),
+                              labels=list(range(len(classes))))
     fig, ax = plt.subplots(figsize=(4.5 + 0.3 * len(classes), 4 + 0.3 * len(classes)))
     ax.imshow(matrix, cmap="Blues")
     for (i, j), count in np.ndenumerate(matrix):

@@ -1,6 +1,6 @@
 """Training: schema, search, decision rule, held-out test score, and the final fit.
 
-Procedure (the README's "How training works" says the same):
+Procedure (docs/training.md says the same):
 1. rows without a target value are left out; the schema is inferred from the rest and every
    row is encoded once with the schema's layout;
 2. a stratified split keeps `TEST_SIZE` of the rows aside;
@@ -24,13 +24,14 @@ from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
-from tabserve.bundle import ModelBundle
-from tabserve.data import DataError
-from tabserve.decision import Calibration, choose_calibration, choose_threshold
-from tabserve.encoding import FrameEncoder
-from tabserve.schema import Schema
-from tabserve.blend import MEMBERS, WEIGHTS
-from tabserve.search import FAMILIES, Trial, blend_trial, fit_model, roc_auc, search
+from tabserve.model.blend import MEMBERS, WEIGHTS
+from tabserve.model.bundle import ModelBundle
+from tabserve.model.decision import calibrate, label_codes
+from tabserve.model.encoding import FrameEncoder
+from tabserve.training.data import DataError
+from tabserve.training.decisions import choose_calibration, choose_threshold
+from tabserve.training.inference import example_record, infer_schema
+from tabserve.training.search import FAMILIES, Trial, blend_trial, fit_model, roc_auc, search
 
 CANDIDATES = (*FAMILIES, "blend")  # the kinds of model that may be chosen
 TEST_SIZE = 0.2
@@ -39,7 +40,7 @@ TEST_SIZE = 0.2
 @dataclass
 class TrainingResult:
     """What training produced: the bundle (its metadata still to be stamped by
-    `ModelBundle.from_training`), and what the report needs besides."""
+    `ModelBundle.stamp`), and what the report needs besides."""
 
     bundle: ModelBundle
     trials: list[Trial]
@@ -82,20 +83,9 @@ def _check_class_sizes(target: pd.Series, folds: int) -> None:
 
 
 def _scores(y_true: np.ndarray, proba: np.ndarray, threshold: float | None) -> dict[str, float]:
-    if proba.shape[1] == 2:
-        predicted = (proba[:, 1] >= threshold).astype(int)
-    else:
-        predicted = proba.argmax(axis=1)
     return {"roc_auc": roc_auc(y_true, proba),
-            "accuracy": float(accuracy_score(y_true, predicted)),
+            "accuracy": float(accuracy_score(y_true, label_codes(proba, threshold))),
             "log_loss": float(log_loss(y_true, proba, labels=list(range(proba.shape[1]))))}
-
-
-def _calibrated(proba: np.ndarray, calibration: Calibration | None) -> np.ndarray:
-    if calibration is None:
-        return proba
-    positive = calibration.apply(proba[:, 1])
-    return np.column_stack([1.0 - positive, positive])
 
 
 def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
@@ -116,7 +106,7 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
     _check_class_sizes(labelled[target], folds)
 
     try:
-        schema = Schema.infer(labelled, target, ordinal)
+        schema = infer_schema(labelled, target, ordinal)
     except ValueError as err:
         raise DataError(str(err)) from None
     for dropped in schema.dropped:
@@ -173,7 +163,7 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
         log(f"Calibration: {'Platt scaling' if calibration else 'none'} (out-of-fold log loss "
             f"{calibration_report['log_loss_raw']:.4f} raw, "
             f"{calibration_report['log_loss_platt']:.4f} with Platt scaling)")
-        out_of_fold = _calibrated(chosen.out_of_fold, calibration)
+        out_of_fold = calibrate(chosen.out_of_fold, calibration)
         threshold, rule = choose_threshold(threshold_rule, out_of_fold[:, 1], y[train_rows])
         log(f"Decision threshold: {threshold:.4g} ({rule}); positive class {positive_class!r}")
     else:
@@ -181,7 +171,7 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
 
     steps, _ = fit_model(chosen.family, chosen.params, x[train_rows], y[train_rows],
                          len(classes), seed)
-    test_proba = _calibrated(steps.predict_proba(x[test_rows]), calibration)
+    test_proba = calibrate(steps.predict_proba(x[test_rows]), calibration)
     test = _scores(y[test_rows], test_proba, threshold)
     log(f"Test split: ROC AUC {test['roc_auc']:.4f}, accuracy {test['accuracy']:.4f}, "
         f"log loss {test['log_loss']:.4f}")
@@ -206,6 +196,6 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
     bundle = ModelBundle(pipeline=pipeline, schema=schema, classes=classes,
                          positive_class=positive_class, threshold=threshold,
                          threshold_rule=rule, metrics=metrics,
-                         example=schema.example_record(features), calibration=calibration)
+                         example=example_record(schema, features), calibration=calibration)
     return TrainingResult(bundle=bundle, trials=trials, test_frame=labelled.iloc[test_rows],
                           test_y=y[test_rows], test_proba=test_proba)

@@ -26,8 +26,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from xgboost import XGBClassifier
 
-from tabserve.blend import MEMBERS, WEIGHTS, Blend, combine
-from tabserve.encoding import Hinges
+from tabserve.model.blend import MEMBERS, WEIGHTS, Blend, combine
+from tabserve.model.encoding import Hinges
 
 FAMILIES = ("logistic_regression", "xgboost", "random_forest")
 EARLY_STOPPING_ROUNDS = 50

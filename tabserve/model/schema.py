@@ -1,0 +1,130 @@
+"""The input schema: the fields a record must carry, stored in the bundle and read by
+everything the service does (inferred from the training rows by `training.inference`).
+
+Validation (`validation`) and encoding (`encoding`) both work on *columns*, one array per
+field: floats for numbers and booleans (NaN when missing), level codes for categoricals (the
+level's position in `Field.categories`, `UNSEEN_CODE` or `MISSING_CODE`).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from enum import Enum
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+# Values a boolean-like field accepts, compared after trimming and lower-casing strings.
+# (JSON true/false and the numbers 1/0 hash alike in Python, so they share entries.)
+BOOLEAN_VALUES: dict[Any, float] = {
+    True: 1.0, False: 0.0,
+    "1": 1.0, "0": 0.0, "1.0": 1.0, "0.0": 0.0,
+    "yes": 1.0, "no": 0.0, "y": 1.0, "n": 0.0,
+    "true": 1.0, "false": 0.0, "t": 1.0, "f": 0.0,
+}
+UNSEEN_CODE = -1        # categorical codes for a level not seen in training, and for null
+MISSING_CODE = -2
+_LOOKUPS = ("category_codes", "boolean_table", "packed_lookup")  # cached: never pickled
+
+
+class Kind(str, Enum):
+    NUMERIC = "numeric"
+    CATEGORICAL = "categorical"
+    BOOLEAN = "boolean"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input field: its kind, whether training saw it missing, and what values it took."""
+
+    name: str
+    kind: Kind
+    nullable: bool
+    categories: tuple[str, ...] = ()    # categorical: levels seen, most frequent first
+    order: tuple[str, ...] = ()         # an ordered categorical: its levels, lowest first
+    spellings: tuple[str, str] = ("", "")  # boolean: how true and false were written
+    minimum: float | None = None        # numeric: range seen (documentation, not a limit)
+    maximum: float | None = None
+
+    @cached_property
+    def category_codes(self) -> dict[str | None, int]:
+        """A categorical's code for each level (its position), and for null if allowed."""
+        codes: dict[str | None, int] = {level: code for code, level in enumerate(self.categories)}
+        if self.nullable:
+            codes[None] = MISSING_CODE
+        return codes
+
+    @property
+    def ranks(self) -> list[float] | None:
+        """An ordered categorical's rank by level code, then NaN twice: indexed by a code,
+        `UNSEEN_CODE` (-1) and `MISSING_CODE` (-2) land on the NaNs."""
+        if not self.order:
+            return None
+        return [float(self.order.index(level)) for level in self.categories] + [math.nan] * 2
+
+    @cached_property
+    def boolean_table(self) -> dict[Any, float]:
+        """Exact values a boolean field accepts without trimming: every accepted spelling in
+        lower case, UPPER case and Capitalised, and the spellings seen in training."""
+        table = dict(BOOLEAN_VALUES)
+        for text, number in BOOLEAN_VALUES.items():
+            if isinstance(text, str):
+                table[text.upper()] = table[text.capitalize()] = number
+        table.update({self.spellings[0]: 1.0, self.spellings[1]: 0.0})
+        if self.nullable:
+            table[None] = np.nan
+        return table
+
+    @cached_property
+    def packed_lookup(self) -> dict[Any, bytes]:
+        """`boolean_table` with each number packed as 8 bytes (a float64): a column's values
+        then join into one buffer that numpy reads whole (`serving.decoding`)."""
+        return {k: struct.pack("<d", number) for k, number in self.boolean_table.items()}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # leave out the cached lookups: a set's pickled order varies by process, and the
+        # bundle's bytes (hence the model version id) must not; an unordered field leaves out
+        # its empty order, so models that have none keep the version they had before it
+        return {k: v for k, v in self.__dict__.items()
+                if k not in _LOOKUPS and not (k == "order" and not v)}
+
+    def describe(self) -> dict[str, Any]:
+        """The field as plain JSON for `GET /model`."""
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind.value,
+                               "nullable": self.nullable}
+        if self.kind is Kind.CATEGORICAL:
+            out["categories"] = list(self.categories)
+            if self.order:
+                out["order"] = list(self.order)
+        elif self.kind is Kind.BOOLEAN:
+            out["true"], out["false"] = self.spellings
+        else:
+            out["minimum"], out["maximum"] = self.minimum, self.maximum
+        return out
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A column of the training data that the model does not use, and why."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The contract for inputs: the fields a record must carry, and the columns dropped."""
+
+    target: str
+    fields: tuple[Field, ...]
+    dropped: tuple[Dropped, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def field(self, name: str) -> Field:
+        return next(f for f in self.fields if f.name == name)

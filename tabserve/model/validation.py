@@ -1,0 +1,229 @@
+"""The one validator of request records, in two forms read from the same `Field` tables:
+
+- `strict_type(field)`: the values a field accepts *as they stand* (a finite number, a level
+  seen in training, an accepted boolean spelling, null where allowed), as a type that msgspec
+  checks in C while it parses a body (`serving.decoding`'s plain path);
+- `validate(schema, records)`: any parsed records, column by column, naming every problem
+  (errors) and every tolerated oddity (warnings: unknown fields, unseen or padded levels).
+
+A record that `strict_type` accepts validates with no problem and no warning, and to the same
+values; `tests/test_decoding.py` checks it on generated values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import repeat
+from typing import Any, Literal, Optional, Union
+
+import numpy as np
+
+from tabserve.model.schema import BOOLEAN_VALUES, MISSING_CODE, UNSEEN_CODE, Field, Kind, Schema
+
+_MISSING = object()     # a key absent from a record (distinct from JSON null)
+_JSON_TYPE_NAMES = {str: "string", bool: "boolean", int: "number", float: "number",
+                    dict: "object", list: "array", type(None): "null"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What is wrong with one field of one record; `index` is None for a single record."""
+
+    field: str | None
+    message: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        where = "" if self.index is None else f"records[{self.index}]"
+        if self.field is not None:
+            where = f"{where}.{self.field}" if where else self.field
+        return f"{where}: {self.message}" if where else self.message
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"field": self.field, "message": self.message}
+        if self.index is not None:
+            out["index"] = self.index
+        return out
+
+
+class RequestError(ValueError):
+    """A client mistake; the app answers it with a 4xx problem+json that lists `problems`."""
+
+    def __init__(self, problems: list[Problem], status: int = 422, title: str | None = None):
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
+        self.status = status
+        self.title = title
+
+
+@dataclass
+class Validated:
+    """The outcome of validating records: typed columns, problems, and per-record warnings."""
+
+    columns: dict[str, np.ndarray]
+    problems: list[Problem] = field(default_factory=list)
+    warnings: dict[int, list[str]] = field(default_factory=dict)
+
+    def warn(self, index: int, message: str) -> None:
+        self.warnings.setdefault(index, []).append(message)
+
+    def raise_problems(self) -> Validated:
+        """Itself when valid; `RequestError` naming every problem otherwise."""
+        if self.problems:
+            raise RequestError(self.problems)
+        return self
+
+
+def strict_type(f: Field, level: Any = None) -> Any:
+    """The values `f` accepts as they stand, as a type msgspec checks in C. `level` replaces
+    a categorical's `Literal` of its levels by a type that decodes the same texts (an Enum)."""
+    if f.kind is Kind.NUMERIC:
+        kind = float  # JSON has no NaN or infinity, and msgspec refuses numbers beyond a double
+    elif f.kind is Kind.CATEGORICAL:
+        kind = level or Literal[f.categories]
+    else:
+        spellings = tuple(k for k in f.boolean_table if isinstance(k, str))
+        kind = Union[bool, Literal[0, 1], Literal[spellings]]
+    return Optional[kind] if f.nullable else kind
+
+
+def validate(schema: Schema, records: list[dict[str, Any]], indexed: bool = True) -> Validated:
+    """Check records against the schema, column by column, collecting every problem.
+
+    Errors: a missing field, a wrong JSON type, a non-finite number, a null where training
+    had no missing values. Warnings: unknown fields and unseen categories.
+    With `indexed=False` (a single record) problems carry no record index.
+    """
+    values = {f.name: [record.get(f.name, _MISSING) for record in records]
+              for f in schema.fields}
+    out = validate_columns(schema, values, indexed)
+    # a record with every field and no more keys than fields has no unknown ones
+    if set(map(len, records)) != {len(schema.fields)} or out.problems:
+        known = set(schema.names)
+        for i, record in enumerate(records):
+            for name in sorted(record.keys() - known):
+                why = "the target is not an input" if name == schema.target else \
+                    "the model does not use it"
+                out.warn(i, f"unknown field {_short(name)!r} ignored ({why})")
+    return out
+
+
+def validate_columns(schema: Schema, values: dict[str, list], indexed: bool = True) -> Validated:
+    """Check each field's values (one list per field, as decoded from JSON)."""
+    out = Validated(columns={})
+    for f in schema.fields:
+        out.columns[f.name] = _CHECKERS[f.kind](f, values[f.name], out, indexed)
+    return out
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """Client text as it appears in a message: cut, so a huge value cannot bloat the answer."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _shown(value: Any) -> str:
+    """A short rendering of a client's value for an error message."""
+    if isinstance(value, str):
+        return f"string {_short(value)!r}"
+    if isinstance(value, (dict, list)):
+        return _json_type(value)
+    return f"{_json_type(value)} {value!r}" if not isinstance(value, bool) else \
+        f"boolean {str(value).lower()}"
+
+
+def _type_problem(value: Any, expected: str) -> str:
+    if value is _MISSING:
+        return "required field is missing"
+    if value is None:
+        return "null is not allowed: the training data had no missing values for this field"
+    return f"expected {expected}, got {_shown(value)}"
+
+
+def _report(out: Validated, f: Field, index: int, indexed: bool, message: str) -> None:
+    out.problems.append(Problem(f.name, message, index if indexed else None))
+
+
+def _check_numeric(f: Field, values: list, out: Validated, indexed: bool) -> np.ndarray:
+    allowed = {int, float, type(None)} if f.nullable else {int, float}
+    if set(map(type, values)) <= allowed:  # the fast path: every value is a number
+        try:
+            column = np.array(values, dtype=np.float64)
+        except OverflowError:  # an integer beyond the range of a double
+            column = None
+        if column is not None and (np.isfinite(column).all()
+                                   or (f.nullable and not np.isinf(column).any())):
+            return column
+    column = np.full(len(values), np.nan)
+    for i, value in enumerate(values):
+        if value is None and f.nullable:
+            continue
+        if type(value) not in (int, float):
+            _report(out, f, i, indexed, _type_problem(value, "a number"))
+            continue
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if math.isfinite(number):
+            column[i] = number
+        else:
+            _report(out, f, i, indexed, f"expected a finite number, got {value!r:.40}")
+    return column
+
+
+def _check_boolean(f: Field, values: list, out: Validated, indexed: bool) -> np.ndarray:
+    try:  # the fast path: every value is one of the accepted spellings as it stands
+        return np.fromiter(map(f.boolean_table.__getitem__, values), dtype=np.float64,
+                           count=len(values))
+    except (KeyError, TypeError):  # TypeError: an unhashable value (an object or array)
+        pass
+    column = np.full(len(values), np.nan)
+    expected = f"a boolean (true/false, 1/0, or {f.spellings[0]!r}/{f.spellings[1]!r})"
+    for i, value in enumerate(values):
+        kind = type(value)
+        if kind is str:
+            number = BOOLEAN_VALUES.get(value.strip().lower())
+        elif kind in (bool, int, float):
+            number = BOOLEAN_VALUES.get(value)
+        elif value is None and f.nullable:
+            continue
+        else:
+            number = None
+        if number is None:
+            _report(out, f, i, indexed, _type_problem(value, expected))
+        else:
+            column[i] = number
+    return column
+
+
+def _check_categorical(f: Field, values: list, out: Validated, indexed: bool) -> np.ndarray:
+    index = f.category_codes
+    try:  # the fast path: each value's code in one C loop; what is not a level is looked at
+        codes = np.fromiter(map(index.get, values, repeat(UNSEEN_CODE)), dtype=np.intp,
+                            count=len(values))
+        odd = np.flatnonzero(codes == UNSEEN_CODE).tolist()
+    except TypeError:  # an unhashable value (an object or array)
+        codes = np.full(len(values), UNSEEN_CODE, dtype=np.intp)
+        odd = range(len(values))
+    for i in odd:
+        value = values[i]
+        if type(value) is str:
+            code = index.get(value.strip(), UNSEEN_CODE) if value.strip() else UNSEEN_CODE
+            if code == UNSEEN_CODE:
+                out.warn(i, f"unseen category {_short(value.strip())!r} for field {f.name!r} "
+                            "(encoded as none of the known categories)")
+            codes[i] = code
+        elif value is None and f.nullable:
+            codes[i] = MISSING_CODE
+        else:
+            _report(out, f, i, indexed, _type_problem(value, "a string"))
+    return codes
+
+
+_CHECKERS = {Kind.NUMERIC: _check_numeric, Kind.BOOLEAN: _check_boolean,
+             Kind.CATEGORICAL: _check_categorical}

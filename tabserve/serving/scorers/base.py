@@ -1,0 +1,52 @@
+"""What every scorer offers (`Scorer`), what blend members offer besides (`MarginScorer`), and
+the maps from raw scores to probabilities that they share."""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import numpy as np
+from scipy.special import expit, softmax
+
+from tabserve.model.decision import sigmoid
+
+
+class Scorer(Protocol):
+    """The fitted steps after the encoder, in a form with little overhead per call."""
+
+    def __call__(self, matrix: np.ndarray) -> np.ndarray:
+        """Class probabilities (records × classes, float64) for an encoded matrix."""
+
+    def row(self, x: list[float]) -> list[float]:
+        """Class probabilities for one encoded record (a list: no numpy for one record)."""
+
+
+class MarginScorer(Scorer, Protocol):
+    """A scorer whose raw scores add up in a blend: the log-odds of the positive class when
+    binary (one output), a margin per class otherwise."""
+
+    def margins(self, matrix: np.ndarray) -> np.ndarray:
+        """Raw scores (records × outputs) for an encoded matrix."""
+
+    def margins_row(self, x: list[float]) -> list[float]:
+        """Raw scores (one per output) for one encoded record."""
+
+
+def probability_matrix(margins: np.ndarray) -> np.ndarray:
+    """Class probabilities (records × classes) from raw scores (records × outputs)."""
+    if margins.shape[1] == 1:
+        positive = expit(margins[:, 0])
+        return np.column_stack([1.0 - positive, positive])
+    return softmax(margins, axis=1)
+
+
+def probabilities_from_margins(margins: list[float]) -> list[float]:
+    """`probability_matrix` for one record's raw scores, in plain Python."""
+    if len(margins) == 1:
+        positive = sigmoid(margins[0])
+        return [1.0 - positive, positive]
+    top = max(margins)
+    exps = [math.exp(margin - top) for margin in margins]
+    total = sum(exps)
+    return [e / total for e in exps]

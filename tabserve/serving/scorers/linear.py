@@ -1,0 +1,69 @@
+"""Logistic regression after median imputation, hinge terms and standardisation, folded into
+one affine map: a record's raw scores are `x @ weights + bias`."""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from tabserve.model.encoding import Hinges
+from tabserve.serving.scorers.base import probabilities_from_margins, probability_matrix
+
+
+class LinearScorer:
+    """Median imputation, optional hinge terms (see `encoding.Hinges`), standardisation and a
+    logistic model folded into one affine map of the imputed, hinged record."""
+
+    def __init__(self, imputer: SimpleImputer, scaler: StandardScaler, model: LogisticRegression,
+                 hinges: Hinges | None = None):
+        self.fill = imputer.statistics_.astype(np.float64)
+        self.hinge_columns = hinges.columns_ if hinges is not None else np.zeros(0, np.intp)
+        self.hinge_knots = hinges.knots_ if hinges is not None else np.zeros(0)
+        # the encoded column behind each column of the expanded record (for explanations)
+        self.source_columns = np.concatenate([np.arange(len(self.fill)), self.hinge_columns])
+        width = len(self.source_columns)
+        mean = scaler.mean_ if scaler.with_mean else np.zeros(width)
+        self.mean = mean  # of the expanded training matrix: the explanations' reference record
+        scale = scaler.scale_ if scaler.with_std else np.ones(width)
+        # ((x - mean) / scale) @ coef.T + intercept  ==  x @ weights + bias
+        self.weights = (model.coef_ / scale).T
+        self.bias = model.intercept_ - (mean / scale) @ model.coef_.T
+
+        # plain-Python copies for `row`: one record costs less without numpy's per-call overhead
+        self._fill_list = self.fill.tolist()
+        self._hinge_list = list(zip(self.hinge_columns.tolist(), self.hinge_knots.tolist()))
+        self._weights_lists = self.weights.T.tolist()
+        self._bias_list = np.atleast_1d(self.bias).tolist()
+
+    def expand(self, matrix: np.ndarray) -> np.ndarray:
+        """Encoded records, imputed and with their hinge terms: what the weights apply to."""
+        filled = np.where(np.isnan(matrix), self.fill, matrix)
+        hinges = np.maximum(filled[:, self.hinge_columns] - self.hinge_knots, 0.0)
+        return np.hstack([filled, hinges])
+
+    def margins_row(self, x: list[float]) -> list[float]:
+        """Raw scores of one encoded record (log-odds when binary)."""
+        x = [fill if value != value else value for value, fill in zip(x, self._fill_list)]
+        x += [max(x[column] - knot, 0.0) for column, knot in self._hinge_list]
+        return [bias + sum(map(operator.mul, weights, x))
+                for weights, bias in zip(self._weights_lists, self._bias_list)]
+
+    def row(self, x: list[float]) -> list[float]:
+        """Class probabilities for one encoded record."""
+        return probabilities_from_margins(self.margins_row(x))
+
+    def margins(self, matrix: np.ndarray) -> np.ndarray:
+        """`expand(matrix) @ weights + bias`, without copying the matrix when nothing is
+        missing or into one expanded matrix."""
+        filled = np.where(np.isnan(matrix), self.fill, matrix) if np.isnan(matrix).any() \
+            else matrix
+        hinges = np.maximum(filled[:, self.hinge_columns] - self.hinge_knots, 0.0)
+        width = len(self.fill)
+        return filled @ self.weights[:width] + hinges @ self.weights[width:] + self.bias
+
+    def __call__(self, matrix: np.ndarray) -> np.ndarray:
+        return probability_matrix(self.margins(matrix))

@@ -1,0 +1,174 @@
+"""The Flask app: the service's parts, its routes, and errors as RFC 9457 problem+json."""
+
+from __future__ import annotations
+
+import logging
+from flask import Blueprint, Flask, Response, render_template, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from tabserve.model.bundle import ModelBundle
+from tabserve.model.validation import Problem, RequestError
+from tabserve.serving.explaining import ExplanationsUnavailable
+from tabserve.web.config import Settings
+from tabserve.web.inference_protocol import v2
+from tabserve.web.middleware import (PLAIN_REFUSED, EndpointRequest, PlainPredictions,
+                                     RequestAccounting, predictions)
+from tabserve.web.openapi import openapi_document
+from tabserve.web.responses import INTERNAL_ERROR, json_response, problem_response
+from tabserve.web.service import Service, service
+
+log = logging.getLogger(__name__)
+api = Blueprint("api", __name__)
+
+
+def _json_body() -> bytes:
+    """The raw body of a JSON request; 415 for another content type, 413 when too large.
+
+    Read from the WSGI environ directly: werkzeug's parsed headers and `get_data()` cost more
+    than a prediction of one record."""
+    environ = request.environ
+    if environ.get("CONTENT_TYPE") != "application/json" and request.mimetype != \
+            "application/json" and not request.mimetype.endswith("+json"):
+        raise RequestError([Problem(None, "send the body as JSON with "
+                                          "'Content-Type: application/json', got "
+                                          f"{request.mimetype or 'no content type'!r}")],
+                           status=415, title="Unsupported Media Type")
+    limit = service().settings.max_body_bytes
+    length = request.content_length if "CONTENT_LENGTH" in environ else None
+    if length is not None and length > limit:
+        raise RequestEntityTooLarge()
+    body = environ["wsgi.input"].read(limit + 1 if length is None else length)
+    if len(body) > limit:  # a chunked body, which declares no length
+        raise RequestEntityTooLarge()
+    return body
+
+
+@api.post("/predict")
+def predict() -> Response:
+    """Bodies the plain path did not take, and errors (see `middleware.PlainPredictions`)."""
+    body = service().decoder.decode(_json_body(), request.environ.get(PLAIN_REFUSED, False))
+    return Response(predictions(service(), body, request.environ), mimetype="application/json")
+
+
+@api.post("/explain")
+def explain() -> Response:
+    current = service()
+    body = current.decoder.decode(_json_body())
+    columns, warnings = current.predictor.columns(body)
+    try:
+        explanations = current.explainer.explain(columns, warnings)
+    except ExplanationsUnavailable as err:
+        return problem_response(501, "Not Implemented", str(err))
+    request.environ["tabserve.records"] = body.count
+    current.metrics.observe_labels([e["label"] for e in explanations])
+    return json_response(explanations if body.is_batch else explanations[0])
+
+
+@api.get("/openapi.json")
+def openapi() -> Response:
+    return json_response(service().openapi)
+
+
+@api.get("/docs")
+def docs() -> Response:
+    return Response(render_template("docs.html", title=service().openapi["info"]["title"]),
+                    mimetype="text/html")
+
+
+@api.get("/metrics")
+def metrics() -> Response:
+    exposition = service().metrics
+    return Response(exposition.exposition(), mimetype=exposition.content_type)
+
+
+@api.get("/")
+def index() -> Response:
+    current = service()
+    bundle = current.bundle
+    return json_response({
+        "service": "tabserve: a tabular classifier behind a JSON API",
+        "model_version": bundle.version,
+        "target": bundle.schema.target,
+        "endpoints": {"POST /predict": "one record (object) or a batch (list of objects)",
+                      "POST /explain": "each field's contribution to each prediction",
+                      "GET /docs": "a page to try the model in a browser",
+                      "GET /openapi.json": "the OpenAPI 3.1 document of this API",
+                      "GET /model": "schema, classes, threshold, metrics, metadata",
+                      "GET /metrics": "Prometheus metrics",
+                      "GET /v2/models/" + current.model_name: "Open Inference Protocol v2",
+                      "GET /health": "alive", "GET /ready": "model loaded and answering"},
+        "example": {"POST /predict": bundle.example},
+    })
+
+
+@api.get("/health")
+def health() -> Response:
+    return json_response({"status": "ok"})
+
+
+@api.get("/ready")
+def ready() -> Response:
+    current = service()
+    current.predictor.predict([current.bundle.example], indexed=False)  # answers, or a 500
+    return json_response({"status": "ready", "model_version": current.bundle.version})
+
+
+@api.get("/model")
+def model() -> Response:
+    return json_response(service().bundle.describe())
+
+
+def _request_error(err: RequestError) -> Response:
+    """A client mistake, counted by field, in the shape of the protocol it came by: the Open
+    Inference Protocol's `{"error": ...}` with 400, problem+json elsewhere."""
+    service().metrics.observe_problems([p.field for p in err.problems])
+    if request.blueprint == "v2":
+        return json_response({"error": "; ".join(str(p) for p in err.problems[:20])}, 400)
+    title = err.title or "Unprocessable Content"
+    shown = "; ".join(str(p) for p in err.problems[:3])
+    more = len(err.problems) - 3
+    detail = shown if more <= 0 else f"{shown}; and {more} more problems (see 'errors')"
+    return problem_response(err.status, title, detail, err.problems)
+
+
+def _http_error(err: HTTPException) -> Response:
+    detail = err.description or err.name
+    if err.code == 413:
+        detail = (f"the body is larger than the limit of {service().settings.max_body_bytes} "
+                  "bytes (MAX_BODY_BYTES)")
+    response = problem_response(err.code or 500, err.name, detail)
+    if err.code == 405 and err.valid_methods:
+        response.headers["Allow"] = ", ".join(err.valid_methods)
+    return response
+
+
+def _unexpected_error(err: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=err)
+    return problem_response(*INTERNAL_ERROR)
+
+
+def create_app(bundle: ModelBundle | None = None, settings: Settings | None = None) -> Flask:
+    """The app for one bundle: loaded from `settings.model_path` unless given."""
+    settings = settings or Settings.from_env()
+    current = Service(settings)
+    current.install(bundle or ModelBundle.load(settings.model_path))
+    app = Flask(__name__)
+    app.request_class = EndpointRequest
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["tabserve"] = current
+    app.wsgi_app = RequestAccounting(PlainPredictions(app.wsgi_app, current), current)
+    app.register_blueprint(api)
+    app.register_blueprint(v2)
+    app.register_error_handler(RequestError, _request_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    return app
+
+
+def reload_model(app: Flask) -> str:
+    """Load the model file again (gunicorn's SIGHUP); its version. On `ModelLoadError` the
+    current model stays: a bad file never stops a running service."""
+    current: Service = app.extensions["tabserve"]
+    bundle = ModelBundle.load(current.settings.model_path)
+    current.install(bundle)
+    return bundle.version

@@ -1,0 +1,48 @@
+"""The service's parts, held by the Flask app (`service()` from a route) and its middleware."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app
+
+from tabserve.model.bundle import ModelBundle
+from tabserve.serving.decoding import BodyDecoder
+from tabserve.serving.explaining import Explainer
+from tabserve.serving.predicting import Predictor
+from tabserve.web.config import Settings
+from tabserve.web.metrics import Metrics
+from tabserve.web.openapi import openapi_document
+
+
+@dataclass
+class Service:
+    """What the routes answer with: the process's settings and metrics, and the loaded model
+    made ready to serve (replaced together by `install`, as SIGHUP does)."""
+
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+    bundle: ModelBundle = field(init=False)
+    predictor: Predictor = field(init=False)
+    decoder: BodyDecoder = field(init=False)
+    explainer: Explainer = field(init=False)
+    openapi: dict[str, Any] = field(init=False)
+    model_name: str = field(init=False)
+
+    def install(self, bundle: ModelBundle) -> None:
+        """Make `bundle` the model every route answers with."""
+        settings = self.settings
+        predictor = Predictor(bundle, settings.speedups_off)
+        self.model_name = settings.served_model_name(bundle.schema.target)
+        self.decoder = BodyDecoder(bundle.schema, settings.max_batch_records,
+                                   settings.speedups_off)
+        self.explainer = Explainer(predictor)
+        self.openapi = openapi_document(bundle, max_batch=settings.max_batch_records,
+                                        model_name=self.model_name)
+        self.bundle, self.predictor = bundle, predictor
+
+
+def service() -> Service:
+    """The service of the app handling the current request."""
+    return current_app.extensions["tabserve"]

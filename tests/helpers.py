@@ -1,0 +1,156 @@
+"""What several test modules share: paths, data sets, a quick bundle, a real gunicorn, and
+waiting for an event with a deadline (never sleeping and hoping)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+import numpy as np
+import pandas as pd
+import requests
+
+from tabserve.model.bundle import ModelBundle
+from tabserve.training.data import file_sha256, load_csv
+from tabserve.training.run import train
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+GUNICORN = str(Path(sys.executable).parent / "gunicorn")
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T], seconds: float, what: str, every: float = 0.1) -> T:
+    """Poll `check` until it returns something truthy (returned); AssertionError naming
+    `what` after `seconds` (a generous deadline: the event, not the time, is what is tested)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        outcome = check()
+        if outcome:
+            return outcome
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {seconds} s for {what}")
+        time.sleep(every)
+
+
+def loan_frame(rows: int = 400, seed: int = 0) -> pd.DataFrame:
+    """A binary problem that is not churn: target `approved` (`yes`/`no`), with every kind of
+    column, missing values, stray whitespace, an ID and a constant column."""
+    rng = np.random.default_rng(seed)
+    income = rng.normal(50, 15, rows).round(1)
+    debt = rng.uniform(0, 40, rows).round(2)
+    region = rng.choice(["north", "south", "east", "west"], rows)
+    owner = rng.choice(["Yes", "No"], rows)
+    score = income / 10 - debt / 8 + (region == "south") * 1.0 + (owner == "Yes") * 0.8
+    approved = np.where(score + rng.normal(0, 1, rows) > np.median(score), "yes", "no")
+    frame = pd.DataFrame({
+        "application_id": np.arange(1000, 1000 + rows),
+        "income": income.astype(object),
+        "debt": debt,
+        "region": [f" {r} " if i % 7 == 0 else r for i, r in enumerate(region)],
+        "home_owner": owner,
+        "country": "NL",
+        "approved": approved,
+    })
+    frame.loc[rng.choice(rows, rows // 16, replace=False), "income"] = "NA"
+    frame.loc[rng.choice(rows, rows // 40, replace=False), "region"] = ""
+    return frame
+
+
+def flower_frame(rows: int = 300, seed: int = 0) -> pd.DataFrame:
+    """A multiclass problem: target `species` with three classes, and an ordered text field."""
+    rng = np.random.default_rng(seed)
+    species = rng.choice(["setosa", "versicolor", "virginica"], rows)
+    centre = pd.Series(species).map({"setosa": 1.0, "versicolor": 2.5, "virginica": 4.0})
+    return pd.DataFrame({
+        "petal_length": (centre + rng.normal(0, 0.6, rows)).round(2),
+        "petal_width": (centre / 3 + rng.normal(0, 0.3, rows)).round(2),
+        "colour": np.where(species == "setosa", rng.choice(["blue", "white"], rows),
+                           rng.choice(["purple", "white", "blue"], rows)),
+        # ordered levels, found from their words: a rank column joins the one-hot ones
+        "size": np.where(rng.random(rows) < 0.7, pd.Series(species).map(
+            {"setosa": "Small", "versicolor": "Medium", "virginica": "Large"}),
+            rng.choice(["Small", "Medium", "Large"], rows)),
+        "species": species,
+    })
+
+
+def fit_bundle(csv: Path, target: str, **options) -> ModelBundle:
+    """A bundle from the first trials of the search (each family's defaults): quick and exact."""
+    options = {"max_trials": 3, **options}
+    result = train(load_csv(csv), target, seed=1, folds=3, **options)
+    return result.bundle.stamp(data_path=csv, data_sha256=file_sha256(csv), seed=1)
+
+
+def records_from_csv(frame: pd.DataFrame, schema) -> list[dict]:
+    """Training rows as a JSON client would send them."""
+    records = []
+    for row in frame[schema.names].to_dict("records"):
+        record = {}
+        for f in schema.fields:
+            value = row[f.name]
+            if not isinstance(value, str):
+                record[f.name] = None
+            elif f.kind.value == "numeric":
+                record[f.name] = float(value)
+            else:
+                record[f.name] = value
+        records.append(record)
+    return msgspec.json.decode(msgspec.json.encode(records))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_gunicorn(model_path: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    """gunicorn on a free port; its stdout (the access log) and stderr go to files, named by
+    the process's `log_path` and `error_path` attributes (a pipe left unread would fill)."""
+    port = free_port()
+    logs = Path(tempfile.mkdtemp(prefix="gunicorn-"))
+    process = subprocess.Popen(
+        [GUNICORN, "predict:app"], cwd=ROOT,
+        env={**os.environ, "MODEL_PATH": str(model_path), "HOST": "127.0.0.1",
+             "PORT": str(port), "WEB_CONCURRENCY": "2", **env},
+        stdout=(logs / "access.log").open("w"), stderr=(logs / "error.log").open("w"))
+    process.log_path, process.error_path = logs / "access.log", logs / "error.log"
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"gunicorn exited: {process.error_path.read_text()}")
+        try:
+            return requests.get(f"{url}/health", timeout=1).ok
+        except requests.ConnectionError:
+            return False
+    try:
+        wait_for(healthy, 60, "gunicorn to answer /health")
+    except AssertionError:
+        process.kill()
+        raise
+    return process, url
+
+
+def stop(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def workers(master: int) -> list[int]:
+    """The pids of a gunicorn master's workers."""
+    return [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
