@@ -6,7 +6,7 @@ from jsonschema import Draft202012Validator, ValidationError
 from openapi_spec_validator import validate
 from referencing import Registry, Resource
 
-from helpers import fit_bundle, records_from_csv
+from helpers import fit_bundle, loan_frame, records_from_csv
 from tabserve.web.app import create_app
 from tabserve.training.data import load_csv
 from tabserve.web.config import Settings
@@ -43,6 +43,60 @@ def test_answer_schema_rejects_a_wrong_answer(client):
     document = client.get("/openapi.json").get_json()
     with pytest.raises(ValidationError, match="'Maybe' is not one of"):
         component_validator(document, "Answer").validate({"label": "Maybe"})
+
+
+def response_validator(document: dict, path: str, status: str = "200") -> Draft202012Validator:
+    """A JSON Schema validator for a path's POST response body, $refs resolved."""
+    registry = Registry().with_resource("urn:doc", Resource.opaque(document))
+    pointer = path.replace("/", "~1")
+    return Draft202012Validator(
+        {"$ref": f"urn:doc#/paths/{pointer}/post/responses/{status}/content/application~1json/schema"},
+        registry=registry)
+
+
+@pytest.mark.parametrize("target", ["label", "probabilities", "warnings", "model_version",
+                                    "approved"])
+def test_every_answer_validates_against_the_documented_response(tmp_path, target):
+    """A binary target named like one of the answer's own keys: the document requires only the
+    keys that are sent (no `<target>` and `<target>_probability` then)."""
+    csv = tmp_path / "loans.csv"
+    loan_frame().rename(columns={"approved": target}).to_csv(csv, index=False)
+    bundle = fit_bundle(csv, target, candidates=["logistic_regression"], max_trials=1)
+    client = create_app(bundle, Settings()).test_client()
+    document = client.get("/openapi.json").get_json()
+    records = records_from_csv(load_csv(csv).head(20), bundle.schema)
+    answers = [client.post("/predict", json=records[0]),
+               client.post("/predict", json=records),
+               client.post("/predict", json={**records[1], "unknown": 1, "region": "mars"})]
+    validator = response_validator(document, "/predict")
+    for answer in answers:
+        assert answer.status_code == 200
+        validator.validate(answer.get_json())
+    shown = answers[0].get_json()
+    target_keys = target not in ("label", "probabilities", "warnings", "model_version")
+    assert (f"{target}_probability" in shown) == target_keys
+    assert answers[2].get_json()["warnings"]  # the warnings key, validated above
+    # and the validator would refuse an answer lacking a documented key
+    with pytest.raises(ValidationError):
+        validator.validate({k: v for k, v in shown.items() if k != "model_version"})
+
+
+def test_the_documented_boolean_spellings_are_the_accepted_ones(loan_bundle):
+    """Every spelling the validator takes as it stands is in the OpenAPI document, and the
+    document lists nothing the validator refuses."""
+    from tabserve.model.validation import validate
+    document = create_app(loan_bundle, Settings()).test_client().get("/openapi.json").get_json()
+    field = loan_bundle.schema.field("home_owner")
+    prop = Draft202012Validator(document["components"]["schemas"]["Record"]["properties"][
+        field.name])
+    documented = next(s["enum"] for s in prop.schema["anyOf"] if s.get("type") == "string")
+    accepted = [k for k in field.boolean_table if isinstance(k, str)]
+    assert sorted(documented) == sorted(accepted) and {"Yes", "no", "TRUE", "f"} <= set(accepted)
+    for value in [*accepted, True, False, 0, 1, 1.0]:
+        assert prop.is_valid(value)
+        result = validate(loan_bundle.schema, [{**loan_bundle.example, field.name: value}])
+        assert not result.problems and not result.warnings
+    assert not prop.is_valid("maybe") and not prop.is_valid(2)
 
 
 def test_index_points_at_docs_and_predict(client):

@@ -1,12 +1,16 @@
 """Saving and loading model.bin: atomic writes, and a precise refusal for each bad file."""
 
 import hashlib
+import json
 import pickle
 from dataclasses import replace
 
 import pytest
 
+from helpers import ROOT
 from tabserve.model.bundle import MAGIC, ModelBundle, ModelLoadError
+from tabserve.web.app import create_app
+from tabserve.web.config import Settings
 
 
 def test_round_trip_keeps_everything(tmp_path, loan_bundle):
@@ -56,3 +60,23 @@ def test_library_version_mismatch_is_reported(tmp_path, loan_bundle, caplog):
     loaded = ModelBundle.load(path)
     assert "scikit-learn 0.1.0 at training time" in caplog.text
     assert loaded.describe()["library_mismatches"]
+
+
+LEGACY = ROOT / "tests" / "fixtures" / "legacy"
+
+
+@pytest.mark.parametrize("name", ["telco.bin", "loans.bin", "flowers.bin"])
+def test_a_bundle_from_the_flat_layout_answers_as_it_did(name):
+    """Bundles written before the wings (classes named `tabserve.schema.Field`, ...) load and
+    give the answers that code gave: one record, a batch and explanations (fixtures/legacy)."""
+    raw = (LEGACY / name).read_bytes()
+    assert b"tabserve.schema" in raw and b"tabserve.model" not in raw  # truly the old layout
+    recorded = json.loads((LEGACY / "answers.json").read_text())[name]
+    bundle = ModelBundle.load(LEGACY / name)
+    client = create_app(bundle, Settings()).test_client()
+    records = recorded["records"]
+    assert [client.post("/predict", json=r).get_json() for r in records[:10]] == recorded["one"]
+    assert client.post("/predict", json=records).get_json() == recorded["batch"]
+    assert client.post("/explain", json=records[:5]).get_json() == recorded["explain"]
+    model = client.get("/model").get_json()
+    assert {k: model[k] for k in recorded["model"]} == recorded["model"]

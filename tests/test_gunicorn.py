@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import PYTHON, ROOT, free_port, start_gunicorn, stop, wait_for
+from helpers import GUNICORN, PYTHON, ROOT, free_port, start_gunicorn, stop, wait_for
 from tabserve.training.data import load_csv
 
 

@@ -1,0 +1,170 @@
+"""The wings' one-way doors, read from the code's own imports, and what a request runs."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT
+
+PACKAGE = ROOT / "tabserve"
+ENTRY_POINTS = ("predict.py", "train.py", "gunicorn.conf.py", "predict_client.py")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@cache
+def modules() -> dict[str, Path]:
+    """Every module of the package, and the entry points (named by their file name)."""
+    found = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    found.update({name: ROOT / name for name in ENTRY_POINTS})
+    return found
+
+
+@cache
+def imports(name: str) -> frozenset[str]:
+    """What a module imports anywhere in its body (at the top or inside a function)."""
+    tree = ast.parse(modules()[name].read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            # `from tabserve.serving import predicting` imports a module too
+            found.update(f"{node.module}.{alias.name}" for alias in node.names
+                         if f"{node.module}.{alias.name}" in modules())
+    return frozenset(found)
+
+
+def reached(start: str) -> set[str]:
+    """Every module `start` imports, directly or through the package's own modules (a package's
+    `__init__` counts as imported with any of its modules)."""
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        for imported in imports(name):
+            if imported in seen:
+                continue
+            seen.add(imported)
+            parts = imported.split(".")
+            for i in range(1, len(parts) + 1):
+                parent = ".".join(parts[:i])
+                if parent in modules() and parent not in seen | {name}:
+                    seen.add(parent)
+                    todo.append(parent)
+            if imported in modules():
+                todo.append(imported)
+    return seen
+
+
+def wing(name: str) -> list[str]:
+    return [m for m in modules() if m == f"tabserve.{name}" or m.startswith(f"tabserve.{name}.")]
+
+
+def offenders(modules_: list[str], forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    found = {}
+    for name in modules_:
+        bad = sorted(m for m in reached(name) if m.split(".")[0] in forbidden
+                     or any(m == f or m.startswith(f + ".") for f in forbidden))
+        if bad:
+            found[name] = bad
+    return found
+
+
+def test_the_import_reader_sees_what_it_must():
+    """The reader finds a known chain, so an empty list of offenders means something."""
+    assert "tabserve.serving.predicting" in reached("tabserve.web.app")
+    assert "tabserve.model.bundle" in reached("predict.py")
+    assert "flask" in reached("predict.py") and "pandas" in reached("train.py")
+    assert offenders(["tabserve.web.app"], ("flask",))
+
+
+def test_training_never_imports_the_web_wing_or_flask():
+    assert offenders(wing("training"), ("tabserve.web", "flask", "werkzeug")) == {}
+
+
+@pytest.mark.parametrize("name", ["model", "serving"])
+def test_model_and_serving_never_import_training_or_flask(name):
+    assert offenders(wing(name), ("tabserve.training", "tabserve.web", "flask", "werkzeug")) == {}
+
+
+def test_the_server_never_imports_model_selection_or_plotting():
+    """Our imports only: scikit-learn's own linear_model imports its model_selection."""
+    assert offenders(["predict.py", "gunicorn.conf.py"],
+                     ("sklearn.model_selection", "matplotlib", "tabserve.training")) == {}
+
+
+def test_only_the_bundle_module_reads_or_writes_model_files():
+    users = sorted(name for name in modules() if {"pickle", "joblib", "cloudpickle"} & imports(name))
+    assert users == ["tabserve.model.bundle"]
+
+
+def test_pandas_stays_out_of_serving_and_web_and_out_of_the_model_at_import():
+    assert [name for name in wing("serving") + wing("web")
+            if any(m.split(".")[0] == "pandas" for m in imports(name))] == []
+    # the model wing reads a training-style frame (the pipeline's first step) with pandas
+    # imported inside that function only, so serving never imports it from us
+    top_level = {name: [node for node in ast.parse(modules()[name].read_text()).body
+                        if isinstance(node, (ast.Import, ast.ImportFrom))]
+                 for name in wing("model")}
+    assert not [name for name, nodes in top_level.items() for node in nodes
+                if "pandas" in ast.unparse(node)]
+
+
+def test_the_request_path_never_calls_pandas(client, telco_record):
+    """Every kind of request, traced: no function of pandas runs (a profile hook sees every
+    Python and C call)."""
+    import pandas
+
+    pandas_dir = str(Path(pandas.__file__).parent)
+    calls: list[str] = []
+
+    def hook(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.startswith(pandas_dir):
+            calls.append(frame.f_code.co_name)
+        elif event == "c_call" and (getattr(arg, "__module__", None) or "").startswith("pandas"):
+            calls.append(arg.__name__)
+
+    requests_ = [("/predict", telco_record), ("/predict", [telco_record] * 3),
+                 ("/predict", {**telco_record, "contract": " Two year", "extra": 1}),
+                 ("/predict", [{**telco_record, "tenure": None}]),
+                 ("/predict", {**telco_record, "tenure": "x"}),
+                 ("/explain", [telco_record] * 2)]
+    sys.setprofile(hook)
+    try:
+        statuses = [client.post(path, json=body).status_code for path, body in requests_]
+        statuses.append(client.post("/v2/models/churn/infer", json={"inputs": [
+            {"name": k, "shape": [1], "datatype": "BYTES", "data": [v]}
+            for k, v in telco_record.items()]}).status_code)
+        statuses.append(client.get("/ready").status_code)
+    finally:
+        sys.setprofile(None)
+    assert statuses == [200, 200, 200, 422, 422, 200, 200, 200]
+    assert calls == []
+
+
+def test_a_pandas_call_would_be_seen(client, telco_record):
+    """The trace above can fail: the same hook sees a frame built from a request's records."""
+    import pandas
+
+    calls = []
+    pandas_dir = str(Path(pandas.__file__).parent)
+
+    def hook(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.startswith(pandas_dir):
+            calls.append(frame.f_code.co_name)
+
+    sys.setprofile(hook)
+    try:
+        pandas.DataFrame([telco_record])
+    finally:
+        sys.setprofile(None)
+    assert calls
