@@ -7,7 +7,7 @@ PIPENV_VERSION := 2026.10.3
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 
-.PHONY: help install run train test bench notebooks audit clean
+.PHONY: help install run train test test-fast bench notebooks audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,10 +25,13 @@ run: install ## serve model.bin on port 9696 (MODEL_PATH, PORT, WEB_CONCURRENCY 
 train: install ## retrain model.bin from data/telco_churn.csv (ARGS="--data x.csv --target y")
 	$(BIN)/python train.py $(ARGS)
 
-test: install ## run the test suite
+test: install ## run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q
 
-bench: install ## benchmark against reference apps with wrk (~2.5 min; ARGS=--alternatives adds BentoML, MLflow, MLServer); appends to bench/RESULTS.md
+test-fast: install ## the suite without the slow, Docker and browser tests (about 2 minutes)
+	$(BIN)/python -m pytest -q -m "not slow and not docker and not browser"
+
+bench: install ## benchmark against reference apps with wrk (~2.5 min; ARGS=--alternatives adds BentoML, MLflow, MLServer, --ablation each speed mechanism off); appends to bench/RESULTS.md
 	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(BIN)/python bench/run.py $(ARGS)
 

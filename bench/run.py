@@ -1,6 +1,7 @@
 """Benchmark the service against reference apps on the same gunicorn settings.
 
     make bench                       # or: .venv/bin/python bench/run.py [--rounds 3 --seconds 4]
+    make bench ARGS=--ablation       # and our service with each speed mechanism switched off
 
 Each round starts every server in turn (ours, a constant-answer Flask app, the course-style
 DictVectorizer app, a bare WSGI app that only parses the body with the stdlib's json), drives
@@ -39,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from tabserve.model.bundle import ModelBundle  # noqa: E402
 from tabserve.model.schema import Kind  # noqa: E402
 from tabserve.training.data import load_csv  # noqa: E402
+from tabserve.web.config import SPEEDUPS  # noqa: E402
 
 APPS = Path(__file__).resolve().parent / "apps"
 ALTERNATIVES = Path(__file__).resolve().parent / "alternatives"
@@ -287,6 +289,9 @@ def main() -> int:
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     parser.add_argument("--alternatives", action="store_true",
                         help="also BentoML, MLflow and MLServer (venvs made in bench/.venvs)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also our service with each speed mechanism off (SPEEDUPS_OFF), "
+                             "to show what each earns on its path")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("error: wrk is not installed (apt-get install wrk; `make bench` does)",
@@ -306,6 +311,10 @@ def main() -> int:
     ]
     if args.alternatives:
         servers += alternatives(course_model, work)
+    if args.ablation:
+        servers += [Server(f"tabserve, {name} off", "predict:app", ROOT,
+                           {"MODEL_PATH": str(args.model.resolve()), "SPEEDUPS_OFF": name})
+                    for name in SPEEDUPS]
     samples: dict[tuple[str, str], list[dict]] = {}
     startups: dict[str, list[float]] = {}
     memory: dict[str, list[tuple[float, float]]] = {}
@@ -368,7 +377,7 @@ def render(args, bundle, servers, samples, startups, memory) -> str:
         f"server's processes / requests."
         + (" BentoML, MLflow and MLServer serve the course app's model with their own servers "
            "and 2 workers each, in their own request formats (bench/alternatives)."
-           if len(servers) > 4 else ""),
+           if any(s.command for s in servers) else ""),
         "",
         "| server | body | req/s | records/s | p50 ms | p90 ms | p99 ms | errors "
         "| server CPU ms/req | wrk CPU ms/req | RSS MB | PSS MB | startup s |",
@@ -412,9 +421,14 @@ def render(args, bundle, servers, samples, startups, memory) -> str:
         f"- Against the course app: **{figure(ours, 'single', 'rps') / figure(course, 'single', 'rps'):.2f}×** "
         f"req/s with one record, **{figure(ours, 'batch', 'rps') / figure(course, 'batch', 'rps'):.2f}×** "
         f"with 1,000.",
-        "",
     ]
-    return "\n".join(lines)
+    for server in servers:
+        if server.name.startswith("tabserve, "):
+            single = figure(ours, "single", "rps") / figure(server.name, "single", "rps")
+            batch = figure(ours, "batch", "rps") / figure(server.name, "batch", "rps")
+            lines.append(f"- What {server.env['SPEEDUPS_OFF']} earns: **{single:.2f}×** req/s with "
+                         f"one record, **{batch:.2f}×** with 1,000 (on / off).")
+    return "\n".join(lines + [""])
 
 
 if __name__ == "__main__":
