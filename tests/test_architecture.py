@@ -8,7 +8,6 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT
 
 PACKAGE = ROOT / "tabserve"

@@ -67,7 +67,7 @@ def wait_healthy(url: str, container: str, seconds: float = 60) -> None:
         except requests.ConnectionError:
             return False
     try:
-        wait_for(healthy, seconds, f"the container to answer /health", every=0.2)
+        wait_for(healthy, seconds, "the container to answer /health", every=0.2)
     except AssertionError as err:
         raise AssertionError(f"{err}:\n{logs(container)}") from None
 

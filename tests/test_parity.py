@@ -8,7 +8,6 @@ import msgspec
 import pytest
 
 from helpers import ROOT, records_from_csv
-from tabserve.model.bundle import ModelBundle
 from tabserve.training.data import load_csv
 from tabserve.serving.decoding import BodyDecoder
 from tabserve.model.validation import validate

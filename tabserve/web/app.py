@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+
 from flask import Blueprint, Flask, Response, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -13,7 +14,6 @@ from tabserve.web.config import Settings
 from tabserve.web.inference_protocol import v2
 from tabserve.web.middleware import (PLAIN_REFUSED, EndpointRequest, PlainPredictions,
                                      RequestAccounting, predictions)
-from tabserve.web.openapi import openapi_document
 from tabserve.web.responses import INTERNAL_ERROR, json_response, problem_response
 from tabserve.web.service import Service, service
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# the fast forms that `SPEEDUPS_OFF` may switch off, to measure what each earns (`make bench`)
-SPEEDUPS = ("tree_code", "tree_tables", "packed_levels")
+# the speed mechanisms that `SPEEDUPS_OFF` may switch off, to measure what each earns
+# (`make bench ARGS=--ablation`; docs/performance.md)
+SPEEDUPS = ("tree_code", "tree_tables", "heap_reuse")
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
 class ConfigError(ValueError):
@@ -46,7 +49,7 @@ class Settings:
             max_batch_records=_positive_int(env, "MAX_BATCH_RECORDS", cls.max_batch_records),
             max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", cls.max_body_bytes),
             model_name=env.get("MODEL_NAME", "").strip(),
-            speedups_off=_speedups(env.get("SPEEDUPS_OFF", "")),
+            speedups_off=speedups_off(env),
         )
 
     def served_model_name(self, target: str) -> str:
@@ -54,8 +57,10 @@ class Settings:
         return self.model_name or target
 
 
-def _speedups(raw: str) -> frozenset[str]:
-    names = frozenset(name.strip() for name in raw.split(",") if name.strip())
+def speedups_off(env: dict[str, str]) -> frozenset[str]:
+    """The mechanisms `SPEEDUPS_OFF` names; `ConfigError` for a name that is none of them."""
+    names = frozenset(name.strip() for name in env.get("SPEEDUPS_OFF", "").split(",")
+                      if name.strip())
     unknown = sorted(names - set(SPEEDUPS))
     if unknown:
         raise ConfigError(f"SPEEDUPS_OFF names {', '.join(unknown)}; choose from "
@@ -85,3 +90,16 @@ def available_cpus() -> int:
     if limit is not None:
         cpus = min(cpus, max(1, math.ceil(limit)))
     return cpus
+
+
+def keep_freed_memory(mmap_bytes: int = 16 << 20, trim_bytes: int = 64 << 20) -> bool:
+    """Ask glibc's allocator to take blocks up to `mmap_bytes` from the heap and to keep up to
+    `trim_bytes` of freed heap. A batch's arrays (a few hundred KB each) then reuse what the
+    previous request freed instead of fresh pages from the kernel, each a page fault. Applies
+    to this process and the workers it forks; False where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_bytes)
+                    and libc.mallopt(M_TRIM_THRESHOLD, trim_bytes))
+    except (OSError, AttributeError):
+        return False

@@ -28,4 +28,5 @@ def problem_response(status: int, title: str, detail: str,
     return json_response(body, status, "application/problem+json")
 
 
-INTERNAL_ERROR = (500, "Internal Server Error", "the server failed to answer; the error is in its log")
+INTERNAL_ERROR = (500, "Internal Server Error",
+                  "the server failed to answer; the error is in its log")

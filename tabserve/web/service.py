@@ -35,8 +35,7 @@ class Service:
         settings = self.settings
         predictor = Predictor(bundle, settings.speedups_off)
         self.model_name = settings.served_model_name(bundle.schema.target)
-        self.decoder = BodyDecoder(bundle.schema, settings.max_batch_records,
-                                   settings.speedups_off)
+        self.decoder = BodyDecoder(bundle.schema, settings.max_batch_records)
         self.explainer = Explainer(predictor)
         self.openapi = openapi_document(bundle, max_batch=settings.max_batch_records,
                                         model_name=self.model_name)
