@@ -28,6 +28,7 @@ def test_bad_request_over_http_is_a_422_naming_the_field(telco_server, telco_rec
     assert response.json()["errors"][0]["field"] == "tenure"
 
 
+@pytest.mark.slow
 def test_a_multiclass_csv_never_seen_trains_and_serves(tmp_path, flower_csv):
     model = tmp_path / "m.bin"
     subprocess.run([PYTHON, "train.py", "--data", str(flower_csv), "--target", "species",
@@ -127,6 +128,7 @@ def test_client_script_posts_csv_and_json(telco_server, tmp_path, telco_record):
     assert done.returncode == 1 and done.stderr.startswith("error:")
 
 
+@pytest.mark.browser
 def test_docs_page_in_a_real_browser(telco_server, tmp_path):
     chromium, driver = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
     if not (chromium.exists() and driver.exists()):

@@ -8,6 +8,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "notebooks"))
 from execute import NOTEBOOKS, execute  # noqa: E402
 
+pytestmark = pytest.mark.slow  # see pytest.ini
+
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda path: path.name)
 def test_notebook_executes(notebook):

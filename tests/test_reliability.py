@@ -16,6 +16,8 @@ import requests
 from helpers import PYTHON, ROOT, start_gunicorn, stop, wait_for, workers
 from tabserve.model.bundle import ModelBundle
 
+pytestmark = pytest.mark.slow  # see pytest.ini
+
 
 LOAD_SECONDS = int(os.environ.get("LOAD_SECONDS", "60"))  # sustained load, well past saturation
 

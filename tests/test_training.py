@@ -11,6 +11,8 @@ import pytest
 from helpers import PYTHON, ROOT, flower_frame, loan_frame
 from tabserve.model.bundle import ModelBundle
 
+pytestmark = pytest.mark.slow  # see pytest.ini
+
 
 def run_train(*args: str, trials: str = "3") -> subprocess.CompletedProcess:
     """train.py with the first trials of the search (each family's defaults) unless told."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 # the speed mechanisms that `SPEEDUPS_OFF` may switch off, to measure what each earns
 # (`make bench ARGS=--ablation`; docs/performance.md)
-SPEEDUPS = ("tree_code", "tree_tables", "heap_reuse")
+SPEEDUPS = ("tree_tables", "heap_reuse")
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
