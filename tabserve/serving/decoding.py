@@ -90,8 +90,7 @@ class BodyDecoder:
         if not isinstance(typed, list):
             return Body(False, 1, row=msgspec.structs.astuple(typed))
         if 0 < len(typed) <= self.max_records:
-            # the values record after record; each field's are then one strided slice (a
-            # quarter faster than transposing with zip)
+            # the values record after record; each field's are then one strided slice
             values = list(chain.from_iterable(map(msgspec.structs.astuple, typed)))
             width = len(self.fields)
             return Body(True, len(typed),

@@ -26,7 +26,8 @@ class TreeArrays:
     Nodes are numbered tree by tree in one flat array, with a node's two children side by side
     ("yes" first), so a split's outcome is its left child's number plus 0 or 1; a leaf points to
     itself, so a walk is `depth` lookups of "the next node" with no test for having arrived.
-    Each numpy call counts (in a server, caches are cold: ~5 µs a call), so the walk makes few.
+    Each numpy call counts (in a server, caches are cold between requests), so the walk makes
+    few.
     """
 
     def __init__(self, booster, n_classes: int):
