@@ -75,12 +75,13 @@ class Validated:
         return self
 
 
-def strict_type(f: Field) -> Any:
-    """The values `f` accepts as they stand, as a type msgspec checks in C."""
+def strict_type(f: Field, level: Any = None) -> Any:
+    """The values `f` accepts as they stand, as a type msgspec checks in C. `level` replaces
+    a categorical's `Literal` of its levels by a type that decodes the same texts (an Enum)."""
     if f.kind is Kind.NUMERIC:
         kind = float  # JSON has no NaN or infinity, and msgspec refuses numbers beyond a double
     elif f.kind is Kind.CATEGORICAL:
-        kind = Literal[f.categories]
+        kind = level or Literal[f.categories]
     else:
         spellings = tuple(k for k in f.boolean_table if isinstance(k, str))
         kind = Union[bool, Literal[0, 1], Literal[spellings]]

@@ -13,20 +13,49 @@ The parity tests hold both paths to the same answers.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from itertools import chain
+from operator import itemgetter
 from typing import Any, Union
 
 import msgspec
 import numpy as np
 
-from tabserve.model.schema import Kind, Schema
+from tabserve.model.schema import MISSING_CODE, Field, Kind, Schema
 from tabserve.model.validation import Problem, RequestError, strict_type
 
+PACKED_LEVELS = "packed_levels"  # the name for `speedups_off`
 
 _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number",
                bool: "boolean", type(None): "null"}
+
+
+class PackedLevel(bytes, Enum):
+    """A categorical's level as a batch decodes it: the member's value is the level's text,
+    which msgspec matches in C, and the member itself is the level's code packed as 8 bytes,
+    so a column of members joins into one buffer that numpy reads as the codes, with no dict
+    lookup per value in Python."""
+
+    def __new__(cls, text: str, code: int):
+        member = bytes.__new__(cls, struct.pack("<q", code))
+        member._value_ = text
+        return member
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._value_!r}>"
+
+
+_PACKED_MISSING = struct.pack("<q", MISSING_CODE)
+
+
+def _packed_levels(f: Field) -> type[PackedLevel] | None:
+    if f.kind is not Kind.CATEGORICAL:
+        return None
+    return PackedLevel("Level", [(f"level{code}", (text, code))
+                                 for code, text in enumerate(f.categories)])
 
 
 @dataclass
@@ -49,32 +78,52 @@ def _bad_request(message: str, status: int = 400, title: str = "Bad Request",
 class BodyDecoder:
     """Parses request bodies for one schema; built once when the model is loaded."""
 
-    def __init__(self, schema: Schema, max_records: int):
+    def __init__(self, schema: Schema, max_records: int,
+                 speedups_off: frozenset[str] = frozenset()):
         self.fields = schema.fields
         self.names = schema.names
         self.max_records = max_records
-        record = msgspec.defstruct(  # attribute names are positional: any column name works
-            "Record", [(f"f{at}", strict_type(f)) for at, f in enumerate(self.fields)],
+        self.packed = PACKED_LEVELS not in speedups_off
+        # one record keeps its levels as text for `Encoder.encode_row`; a batch's are packed
+        self._typed = msgspec.json.Decoder(Union[self._record(batch=False),
+                                                 list[self._record(batch=self.packed)]])
+        self._plain = msgspec.json.Decoder()
+
+    def _record(self, batch: bool) -> type:
+        # attribute names are positional, so any column name works as a JSON key
+        return msgspec.defstruct(
+            "Record", [(f"f{at}", strict_type(f, _packed_levels(f) if batch else None))
+                       for at, f in enumerate(self.fields)],
             forbid_unknown_fields=True, gc=False,
             rename={f"f{at}": name for at, name in enumerate(self.names)})
-        self._typed = msgspec.json.Decoder(Union[record, list[record]])
-        self._plain = msgspec.json.Decoder()
 
     def columns(self, values: Iterable[Sequence]) -> dict[str, Sequence]:
         """Typed columns, as `Encoder.encode` takes them, from each field's decoded values:
-        levels as codes, booleans as numbers; numbers pass as they are (null becomes NaN
-        there)."""
+        levels as codes and booleans as numbers, read whole from bytes; numbers pass as they
+        are (null becomes NaN there)."""
         columns: dict[str, Sequence] = {}
         for f, column in zip(self.fields, values):
             if f.kind is Kind.NUMERIC:
                 columns[f.name] = column
-            elif f.kind is Kind.CATEGORICAL:
+            elif f.kind is Kind.CATEGORICAL and not self.packed:
                 columns[f.name] = np.fromiter(map(f.category_codes.__getitem__, column),
                                               np.intp, len(column))
+            elif f.kind is Kind.CATEGORICAL:
+                if f.nullable and None in column:
+                    column = [_PACKED_MISSING if level is None else level for level in column]
+                columns[f.name] = np.frombuffer(b"".join(column), np.int64)
             else:
-                columns[f.name] = np.fromiter(map(f.boolean_table.__getitem__, column),
-                                              np.float64, len(column))
+                columns[f.name] = self._booleans(f, column)
         return columns
+
+    @staticmethod
+    def _booleans(f: Field, column: Sequence) -> np.ndarray:
+        try:  # true/false and 0/1, as most clients send them, are a byte each to `bytes`
+            return np.frombuffer(bytes(column), np.uint8)
+        except TypeError:  # a spelling ("Yes") or a null is not: each value is looked up
+            lookup = f.packed_lookup
+            packed = itemgetter(*column)(lookup) if len(column) > 1 else (lookup[column[0]],)
+            return np.frombuffer(b"".join(packed), np.float64)
 
     def decode(self, raw: bytes, plain_refused: bool = False) -> Body:
         """Parse a body; `RequestError` when it is not one record or a batch of them.

@@ -35,7 +35,8 @@ class Service:
         settings = self.settings
         predictor = Predictor(bundle, settings.speedups_off)
         self.model_name = settings.served_model_name(bundle.schema.target)
-        self.decoder = BodyDecoder(bundle.schema, settings.max_batch_records)
+        self.decoder = BodyDecoder(bundle.schema, settings.max_batch_records,
+                                   settings.speedups_off)
         self.explainer = Explainer(predictor)
         self.openapi = openapi_document(bundle, max_batch=settings.max_batch_records,
                                         model_name=self.model_name)
