@@ -47,11 +47,6 @@ def when_ready(server):
     sharing those pages instead of copying them when the collector touches them."""
     gc.collect()
     gc.freeze()
-    # a batch of 1,000 records makes a few thousand short-lived tuples; at the default 700
-    # allocations per young collection, each batch paid for several. Requests make no
-    # reference cycles worth collecting sooner (SPEEDUPS_OFF=gc_threshold: docs/performance.md)
-    if "gc_threshold" not in os.environ.get("SPEEDUPS_OFF", ""):
-        gc.set_threshold(50_000, *gc.get_threshold()[1:])
 
 
 def on_reload(server):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 # the speed mechanisms that `SPEEDUPS_OFF` may switch off, to measure what each earns
 # (`make bench ARGS=--ablation`; docs/performance.md)
-SPEEDUPS = ("tree_tables", "packed_levels", "gc_threshold")
+SPEEDUPS = ("tree_code", "tree_tables", "packed_levels")
 
 
 class ConfigError(ValueError):
