@@ -14,6 +14,7 @@ from tabserve.model.validation import validate
 from tabserve.serving import predicting
 from tabserve.serving.predicting import Predictor
 from tabserve.training.run import CANDIDATES, train
+from tabserve.web.config import SPEEDUPS, ConfigError, Settings
 
 
 @pytest.mark.parametrize("csv_name, target", [
@@ -219,3 +220,25 @@ def test_forest_single_records_equal_scikit_learn(classes):
         huge[0, 0], huge[1, 1], huge[2, 2] = 1e300, -1e300, np.finfo(np.float32).max
         np.testing.assert_allclose(
             scorer(huge), [scorer.row(x) for x in huge.tolist()], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", SPEEDUPS)
+def test_each_speed_mechanism_off_answers_the_same(telco_bundle, name):
+    """`SPEEDUPS_OFF` (for the benchmark's ablation runs) changes how, never what, is answered."""
+    records = records_from_csv(load_csv(ROOT / "data" / "telco_churn.csv").head(300),
+                               telco_bundle.schema)
+    answers = {}
+    for off in (frozenset(), frozenset({name})):
+        predictor = Predictor(telco_bundle, off)
+        decoder = BodyDecoder(telco_bundle.schema, 1000, off)
+        batch = predictor.predict_body(decoder.decode(msgspec.json.encode(records)))
+        single = [predictor.predict_body(decoder.decode(msgspec.json.encode(r)))[0]
+                  for r in records[:50]]
+        answers[off] = np.array([a.probabilities.p1 for a in batch + single])
+    on, off = answers.values()
+    np.testing.assert_allclose(on, off, rtol=0, atol=1e-6)
+
+
+def test_an_unknown_speed_mechanism_is_a_config_error():
+    with pytest.raises(ConfigError, match="SPEEDUPS_OFF names tree_cod; choose from"):
+        Settings.from_env({"SPEEDUPS_OFF": "tree_cod"})
