@@ -134,8 +134,11 @@ def start_gunicorn(model_path: Path, **env: str) -> tuple[subprocess.Popen, str]
             return requests.get(f"{url}/health", timeout=1).ok
         except requests.ConnectionError:
             return False
+    count = int({"WEB_CONCURRENCY": "2", **env}["WEB_CONCURRENCY"])
     try:
         wait_for(healthy, 60, "gunicorn to answer /health")
+        # one worker answers /health while the master may still be forking the others
+        wait_for(lambda: len(workers(process.pid)) == count, 60, f"{count} workers")
     except AssertionError:
         process.kill()
         raise
