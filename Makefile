@@ -28,7 +28,7 @@ train: install ## retrain model.bin from data/telco_churn.csv (ARGS="--data x.cs
 test: install ## run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q
 
-test-fast: install ## the suite without the slow, Docker and browser tests (about 2 minutes)
+test-fast: install ## the suite without the slow, Docker and browser tests (about a minute)
 	$(BIN)/python -m pytest -q -m "not slow and not docker and not browser"
 
 bench: install ## benchmark against reference apps with wrk (~2.5 min; ARGS=--alternatives adds BentoML, MLflow, MLServer, --ablation each speed mechanism off); appends to bench/RESULTS.md
