@@ -145,14 +145,20 @@ def descendants(pid: int) -> list[int]:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        except OSError:
-            continue
-    return total / CLOCK_TICKS
+    return sum(stat_fields(pid, 11, 12) for pid in pids) / CLOCK_TICKS  # utime, stime
+
+
+def page_faults(pids: list[int]) -> int:
+    """Minor page faults: a fresh page of memory touched (a count, steady where speed is not)."""
+    return sum(stat_fields(pid, 7) for pid in pids)  # minflt
+
+
+def stat_fields(pid: int, *at: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return sum(int(fields[i]) for i in at)
 
 
 def memory_mb(pids: list[int]) -> tuple[float, float]:
@@ -334,9 +340,10 @@ def main() -> int:
                             headers={"Content-Type": "application/json"})
                         urllib.request.urlopen(request, timeout=30).read()
                     pids = [process.pid, *descendants(process.pid)]
-                    cpu_before = cpu_seconds(pids)
+                    cpu_before, faults_before = cpu_seconds(pids), page_faults(pids)
                     figures = drive(port, server.path, body_file, args.seconds, args.connections)
                     figures["server_cpu"] = cpu_seconds(pids) - cpu_before
+                    figures["faults"] = page_faults(pids) - faults_before
                     samples.setdefault((server.name, body_name), []).append(figures)
                 memory.setdefault(server.name, []).append(memory_mb(pids))
             finally:
@@ -358,6 +365,8 @@ def render(args, bundle, servers, samples, startups, memory) -> str:
         if key in ("server_cpu_per_request", "wrk_cpu_per_request"):
             source = "server_cpu" if key.startswith("server") else "wrk_cpu"
             return median([r[source] / r["requests"] * 1e3 for r in runs])
+        if key == "faults_per_request":
+            return median([r["faults"] / r["requests"] for r in runs])
         return median([r[key] for r in runs])
 
     versions = ", ".join(f"{name} {version(name)}" for name in
@@ -380,8 +389,8 @@ def render(args, bundle, servers, samples, startups, memory) -> str:
            if any(s.command for s in servers) else ""),
         "",
         "| server | body | req/s | records/s | p50 ms | p90 ms | p99 ms | errors "
-        "| server CPU ms/req | wrk CPU ms/req | RSS MB | PSS MB | startup s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server CPU ms/req | wrk CPU ms/req | page faults/req | RSS MB | PSS MB | startup s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for server in servers:
         rss = median([m[0] for m in memory[server.name]])
@@ -395,6 +404,7 @@ def render(args, bundle, servers, samples, startups, memory) -> str:
                 f"| {figure(server.name, body, 'errors'):.0f} "
                 f"| {figure(server.name, body, 'server_cpu_per_request'):.3f} "
                 f"| {figure(server.name, body, 'wrk_cpu_per_request'):.3f} "
+                f"| {figure(server.name, body, 'faults_per_request'):.1f} "
                 f"| {rss:.0f} | {pss:.0f} | {median(startups[server.name]):.2f} |")
     ours, ceiling, course, plain = (s.name for s in servers[:4])
     ratio = figure(ours, "single", "rps") / figure(ceiling, "single", "rps")

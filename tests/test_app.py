@@ -36,7 +36,7 @@ def test_batch_answers_a_list_in_order(client, telco_record):
     batch = response.get_json()
     assert [a["label"] for a in batch] == [a["label"] for a in single]
     for in_batch, alone in zip(batch, single):  # equal within the parity bound: one record
-        # walks the trees as code, a batch looks them up in tables (see serving.scorers.trees)
+        # walks the trees as arrays, a batch looks them up in tables (see serving.scorers.trees)
         assert in_batch["churn_probability"] == pytest.approx(alone["churn_probability"], abs=1e-6)
     assert single[0]["churn_probability"] > single[1]["churn_probability"]
 

@@ -114,12 +114,12 @@ def test_an_ordered_field_gets_a_rank_column(flower_bundle):
 
 
 @pytest.mark.parametrize("classes", [2, 3])
-def test_both_single_record_tree_walks_equal_the_booster(classes):
-    """Trees as code (small forests) and as arrays (large ones) give the booster's raw scores,
-    with missing values and a number beyond float32's range among the features."""
+def test_the_single_record_tree_walk_equals_the_booster(classes):
+    """Trees walked as arrays give the booster's raw scores, with missing values and a number
+    beyond float32's range among the features."""
     from xgboost import XGBClassifier
 
-    from tabserve.serving.scorers.trees import TreeArrays, TreeCode
+    from tabserve.serving.scorers.trees import TreeArrays
 
     rng = np.random.default_rng(0)
     matrix = rng.normal(size=(400, 6))
@@ -129,11 +129,9 @@ def test_both_single_record_tree_walks_equal_the_booster(classes):
     model = XGBClassifier(n_estimators=40, max_depth=4, n_jobs=1).fit(matrix, y)
     matrix[0, 1] = 1e300
     arrays = TreeArrays(model.get_booster(), classes)
-    code = TreeCode(arrays, matrix.shape[1])
     expected = model.get_booster().inplace_predict(matrix, predict_type="margin").reshape(
         len(matrix), -1)  # as served batches are: a DMatrix would refuse the infinity
     for x, margins in zip(matrix.tolist(), expected):
-        np.testing.assert_allclose(code.margins_row(x), margins, rtol=0, atol=1e-5)
         np.testing.assert_allclose(arrays.margins_row(x), margins, rtol=0, atol=1e-5)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from dataclasses import dataclass
@@ -9,7 +10,8 @@ from pathlib import Path
 
 # the speed mechanisms that `SPEEDUPS_OFF` may switch off, to measure what each earns
 # (`make bench ARGS=--ablation`; docs/performance.md)
-SPEEDUPS = ("tree_code", "tree_tables", "packed_levels")
+SPEEDUPS = ("tree_tables", "packed_levels", "heap_reuse")
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
 class ConfigError(ValueError):
@@ -89,3 +91,15 @@ def available_cpus() -> int:
         cpus = min(cpus, max(1, math.ceil(limit)))
     return cpus
 
+
+def keep_freed_memory(mmap_bytes: int = 16 << 20, trim_bytes: int = 64 << 20) -> bool:
+    """Ask glibc's allocator to take blocks up to `mmap_bytes` from the heap and to keep up to
+    `trim_bytes` of freed heap. A batch's arrays (a few hundred KB each) then reuse what the
+    previous request freed instead of fresh pages from the kernel, each a page fault. Applies
+    to this process and the workers it forks; False where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_bytes)
+                    and libc.mallopt(M_TRIM_THRESHOLD, trim_bytes))
+    except (OSError, AttributeError):
+        return False

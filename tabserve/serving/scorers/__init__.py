@@ -25,10 +25,10 @@ from tabserve.serving.scorers.blend import BlendScorer
 from tabserve.serving.scorers.calibrated import CalibratedScorer
 from tabserve.serving.scorers.linear import LinearScorer
 from tabserve.serving.scorers.pipeline import ForestScorer, PipelineScorer
-from tabserve.serving.scorers.trees import TREE_CODE, TREE_TABLES, BoosterScorer
+from tabserve.serving.scorers.trees import TREE_TABLES, BoosterScorer
 
 __all__ = ["Scorer", "MarginScorer", "compile_scorer", "compile_steps", "LinearScorer",
-           "BoosterScorer", "BlendScorer", "CalibratedScorer", "TREE_CODE", "TREE_TABLES"]
+           "BoosterScorer", "BlendScorer", "CalibratedScorer", "TREE_TABLES"]
 
 
 def compile_scorer(bundle: ModelBundle, speedups_off: frozenset[str] = frozenset()) -> Scorer:

@@ -1,19 +1,18 @@
 """XGBoost's trees in the forms that score them fastest, all exact (float32 comparisons and
-default branches for missing values, as XGBoost does): one record walks them as code
-(`TreeCode`) or as arrays (`TreeArrays`); a batch is table lookups (`TreeTables`) or the
-booster's own walk. `BoosterScorer` picks per path; docs/performance.md says what each earns."""
+default branches for missing values, as XGBoost does): one record walks them as arrays
+(`TreeArrays`); a batch is table lookups (`TreeTables`) or the booster's own walk.
+`BoosterScorer` picks per path; docs/performance.md says what each earns."""
 
 from __future__ import annotations
 
 import json
 import math
-import struct
 
 import numpy as np
 
 from tabserve.serving.scorers.base import probabilities_from_margins, probability_matrix
 
-TREE_CODE, TREE_TABLES = "tree_code", "tree_tables"  # names for `speedups_off`
+TREE_TABLES = "tree_tables"  # its name for `speedups_off`
 
 
 class TreeArrays:
@@ -27,8 +26,7 @@ class TreeArrays:
     Nodes are numbered tree by tree in one flat array, with a node's two children side by side
     ("yes" first), so a split's outcome is its left child's number plus 0 or 1; a leaf points to
     itself, so a walk is `depth` lookups of "the next node" with no test for having arrived.
-    Each numpy call counts (in a server, caches are cold between requests), so the walk makes
-    few.
+    Each numpy call counts (in a server, caches are cold: ~5 µs a call), so the walk makes few.
     """
 
     def __init__(self, booster, n_classes: int):
@@ -134,56 +132,6 @@ class TreeArrays:
         return self._sum_leaves(values, any(map(math.isnan, x))) + self.base_margin
 
 
-class TreeCode:
-    """A small forest as one generated Python function of nested `if`s, for one record.
-
-    In a server, caches are cold between requests, and each of the array walk's numpy calls
-    pays for it; plain comparisons cost less there until the forest grows large
-    (`MAX_VISITS`). Exact: the record's values
-    are rounded to float32 (`struct`) before they are compared with the float32 thresholds, as
-    XGBoost does, and a missing value takes each node's default branch.
-    """
-
-    # trees × depth; larger forests are walked as arrays, which lead there
-    MAX_VISITS = 1000
-
-    def __init__(self, arrays: TreeArrays, width: int):
-        self.format = f"{width}f"
-        self.base_margin = arrays.base_margin.tolist()
-        feature, left, leaf = arrays.feature.tolist(), arrays.left.tolist(), arrays.leaf.tolist()
-        threshold = arrays.threshold.astype(np.float64).tolist()  # exact: float32 in a double
-        missing_no = arrays.missing_no.tolist()
-
-        def node(i: int, indent: str, output: int) -> None:
-            if left[i] == i:
-                lines.append(f"{indent}s{output} += {leaf[i]!r}")
-                return
-            test = f"x[{feature[i]}] < {threshold[i]!r}"  # NaN < t is False: the "no" branch
-            lines.append(f"{indent}if {test}:" if missing_no[i] else
-                         f"{indent}if not x[{feature[i]}] >= {threshold[i]!r}:")
-            node(left[i], indent + " ", output)
-            lines.append(f"{indent}else:")
-            node(left[i] + 1, indent + " ", output)
-
-        outputs = range(arrays.outputs)
-        lines = ["def walk(x):", *(f" s{k} = 0.0" for k in outputs)]
-        for tree, root in enumerate(arrays.roots.tolist()):
-            node(root, " ", tree % arrays.outputs)
-        lines.append(f" return ({''.join(f's{k}, ' for k in outputs)})")
-        namespace: dict = {}
-        exec(compile("\n".join(lines), "<trees>", "exec"), namespace)  # noqa: S102 - our own code
-        self.walk = namespace["walk"]
-
-    @classmethod
-    def fits(cls, arrays: TreeArrays) -> bool:
-        return len(arrays.roots) * arrays.depth <= cls.MAX_VISITS
-
-    def margins_row(self, x: list[float]) -> list[float]:
-        """Raw scores of one encoded record, as the booster's `output_margin=True` gives them."""
-        values = struct.unpack(self.format, struct.pack(self.format, *x))
-        return [score + base for score, base in zip(self.walk(values), self.base_margin)]
-
-
 class TreeTables:
     """A forest of small trees (at most 8 splits each) scored for a batch as table lookups.
 
@@ -285,10 +233,9 @@ def _count_nodes(tree: dict) -> int:
 
 class BoosterScorer:
     """XGBoost's booster called directly (skips the scikit-learn wrapper's checks). One record
-    is scored by the trees as code (`TreeCode`) or, for large forests, as arrays
-    (`TreeArrays`); a batch by table lookups (`TreeTables`) when every tree is small.
-    `speedups_off` names forms not to use (`TREE_CODE`, `TREE_TABLES`: the benchmark's
-    ablation runs)."""
+    walks the trees as arrays (`TreeArrays`); a batch is table lookups (`TreeTables`) when
+    every tree is small, unless `speedups_off` names `TREE_TABLES` (the benchmark's ablation
+    runs)."""
 
     def __init__(self, model, speedups_off: frozenset[str] = frozenset()):
         # a copy: its thread count changes, and the bundle's model must stay as saved (its
@@ -296,14 +243,10 @@ class BoosterScorer:
         self.booster = model.get_booster().copy()
         self.booster.set_param({"nthread": 1})  # one thread per worker process
         self.arrays = TreeArrays(self.booster, len(model.classes_))
-        self.code = TreeCode(self.arrays, self.booster.num_features()) \
-            if TreeCode.fits(self.arrays) and TREE_CODE not in speedups_off else None
         tables = TreeTables(self.arrays)
         self.tables = tables if tables.fits and TREE_TABLES not in speedups_off else None
 
     def margins_row(self, x: list[float]) -> list[float]:
-        if self.code is not None:
-            return self.code.margins_row(x)
         return self.arrays.margins_row(x).tolist()
 
     def row(self, x: list[float]) -> list[float]:
