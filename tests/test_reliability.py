@@ -224,18 +224,23 @@ def test_sigterm_drains_a_request_in_flight(model_copy, telco_record):
     host, port = url.removeprefix("http://").split(":")
     body = requests.models.complexjson.dumps(telco_record).encode()
     idle = {pid: sockets(pid) for pid in workers(process.pid)}
-    client = socket.create_connection((host, int(port)))
-    client.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                   b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
-    wait_for(lambda: any(sockets(pid) > count for pid, count in idle.items()), 30,
-             "a worker to accept the request")
-    process.send_signal(signal.SIGTERM)
-    wait_for(lambda: "Handling signal: term" in process.error_path.read_text(), 30,
-             "the master to take the SIGTERM")
-    client.sendall(body[10:])
-    answer = b""
-    while chunk := client.recv(65536):  # until the server closes: headers and body may part
-        answer += chunk
-    client.close()
-    assert process.wait(timeout=15) == 0
+    client = socket.create_connection((host, int(port)), timeout=60)
+    try:
+        client.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
+        wait_for(lambda: any(sockets(pid) > count for pid, count in idle.items()), 30,
+                 "a worker to accept the request")
+        process.send_signal(signal.SIGTERM)
+        wait_for(lambda: "Handling signal: term" in process.error_path.read_text(), 30,
+                 "the master to take the SIGTERM")
+        client.sendall(body[10:])
+        answer = b""
+        while chunk := client.recv(65536):  # until the server closes: headers and body may part
+            answer += chunk
+        assert process.wait(timeout=30) == 0
+    finally:
+        client.close()
+        if process.poll() is None:  # a failed wait above: never leave a server behind
+            process.kill()
+            process.wait(timeout=30)
     assert answer.startswith(b"HTTP/1.1 200") and b"churn_probability" in answer
