@@ -3,23 +3,46 @@
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
+TOOLS := .venv-tools
+PIPENV := $(TOOLS)/bin/pipenv
 PIPENV_VERSION := 2026.10.3
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 
-.PHONY: help install run train test test-fast bench notebooks audit clean
+.PHONY: help install install-runtime run train test test-fast bench notebooks audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(BIN)/gunicorn: Pipfile Pipfile.lock
-	python3 -m pip install --quiet "pipenv==$(PIPENV_VERSION)"
-	python3 -m pipenv install --dev --deploy   # --deploy: refuse a Pipfile.lock that is out of date
+# pipenv gets a virtualenv of its own, so a system Python that refuses pip installs (Debian's
+# and Ubuntu's, PEP 668) works too; stock Debian may lack python3-venv, so virtualenv (which
+# brings its own pip) is the fallback.
+$(PIPENV):
+	@echo "Installing pipenv into $(TOOLS)/"
+	@rm -rf $(TOOLS) && python3 -m venv $(TOOLS) 2>/dev/null || { rm -rf $(TOOLS) \
+	    && python3 -m pip install --quiet --target $(TOOLS).seed virtualenv \
+	    && PYTHONPATH=$(TOOLS).seed python3 -m virtualenv --quiet $(TOOLS) && rm -rf $(TOOLS).seed; }
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "pipenv==$(PIPENV_VERSION)"
+
+# Runtime packages only (what `make run` needs); the dev tools come on top for the other
+# targets. pipenv checks the lock, pip installs it with its hashes and shows its progress.
+$(VENV)/.runtime: Pipfile Pipfile.lock | $(PIPENV)
+	$(PIPENV) verify   # refuse a Pipfile.lock that no longer matches the Pipfile
+	@[ -x $(BIN)/python ] || $(PIPENV) --python "$$(python3 -c 'import sys; print(sys.executable)')"
+	$(PIPENV) requirements --hash > $(VENV)/requirements.txt
+	$(BIN)/pip install --disable-pip-version-check --require-hashes -r $(VENV)/requirements.txt
 	@touch $@
 
-install: $(BIN)/gunicorn ## install the locked dependencies into .venv (pipenv)
+$(VENV)/.dev: $(VENV)/.runtime
+	$(PIPENV) requirements --dev --hash > $(VENV)/requirements-dev.txt
+	$(BIN)/pip install --disable-pip-version-check --require-hashes -r $(VENV)/requirements-dev.txt
+	@touch $@
 
-run: install ## serve model.bin on port 9696 (MODEL_PATH, PORT, WEB_CONCURRENCY to change)
+install-runtime: $(VENV)/.runtime ## install the locked runtime packages into .venv (what serving needs)
+
+install: $(VENV)/.dev ## install the locked runtime and dev packages into .venv
+
+run: install-runtime ## serve model.bin on port 9696 (MODEL_PATH, PORT, WEB_CONCURRENCY to change)
 	$(BIN)/gunicorn predict:app
 
 train: install ## retrain model.bin from data/telco_churn.csv (ARGS="--data x.csv --target y")
@@ -42,5 +65,5 @@ audit: install ## look up known vulnerabilities of the installed packages (pip-a
 	$(BIN)/pip-audit --progress-spinner off
 
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
