@@ -153,6 +153,18 @@ def test_v2_infer_equals_predict(client, telco_bundle, telco_record):
         [a["churn_probability"] for a in expected], abs=1e-12)
 
 
+def test_v2_reads_loosely_spelled_levels_as_predict_does(client, telco_bundle, telco_record):
+    loose = {**telco_record, "contract": "month-to-month"}
+    expected = client.post("/predict", json=telco_record).get_json()
+    body = client.post("/v2/models/churn/infer",
+                       json={"inputs": tensors([loose], telco_bundle)}).get_json()
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["churn_probability"]["data"] == pytest.approx(
+        [expected["churn_probability"]], abs=1e-9)
+    assert any("read as the known category 'Month-to-month'" in w
+               for w in body["parameters"]["warnings"])
+
+
 def test_model_name_is_configurable(telco_bundle):
     client = create_app(telco_bundle, Settings(model_name="churn-v1")).test_client()
     assert client.get("/v2/models/churn-v1/ready").status_code == 200
@@ -236,7 +248,9 @@ def test_metrics_count_requests_labels_and_problems(telco_bundle, telco_record):
     client = create_app(telco_bundle, Settings()).test_client()
     client.post("/predict", json=[telco_record] * 3)
     client.post("/predict", json={**telco_record, "tenure": "x", "contract": 1})
-    text = client.get("/metrics").get_data(as_text=True)
+    response = client.get("/metrics")
+    text = response.get_data(as_text=True)
+    assert response.headers["Content-Type"].count("charset") == 1
     assert 'tabserve_requests_total{endpoint="/predict",method="POST",status="200"} 1.0' in text
     assert 'tabserve_requests_total{endpoint="/predict",method="POST",status="422"} 1.0' in text
     assert "tabserve_records_predicted_total 3.0" in text

@@ -92,7 +92,8 @@ def problems(response):
 
 @pytest.mark.parametrize("body, content_type, status, detail", [
     (b"{not json", "application/json", 400, "not valid JSON"),
-    (b"", "application/json", 400, "not valid JSON"),
+    (b"", "application/json", 400, "the body is empty"),
+    (b" \n", "application/json", 400, "the body is empty"),
     (b"\xff\xfe", "application/json", 400, "not valid JSON"),
     (b'{"tenure": NaN}', "application/json", 400, "not valid JSON"),
     (b'{"tenure": 1e999}', "application/json", 400, "not valid JSON"),
@@ -166,6 +167,67 @@ def test_unknown_route_and_wrong_method_are_problem_json(client):
     assert problems(client.get("/nope"))["status"] == 404
     response = client.get("/predict")
     assert problems(response)["status"] == 405 and "POST" in response.headers["Allow"]
+    assert problems(response)["detail"] == \
+        "GET is not allowed on /predict: use POST with a JSON body"
+
+
+# The ML Zoomcamp course's client: the original column names and lowercase values
+COURSE_CUSTOMER = {
+    "gender": "female", "seniorcitizen": 0, "partner": "yes", "dependents": "no",
+    "phoneservice": "no", "multiplelines": "no_phone_service", "internetservice": "dsl",
+    "onlinesecurity": "no", "onlinebackup": "yes", "deviceprotection": "no",
+    "techsupport": "no", "streamingtv": "no", "streamingmovies": "no",
+    "contract": "month-to-month", "paperlessbilling": "yes",
+    "paymentmethod": "electronic_check", "tenure": 1, "monthlycharges": 29.85,
+    "totalcharges": 29.85}
+
+
+def test_a_missing_field_names_the_key_sent_in_its_place(client):
+    errors = {e["field"]: e["message"] for e in problems(post(client, COURSE_CUSTOMER))["errors"]}
+    assert errors["senior_citizen"] == \
+        "required field is missing (got 'seniorcitizen'; did you mean it?)"
+    assert errors["payment_method"] == \
+        "required field is missing (got 'paymentmethod'; did you mean it?)"
+    assert errors["female"] == "required field is missing"  # 'gender' is no spelling of it
+    assert len(errors) == 15  # tenure and contract were sent as they are named
+
+
+def test_levels_that_differ_only_in_spelling_are_read_as_the_known_level(client, telco_record):
+    exact = post(client, telco_record).get_json()
+    loose = {**telco_record, "contract": "month-to-month", "payment_method": "electronic_check",
+             "internet_service": " dsl "}
+    for answer in (post(client, loose).get_json(), post(client, [loose, loose]).get_json()[1]):
+        assert answer["churn_probability"] == pytest.approx(exact["churn_probability"], abs=1e-9)
+        assert "'month-to-month' for field 'contract' read as the known category " \
+               "'Month-to-month' (they differ only in case, spaces, '-' or '_')" in answer["warnings"]
+        assert len(answer["warnings"]) == 3
+    unseen = post(client, {**telco_record, "contract": "month-by-month"}).get_json()
+    assert unseen["warnings"] == ["unseen category 'month-by-month' for field 'contract' "
+                                  "(encoded as none of the known categories)"]
+
+
+def test_levels_alike_in_loose_spelling_stay_apart():
+    from tabserve.model.schema import Field, Kind
+    f = Field("plan", Kind.CATEGORICAL, False, categories=("Pro", "pro", "Basic plan"))
+    assert f.loose_codes == {"basicplan": 2}  # "PRO" could be either: it stays unseen
+
+
+def test_numbers_outside_the_training_range_are_answered_with_a_warning(client, telco_record):
+    answer = post(client, {**telco_record, "tenure": -5}).get_json()
+    assert answer["warnings"] == ["-5 for field 'tenure' is outside the range seen in training "
+                                  "(0 to 72): the answer there is an extrapolation"]
+    batch = post(client, [telco_record, {**telco_record, "monthly_charges": 500}]).get_json()
+    assert "warnings" not in batch[0]
+    assert batch[1]["warnings"][0].startswith("500 for field 'monthly_charges' is outside")
+    assert "warnings" not in post(client, {**telco_record, "tenure": 72}).get_json()
+
+
+def test_a_batch_wrapped_in_an_object_says_a_batch_is_a_bare_list(client, telco_record):
+    body = problems(post(client, {"records": [telco_record, telco_record]}))
+    assert body["status"] == 400
+    assert body["errors"] == [{"field": "records", "message": (
+        "'records' is not a field of the model: a batch is a bare JSON list of records, "
+        "[{...}, {...}], sent as the whole body")}]
 
 
 def test_health_ready_model_and_index(client, telco_bundle):

@@ -107,6 +107,30 @@ def test_one_json_log_line_per_request_with_request_id(telco_process, telco_reco
     assert mine[0]["duration_ms"] > 0
 
 
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_probes_are_logged_only_at_debug_level(telco_record, level):
+    process, url = start_gunicorn(ROOT / "model.bin", WEB_CONCURRENCY="1", LOG_LEVEL=level)
+    try:
+        for path in ("/health", "/ready", "/v2/health/live", "/v2/health/ready"):
+            assert requests.get(f"{url}{path}", timeout=10).status_code == 200
+        requests.post(f"{url}/predict", json=telco_record, timeout=10,
+                      headers={"X-Request-ID": "after-the-probes"})
+
+        def lines() -> list[dict]:  # one worker: the probes' lines come before the predict's
+            logged = [json.loads(line) for line in process.log_path.read_text().splitlines()
+                      if line.startswith("{")]
+            return logged if any(line["request_id"] == "after-the-probes"
+                                 for line in logged) else []
+        paths = [line["path"] for line in wait_for(lines, 30, "the predict's access log line")]
+    finally:
+        assert stop(process) == 0
+    probes = ["/health", "/ready", "/v2/health/live", "/v2/health/ready"]
+    if level == "debug":
+        assert paths[-5:] == probes + ["/predict"]
+    else:
+        assert paths == ["/predict"]
+
+
 def test_client_script_posts_csv_and_json(telco_server, tmp_path, telco_record):
     csv = tmp_path / "customers.csv"
     frame = load_csv(ROOT / "data" / "telco_churn.csv").head(5).drop(columns="churn")

@@ -9,6 +9,7 @@ level's position in `Field.categories`, `UNSEEN_CODE` or `MISSING_CODE`).
 from __future__ import annotations
 
 import math
+import re
 import struct
 from dataclasses import dataclass
 from enum import Enum
@@ -27,7 +28,15 @@ BOOLEAN_VALUES: dict[Any, float] = {
 }
 UNSEEN_CODE = -1        # categorical codes for a level not seen in training, and for null
 MISSING_CODE = -2
-_LOOKUPS = ("category_codes", "boolean_table", "packed_lookup")  # cached: never pickled
+_LOOKUPS = ("category_codes", "loose_codes", "boolean_table",
+            "packed_lookup")  # cached: never pickled
+_SEPARATORS = re.compile(r"[\s_-]+")
+
+
+def loose_spelling(text: str) -> str:
+    """A name or level as a person might type it: case, spaces, `-` and `_` do not count
+    ("Month-to-month", "month_to_month" and "MonthToMonth" are alike)."""
+    return _SEPARATORS.sub("", text).casefold()
 
 
 class Kind(str, Enum):
@@ -56,6 +65,15 @@ class Field:
         if self.nullable:
             codes[None] = MISSING_CODE
         return codes
+
+    @cached_property
+    def loose_codes(self) -> dict[str, int]:
+        """A categorical's code for each level by its loose spelling, where only one level
+        has that spelling (two levels that differ only in case stay apart)."""
+        by_spelling: dict[str, list[int]] = {}
+        for code, level in enumerate(self.categories):
+            by_spelling.setdefault(loose_spelling(level), []).append(code)
+        return {spelling: codes[0] for spelling, codes in by_spelling.items() if len(codes) == 1}
 
     @property
     def ranks(self) -> list[float] | None:

@@ -4,7 +4,9 @@
   seen in training, an accepted boolean spelling, null where allowed), as a type that msgspec
   checks in C while it parses a body (`serving.decoding`'s plain path);
 - `validate(schema, records)`: any parsed records, column by column, naming every problem
-  (errors) and every tolerated oddity (warnings: unknown fields, unseen or padded levels).
+  (errors) and every tolerated oddity (warnings: unknown fields, unseen levels, levels and
+  field names that differ from the known ones only in spelling, numbers outside the range
+  seen in training).
 
 A record that `strict_type` accepts validates with no problem and no warning, and to the same
 values; `tests/test_decoding.py` checks it on generated values.
@@ -13,15 +15,18 @@ values; `tests/test_decoding.py` checks it on generated values.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import repeat
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
+import msgspec
 import numpy as np
 
-from tabserve.model.schema import BOOLEAN_VALUES, MISSING_CODE, UNSEEN_CODE, Field, Kind, Schema
+from tabserve.model.schema import (BOOLEAN_VALUES, MISSING_CODE, UNSEEN_CODE, Field, Kind, Schema,
+                                   loose_spelling)
 
 _MISSING = object()     # a key absent from a record (distinct from JSON null)
+_REQUIRED = "required field is missing"
 _JSON_TYPE_NAMES = {str: "string", bool: "boolean", int: "number", float: "number",
                     dict: "object", list: "array", type(None): "null"}
 
@@ -79,7 +84,10 @@ def strict_type(f: Field, level: Any = None) -> Any:
     """The values `f` accepts as they stand, as a type msgspec checks in C. `level` replaces
     a categorical's `Literal` of its levels by a type that decodes the same texts (an Enum)."""
     if f.kind is Kind.NUMERIC:
-        kind = float  # JSON has no NaN or infinity, and msgspec refuses numbers beyond a double
+        # JSON has no NaN or infinity, and msgspec refuses numbers beyond a double; a number
+        # outside the training range goes to `validate`, which warns about it
+        kind = float if f.minimum is None else \
+            Annotated[float, msgspec.Meta(ge=f.minimum, le=f.maximum)]
     elif f.kind is Kind.CATEGORICAL:
         kind = level or Literal[f.categories]
     else:
@@ -91,8 +99,10 @@ def strict_type(f: Field, level: Any = None) -> Any:
 def validate(schema: Schema, records: list[dict[str, Any]], indexed: bool = True) -> Validated:
     """Check records against the schema, column by column, collecting every problem.
 
-    Errors: a missing field, a wrong JSON type, a non-finite number, a null where training
-    had no missing values. Warnings: unknown fields and unseen categories.
+    Errors: a missing field (with the key sent instead, when one differs from its name only
+    in spelling), a wrong JSON type, a non-finite number, a null where training had no missing
+    values. Warnings: unknown fields, unseen categories, levels read by their loose spelling,
+    numbers outside the training range.
     With `indexed=False` (a single record) problems carry no record index.
     """
     values = {f.name: [record.get(f.name, _MISSING) for record in records]
@@ -106,7 +116,22 @@ def validate(schema: Schema, records: list[dict[str, Any]], indexed: bool = True
                 why = "the target is not an input" if name == schema.target else \
                     "the model does not use it"
                 out.warn(i, f"unknown field {_short(name)!r} ignored ({why})")
+        out.problems = [_with_near_key(p, records, known) for p in out.problems]
     return out
+
+
+def _with_near_key(problem: Problem, records: list[dict[str, Any]], known: set[str]) -> Problem:
+    """A missing field's problem, naming the unknown key sent in its place, if any: the
+    course's clients send `seniorcitizen` for `senior_citizen`."""
+    if problem.message != _REQUIRED:
+        return problem
+    wanted = loose_spelling(problem.field)
+    record = records[problem.index or 0]
+    near = [key for key in record.keys() - known
+            if isinstance(key, str) and loose_spelling(key) == wanted]
+    if not near:
+        return problem
+    return replace(problem, message=f"{_REQUIRED} (got {_short(near[0])!r}; did you mean it?)")
 
 
 def validate_columns(schema: Schema, values: dict[str, list], indexed: bool = True) -> Validated:
@@ -138,7 +163,7 @@ def _shown(value: Any) -> str:
 
 def _type_problem(value: Any, expected: str) -> str:
     if value is _MISSING:
-        return "required field is missing"
+        return _REQUIRED
     if value is None:
         return "null is not allowed: the training data had no missing values for this field"
     return f"expected {expected}, got {_shown(value)}"
@@ -157,7 +182,7 @@ def _check_numeric(f: Field, values: list, out: Validated, indexed: bool) -> np.
             column = None
         if column is not None and (np.isfinite(column).all()
                                    or (f.nullable and not np.isinf(column).any())):
-            return column
+            return _warn_outside_range(f, column, out)
     column = np.full(len(values), np.nan)
     for i, value in enumerate(values):
         if value is None and f.nullable:
@@ -173,6 +198,16 @@ def _check_numeric(f: Field, values: list, out: Validated, indexed: bool) -> np.
             column[i] = number
         else:
             _report(out, f, i, indexed, f"expected a finite number, got {value!r:.40}")
+    return _warn_outside_range(f, column, out)
+
+
+def _warn_outside_range(f: Field, column: np.ndarray, out: Validated) -> np.ndarray:
+    """The model never saw such numbers: its answer there is an extrapolation."""
+    if f.minimum is not None:
+        for i in np.flatnonzero((column < f.minimum) | (column > f.maximum)).tolist():
+            out.warn(i, f"{column[i]:g} for field {f.name!r} is outside the range seen in "
+                        f"training ({f.minimum:g} to {f.maximum:g}): the answer there is an "
+                        "extrapolation")
     return column
 
 
@@ -214,6 +249,12 @@ def _check_categorical(f: Field, values: list, out: Validated, indexed: bool) ->
         value = values[i]
         if type(value) is str:
             code = index.get(value.strip(), UNSEEN_CODE) if value.strip() else UNSEEN_CODE
+            if code == UNSEEN_CODE and value.strip():
+                code = f.loose_codes.get(loose_spelling(value), UNSEEN_CODE)
+                if code != UNSEEN_CODE:
+                    out.warn(i, f"{_short(value)!r} for field {f.name!r} read as the known "
+                                f"category {f.categories[code]!r} (they differ only in case, "
+                                "spaces, '-' or '_')")
             if code == UNSEEN_CODE:
                 out.warn(i, f"unseen category {_short(value.strip())!r} for field {f.name!r} "
                             "(encoded as none of the known categories)")

@@ -70,6 +70,10 @@ class Body:
     row: tuple | None = None                     # the plain path, one record: values in order
 
 
+def _short_key(key: str) -> str:
+    return key if len(key) <= 40 else key[:37] + "..."
+
+
 def _bad_request(message: str, status: int = 400, title: str = "Bad Request",
                  index: int | None = None) -> RequestError:
     return RequestError([Problem(None, message, index)], status=status, title=title)
@@ -146,7 +150,22 @@ class BodyDecoder:
                         plain=self.columns(values[at::width] for at in range(width)))
         return None
 
+    def _refuse_wrapped_batch(self, body: dict) -> None:
+        """`{"records": [{...}, ...]}` is a batch put in an object (as other servers want it):
+        say so, rather than list every field as missing."""
+        if any(name in body for name in self.names):
+            return
+        for key, value in body.items():
+            if isinstance(value, list) and value and isinstance(value[0], dict):
+                raise RequestError([Problem(_short_key(key), (
+                    f"{_short_key(key)!r} is not a field of the model: a batch is a bare JSON "
+                    "list of records, [{...}, {...}], sent as the whole body"))],
+                    status=400, title="Bad Request")
+
     def _decode_general(self, raw: bytes) -> Body:
+        if not raw.strip():
+            raise _bad_request("the body is empty: send one record as a JSON object, or a "
+                               "batch as a JSON list of objects")
         try:
             body = self._plain.decode(raw)
         except (msgspec.DecodeError, UnicodeDecodeError) as err:
@@ -154,6 +173,7 @@ class BodyDecoder:
         except RecursionError:
             raise _bad_request("the body is not valid JSON: nested too deeply") from None
         if isinstance(body, dict):
+            self._refuse_wrapped_batch(body)
             return Body(False, 1, records=[body])
         if not isinstance(body, list):
             raise _bad_request("expected a JSON object (one record) or a list of objects "

@@ -78,7 +78,8 @@ def docs() -> Response:
 @api.get("/metrics")
 def metrics() -> Response:
     exposition = service().metrics
-    return Response(exposition.exposition(), mimetype=exposition.content_type)
+    # content_type, not mimetype: the exposition's type already names its charset
+    return Response(exposition.exposition(), content_type=exposition.content_type)
 
 
 @api.get("/")
@@ -136,6 +137,10 @@ def _http_error(err: HTTPException) -> Response:
     if err.code == 413:
         detail = (f"the body is larger than the limit of {service().settings.max_body_bytes} "
                   "bytes (MAX_BODY_BYTES)")
+    if err.code == 405 and err.valid_methods:
+        allowed = " or ".join(m for m in err.valid_methods if m not in ("HEAD", "OPTIONS"))
+        detail = f"{request.method} is not allowed on {request.path}: use {allowed}" + \
+            (" with a JSON body" if allowed == "POST" else "")
     response = problem_response(err.code or 500, err.name, detail)
     if err.code == 405 and err.valid_methods:
         response.headers["Allow"] = ", ".join(err.valid_methods)

@@ -1,14 +1,19 @@
 """One JSON line per request, written by gunicorn's access logger (`logger_class` in
 gunicorn.conf.py), with what the app left in the WSGI environ: records, model version and
-request id."""
+request id. A probe that succeeds (`/health`, `/ready`, the v2 health paths) is logged only at
+LOG_LEVEL=debug: Docker's health check and Kubernetes' probes would otherwise write a line
+every few seconds each."""
 
 from __future__ import annotations
 
 import json
+import logging
 import traceback
 from datetime import datetime, timezone
 
 from gunicorn.glogging import Logger
+
+PROBES = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready"})
 
 
 class JsonAccessLogger(Logger):
@@ -16,6 +21,9 @@ class JsonAccessLogger(Logger):
 
     def access(self, resp, req, environ, request_time) -> None:
         if not self.access_log_enabled:
+            return
+        if environ.get("PATH_INFO") in PROBES and resp.status_code == 200 and \
+                not self.error_log.isEnabledFor(logging.DEBUG):
             return
         line = {
             "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
