@@ -20,7 +20,8 @@ FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 MODEL_PATH=/app/model.bin PORT=9696
 COPY --from=build /usr/local/lib/python3.11/site-packages /usr/local/lib/python3.11/site-packages
 COPY --from=build /usr/local/bin/gunicorn /usr/local/bin/gunicorn
-RUN useradd --create-home --uid 10001 --user-group app
+# no home: nothing the server runs writes one (gunicorn.conf.py turns off the control socket)
+RUN useradd --no-create-home --uid 10001 --user-group app
 WORKDIR /app
 COPY gunicorn.conf.py predict.py model.bin ./
 COPY tabserve ./tabserve

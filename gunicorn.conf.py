@@ -20,11 +20,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Set before prometheus_client is imported; emptied at start so no stale counts survive (but
 # not when SIGHUP reads this file again: the running workers' counts must stay).
 if not os.environ.get("TABSERVE_METRICS_STARTED"):
-    metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-                       or tempfile.mkdtemp(prefix="tabserve-metrics-"))
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    for stale in metrics_dir.glob("*.db"):
-        stale.unlink()
+    try:
+        metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+                           or tempfile.mkdtemp(prefix="tabserve-metrics-"))
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        for stale in metrics_dir.glob("*.db"):
+            stale.unlink()
+    except OSError as err:  # a read-only container without a writable /tmp
+        sys.exit(f"error: cannot write the metrics directory {err.filename or ''} "
+                 f"({err.strerror}): give the server a writable /tmp (docker run --tmpfs /tmp; "
+                 "Kubernetes: an emptyDir volume at /tmp) or set PROMETHEUS_MULTIPROC_DIR to a "
+                 "writable directory")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     os.environ["TABSERVE_METRICS_STARTED"] = "1"
 
@@ -43,6 +49,9 @@ preload_app = True          # load model.bin once, in the master; workers share 
 timeout = int(os.environ.get("TIMEOUT") or 30)
 graceful_timeout = 10
 keepalive = 5
+# gunicorn's control socket (gunicornc) is not used; off, it needs no writable $HOME, which a
+# read-only container or an arbitrary --user has not
+control_socket_disable = True
 accesslog = "-"             # one JSON line per request on stdout, errors on stderr
 logger_class = "tabserve.web.logs.JsonAccessLogger"
 errorlog = "-"

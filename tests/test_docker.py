@@ -135,6 +135,34 @@ def test_sigterm_stops_the_container_cleanly(container):
     assert docker("inspect", "--format", "{{.State.ExitCode}}", name) == "0"
 
 
+@pytest.mark.parametrize("restriction", [
+    ("--read-only", "--tmpfs", "/tmp"),
+    ("--user", "12345"),
+    ("--read-only", "--tmpfs", "/tmp", "--user", "12345", "--cap-drop", "ALL",
+     "--security-opt", "no-new-privileges"),
+], ids=["read-only", "any-user", "both-and-no-capabilities"])
+def test_restricted_containers_serve_without_errors(image, telco_record, restriction):
+    name, url = run_container(image, *restriction)
+    try:
+        answer = requests.post(f"{url}/predict", json=telco_record, timeout=10)
+        assert answer.status_code == 200 and "churn_probability" in answer.json()
+        assert requests.get(f"{url}/metrics", timeout=10).status_code == 200
+        docker("stop", name, timeout=60)  # the whole log, to the clean exit on SIGTERM
+        assert docker("inspect", "--format", "{{.State.ExitCode}}", name) == "0"
+        logged = logs(name)
+    finally:
+        docker("rm", "-f", name, check=False)
+    assert "[ERROR]" not in logged and "Traceback" not in logged, logged
+
+
+def test_a_read_only_container_without_tmp_ends_with_one_line(image):
+    done = subprocess.run(["docker", "run", "--rm", "--read-only", image],
+                          capture_output=True, text=True, timeout=120)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert done.returncode != 0
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--tmpfs /tmp" in lines[0], lines
+
+
 def test_workers_follow_the_container_cpu_quota(image):
     """gunicorn.conf.py's worker count, read inside a container limited to one CPU and inside
     one with no limit (this machine has 2 cores)."""
@@ -157,6 +185,52 @@ def test_another_model_without_rebuilding(image, tmp_path, flower_csv):
         assert set(answer["probabilities"]) == {"setosa", "versicolor", "virginica"}
     finally:
         docker("rm", "-f", name, check=False)
+
+
+def assert_no_duplicate_keys(path: Path) -> None:
+    """The `docker compose` plugin refuses a key given twice in one mapping; docker-compose 1.x
+    and plain YAML loaders keep the last one silently."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+            repeated = {key for key in keys if keys.count(key) > 1}
+            assert not repeated, f"{path.name}: {sorted(repeated)} given twice in one mapping"
+            return super().construct_mapping(node, deep=deep)
+    yaml.load(path.read_text(), Loader=StrictLoader)
+
+
+def test_docker_compose_up_healthy_predict_down(image, telco_record):
+    """The shipped docker-compose.yml with Debian's docker-compose (which validates it against
+    the Compose Specification, the format the `docker compose` plugin reads), on the image
+    this run built."""
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose is not installed (apt-get install docker-compose; "
+                    ".ci/run does)")
+    port = free_port()
+    project = f"tabserve-test-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "TABSERVE_IMAGE": image, "TABSERVE_PORT": str(port)}
+
+    def compose(*args: str) -> str:
+        done = subprocess.run(["docker-compose", "-p", project, "-f",
+                               str(ROOT / "docker-compose.yml"), *args], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"docker-compose {' '.join(args)}: {done.stderr}"
+        return done.stdout.strip()
+
+    compose("config", "--quiet")
+    assert_no_duplicate_keys(ROOT / "docker-compose.yml")
+    compose("up", "-d", "--no-build")
+    try:
+        container = compose("ps", "-q", "tabserve")
+        wait_for(lambda: docker("inspect", "--format", "{{.State.Health.Status}}",
+                                container) == "healthy", 90, "compose's container to be healthy")
+        answer = requests.post(f"http://127.0.0.1:{port}/predict", json=telco_record, timeout=10)
+        assert answer.status_code == 200 and "churn_probability" in answer.json()
+    finally:
+        compose("down")
+    assert docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}") == ""
 
 
 # --- Elastic Beanstalk: what `eb deploy` uploads (git HEAD), behind nginx with our config ---
