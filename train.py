@@ -38,8 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"binary targets: how to choose the threshold, {RULES} "
                              "(default: %(default)s)")
     parser.add_argument("--reports", type=Path, default=None,
-                        help="where to write metrics.json, model_card.md and plots "
-                             "(default: reports/ beside the output)")
+                        help="where to write metrics.json, model_card.md and plots (default: "
+                             "beside the output, named after it: my.reports/ for my.bin, "
+                             "reports/ for model.bin)")
     parser.add_argument("--max-rows", type=int, default=200_000,
                         help="train on a uniform random sample of at most this many rows, read "
                              "in chunks so memory stays bounded (default: %(default)s)")
@@ -77,8 +78,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ordinal[name.strip()] = order
     args.ordinal = ordinal
     if args.reports is None:
-        args.reports = args.output.parent / "reports"
+        args.reports = reports_folder(args.output)
     return args
+
+
+def reports_folder(output: Path) -> Path:
+    """Reports go beside the model they describe, so training another model never overwrites
+    the default model's committed `reports/`."""
+    if output.name == "model.bin":
+        return output.parent / "reports"
+    return output.with_name(f"{output.stem}.reports")
 
 
 def progress_printer(quiet: bool):
@@ -110,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         bundle = result.bundle.stamp(data_path=args.data, data_sha256=file_sha256(args.data),
                                      seed=args.seed)
         bundle.save(args.output)
-        written = write_reports(bundle, result, args.reports)
+        written = write_reports(bundle, result, args.reports, args.output)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -152,14 +152,42 @@ def test_reports_are_written(tmp_path, loan_csv):
     card = (reports / "model_card.md").read_text()
     for section in ("## Data", "Dropped columns", "## Model selection", "Chosen:",
                     "Calibration:", "95% bootstrap interval", "f1: maximises F1",
-                    "## Limitations", "--trials 3"):
+                    "## Intended use", "## Out-of-scope use", "## Sensitive inputs",
+                    "No field name suggests a protected attribute", "## Limitations",
+                    f"--output {out} --seed 1 --trials 3"):
         assert section in card
     metrics = json.loads((reports / "metrics.json").read_text())
     low, high = metrics["test_intervals_95"]["roc_auc"]
     assert low <= metrics["metrics"]["test"]["roc_auc"] <= high
+    # the loans' score rises with income and falls with debt (helpers.loan_frame)
+    assert metrics["feature_direction"]["income"].startswith("higher values push towards 'yes'")
+    assert metrics["feature_direction"]["debt"].startswith("higher values push away from 'yes'")
+    assert metrics["feature_direction"]["region"].startswith("most towards 'yes': 'south'")
+    assert "| income |" in card and "higher values push towards 'yes'" in card
     for plot in ("roc.png", "precision_recall.png", "calibration.png", "confusion_matrix.png",
                  "feature_importance.png"):
         assert (reports / plot).read_bytes()[:4] == b"\x89PNG" and f"]({plot})" in card
+
+
+def test_reports_go_beside_the_model_they_describe(tmp_path):
+    frame = loan_frame()
+    frame["gender"] = ["female", "male"] * (len(frame) // 2)
+    data = tmp_path / "loans.csv"
+    frame.to_csv(data, index=False)
+    committed = {p: p.stat().st_mtime_ns for p in (ROOT / "reports").iterdir()}
+    done = run_train("--data", str(data), "--target", "approved", "--output",
+                     str(tmp_path / "my.bin"), "--folds", "3")
+    assert done.returncode == 0, done.stderr
+    card = (tmp_path / "my.reports" / "model_card.md").read_text()
+    assert {p: p.stat().st_mtime_ns for p in (ROOT / "reports").iterdir()} == committed
+    assert "attribute: `gender`" in card
+    assert "| group | test rows | observed 'yes' | predicted 'yes' |" in card
+    assert "| female |" in card and "| male |" in card
+    (tmp_path / "sub").mkdir()
+    done = run_train("--data", str(data), "--target", "approved", "--output",
+                     str(tmp_path / "sub" / "model.bin"), "--folds", "3", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "sub" / "reports" / "model_card.md").is_file()
 
 
 def test_time_budget_bounds_the_search(tmp_path, loan_csv):

@@ -7,16 +7,20 @@ card says so and the rest is still written. Test metrics come with 95% bootstrap
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import (accuracy_score, confusion_matrix, log_loss, precision_recall_curve,
                              roc_auc_score, roc_curve)
 
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.decision import label_codes
 from tabserve.model.frames import columns_from_frame
+from tabserve.model.schema import Field, Kind
 from tabserve.serving.explaining import Explainer, ExplanationsUnavailable
 from tabserve.serving.predicting import Predictor
 from tabserve.training.run import TrainingResult
@@ -43,11 +47,23 @@ def bootstrap_intervals(y: np.ndarray, proba: np.ndarray, threshold: float | Non
             for name, v in samples.items()}
 
 
-def field_importance(bundle: ModelBundle, frame) -> tuple[dict[str, float], str]:
-    """Mean |contribution| per input field on `frame`, and how it was measured."""
+@dataclass
+class FieldEffects:
+    """How much each input field moves the model's answers on the test rows, how that was
+    measured, and (where contributions exist) which way each field pushes."""
+
+    importance: dict[str, float]
+    how: str
+    direction: dict[str, str] = field(default_factory=dict)
+
+
+def field_effects(bundle: ModelBundle, frame) -> FieldEffects:
+    """Mean |contribution| per input field on `frame`, and each field's direction for a
+    binary model; permutation importance (no direction) for a model with no contributions."""
     explainer = Explainer(Predictor(bundle))
+    columns = columns_from_frame(bundle.schema, frame)
     try:
-        contributions, _ = explainer.contributions(columns_from_frame(bundle.schema, frame))
+        contributions, _ = explainer.contributions(columns)
     except ExplanationsUnavailable:
         from sklearn.inspection import permutation_importance
 
@@ -55,11 +71,85 @@ def field_importance(bundle: ModelBundle, frame) -> tuple[dict[str, float], str]
         result = permutation_importance(bundle.pipeline, frame[bundle.schema.names], y,
                                         scoring="roc_auc" if bundle.task == "binary"
                                         else "roc_auc_ovr", n_repeats=5, random_state=0)
-        return (dict(zip(bundle.schema.names, result.importances_mean.tolist())),
-                "permutation importance (drop in ROC AUC when a field is shuffled)")
+        return FieldEffects(dict(zip(bundle.schema.names, result.importances_mean.tolist())),
+                            "permutation importance (drop in ROC AUC when a field is shuffled)")
     mean_abs = np.abs(contributions).mean(axis=(0, 1))
-    return (dict(zip(bundle.schema.names, mean_abs.tolist())),
-            "mean |SHAP value| per field, in log-odds (margin) units")
+    effects = FieldEffects(dict(zip(bundle.schema.names, mean_abs.tolist())),
+                           "mean |SHAP value| per field, in log-odds (margin) units")
+    if bundle.task == "binary":
+        for at, f in enumerate(bundle.schema.fields):
+            effects.direction[f.name] = _direction(f, columns[f.name], contributions[:, 0, at],
+                                                   bundle.positive_class)
+    return effects
+
+
+def _direction(f: Field, values: np.ndarray, pushes: np.ndarray, positive: str) -> str:
+    """Which way a field pushes the positive class's log-odds, in words."""
+    towards = f"towards {positive!r}"
+    if f.kind is Kind.CATEGORICAL:
+        means = {level: pushes[values == code].mean() for code, level in enumerate(f.categories)
+                 if (values == code).any()}
+        if len(means) < 2:
+            return "one level in the test rows"
+        ranked = sorted(means, key=means.get)
+        return f"most {towards}: {ranked[-1]!r}; least: {ranked[0]!r}"
+    seen = ~np.isnan(values)
+    if f.kind is Kind.BOOLEAN:
+        if len(np.unique(values[seen])) < 2:
+            return "one value in the test rows"
+        gap = pushes[seen & (values == 1)].mean() - pushes[seen & (values == 0)].mean()
+        return f"{f.spellings[0] or 'true'} pushes {'towards' if gap > 0 else 'away from'} " \
+               f"{positive!r}"
+    if seen.sum() < 3 or np.ptp(values[seen]) == 0 or np.ptp(pushes[seen]) == 0:
+        return "no clear direction"
+    rho = np.corrcoef(np.argsort(np.argsort(values[seen])), pushes[seen])[0, 1]  # Spearman
+    if abs(rho) < 0.3:
+        return f"mixed (rank correlation {rho:+.2f}): depends on the value and on other fields"
+    return f"higher values push {'towards' if rho > 0 else 'away from'} {positive!r} " \
+           f"(rank correlation {rho:+.2f})"
+
+
+# Words in input names that often mean a protected or sensitive attribute (in the sense of
+# anti-discrimination law): the card lists such fields and how the model treats each group
+SENSITIVE_WORDS = ("gender", "sex", "female", "male", "age", "senior", "race", "ethnic",
+                   "religio", "marital", "married", "national", "citizen", "disab", "pregnan",
+                   "orientation")
+
+
+def sensitive_fields(schema) -> list[Field]:
+    """Fields with a word of their name (split at `_`, spaces, digits) starting with one of
+    `SENSITIVE_WORDS`: `senior_citizen` and `age` are, `page_views` and `average` are not."""
+    def sensitive(name: str) -> bool:
+        return any(word.startswith(SENSITIVE_WORDS) for word in re.split(r"[^a-z]+", name.lower()))
+    return [f for f in schema.fields if sensitive(f.name)]
+
+
+def group_checks(bundle: ModelBundle, result: TrainingResult, f: Field) -> str:
+    """The test split by the groups of one field: rows, observed rate of each class,
+    predicted rate and, for a binary model, ROC AUC within the group."""
+    values = result.test_frame[f.name]
+    if f.kind is Kind.NUMERIC:
+        groups = pd.qcut(values, 4, duplicates="drop").astype(str)
+    else:
+        groups = values.astype("string").fillna("(missing)")
+    predicted = label_codes(result.test_proba, bundle.threshold)
+    k = 1 if bundle.task == "binary" else None
+    rows = []
+    for group in sorted(groups.unique()):
+        mask = (groups == group).to_numpy()
+        y, p = result.test_y[mask], result.test_proba[mask]
+        auc = roc_auc(y, p) if k is not None and len(np.unique(y)) == 2 else None
+        shown = [group, mask.sum()]
+        if k is not None:
+            shown += [f"{np.mean(y == k):.1%}", f"{np.mean(predicted[mask] == k):.1%}",
+                      f"{np.mean(p[:, k]):.3f}", "n/a" if auc is None else f"{auc:.3f}"]
+        else:
+            shown += [f"{np.mean(predicted[mask] == y):.1%}"]
+        rows.append(shown)
+    header = (["group", "test rows", f"observed {bundle.positive_class!r}",
+               f"predicted {bundle.positive_class!r}", "mean probability", "ROC AUC"]
+              if k is not None else ["group", "test rows", "accuracy"])
+    return f"`{f.name}`:\n\n" + _table(rows, header)
 
 
 def _plots(bundle: ModelBundle, result: TrainingResult, importance: dict[str, float],
@@ -136,8 +226,7 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
 
 
 def model_card(bundle: ModelBundle, result: TrainingResult, intervals: dict,
-               importance: dict[str, float], importance_how: str, plots: list[str],
-               plots_note: str) -> str:
+               effects: FieldEffects, plots: list[str], plots_note: str, output: Path) -> str:
     m, meta, schema = bundle.metrics, bundle.metadata, bundle.schema
     test = m["test"]
     target_rates = ", ".join(f"{label!r} {np.mean(result.test_y == k):.1%}"
@@ -160,7 +249,12 @@ def model_card(bundle: ModelBundle, result: TrainingResult, intervals: dict,
                        f"{intervals[name][0]:.4f} to {intervals[name][1]:.4f}"]
                       for name in ("roc_auc", "accuracy", "log_loss")],
                      ["metric", "test split", "95% bootstrap interval"])
-    top = sorted(importance.items(), key=lambda item: -item[1])[:10]
+    top = sorted(effects.importance.items(), key=lambda item: -item[1])[:10]
+    effect_rows = [[name, f"{value:.4f}", *([effects.direction[name]] if effects.direction
+                                            else [])] for name, value in top]
+    effect_header = ["field", "importance", *(["direction"] if effects.direction else [])]
+    sensitive = sensitive_fields(schema)
+    checks = "\n\n".join(group_checks(bundle, result, f) for f in sensitive)
     calibration = m.get("calibration") or {}
     decision = (f"Threshold **{bundle.threshold:.4g}** on the probability of "
                 f"{bundle.positive_class!r}: {bundle.threshold_rule}."
@@ -195,36 +289,61 @@ Decision: {decision}
 The shipped model is the chosen configuration refit on all rows; these figures come from the
 same configuration fit on the training split only.
 
-Most important fields ({importance_how}):
-{_table([[name, f'{value:.4f}'] for name, value in top], ['field', 'importance'])}
+Most important fields ({effects.how}){'; the direction says which way each field pushes the probability of ' + repr(bundle.positive_class) + ' on the test rows' if effects.direction else ''}:
+{_table(effect_rows, effect_header)}
 
 ## Plots
 {plots_md}
+
+## Intended use
+- Scoring records like those in `{Path(meta['data']['path']).name}` for `{schema.target}`, one
+  at a time or in batches, as one input to a decision that people review and can overturn:
+  ranking whom to contact first, flagging cases to look at.
+- Monitoring and retraining are the user's: check the answers against outcomes as they arrive.
+
+## Out-of-scope use
+- Decisions with legal or similarly significant effects on a person taken by the model alone
+  (credit, employment, housing, insurance, benefits): they need review by a person, and in
+  many places a right to an explanation and to contest.
+- Populations, periods, places or products the training file does not cover; the service
+  warns about unseen categories and numbers outside the training range, but not about a
+  population that has quietly changed.
+- Causal questions ("what happens if we change this field?"): the model describes
+  associations in the data, not effects of actions.
+
+## Sensitive inputs
+{('Fields whose names suggest a protected or sensitive attribute: ' + ', '.join(f'`{f.name}`' for f in sensitive) + '. Using them, or fields that stand in for them, may be unlawful for some decisions. Below, the test split by their groups: compare the observed and predicted rates and the ROC AUC across groups; a model that is less accurate for one group, or predicts a rate far from the observed one there, treats it differently. To check a model trained without them, retrain with those columns removed from the CSV and compare the test figures.') if sensitive else 'No field name suggests a protected attribute (gender, age, race, religion, nationality, disability, marital status...); check the fields yourself, since others can stand in for one.'}
+
+{checks}
 
 ## Limitations
 - Trained on one file: the model knows only the populations, period and categories in it;
   unseen categories are answered with a warning and encoded as none of the known ones.
 - Importance and explanations describe the model, not causes.
 - Probabilities are {'Platt-calibrated on out-of-fold predictions' if bundle.calibration else 'as the model gives them'}; check them on recent data before acting on them.
-- Reproduce exactly: `python train.py --data {meta['data']['path']} --target {schema.target} --seed {meta['seed']} --trials {m['cv']['trials']}`.
+- Reproduce exactly: `python train.py --data {meta['data']['path']} --target {schema.target} --output {output} --seed {meta['seed']} --trials {m['cv']['trials']}`.
 """
 
 
-def write_reports(bundle: ModelBundle, result: TrainingResult, folder: Path) -> list[str]:
-    """Write the report files into `folder`; their names."""
+def write_reports(bundle: ModelBundle, result: TrainingResult, folder: Path,
+                  output: Path = Path("model.bin")) -> list[str]:
+    """Write the report files into `folder`; their names. `output`: where the bundle was
+    written, for the card's command that reproduces it."""
     folder.mkdir(parents=True, exist_ok=True)
     intervals = bootstrap_intervals(result.test_y, result.test_proba, bundle.threshold,
                                     seed=bundle.metadata["seed"])
-    importance, how = field_importance(bundle, result.test_frame)
+    effects = field_effects(bundle, result.test_frame)
     try:
-        plots, note = _plots(bundle, result, importance, how, folder), ""
+        plots, note = _plots(bundle, result, effects.importance, effects.how, folder), ""
     except ImportError:
         plots, note = [], "(matplotlib is not installed: `make install` installs it)"
     (folder / "metrics.json").write_text(json.dumps({
         "model_version": bundle.version, "metrics": bundle.metrics,
-        "test_intervals_95": intervals, "feature_importance": importance,
-        "feature_importance_method": how, "threshold": bundle.threshold,
+        "test_intervals_95": intervals, "feature_importance": effects.importance,
+        "feature_importance_method": effects.how, "feature_direction": effects.direction,
+        "sensitive_fields": [f.name for f in sensitive_fields(bundle.schema)],
+        "threshold": bundle.threshold,
         "threshold_rule": bundle.threshold_rule}, indent=2) + "\n")
     (folder / "model_card.md").write_text(
-        model_card(bundle, result, intervals, importance, how, plots, note))
+        model_card(bundle, result, intervals, effects, plots, note, output))
     return ["metrics.json", "model_card.md", *plots]
