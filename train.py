@@ -30,7 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--candidates", default=",".join(CANDIDATES),
                         help="comma-separated model families to search (default: %(default)s)")
     parser.add_argument("--time-budget", type=float, default=60.0,
-                        help="seconds for the model search (default: %(default)s)")
+                        help="seconds for the whole run: reading the CSV, the search, the "
+                             "refits and the report (default: %(default)s)")
     parser.add_argument("--trials", type=int, default=None,
                         help="run exactly this many search trials instead of a time budget: "
                              "reproduces a run on any machine (its report says how many)")
@@ -109,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         frame = load_csv(args.data, max_rows=args.max_rows, seed=args.seed)
         if frame.attrs["rows_in_file"] > len(frame):
             say(f"  sampled {len(frame):,} of {frame.attrs['rows_in_file']:,} rows (--max-rows)")
+        deadline = started + args.time_budget
         result = train(frame, args.target, seed=args.seed, folds=args.folds,
                        positive_class=args.positive_class, candidates=args.candidates,
-                       time_budget=args.time_budget, max_trials=args.trials,
+                       time_budget=args.time_budget, started=started, max_trials=args.trials,
                        threshold_rule=args.threshold_rule, ordinal=args.ordinal, log=say,
                        progress=progress)
         if sys.stdout.isatty() and not args.quiet:
@@ -119,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         bundle = result.bundle.stamp(data_path=args.data, data_sha256=file_sha256(args.data),
                                      seed=args.seed)
         bundle.save(args.output)
-        written = write_reports(bundle, result, args.reports, args.output)
+        written = write_reports(bundle, result, args.reports, args.output,
+                                seconds=deadline - time.perf_counter())
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -208,6 +208,30 @@ def test_time_budget_bounds_the_search(tmp_path, loan_csv):
     assert "of 8 s" in done.stdout
 
 
+def test_the_budget_covers_the_whole_run_on_a_large_table(tmp_path):
+    """A 5-class table whose first XGBoost trial alone would take about 40 s here: with a
+    10 s budget, trials are cut to their share and the run ends near the budget (the bound is
+    loose on purpose: it catches a run that ignores the budget, as this one took 6x before,
+    not a noisy machine)."""
+    from sklearn.datasets import make_classification
+    x, y = make_classification(n_samples=20_000, n_features=8, n_informative=5, n_classes=5,
+                               random_state=0)
+    frame = pd.DataFrame(x.round(3), columns=[f"x{i}" for i in range(8)])
+    frame["grade"] = [f"g{k}" for k in y]
+    data = tmp_path / "large.csv"
+    frame.to_csv(data, index=False)
+    done = run_train("--data", str(data), "--target", "grade", "--output",
+                     str(tmp_path / "m.bin"), "--time-budget", "10", trials="")
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tmp_path / "m.reports" / "metrics.json").read_text())
+    cv = metrics["metrics"]["cv"]
+    assert cv["time_budget_seconds"] == 10
+    assert any(t.get("cut_by_budget") for t in cv["all_trials"])
+    total = float(done.stdout.rsplit(" in ", 1)[1].split(" s")[0])  # "Wrote ... in 10.3 s"
+    assert total < 20, done.stdout
+    assert metrics["test_intervals_95"]["resamples"] >= 200
+
+
 @pytest.mark.parametrize("option, message", [
     (["--threshold-rule", "median"], "--threshold-rule must be one of"),
     (["--threshold-rule", "fixed:2"], "--threshold-rule must be one of"),

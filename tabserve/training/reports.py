@@ -7,7 +7,9 @@ card says so and the rest is still written. Test metrics come with 95% bootstrap
 from __future__ import annotations
 
 import json
+import math
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,15 +29,21 @@ from tabserve.training.run import TrainingResult
 from tabserve.training.search import roc_auc
 
 BOOTSTRAP_ROUNDS = 1000
+MIN_BOOTSTRAP_ROUNDS = 200  # below this, the 2.5% and 97.5% percentiles are too rough
+EXPLAINED_ROWS = 2000       # importance and directions are read on at most this many test rows
 
 
 def bootstrap_intervals(y: np.ndarray, proba: np.ndarray, threshold: float | None,
-                        seed: int) -> dict[str, list[float]]:
-    """95% percentile intervals of the test metrics over bootstrap resamples of the test rows."""
+                        seed: int, seconds: float = math.inf) -> dict[str, list[float]]:
+    """95% percentile intervals of the test metrics over bootstrap resamples of the test rows:
+    `BOOTSTRAP_ROUNDS` of them, or as many as `seconds` allow past the minimum."""
     rng = np.random.default_rng(seed)
     labels = list(range(proba.shape[1]))
     samples: dict[str, list[float]] = {"roc_auc": [], "accuracy": [], "log_loss": []}
-    for _ in range(BOOTSTRAP_ROUNDS):
+    deadline = time.perf_counter() + seconds
+    for done in range(BOOTSTRAP_ROUNDS):
+        if done >= MIN_BOOTSTRAP_ROUNDS and time.perf_counter() > deadline:
+            break
         rows = rng.integers(0, len(y), len(y))
         if len(np.unique(y[rows])) < len(labels):
             continue  # a resample without some class has no AUC
@@ -43,8 +51,10 @@ def bootstrap_intervals(y: np.ndarray, proba: np.ndarray, threshold: float | Non
         samples["roc_auc"].append(roc_auc(y[rows], p))
         samples["accuracy"].append(float(accuracy_score(y[rows], label_codes(p, threshold))))
         samples["log_loss"].append(float(log_loss(y[rows], p, labels=labels)))
-    return {name: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
-            for name, v in samples.items()}
+    intervals: dict[str, Any] = {name: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
+                                 for name, v in samples.items()}
+    intervals["resamples"] = len(samples["roc_auc"])
+    return intervals
 
 
 @dataclass
@@ -60,6 +70,8 @@ class FieldEffects:
 def field_effects(bundle: ModelBundle, frame) -> FieldEffects:
     """Mean |contribution| per input field on `frame`, and each field's direction for a
     binary model; permutation importance (no direction) for a model with no contributions."""
+    if len(frame) > EXPLAINED_ROWS:  # a large test split: a sample reads the same, faster
+        frame = frame.sample(EXPLAINED_ROWS, random_state=0)
     explainer = Explainer(Predictor(bundle))
     columns = columns_from_frame(bundle.schema, frame)
     try:
@@ -326,13 +338,17 @@ Most important fields ({effects.how}){'; the direction says which way each field
 
 
 def write_reports(bundle: ModelBundle, result: TrainingResult, folder: Path,
-                  output: Path = Path("model.bin")) -> list[str]:
+                  output: Path = Path("model.bin"), seconds: float = math.inf) -> list[str]:
     """Write the report files into `folder`; their names. `output`: where the bundle was
-    written, for the card's command that reproduces it."""
+    written, for the card's command that reproduces it; `seconds`: the time the bootstrap
+    may take beyond its minimum of rounds."""
     folder.mkdir(parents=True, exist_ok=True)
-    intervals = bootstrap_intervals(result.test_y, result.test_proba, bundle.threshold,
-                                    seed=bundle.metadata["seed"])
+    started = time.perf_counter()
     effects = field_effects(bundle, result.test_frame)
+    # the plots take about as long again as the importance; the bootstrap gets what is left
+    left = seconds - 2 * (time.perf_counter() - started)
+    intervals = bootstrap_intervals(result.test_y, result.test_proba, bundle.threshold,
+                                    seed=bundle.metadata["seed"], seconds=left)
     try:
         plots, note = _plots(bundle, result, effects.importance, effects.how, folder), ""
     except ImportError:

@@ -5,7 +5,8 @@ Procedure (docs/training.md says the same):
    row is encoded once with the schema's layout;
 2. a stratified split keeps `TEST_SIZE` of the rows aside;
 3. `search` cross-validates configurations of several model families on the training split
-   within the time budget; the best mean ROC AUC wins;
+   within the time budget, leaving what the steps below and the report need (planned from
+   the trials' own fit times); the best mean ROC AUC wins;
 4. binary: Platt calibration is kept if it lowers log loss on out-of-fold predictions, and the
    threshold rule picks the decision threshold on them (`decision`);
 5. the winner, fit on the training split, is scored once on the test split;
@@ -15,6 +16,7 @@ Procedure (docs/training.md says the same):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -31,10 +33,36 @@ from tabserve.model.encoding import FrameEncoder
 from tabserve.training.data import DataError
 from tabserve.training.decisions import choose_calibration, choose_threshold
 from tabserve.training.inference import example_record, infer_schema
-from tabserve.training.search import FAMILIES, Trial, blend_trial, fit_model, roc_auc, search
+from tabserve.training.search import (FAMILIES, REFITS, TEST_SIZE, Trial, blend_trial, fit_model,
+                                      roc_auc, search)
 
 CANDIDATES = (*FAMILIES, "blend")  # the kinds of model that may be chosen
-TEST_SIZE = 0.2
+
+
+def report_seconds(time_budget: float) -> float:
+    """The part of the budget kept for the report's extras (bootstrap intervals, importance,
+    plots), which `reports` keeps to by sampling."""
+    return max(2.0, 0.05 * time_budget)
+
+
+def refit_seconds(trials: list[Trial], folds: int, blend: bool) -> float:
+    """What the two refits after the search will take (on the training split for the test
+    score, then on all rows), planned from the trials' own fits: a fold fits (folds-1)/folds
+    of the training split, and all rows are 1/(1-TEST_SIZE) of it. For the leader, or the
+    blend of the best members when it may be chosen."""
+    if not trials:
+        return 0.0
+
+    def refits(trial: Trial) -> float:
+        return trial.seconds / (folds - 1) * REFITS
+    best: dict[str, Trial] = {}
+    for trial in trials:
+        if trial.family not in best or trial.score > best[trial.family].score:
+            best[trial.family] = trial
+    costs = [refits(max(trials, key=lambda t: t.score))]
+    if blend and all(member in best for member in MEMBERS):
+        costs.append(sum(refits(best[member]) for member in MEMBERS))
+    return max(costs)
 
 
 @dataclass
@@ -93,8 +121,12 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
           time_budget: float = 60.0, max_trials: int | None = None,
           threshold_rule: str = "fixed:0.5", ordinal: dict[str, Sequence[str]] | None = None,
           log: Callable[[str], None] = lambda message: None,
-          progress: Callable[[str], None] | None = None) -> TrainingResult:
-    """Search, score and fit a classifier for `target` on a frame from `data.load_csv`."""
+          progress: Callable[[str], None] | None = None,
+          started: float | None = None) -> TrainingResult:
+    """Search, score and fit a classifier for `target` on a frame from `data.load_csv`,
+    within `time_budget` seconds from `started` (a `time.perf_counter()`; default: now),
+    together with a report given `report_seconds(time_budget)`."""
+    deadline = (time.perf_counter() if started is None else started) + time_budget
     if target not in frame.columns:
         raise DataError(f"target column {target!r} not found; the columns are: "
                         f"{', '.join(frame.columns)}")
@@ -132,17 +164,20 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
 
     log(f"Searching {', '.join(candidates)} by {folds}-fold cross-validated ROC AUC on "
         f"{len(train_rows)} rows (test split: {len(test_rows)} rows), budget "
-        f"{f'{max_trials} trials' if max_trials else f'{time_budget:g} s'}")
+        f"{f'{max_trials} trials' if max_trials else f'{deadline - time.perf_counter():.0f} s for the search, refits and report'}")
     # a blend needs its members searched, whether or not they may be chosen alone
     searched = [f for f in FAMILIES if f in candidates or ("blend" in candidates and f in MEMBERS)]
+    blend_allowed = "blend" in candidates
     trials = search(x[train_rows], y[train_rows], len(classes), folds=folds, seed=seed,
-                    budget_seconds=time_budget, max_trials=max_trials, families=searched,
-                    progress=progress or log)
+                    budget_seconds=deadline - time.perf_counter(), max_trials=max_trials,
+                    families=searched, progress=progress or log,
+                    reserve=lambda so_far: refit_seconds(so_far, folds, blend_allowed)
+                    + report_seconds(time_budget))
     best: dict[str, Trial] = {}
     for trial in trials:
         if trial.family not in best or trial.score > best[trial.family].score:
             best[trial.family] = trial
-    blend = blend_trial(trials, y[train_rows], folds, seed) if "blend" in candidates else None
+    blend = blend_trial(trials, y[train_rows], folds, seed) if blend_allowed else None
     if blend is not None:
         best["blend"] = blend
     for family, trial in best.items():

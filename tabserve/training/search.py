@@ -6,11 +6,18 @@ strengths (with piecewise-linear hinge terms for continuous columns, and two wit
 budget is spent. Every trial is scored by stratified k-fold ROC AUC on the same folds; XGBoost
 stops adding trees when a validation part of each training fold stops improving.
 The budget decides how many trials run, so `trials` in the report (and `--trials N`)
-reproduces a run exactly on any machine.
+reproduces a run on any machine: exactly, unless a trial was cut short by the budget.
+
+The budget covers what comes after the search too: a trial starts only if it, and then the
+refits of the best model so far and the report (`reserve`), still fit. A first trial of a
+family that would not fit whole (a large table) gets a share of what is left, and XGBoost
+and RandomForest stop adding trees when that share is spent: the trial scores the trees it grew (its report
+entry says it was cut), so one family cannot eat the others' time.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +32,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from xgboost import XGBClassifier
+from xgboost.callback import TrainingCallback
 
 from tabserve.model.blend import MEMBERS, WEIGHTS, Blend, combine
 from tabserve.model.encoding import Hinges
@@ -33,6 +41,23 @@ FAMILIES = ("logistic_regression", "xgboost", "random_forest")
 EARLY_STOPPING_ROUNDS = 50
 MAX_TREES = 2000
 HINGE_KNOTS = 4  # bends per continuous column for LogisticRegression (see Hinges)
+TEST_SIZE = 0.2  # the share of rows `run.train` keeps aside for the test score
+# the refits after the search, in training-split fits: one, then one on all rows
+REFITS = 1 + 1 / (1 - TEST_SIZE)
+FOREST_CHUNK = 50  # trees a RandomForest on a deadline grows between looks at the clock
+
+
+class StopAt(TrainingCallback):
+    """Ends an XGBoost fit when its time is up, keeping the trees grown so far."""
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline = deadline
+        self.cut = False
+
+    def after_iteration(self, model, epoch, evals_log) -> bool:
+        self.cut = time.perf_counter() > self.deadline
+        return self.cut
 
 
 @dataclass
@@ -44,6 +69,7 @@ class Trial:
     folds: list[float]
     seconds: float
     out_of_fold: np.ndarray = field(repr=False)  # rows × classes, from the fold models
+    cut: bool = False  # XGBoost stopped adding trees when its share of the budget was spent
 
     @property
     def score(self) -> float:
@@ -55,7 +81,8 @@ class Trial:
 
     def describe(self) -> dict[str, Any]:
         return {"family": self.family, "params": self.params, "cv_roc_auc": self.score,
-                "cv_sd": self.sd, "seconds": round(self.seconds, 2)}
+                "cv_sd": self.sd, "seconds": round(self.seconds, 2),
+                **({"cut_by_budget": True} if self.cut else {})}
 
 
 def build_model(family: str, params: dict[str, Any], n_classes: int, seed: int) -> Pipeline:
@@ -114,41 +141,72 @@ def roc_auc(y: np.ndarray, proba: np.ndarray) -> float:
 
 
 def fit_model(family: str, params: dict[str, Any], x: np.ndarray, y: np.ndarray,
-              n_classes: int, seed: int) -> tuple[Pipeline, dict[str, Any]]:
-    """Fit one configuration; XGBoost holds out 15% to decide its number of trees.
+              n_classes: int, seed: int, deadline: float | None = None
+              ) -> tuple[Pipeline, dict[str, Any]]:
+    """Fit one configuration; XGBoost holds out 15% to decide its number of trees, and
+    stops at `deadline` if one is given.
 
-    Returns the fitted steps and the parameters to refit with (XGBoost's tree count fixed).
-    A blend fits each member with its own parameters.
+    Returns the fitted steps and the parameters to refit with (XGBoost's tree count fixed;
+    `"cut": True` among them when the deadline stopped it). A blend fits each member with
+    its own parameters.
     """
     if family == "blend":
         members = [fit_model(m["family"], m["params"], x, y, n_classes, seed)[0]
                    for m in params["members"]]
         return Pipeline([("model", Blend(members, params["weights"]))]), params
+    if family == "random_forest" and deadline is not None:
+        return _grow_forest(build_model(family, params, n_classes, seed), x, y, params,
+                            deadline)
     if family != "xgboost" or "n_estimators" in params:
         return build_model(family, params, n_classes, seed).fit(x, y), params
     x_fit, x_stop, y_fit, y_stop = train_test_split(x, y, test_size=0.15, stratify=y,
                                                     random_state=seed)
+    stop = StopAt(math.inf if deadline is None else deadline)
     model = build_model(family, {**params, "n_estimators": MAX_TREES,
-                                 "early_stopping_rounds": EARLY_STOPPING_ROUNDS}, n_classes, seed)
+                                 "early_stopping_rounds": EARLY_STOPPING_ROUNDS,
+                                 "callbacks": [stop]}, n_classes, seed)
     model.fit(x_fit, y_fit, model__eval_set=[(x_stop, y_stop)], model__verbose=False)
-    return model, {**params, "n_estimators": int(model[-1].best_iteration) + 1}
+    model[-1].set_params(callbacks=None)  # a fold model is never shipped, but keep it plain
+    fitted = {**params, "n_estimators": int(model[-1].best_iteration) + 1}
+    return model, ({**fitted, "cut": True} if stop.cut else fitted)
+
+
+def _grow_forest(model: Pipeline, x: np.ndarray, y: np.ndarray, params: dict[str, Any],
+                 deadline: float) -> tuple[Pipeline, dict[str, Any]]:
+    """A RandomForest grown `FOREST_CHUNK` trees at a time until it is whole or `deadline`
+    has passed. Trees grown on are seeded as in one fit, so an uncut forest is the same."""
+    forest = model[-1]
+    trees = forest.n_estimators
+    forest.set_params(warm_start=True, n_estimators=0)
+    while forest.n_estimators < trees:
+        forest.set_params(n_estimators=min(trees, forest.n_estimators + FOREST_CHUNK))
+        model.fit(x, y)
+        if time.perf_counter() > deadline and forest.n_estimators < trees:
+            forest.set_params(warm_start=False)
+            return model, {**params, "n_estimators": forest.n_estimators, "cut": True}
+    forest.set_params(warm_start=False)
+    return model, params
 
 
 def cross_validate(family: str, params: dict[str, Any], x: np.ndarray, y: np.ndarray,
-                   n_classes: int, folds: int, seed: int) -> Trial:
+                   n_classes: int, folds: int, seed: int, seconds: float = math.inf) -> Trial:
+    """Score one configuration on the folds; an XGBoost fold stops adding trees once its
+    share of `seconds` is spent."""
     started = time.perf_counter()
     out_of_fold = np.zeros((len(y), n_classes))
-    scores, trees = [], []
+    scores, trees, cut = [], [], False
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for fit_rows, score_rows in splitter.split(x, y):
-        model, fitted = fit_model(family, params, x[fit_rows], y[fit_rows], n_classes, seed)
+    for fold, (fit_rows, score_rows) in enumerate(splitter.split(x, y), start=1):
+        model, fitted = fit_model(family, params, x[fit_rows], y[fit_rows], n_classes, seed,
+                                  deadline=started + seconds * fold / folds)
         out_of_fold[score_rows] = model.predict_proba(x[score_rows])
         scores.append(roc_auc(y[score_rows], out_of_fold[score_rows]))
         trees.append(fitted.get("n_estimators"))
-    if family == "xgboost" and "n_estimators" not in params:
+        cut = cut or fitted.get("cut", False)
+    if family == "xgboost" and "n_estimators" not in params or cut:
         # the refit on more rows gets the folds' median tree count
         params = {**params, "n_estimators": int(np.median(trees))}
-    return Trial(family, params, scores, time.perf_counter() - started, out_of_fold)
+    return Trial(family, params, scores, time.perf_counter() - started, out_of_fold, cut)
 
 
 def blend_trial(trials: list[Trial], y: np.ndarray, folds: int, seed: int) -> Trial | None:
@@ -176,11 +234,15 @@ def blend_trial(trials: list[Trial], y: np.ndarray, folds: int, seed: int) -> Tr
 
 def search(x: np.ndarray, y: np.ndarray, n_classes: int, *, folds: int, seed: int,
            budget_seconds: float, max_trials: int | None = None, families=FAMILIES,
+           reserve: Callable[[list[Trial]], float] = lambda trials: 0.0,
            progress: Callable[[str], None] = lambda line: None) -> list[Trial]:
     """Cross-validate configurations in order until the budget (or `max_trials`) is spent.
 
-    The first configuration of each family always runs. A trial starts only if a trial of
-    its family, as slow as the last one, still fits in the budget.
+    `reserve(trials)`: the seconds the steps after the search will need, planned from the
+    trials so far; the search leaves them. The first configuration of each family always
+    runs, on an even share of what is left among the families not yet tried (XGBoost and
+    RandomForest are cut at their share; LogisticRegression is not). Later, a trial starts only if a trial of its family,
+    as slow as the last one, still fits.
     """
     started = time.perf_counter()
     trials: list[Trial] = []
@@ -191,19 +253,23 @@ def search(x: np.ndarray, y: np.ndarray, n_classes: int, *, folds: int, seed: in
             continue
         if max_trials is not None and len(trials) >= max_trials:
             break
-        elapsed = time.perf_counter() - started
+        left = budget_seconds - (time.perf_counter() - started) - reserve(trials)
         first = family not in firsts
-        if max_trials is None and not first and \
-                elapsed + last_seconds.get(family, 0.0) > budget_seconds:
-            if all(elapsed + last_seconds[f] > budget_seconds for f in last_seconds):
+        if max_trials is None and not first and last_seconds.get(family, 0.0) > left:
+            if all(last_seconds[f] > left for f in last_seconds):
                 break
             continue
+        share = math.inf
+        if max_trials is None:  # what is left, shared with the untried families' firsts and
+            # with this trial's own refits should it win (see `run.refit_seconds`)
+            share = max(left, 0.0) / (len(set(families) - firsts) if first else 1) \
+                / (1 + REFITS / (folds - 1))
         firsts.add(family)
-        trial = cross_validate(family, params, x, y, n_classes, folds, seed)
+        trial = cross_validate(family, params, x, y, n_classes, folds, seed, share)
         trials.append(trial)
         last_seconds[family] = trial.seconds
         best = max(trials, key=lambda t: t.score)
         progress(f"trial {len(trials):>3} {family:<19} ROC AUC {trial.score:.4f} ± "
                  f"{trial.sd:.4f} | {time.perf_counter() - started:5.1f} s of "
-                 f"{budget_seconds:g} s | best {best.score:.4f} ({best.family})")
+                 f"{budget_seconds:.0f} s | best {best.score:.4f} ({best.family})")
     return trials
