@@ -56,7 +56,8 @@ class StopAt(TrainingCallback):
         self.cut = False
 
     def after_iteration(self, model, epoch, evals_log) -> bool:
-        self.cut = time.perf_counter() > self.deadline
+        # never at the first round: early stopping has then seen no round to call the best
+        self.cut = epoch > 0 and time.perf_counter() > self.deadline
         return self.cut
 
 
@@ -174,7 +175,8 @@ def fit_model(family: str, params: dict[str, Any], x: np.ndarray, y: np.ndarray,
 def _grow_forest(model: Pipeline, x: np.ndarray, y: np.ndarray, params: dict[str, Any],
                  deadline: float) -> tuple[Pipeline, dict[str, Any]]:
     """A RandomForest grown `FOREST_CHUNK` trees at a time until it is whole or `deadline`
-    has passed. Trees grown on are seeded as in one fit, so an uncut forest is the same."""
+    has passed. (Grown so, its trees differ from one fit's: cross-validation always grows
+    forests so, with or without a budget, so that `--trials N` scores them alike.)"""
     forest = model[-1]
     trees = forest.n_estimators
     forest.set_params(warm_start=True, n_estimators=0)
@@ -197,11 +199,13 @@ def cross_validate(family: str, params: dict[str, Any], x: np.ndarray, y: np.nda
     scores, trees, cut = [], [], False
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for fold, (fit_rows, score_rows) in enumerate(splitter.split(x, y), start=1):
+        # a deadline always, infinite without a budget: forests then grow alike in both cases
         model, fitted = fit_model(family, params, x[fit_rows], y[fit_rows], n_classes, seed,
                                   deadline=started + seconds * fold / folds)
         out_of_fold[score_rows] = model.predict_proba(x[score_rows])
         scores.append(roc_auc(y[score_rows], out_of_fold[score_rows]))
-        trees.append(fitted.get("n_estimators"))
+        # a fold of a forest left whole has its tree count in the model, not in `fitted`
+        trees.append(fitted.get("n_estimators", getattr(model[-1], "n_estimators", None)))
         cut = cut or fitted.get("cut", False)
     if family == "xgboost" and "n_estimators" not in params or cut:
         # the refit on more rows gets the folds' median tree count
