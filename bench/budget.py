@@ -3,7 +3,7 @@
     .venv/bin/python bench/budget.py            # about 5 minutes; appends to bench/RESULTS.md
 
 Each case runs `train.py --time-budget B` in a fresh process and reports the wall time of the
-whole process (the trainer's own count starts after ~1.5 s of imports), the trials run and
+whole process (the trainer counts its imports too), the trials run and
 cut short by the budget, and the test-split ROC AUC. The tables: the Telco data (7,043 rows,
 binary), and two generated with scikit-learn's `make_classification`, written to
 bench/.data/: 43,000 rows and 5 classes (the size and class count of ggplot2's diamonds `cut`,

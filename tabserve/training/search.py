@@ -175,8 +175,8 @@ def fit_model(family: str, params: dict[str, Any], x: np.ndarray, y: np.ndarray,
 def _grow_forest(model: Pipeline, x: np.ndarray, y: np.ndarray, params: dict[str, Any],
                  deadline: float) -> tuple[Pipeline, dict[str, Any]]:
     """A RandomForest grown `FOREST_CHUNK` trees at a time until it is whole or `deadline`
-    has passed. (Grown so, its trees differ from one fit's: cross-validation always grows
-    forests so, with or without a budget, so that `--trials N` scores them alike.)"""
+    has passed. Trees grown on are seeded as in one fit, so a forest left whole is the
+    forest of one fit (a test checks it): `--trials N` scores it alike."""
     forest = model[-1]
     trees = forest.n_estimators
     forest.set_params(warm_start=True, n_estimators=0)
@@ -199,7 +199,6 @@ def cross_validate(family: str, params: dict[str, Any], x: np.ndarray, y: np.nda
     scores, trees, cut = [], [], False
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for fold, (fit_rows, score_rows) in enumerate(splitter.split(x, y), start=1):
-        # a deadline always, infinite without a budget: forests then grow alike in both cases
         model, fitted = fit_model(family, params, x[fit_rows], y[fit_rows], n_classes, seed,
                                   deadline=started + seconds * fold / folds)
         out_of_fold[score_rows] = model.predict_proba(x[score_rows])
