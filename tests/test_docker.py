@@ -155,6 +155,44 @@ def test_restricted_containers_serve_without_errors(image, telco_record, restric
     assert "[ERROR]" not in logged and "Traceback" not in logged, logged
 
 
+def test_the_kubernetes_restricted_profile_serves_explains_counts_and_reloads(
+        image, tmp_path, telco_record):
+    """The image run as deploy/kubernetes's pods run it: read-only with a /tmp volume, the
+    manifests' UID, no capabilities, no privilege escalation, one CPU (so one worker); the
+    model from a mounted folder, replaced and reloaded by SIGHUP."""
+    from test_kubernetes import IMAGE_UID
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(ROOT / "model.bin", models / "model.bin")
+    models.chmod(0o755)
+    (models / "model.bin").chmod(0o644)
+    name, url = run_container(
+        image, "--read-only", "--tmpfs", "/tmp", "--user", f"{IMAGE_UID}:{IMAGE_UID}",
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--cpus", "1",
+        "-v", f"{models}:/models:ro", "-e", "MODEL_PATH=/models/model.bin",
+        "-e", "PROMETHEUS_MULTIPROC_DIR=/tmp/metrics")
+    try:
+        assert requests.post(f"{url}/predict", json=telco_record, timeout=10).status_code == 200
+        explained = requests.post(f"{url}/explain", json=telco_record, timeout=10)
+        assert explained.status_code == 200 and "contributions" in explained.json()
+        metrics = requests.get(f"{url}/metrics", timeout=10).text
+        assert 'tabserve_requests_total{endpoint="/predict",method="POST",status="200"} 1.0' \
+            in metrics
+        assert logs(name).count("Booting worker") == 1
+        old = requests.get(f"{url}/model", timeout=10).json()["model_version"]
+        shutil.copy(ROOT / "tests" / "fixtures" / "legacy" / "loans.bin", models / "model.bin")
+        (models / "model.bin").chmod(0o644)
+        docker("kill", "--signal", "HUP", name)
+        new = wait_for(lambda: (v := requests.get(f"{url}/model", timeout=10).json()[
+            "model_version"]) != old and v, 60, "the reloaded model")
+        assert requests.get(f"{url}/model", timeout=10).json()["target"] == "approved"
+        assert new != old
+        logged = logs(name)
+    finally:
+        docker("rm", "-f", name, check=False)
+    assert "[ERROR]" not in logged and "Traceback" not in logged, logged
+
+
 def test_a_read_only_container_without_tmp_ends_with_one_line(image):
     done = subprocess.run(["docker", "run", "--rm", "--read-only", image],
                           capture_output=True, text=True, timeout=120)
@@ -231,6 +269,166 @@ def test_docker_compose_up_healthy_predict_down(image, telco_record):
     finally:
         compose("down")
     assert docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}") == ""
+
+
+# --- Kubernetes: a rolling update, replayed with real replicas behind nginx as the Service ---
+
+SERVICE_CONF = """
+daemon off;
+pid {run}/nginx.pid;
+error_log {run}/error.log;
+events {{ }}
+http {{
+    access_log off;
+    client_body_temp_path {run}/body;
+    proxy_temp_path {run}/proxy;
+    upstream replicas {{
+        include {run}/endpoints.conf;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        # no client keep-alive: a reload (our stand-in for an Endpoints change, which a real
+        # Service applies without one) closes idle kept-alive connections, and a request sent
+        # on one at that moment fails in the client, whatever the replicas do
+        keepalive_timeout 0;
+        location / {{
+            proxy_pass http://replicas;
+            # predictions are idempotent: a request a replica could not take goes to another
+            proxy_next_upstream error timeout http_502 http_503 non_idempotent;
+            proxy_next_upstream_tries 3;
+            proxy_connect_timeout 1s;
+        }}
+    }}
+}}
+"""
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.ConnectionError:
+        return False
+
+
+class Service:
+    """nginx standing in for a Service: its endpoints are the ready replicas, and changing
+    them is a reload, as kube-proxy or an ingress controller applies an Endpoints change."""
+
+    def __init__(self, tmp_path: Path):
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not os.path.exists(nginx):
+            pytest.skip("nginx is not installed (apt-get install nginx; .ci/run does)")
+        self.run = tmp_path / "service"
+        self.run.mkdir()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.endpoints: list[str] = []
+        conf = self.run / "nginx.conf"
+        conf.write_text(SERVICE_CONF.format(run=self.run, port=self.port))
+        self.nginx, self.conf = nginx, conf
+        self.process = None
+
+    def set_endpoints(self, urls: list[str]) -> None:
+        self.endpoints = list(urls)
+        lines = [f"server {url.removeprefix('http://')} max_fails=1 fail_timeout=5s;"
+                 for url in urls]
+        (self.run / "endpoints.conf").write_text("\n".join(lines) + "\n")
+        if self.process is None:
+            self.process = subprocess.Popen([self.nginx, "-p", str(self.run), "-c",
+                                             str(self.conf)], stderr=subprocess.PIPE)
+            wait_for(lambda: answers(f"{self.url}/health"), 10, "nginx")
+        else:
+            subprocess.run([self.nginx, "-p", str(self.run), "-c", str(self.conf), "-s",
+                            "reload"], check=True, timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+class SteadyLoad:
+    """Clients posting one record each, back to back, until stopped; every answer counted."""
+
+    def __init__(self, url: str, record: dict, clients: int = 4):
+        import threading
+        self.url, self.record = url, record
+        self.latencies: list[float] = []
+        self.failures: list[str] = []
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self.client) for _ in range(clients)]
+        for thread in self.threads:
+            thread.start()
+
+    def client(self) -> None:
+        with requests.Session() as session:
+            while not self.stopping.is_set():
+                started = time.perf_counter()
+                try:
+                    response = session.post(f"{self.url}/predict", json=self.record, timeout=30)
+                    if response.status_code != 200:
+                        self.failures.append(f"{response.status_code} {response.text[:100]}")
+                except requests.RequestException as err:
+                    self.failures.append(repr(err)[:120])
+                self.latencies.append(time.perf_counter() - started)
+
+    def stop(self) -> str:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+        ms = sorted(1000 * s for s in self.latencies)
+        return (f"{len(ms)} requests, {len(self.failures)} failed, latency p50 "
+                f"{ms[len(ms) // 2]:.1f} ms, p99 {ms[int(len(ms) * 0.99)]:.1f} ms, "
+                f"max {ms[-1]:.1f} ms")
+
+
+PRE_STOP_PAUSE = 5  # deploy/kubernetes/base/deployment.yaml's preStop
+
+
+def replace_replica(service: Service, old: tuple[str, str], image: str) -> tuple[str, str]:
+    """One step of a rolling update with maxSurge 1, maxUnavailable 0, as the Deployment
+    does it: the new pod starts and becomes ready (readiness on /ready) and joins the
+    endpoints; then the old pod leaves them while its preStop pause runs, and gets SIGTERM
+    after it; gunicorn drains and exits 0."""
+    new = run_container(image, "--cpus", "1")
+    wait_for(lambda: answers(f"{new[1]}/ready"), 60, "the new pod's /ready")
+    service.set_endpoints([*service.endpoints, new[1]])
+    service.set_endpoints([url for url in service.endpoints if url != old[1]])
+    time.sleep(PRE_STOP_PAUSE)  # the preStop hook is a pause: this is the thing it stands for
+    docker("kill", "--signal", "TERM", old[0])
+    docker("wait", old[0], timeout=60)
+    assert docker("inspect", "--format", "{{.State.ExitCode}}", old[0]) == "0"
+    docker("rm", "-f", old[0], check=False)
+    return new
+
+
+def test_a_rolling_update_of_three_replicas_drops_no_request(image, tmp_path, telco_record):
+    replicas = [run_container(image, "--cpus", "1") for _ in range(3)]
+    service = Service(tmp_path)
+    try:
+        service.set_endpoints([url for _, url in replicas])
+        load = SteadyLoad(service.url, telco_record)
+        wait_for(lambda: len(load.latencies) >= 50, 30, "the load to run")
+        for at in range(3):
+            replicas[at] = replace_replica(service, replicas[at], image)
+        wait_for(lambda: len(load.latencies) >= 50, 30, "more load on the new replicas")
+        report = load.stop()
+        print(f"\nrolling update of 3 replicas under load: {report}")
+        assert load.failures == [], load.failures[:5]
+
+        # a replica killed outright (SIGKILL: no preStop, no drain), still in the endpoints
+        load = SteadyLoad(service.url, telco_record)
+        wait_for(lambda: len(load.latencies) >= 50, 30, "the load to run")
+        docker("kill", "--signal", "KILL", replicas[0][0])
+        done = len(load.latencies)
+        wait_for(lambda: len(load.latencies) >= done + 200, 60, "load after the kill")
+        report = load.stop()
+        print(f"one replica of 3 killed with SIGKILL under load: {report}")
+        assert len(load.failures) <= 4  # at most the requests in flight on it; nginx retries
+    finally:
+        service.stop()
+        for name, _ in replicas:
+            docker("rm", "-f", name, check=False)
 
 
 # --- Elastic Beanstalk: what `eb deploy` uploads (git HEAD), behind nginx with our config ---
