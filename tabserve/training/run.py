@@ -126,7 +126,7 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
     """Search, score and fit a classifier for `target` on a frame from `data.load_csv`,
     within `time_budget` seconds from `started` (a `time.perf_counter()`; default: now),
     together with a report given `report_seconds(time_budget)`."""
-    deadline = (time.perf_counter() if started is None else started) + time_budget
+    started = time.perf_counter() if started is None else started
     if target not in frame.columns:
         raise DataError(f"target column {target!r} not found; the columns are: "
                         f"{', '.join(frame.columns)}")
@@ -164,12 +164,12 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
 
     log(f"Searching {', '.join(candidates)} by {folds}-fold cross-validated ROC AUC on "
         f"{len(train_rows)} rows (test split: {len(test_rows)} rows), budget "
-        f"{f'{max_trials} trials' if max_trials else f'{deadline - time.perf_counter():.0f} s for the search, refits and report'}")
+        f"{f'{max_trials} trials' if max_trials else f'{time_budget:g} s for the whole run'}")
     # a blend needs its members searched, whether or not they may be chosen alone
     searched = [f for f in FAMILIES if f in candidates or ("blend" in candidates and f in MEMBERS)]
     blend_allowed = "blend" in candidates
     trials = search(x[train_rows], y[train_rows], len(classes), folds=folds, seed=seed,
-                    budget_seconds=deadline - time.perf_counter(), max_trials=max_trials,
+                    budget_seconds=time_budget, started=started, max_trials=max_trials,
                     families=searched, progress=progress or log,
                     reserve=lambda so_far: refit_seconds(so_far, folds, blend_allowed)
                     + report_seconds(time_budget))

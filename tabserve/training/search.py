@@ -236,18 +236,19 @@ def blend_trial(trials: list[Trial], y: np.ndarray, folds: int, seed: int) -> Tr
 
 
 def search(x: np.ndarray, y: np.ndarray, n_classes: int, *, folds: int, seed: int,
-           budget_seconds: float, max_trials: int | None = None, families=FAMILIES,
-           reserve: Callable[[list[Trial]], float] = lambda trials: 0.0,
+           budget_seconds: float, started: float | None = None, max_trials: int | None = None,
+           families=FAMILIES, reserve: Callable[[list[Trial]], float] = lambda trials: 0.0,
            progress: Callable[[str], None] = lambda line: None) -> list[Trial]:
     """Cross-validate configurations in order until the budget (or `max_trials`) is spent.
 
-    `reserve(trials)`: the seconds the steps after the search will need, planned from the
-    trials so far; the search leaves them. The first configuration of each family always
+    The budget runs from `started` (a `time.perf_counter()`; default: now), which may be
+    before the search: `reserve(trials)` is what the steps after it will need, planned from
+    the trials so far, and the search leaves it. The first configuration of each family always
     runs, on an even share of what is left among the families not yet tried (XGBoost and
     RandomForest are cut at their share; LogisticRegression is not). Later, a trial starts only if a trial of its family,
     as slow as the last one, still fits.
     """
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     trials: list[Trial] = []
     last_seconds: dict[str, float] = {}
     firsts = set()
@@ -274,5 +275,5 @@ def search(x: np.ndarray, y: np.ndarray, n_classes: int, *, folds: int, seed: in
         best = max(trials, key=lambda t: t.score)
         progress(f"trial {len(trials):>3} {family:<19} ROC AUC {trial.score:.4f} ± "
                  f"{trial.sd:.4f} | {time.perf_counter() - started:5.1f} s of "
-                 f"{budget_seconds:.0f} s | best {best.score:.4f} ({best.family})")
+                 f"{budget_seconds:g} s | best {best.score:.4f} ({best.family})")
     return trials
