@@ -78,3 +78,11 @@ def telco_process():
 @pytest.fixture(scope="module")
 def telco_server(telco_process):
     return telco_process[1]
+
+
+def pytest_collection_finish(session):
+    """Collecting the tests must not set up a server's environment in this process: the
+    servers the tests start would inherit it (a shared metrics directory, counts mixed up)."""
+    leaked = {"TABSERVE_METRICS_STARTED", "PROMETHEUS_MULTIPROC_DIR"} & set(os.environ)
+    assert not leaked, f"set while collecting the tests: {sorted(leaked)}"
+

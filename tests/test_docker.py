@@ -272,10 +272,11 @@ def test_docker_compose_up_healthy_predict_down(image, telco_record):
     assert docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}") == ""
 
 
-# --- Kubernetes: a rolling update, replayed with real replicas behind nginx as the Service ---
-
-SERVICE_CONF = """
+def nginx_conf(run: Path, http: str) -> str:
+    """nginx in the foreground, everything it writes under `run`, `http` inside http {}."""
+    return f"""
 daemon off;
+user {getpass.getuser()};
 pid {run}/nginx.pid;
 error_log {run}/error.log;
 events {{ }}
@@ -283,6 +284,14 @@ http {{
     access_log off;
     client_body_temp_path {run}/body;
     proxy_temp_path {run}/proxy;
+{http}
+}}
+"""
+
+
+# --- Kubernetes: a rolling update, replayed with real replicas behind nginx as the Service ---
+
+SERVICE_HTTP = """
     upstream replicas {{
         include {run}/endpoints.conf;
     }}
@@ -300,7 +309,6 @@ http {{
             proxy_connect_timeout 1s;
         }}
     }}
-}}
 """
 
 
@@ -325,7 +333,7 @@ class Service:
         self.url = f"http://127.0.0.1:{self.port}"
         self.endpoints: list[str] = []
         conf = self.run / "nginx.conf"
-        conf.write_text(SERVICE_CONF.format(run=self.run, port=self.port))
+        conf.write_text(nginx_conf(self.run, SERVICE_HTTP.format(run=self.run, port=self.port)))
         self.nginx, self.conf = nginx, conf
         self.process = None
 
@@ -434,16 +442,7 @@ def test_a_rolling_update_of_three_replicas_drops_no_request(image, tmp_path, te
 
 # --- Elastic Beanstalk: what `eb deploy` uploads (git HEAD), behind nginx with our config ---
 
-NGINX_CONF = """
-daemon off;
-user {user};
-pid {run}/nginx.pid;
-error_log {run}/error.log;
-events {{ }}
-http {{
-    access_log off;
-    client_body_temp_path {run}/body;
-    proxy_temp_path {run}/proxy;
+EB_HTTP = """
     {include}
     server {{
         listen 127.0.0.1:{port};
@@ -452,7 +451,6 @@ http {{
             proxy_set_header Host $host;
         }}
     }}
-}}
 """
 
 
@@ -483,8 +481,8 @@ def start_nginx(tmp_path: Path, upstream_url: str, include: str) -> tuple[subpro
     run.mkdir()
     port = free_port()
     conf = run / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(run=run, port=port, include=include, user=getpass.getuser(),
-                                      upstream=upstream_url.rsplit(":", 1)[1]))
+    conf.write_text(nginx_conf(run, EB_HTTP.format(port=port, include=include,
+                                                   upstream=upstream_url.rsplit(":", 1)[1])))
     process = subprocess.Popen([nginx, "-p", str(run), "-c", str(conf)],
                                stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"

@@ -4,7 +4,6 @@ and held to the rules a rollout and the restricted Pod Security profile depend o
 
 import os
 import re
-import runpy
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,7 +20,10 @@ KSERVE = ROOT / "deploy" / "kserve"
 OVERLAYS = sorted(p.name for p in (KUBERNETES / "overlays").iterdir())
 VERSIONS = ["1.30", "1.32", "1.34", "1.35"]  # supported by EKS and kind in 2026
 IMAGE_UID = int(re.search(r"--uid (\d+)", (ROOT / "Dockerfile").read_text())[1])
-GRACEFUL_TIMEOUT = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["graceful_timeout"]
+# read, not run: running gunicorn.conf.py would set its environment (the metrics directory)
+# in this test process, and every server the tests start after would inherit it
+GRACEFUL_TIMEOUT = int(re.search(r"^graceful_timeout = (\d+)",
+                                 (ROOT / "gunicorn.conf.py").read_text(), re.M)[1])
 
 
 def render(folder: Path) -> list[dict]:
