@@ -11,6 +11,7 @@ STARTED = time.perf_counter()  # run as a script, the budget counts the ~1.5 s o
 # before numpy/xgboost load OpenMP: idle threads sleep instead of spinning on a shared machine
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from tabserve.model.bundle import SigningKeyError, key_id, signing_key  # noqa: E402
 from tabserve.training.data import DataError, file_sha256, load_csv  # noqa: E402
 from tabserve.training.decisions import RULES, parse_rule  # noqa: E402
 from tabserve.training.reports import write_reports  # noqa: E402
@@ -108,6 +109,11 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
     say = (lambda message: None) if args.quiet else print
     progress = progress_printer(args.quiet)
     try:
+        key = signing_key(os.environ)  # before the work: a bad key setting fails at once
+    except SigningKeyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    try:
         say(f"Reading {args.data}")
         frame = load_csv(args.data, max_rows=args.max_rows, seed=args.seed)
         if frame.attrs["rows_in_file"] > len(frame):
@@ -122,7 +128,7 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
             print()  # end the progress line
         bundle = result.bundle.stamp(data_path=args.data, data_sha256=file_sha256(args.data),
                                      seed=args.seed)
-        bundle.save(args.output)
+        bundle.save(args.output, signing_key=key)
         written = write_reports(bundle, result, args.reports, args.output,
                                 seconds=deadline - time.perf_counter())
     except DataError as err:
@@ -132,8 +138,9 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
         print(f"error: cannot write {err.filename or args.output}: {err.strerror}",
               file=sys.stderr)
         return 1
-    say(f"Wrote {args.output} (model version {bundle.version}) and {len(written)} report files "
-        f"in {args.reports} in {time.perf_counter() - started:.1f} s")
+    signed = f", signed with key {key_id(key)}" if key else ""
+    say(f"Wrote {args.output} (model version {bundle.version}{signed}) and {len(written)} "
+        f"report files in {args.reports} in {time.perf_counter() - started:.1f} s")
     return 0
 
 

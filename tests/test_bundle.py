@@ -8,7 +8,9 @@ from dataclasses import replace
 import pytest
 
 from helpers import ROOT
-from tabserve.model.bundle import MAGIC, ModelBundle, ModelLoadError
+from tabserve.model import bundle as bundle_module
+from tabserve.model.bundle import (MAGIC, ModelBundle, ModelLoadError, SigningKeyError, key_id,
+                                  signing_key)
 from tabserve.web.app import create_app
 from tabserve.web.config import Settings
 
@@ -98,3 +100,66 @@ def assert_same(got, want, where: str = "answer") -> None:
         assert got == pytest.approx(want, rel=0, abs=1e-9), where
     else:
         assert type(got) is type(want) and got == want, where
+
+
+# --- signed bundles: refused before unpickling unless signed with the server's key, unaltered
+
+KEY, OTHER_KEY = b"k" * 32, b"o" * 32
+
+
+def resign_checksum(path) -> None:
+    """Change one byte of the pickled content and write the checksum that fits it, keeping
+    the signature: what someone who can write the file but has no key can do."""
+    header, _, payload = path.read_bytes().partition(b"\n")
+    at = payload.index(b"approved")  # the target's name, inside the pickle
+    payload = payload[:at] + b"A" + payload[at + 1:]
+    fields = header[len(MAGIC):].split(b" ")
+    fields[0] = hashlib.sha256(payload).hexdigest().encode()
+    path.write_bytes(MAGIC + b" ".join(fields) + b"\n" + payload)
+
+
+@pytest.mark.parametrize("save_key, change, message", [
+    (None, None, "is not signed, and this server accepts only models signed with its key"),
+    (OTHER_KEY, None, "is signed with another key"),
+    (KEY, resign_checksum, "was altered after it was signed"),
+])
+def test_a_server_with_a_key_refuses_other_bundles_before_unpickling(
+        tmp_path, loan_bundle, monkeypatch, save_key, change, message):
+    path = tmp_path / "m.bin"
+    loan_bundle.save(path, signing_key=save_key)
+    if change:
+        change(path)
+        ModelBundle.load(path)  # the checksum fits: without a key it would be unpickled
+    def never(*args):
+        raise AssertionError("unpickled a file the key should have refused")
+    monkeypatch.setattr(bundle_module, "_Unpickler", never)
+    with pytest.raises(ModelLoadError, match=message) as refused:
+        ModelBundle.load(path, signing_key=KEY)
+    assert KEY.decode() not in str(refused.value) and "train it again" in str(refused.value)
+
+
+def test_a_signed_bundle_loads_with_its_key_and_without_one(tmp_path, loan_bundle):
+    path = tmp_path / "m.bin"
+    loan_bundle.save(path, signing_key=KEY)
+    header = path.read_bytes().partition(b"\n")[0].decode()
+    assert f" key={key_id(KEY)} hmac-sha256=" in header and KEY.decode() not in header
+    assert ModelBundle.load(path, signing_key=KEY).version == loan_bundle.version
+    assert ModelBundle.load(path).version == loan_bundle.version  # no key: as before
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"MODEL_SIGNING_KEY": "short"}, "has 5 bytes; use at least 16"),
+    ({"MODEL_SIGNING_KEY": "k" * 32, "MODEL_SIGNING_KEY_FILE": "/x"}, "not both"),
+    ({"MODEL_SIGNING_KEY_FILE": "/nonexistent/key"}, "cannot be read"),
+])
+def test_signing_key_settings_are_checked(env, message):
+    with pytest.raises(SigningKeyError, match=message):
+        signing_key(env)
+
+
+def test_the_signing_key_is_read_from_a_file_and_never_shown(tmp_path):
+    secret = tmp_path / "key"
+    secret.write_bytes(KEY + b"\n")
+    settings = Settings.from_env({"MODEL_SIGNING_KEY_FILE": str(secret)})
+    assert settings.signing_key == KEY and KEY.decode() not in repr(settings)
+    assert signing_key({}) is None

@@ -4,7 +4,12 @@ and metadata, written atomically and checked before it is unpickled.
 File layout: one header line `tabserve-bundle 1 sha256=<hex digest of the payload>`, then the
 pickled bundle. Loading verifies the header and the digest before unpickling, so a
 truncated, corrupted or foreign file is refused with a clear message instead of half-loading.
-Unpickling still runs code: load only model files you trust. Files written before the
+
+Unpickling runs code, so a model file is as trusted as whoever could write it. A signed
+bundle (trained with `MODEL_SIGNING_KEY` set) adds ` key=<key id> hmac-sha256=<hex>` to the
+header: an HMAC of the payload with the key. A server given the key refuses, before
+unpickling, a file that is unsigned, signed with another key, or altered after signing (the
+checksum alone can be recomputed by anyone; the HMAC only with the key). Files written before the
 package had wings name their classes by the old flat modules (`tabserve.schema`, ...); the
 loader finds them where they live now (`MOVED_MODULES`).
 """
@@ -12,6 +17,7 @@ loader finds them where they live now (`MOVED_MODULES`).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import logging
 import pickle
@@ -31,6 +37,7 @@ from tabserve.model.schema import Schema
 log = logging.getLogger(__name__)
 
 MAGIC = b"tabserve-bundle 1 sha256="
+MIN_KEY_BYTES = 16
 TRACKED_PACKAGES = ("scikit-learn", "xgboost-cpu", "numpy", "pandas")
 # where the classes of bundles written by the flat layout (up to commit 0db92fe) live now
 MOVED_MODULES = {
@@ -44,6 +51,41 @@ MOVED_MODULES = {
 
 class ModelLoadError(RuntimeError):
     """A model file that cannot be served; the message names the path and the fix."""
+
+
+class SigningKeyError(ValueError):
+    """The signing key's settings cannot be used; the message says which and why."""
+
+
+def signing_key(env: dict[str, str]) -> bytes | None:
+    """The key that signs bundles (training) and checks them (serving): `MODEL_SIGNING_KEY`,
+    or the content of the file `MODEL_SIGNING_KEY_FILE` (a mounted secret); None without."""
+    text, path = env.get("MODEL_SIGNING_KEY") or "", env.get("MODEL_SIGNING_KEY_FILE") or ""
+    if text and path:
+        raise SigningKeyError("set MODEL_SIGNING_KEY or MODEL_SIGNING_KEY_FILE, not both")
+    if path:
+        try:
+            key = Path(path).read_bytes().strip()
+        except OSError as err:
+            raise SigningKeyError(f"MODEL_SIGNING_KEY_FILE {path} cannot be read "
+                                  f"({err.strerror})") from None
+    elif text:
+        key = text.strip().encode()
+    else:
+        return None
+    if len(key) < MIN_KEY_BYTES:
+        raise SigningKeyError(f"the model signing key has {len(key)} bytes; use at least "
+                              f"{MIN_KEY_BYTES} (for example: openssl rand -hex 32)")
+    return key
+
+
+def key_id(key: bytes) -> str:
+    """A short public name for a key, shown in headers and logs; it does not reveal the key."""
+    return hashlib.sha256(b"tabserve signing key id\0" + key).hexdigest()[:8]
+
+
+def _signature(key: bytes, payload: bytes) -> str:
+    return hmac.new(key, payload, hashlib.sha256).hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -107,11 +149,16 @@ class ModelBundle:
     def task(self) -> str:
         return "binary" if len(self.classes) == 2 else "multiclass"
 
-    def save(self, path: Path | str) -> None:
-        """Write atomically: a crash or a full disk never leaves half a model at `path`."""
+    def save(self, path: Path | str, signing_key: bytes | None = None) -> None:
+        """Write atomically: a crash or a full disk never leaves half a model at `path`.
+        With `signing_key`, the header carries the payload's HMAC."""
         path = Path(path)
         payload = pickle.dumps(self, protocol=5)
-        header = MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+        header = MAGIC + hashlib.sha256(payload).hexdigest().encode()
+        if signing_key is not None:
+            header += (f" key={key_id(signing_key)} "
+                       f"hmac-sha256={_signature(signing_key, payload)}").encode()
+        header += b"\n"
         partial = path.with_name(path.name + ".partial")
         try:
             with partial.open("wb") as f:
@@ -122,8 +169,9 @@ class ModelBundle:
             partial.unlink(missing_ok=True)
 
     @classmethod
-    def load(cls, path: Path | str) -> ModelBundle:
-        """Read, verify and unpickle a bundle; `ModelLoadError` says why a file is refused."""
+    def load(cls, path: Path | str, signing_key: bytes | None = None) -> ModelBundle:
+        """Read, verify and unpickle a bundle; `ModelLoadError` says why a file is refused.
+        With `signing_key`, only a file signed with that key and unaltered is unpickled."""
         path = Path(path)
         fix = "train one with `python train.py` (or set MODEL_PATH to a model file)"
         try:
@@ -135,9 +183,13 @@ class ModelBundle:
         header, _, payload = raw.partition(b"\n")
         if not header.startswith(MAGIC):
             raise ModelLoadError(f"model file {path} is not a tabserve model bundle: {fix}")
-        if hashlib.sha256(payload).hexdigest().encode() != header[len(MAGIC):]:
+        checksum, *signature = header[len(MAGIC):].decode("ascii", "replace").split(" ")
+        if hashlib.sha256(payload).hexdigest() != checksum:
             raise ModelLoadError(f"model file {path} is corrupted or truncated "
                                  f"(its checksum does not match): {fix}")
+        if signing_key is not None:
+            _check_signature(path, dict(part.partition("=")[::2] for part in signature),
+                             signing_key, payload)
         try:
             bundle = _Unpickler(io.BytesIO(payload)).load()
         except Exception as err:  # noqa: BLE001 - any unpickling failure means "incompatible"
@@ -182,6 +234,21 @@ class ModelBundle:
             "metadata": self.metadata,
             "library_mismatches": self.version_mismatches(),
         }
+
+
+def _check_signature(path: Path, signed: dict[str, str], key: bytes, payload: bytes) -> None:
+    """Refuse, saying which: an unsigned file, a file signed with another key, a file altered
+    after signing (its key id is ours, its HMAC is not)."""
+    fix = "train it again with the server's MODEL_SIGNING_KEY set"
+    if "hmac-sha256" not in signed:
+        raise ModelLoadError(f"model file {path} is not signed, and this server accepts only "
+                             f"models signed with its key (id {key_id(key)}): {fix}")
+    if signed.get("key") != key_id(key):
+        raise ModelLoadError(f"model file {path} is signed with another key (id "
+                             f"{signed.get('key', '?')}, this server's is {key_id(key)}): {fix}")
+    if not hmac.compare_digest(signed["hmac-sha256"], _signature(key, payload)):
+        raise ModelLoadError(f"model file {path} was altered after it was signed (its "
+                             f"signature does not match its content): {fix}")
 
 
 class _Unpickler(pickle.Unpickler):

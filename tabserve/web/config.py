@@ -5,8 +5,10 @@ from __future__ import annotations
 import ctypes
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from tabserve.model.bundle import SigningKeyError, signing_key
 
 # the speed mechanisms that `SPEEDUPS_OFF` may switch off, to measure what each earns
 # (`make bench ARGS=--ablation`; docs/performance.md)
@@ -38,18 +40,25 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     model_name: str = ""  # the Open Inference Protocol's model name; empty: the target's name
     speedups_off: frozenset[str] = frozenset()  # see SPEEDUPS
+    # with a key, only bundles signed with it are loaded (model.bundle); never shown
+    signing_key: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """Settings from `MODEL_PATH`, `MAX_BATCH_RECORDS`, `MAX_BODY_BYTES`, `MODEL_NAME`,
-        `SPEEDUPS_OFF`."""
+        `SPEEDUPS_OFF`, `MODEL_SIGNING_KEY` or `MODEL_SIGNING_KEY_FILE`."""
         env = os.environ if env is None else env
+        try:
+            key = signing_key(env)
+        except SigningKeyError as err:
+            raise ConfigError(str(err)) from None
         return cls(
             model_path=Path(env.get("MODEL_PATH") or "model.bin"),
             max_batch_records=_positive_int(env, "MAX_BATCH_RECORDS", cls.max_batch_records),
             max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", cls.max_body_bytes),
             model_name=env.get("MODEL_NAME", "").strip(),
             speedups_off=speedups_off(env),
+            signing_key=key,
         )
 
     def served_model_name(self, target: str) -> str:
