@@ -1,6 +1,7 @@
 """Faults and hostile clients against the real gunicorn: a new model on SIGHUP without refusing
 a request, a killed worker, a stuck worker, sustained load, and hostile bodies."""
 
+import hashlib
 import os
 import shutil
 import signal
@@ -244,3 +245,46 @@ def test_sigterm_drains_a_request_in_flight(model_copy, telco_record):
             process.kill()
             process.wait(timeout=30)
     assert answer.startswith(b"HTTP/1.1 200") and b"churn_probability" in answer
+
+
+SIGNING = {"MODEL_SIGNING_KEY": "test-signing-key-" + "x" * 16}
+
+
+def test_signed_bundles_end_to_end(tmp_path, loan_csv):
+    """train.py signs with the key in its environment; a server with the key serves that file,
+    refuses to start on an unsigned one, and keeps its model when SIGHUP finds an altered one."""
+    from tabserve.model.bundle import MAGIC
+    signed = tmp_path / "signed.bin"
+    done = subprocess.run([PYTHON, "train.py", "--data", str(loan_csv), "--target", "approved",
+                           "--output", str(signed), "--trials", "1", "--folds", "3"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **SIGNING})
+    assert done.returncode == 0, done.stderr
+    assert ", signed with key " in done.stdout and SIGNING["MODEL_SIGNING_KEY"] not in done.stdout
+
+    unsigned = subprocess.run([str(Path(PYTHON).parent / "gunicorn"), "predict:app"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, **SIGNING, "MODEL_PATH": str(ROOT / "model.bin"),
+                                   "PORT": "0", "HOST": "127.0.0.1"})
+    errors = [line for line in unsigned.stderr.splitlines() if line.startswith("error:")]
+    assert unsigned.returncode != 0 and len(errors) == 1 and "is not signed" in errors[0]
+    assert "Traceback" not in unsigned.stderr
+
+    process, url = start_gunicorn(signed, **SIGNING)
+    try:
+        record = requests.get(f"{url}/model", timeout=10).json()["example"]
+        old = requests.post(f"{url}/predict", json=record, timeout=10).json()["model_version"]
+        header, _, payload = signed.read_bytes().partition(b"\n")
+        payload = payload.replace(b"approved", b"Approved", 1)  # altered, checksum made to fit
+        fields = header[len(MAGIC):].split(b" ")
+        fields[0] = hashlib.sha256(payload).hexdigest().encode()
+        signed.write_bytes(MAGIC + b" ".join(fields) + b"\n" + payload)
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "altered after it was signed" in process.error_path.read_text(), 60,
+                 "the master to refuse the altered model")
+        answer = requests.post(f"{url}/predict", json=record, timeout=10)
+        assert answer.status_code == 200 and answer.json()["model_version"] == old
+    finally:
+        assert stop(process) == 0
+    logged = process.log_path.read_text() + process.error_path.read_text()
+    assert SIGNING["MODEL_SIGNING_KEY"] not in logged
