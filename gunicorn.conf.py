@@ -68,11 +68,19 @@ def when_ready(server):
 
 
 def on_reload(server):
-    """SIGHUP: read MODEL_PATH again in the master before the new workers fork from it; the
-    old workers finish their requests and exit. A file that fails to load keeps the old model."""
+    """SIGHUP: read the API key file and MODEL_PATH again in the master before the new
+    workers fork from it; the old workers finish their requests and exit. A key file or a
+    model file that fails to load keeps the current keys or model."""
     from tabserve.model.bundle import ModelLoadError
-    from tabserve.web.app import reload_model
+    from tabserve.web.app import reload_keys, reload_model
+    from tabserve.web.auth import ApiKeyError
 
+    try:
+        keys = reload_keys(server.app.wsgi())
+        if keys is not None:
+            server.log.info("SIGHUP: now accepting %d API keys", keys)
+    except ApiKeyError as err:
+        server.log.error("SIGHUP: kept the current API keys: %s", err)
     try:
         version = reload_model(server.app.wsgi())
     except ModelLoadError as err:

@@ -2,6 +2,7 @@
 a request, a killed worker, a stuck worker, sustained load, and hostile bodies."""
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -38,12 +39,14 @@ class Load(threading.Thread):
         self.outcomes: list[tuple[int, str]] = []  # (status or 0 for a failure, version)
         self.times: list[float] = []  # when each answer came
         self.errors: list[str] = []
+        self.headers: dict[str, str] = {}  # replaced whole by a test: a client's new API key
         self.running = True
 
     def run(self):
         while self.running:
             try:
-                response = requests.post(f"{self.url}/predict", json=self.record, timeout=10)
+                response = requests.post(f"{self.url}/predict", json=self.record, timeout=10,
+                                         headers=self.headers)
                 self.outcomes.append((response.status_code,
                                       response.json().get("model_version", "")))
             except requests.RequestException as err:
@@ -288,3 +291,41 @@ def test_signed_bundles_end_to_end(tmp_path, loan_csv):
         assert stop(process) == 0
     logged = process.log_path.read_text() + process.error_path.read_text()
     assert SIGNING["MODEL_SIGNING_KEY"] not in logged
+
+
+def test_api_keys_rotated_by_sighup_under_load(tmp_path, telco_record):
+    """A key file rotated as an operator would: add the new key, SIGHUP, move the clients to
+    it, remove the old one, SIGHUP. No request with a key valid at the time fails; after the
+    rotation the old key is refused and the new one accepted; the log has key ids, no keys."""
+    old, new = "old-key-" + "a" * 24, "new-key-" + "b" * 24
+    keys = tmp_path / "keys"
+    keys.write_text(old + "\n")
+    process, url = start_gunicorn(ROOT / "model.bin", API_KEYS_FILE=str(keys))
+
+    def status(key: str) -> int:
+        return requests.get(f"{url}/model", headers={"X-API-Key": key}, timeout=10).status_code
+    load = Load(url, telco_record)
+    load.headers = {"Authorization": f"Bearer {old}"}
+    try:
+        assert status(old) == 200 and status(new) == 401
+        load.start()
+        wait_for(lambda: len(load.outcomes) >= 20, 60, "20 answers with the old key")
+        keys.write_text(f"{old}\n{new}\n")
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: status(new) == 200, 60, "the new key to be accepted")
+        load.headers = {"X-API-Key": new}
+        done = len(load.outcomes)
+        keys.write_text(new + "\n")
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: status(old) == 401, 60, "the old key to be refused")
+        wait_for(lambda: len(load.outcomes) >= done + 50, 60, "50 answers with the new key")
+    finally:
+        load.stop()
+        assert stop(process) == 0
+    assert {s for s, _ in load.outcomes} == {200}, f"refused or failed: {load.errors[:3]}"
+    logged = process.log_path.read_text() + process.error_path.read_text()
+    assert old not in logged and new not in logged
+    ids = {json.loads(line)["key_id"] for line in process.log_path.read_text().splitlines()
+           if line.startswith("{") and json.loads(line)["path"] == "/predict"}
+    assert ids == {hashlib.sha256(k.encode()).hexdigest()[:8] for k in (old, new)}
+    assert "SIGHUP: now accepting 1 API keys" in process.error_path.read_text()

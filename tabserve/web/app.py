@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from flask import Blueprint, Flask, Response, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -10,6 +11,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.validation import Problem, RequestError
 from tabserve.serving.explaining import ExplanationsUnavailable
+from tabserve.web.auth import ApiKeys, KeyGate
 from tabserve.web.config import Settings
 from tabserve.web.inference_protocol import v2
 from tabserve.web.middleware import (PLAIN_REFUSED, EndpointRequest, PlainPredictions,
@@ -161,7 +163,8 @@ def create_app(bundle: ModelBundle | None = None, settings: Settings | None = No
     app.request_class = EndpointRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["tabserve"] = current
-    app.wsgi_app = RequestAccounting(PlainPredictions(app.wsgi_app, current), current)
+    app.wsgi_app = RequestAccounting(KeyGate(PlainPredictions(app.wsgi_app, current), current),
+                                     current)
     app.register_blueprint(api)
     app.register_blueprint(v2)
     app.register_error_handler(RequestError, _request_error)
@@ -177,3 +180,13 @@ def reload_model(app: Flask) -> str:
     bundle = ModelBundle.load(current.settings.model_path, current.settings.signing_key)
     current.install(bundle)
     return bundle.version
+
+
+def reload_keys(app: Flask) -> int | None:
+    """Read the API keys again (gunicorn's SIGHUP: a rotated key file); how many there are,
+    None when keys are off. `ApiKeyError` keeps the current keys."""
+    current: Service = app.extensions["tabserve"]
+    if current.keys is None:
+        return None  # keys are turned on at start only: the OpenAPI document declares them
+    current.keys = ApiKeys.from_env(os.environ)
+    return None if current.keys is None else len(current.keys.digests)

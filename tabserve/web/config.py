@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tabserve.model.bundle import SigningKeyError, signing_key
+from tabserve.web.auth import ApiKeyError, ApiKeys
 
 # the speed mechanisms that `SPEEDUPS_OFF` may switch off, to measure what each earns
 # (`make bench ARGS=--ablation`; docs/performance.md)
@@ -42,15 +43,17 @@ class Settings:
     speedups_off: frozenset[str] = frozenset()  # see SPEEDUPS
     # with a key, only bundles signed with it are loaded (model.bundle); never shown
     signing_key: bytes | None = field(default=None, repr=False)
+    api_keys: ApiKeys | None = field(default=None, repr=False)  # None: no key needed
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """Settings from `MODEL_PATH`, `MAX_BATCH_RECORDS`, `MAX_BODY_BYTES`, `MODEL_NAME`,
-        `SPEEDUPS_OFF`, `MODEL_SIGNING_KEY` or `MODEL_SIGNING_KEY_FILE`."""
+        `SPEEDUPS_OFF`, `MODEL_SIGNING_KEY` or `MODEL_SIGNING_KEY_FILE`, `API_KEYS_FILE` or
+        `API_KEYS` (and `METRICS_WITHOUT_KEY`)."""
         env = os.environ if env is None else env
         try:
-            key = signing_key(env)
-        except SigningKeyError as err:
+            key, api_keys = signing_key(env), ApiKeys.from_env(env)
+        except (SigningKeyError, ApiKeyError) as err:
             raise ConfigError(str(err)) from None
         return cls(
             model_path=Path(env.get("MODEL_PATH") or "model.bin"),
@@ -59,6 +62,7 @@ class Settings:
             model_name=env.get("MODEL_NAME", "").strip(),
             speedups_off=speedups_off(env),
             signing_key=key,
+            api_keys=api_keys,
         )
 
     def served_model_name(self, target: str) -> str:

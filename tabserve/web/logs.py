@@ -34,6 +34,7 @@ class JsonAccessLogger(Logger):
             "records": environ.get("tabserve.records"),
             "model_version": environ.get("tabserve.model_version"),
             "request_id": environ.get("tabserve.request_id"),
+            "key_id": environ.get("tabserve.key_id"),  # which API key, never the key
             "remote_addr": environ.get("REMOTE_ADDR"),
         }
         try:

@@ -7,6 +7,7 @@ from typing import Any
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.schema import Field, Kind
 from tabserve.serving.predicting import answers_target_keys
+from tabserve.web.auth import ApiKeys
 
 PROBLEM_RESPONSES = {
     "400": "The body is not JSON, or not a record or a list of records",
@@ -42,8 +43,10 @@ def field_schema(f: Field) -> dict[str, Any]:
     return schema
 
 
-def openapi_document(bundle: ModelBundle, *, max_batch: int, model_name: str) -> dict[str, Any]:
-    """Every endpoint, with the record, answer and problem shapes of this model."""
+def openapi_document(bundle: ModelBundle, *, max_batch: int, model_name: str,
+                     keys: ApiKeys | None = None) -> dict[str, Any]:
+    """Every endpoint, with the record, answer and problem shapes of this model, and with
+    `keys`, the API key schemes each endpoint needs."""
     schema = bundle.schema
     target = schema.target
     record = {
@@ -124,7 +127,7 @@ def openapi_document(bundle: ModelBundle, *, max_batch: int, model_name: str) ->
     v2 = f"/v2/models/{model_name}"
     oip_error = {"description": "Bad request", "content": {"application/json": {"schema": {
         "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}}
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {
             "title": f"tabserve: predict {target!r}",
@@ -213,3 +216,25 @@ def openapi_document(bundle: ModelBundle, *, max_batch: int, model_name: str) ->
             },
         },
     }
+    if keys is not None:
+        _declare_keys(document, keys)
+    return document
+
+
+def _declare_keys(document: dict[str, Any], keys: ApiKeys) -> None:
+    """Either scheme on every operation that needs a key, none on the others; 401 listed."""
+    components = document["components"]
+    components["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer",
+                   "description": "Authorization: Bearer <API key>"},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+    components["responses"]["Problem401"] = {
+        "description": "No API key, or one that is not valid", "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    document["security"] = [{"bearer": []}, {"apiKey": []}]
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            if keys.needed(path):
+                operation["responses"]["401"] = {"$ref": "#/components/responses/Problem401"}
+            else:
+                operation["security"] = []

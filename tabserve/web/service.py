@@ -11,6 +11,7 @@ from tabserve.model.bundle import ModelBundle
 from tabserve.serving.decoding import BodyDecoder
 from tabserve.serving.explaining import Explainer
 from tabserve.serving.predicting import Predictor
+from tabserve.web.auth import ApiKeys
 from tabserve.web.config import Settings
 from tabserve.web.metrics import Metrics
 from tabserve.web.openapi import openapi_document
@@ -29,6 +30,10 @@ class Service:
     explainer: Explainer = field(init=False)
     openapi: dict[str, Any] = field(init=False)
     model_name: str = field(init=False)
+    keys: ApiKeys | None = field(init=False, repr=False)  # re-read on SIGHUP
+
+    def __post_init__(self) -> None:
+        self.keys = self.settings.api_keys
 
     def install(self, bundle: ModelBundle) -> None:
         """Make `bundle` the model every route answers with."""
@@ -39,7 +44,8 @@ class Service:
                                    settings.speedups_off)
         self.explainer = Explainer(predictor)
         self.openapi = openapi_document(bundle, max_batch=settings.max_batch_records,
-                                        model_name=self.model_name)
+                                        model_name=self.model_name,
+                                        keys=settings.api_keys)
         self.bundle, self.predictor = bundle, predictor
 
 
