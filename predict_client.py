@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -49,8 +50,9 @@ def read_records(path: Path, fields: list[dict]) -> list[dict]:
     return records
 
 
-def post(url: str, path: str, records: list[dict], timeout: float) -> list[dict]:
-    response = requests.post(f"{url}{path}", json=records, timeout=timeout)
+def post(url: str, path: str, records: list[dict], timeout: float,
+         headers: dict[str, str]) -> list[dict]:
+    response = requests.post(f"{url}{path}", json=records, timeout=timeout, headers=headers)
     if not response.ok:
         try:
             problem = response.json()
@@ -68,17 +70,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=1000, help="records per request")
     parser.add_argument("--explain", action="store_true", help="ask /explain, not /predict")
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--api-key", default=os.environ.get("TABSERVE_API_KEY"),
+                        help="the service's API key, if it needs one (default: the "
+                             "TABSERVE_API_KEY environment variable, which keeps it out of "
+                             "your shell history)")
     args = parser.parse_args(argv)
     url = args.url.rstrip("/")
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     try:
-        model = requests.get(f"{url}/model", timeout=args.timeout)
+        model = requests.get(f"{url}/model", timeout=args.timeout, headers=headers)
+        if model.status_code == 401:
+            raise ClientError("401 from /model: the service needs an API key: --api-key KEY "
+                              "or TABSERVE_API_KEY" + (" (the one given is not valid)"
+                                                       if args.api_key else ""))
         model.raise_for_status()
         records = read_records(args.file, model.json()["schema"]["fields"])
         if not records:
             raise ClientError(f"{args.file}: no records")
         path = "/explain" if args.explain else "/predict"
         for start in range(0, len(records), args.batch_size):
-            for answer in post(url, path, records[start:start + args.batch_size], args.timeout):
+            for answer in post(url, path, records[start:start + args.batch_size], args.timeout,
+                               headers):
                 print(json.dumps(answer))
     except (ClientError, OSError, ValueError, requests.RequestException) as err:
         print(f"error: {err}", file=sys.stderr)

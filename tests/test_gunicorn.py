@@ -152,15 +152,34 @@ def test_client_script_posts_csv_and_json(telco_server, tmp_path, telco_record):
     assert done.returncode == 1 and done.stderr.startswith("error:")
 
 
-@pytest.mark.browser
-def test_docs_page_in_a_real_browser(telco_server, tmp_path):
+def test_client_script_sends_the_api_key(tmp_path, telco_record):
+    key = "client-key-" + "e" * 20
+    record = tmp_path / "record.json"
+    record.write_text(json.dumps(telco_record))
+    process, url = start_gunicorn(ROOT / "model.bin", API_KEYS=key, WEB_CONCURRENCY="1")
+    try:
+        def client(*options: str, **env: str) -> subprocess.CompletedProcess:
+            return subprocess.run([PYTHON, "predict_client.py", str(record), "--url", url,
+                                   *options], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=60, env={**os.environ, **env})
+        refused = client()
+        assert refused.returncode == 1 and "needs an API key" in refused.stderr
+        wrong = client("--api-key", "wrong-key-" + "f" * 20)
+        assert wrong.returncode == 1 and "is not valid" in wrong.stderr
+        for done in (client("--api-key", key), client(TABSERVE_API_KEY=key)):
+            assert done.returncode == 0, done.stderr
+            assert "churn_probability" in json.loads(done.stdout)
+    finally:
+        assert stop(process) == 0
+
+
+def chromium(tmp_path):
+    """Headless Chromium through Selenium, or a skip saying how to get it."""
     chromium, driver = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
     if not (chromium.exists() and driver.exists()):
         pytest.skip("chromium and chromium-driver are not installed (.ci/run installs them)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(chromium)
@@ -169,10 +188,19 @@ def test_docs_page_in_a_real_browser(telco_server, tmp_path):
                  "--disable-component-update", "--window-size=1000,1400",
                  f"--user-data-dir={tmp_path / 'profile'}"):
         options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(str(driver)), options=options)
+    return webdriver.Chrome(service=Service(str(driver)), options=options)
+
+
+@pytest.mark.browser
+def test_docs_page_in_a_real_browser(telco_server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser = chromium(tmp_path)
     try:
         browser.get(f"{telco_server}/docs")
         WebDriverWait(browser, 20).until(lambda b: b.find_elements(By.ID, "predict"))
+        assert not browser.find_element(By.ID, "key-row").is_displayed()
         browser.find_element(By.ID, "predict").click()
         WebDriverWait(browser, 20).until(
             lambda b: "churn_probability" in b.find_element(By.ID, "answer").text)
@@ -186,3 +214,33 @@ def test_docs_page_in_a_real_browser(telco_server, tmp_path):
         assert (tmp_path / "docs.png").stat().st_size > 10_000
     finally:
         browser.quit()
+
+
+@pytest.mark.browser
+def test_docs_page_asks_for_the_api_key(tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    key = "browser-key-" + "c" * 20
+    process, url = start_gunicorn(ROOT / "model.bin", API_KEYS=key, WEB_CONCURRENCY="1")
+    browser = chromium(tmp_path)
+    try:
+        browser.get(f"{url}/docs")
+        WebDriverWait(browser, 20).until(lambda b: b.find_element(By.ID, "key-row").is_displayed())
+        field = browser.find_element(By.ID, "api-key")
+        field.send_keys("wrong-key-" + "d" * 20)
+        browser.find_element(By.ID, "use-key").click()
+        WebDriverWait(browser, 20).until(
+            lambda b: "not valid" in b.find_element(By.ID, "key-problem").text)
+        field.clear()
+        field.send_keys(key)
+        browser.find_element(By.ID, "use-key").click()
+        WebDriverWait(browser, 20).until(lambda b: b.find_elements(By.ID, "predict"))
+        browser.find_element(By.ID, "predict").click()
+        WebDriverWait(browser, 20).until(
+            lambda b: "churn_probability" in b.find_element(By.ID, "answer").text)
+        assert browser.find_element(By.ID, "answer").text.startswith("200")
+        assert key not in browser.current_url
+    finally:
+        browser.quit()
+        assert stop(process) == 0
