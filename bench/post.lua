@@ -1,6 +1,12 @@
--- wrk: POST the JSON body in the file named by BODY_FILE
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local file = assert(io.open(os.getenv("BODY_FILE"), "rb"))
-wrk.body = file:read("*a")
-file:close()
+-- wrk: POST the JSON body in the file named by BODY_FILE (GET, no body, with METHOD=GET),
+-- with the API key in API_KEY if set
+wrk.method = os.getenv("METHOD") or "POST"
+if wrk.method == "POST" then
+  wrk.headers["Content-Type"] = "application/json"
+  local file = assert(io.open(os.getenv("BODY_FILE"), "rb"))
+  wrk.body = file:read("*a")
+  file:close()
+end
+if os.getenv("API_KEY") then
+  wrk.headers["X-API-Key"] = os.getenv("API_KEY")
+end

@@ -2,6 +2,7 @@
 
     make bench                       # or: .venv/bin/python bench/run.py [--rounds 3 --seconds 4]
     make bench ARGS=--ablation       # and our service with each speed mechanism switched off
+    make bench ARGS=--api-keys       # and with API keys on: with the key, without (401s), /health
 
 Each round starts every server in turn (ours, a constant-answer Flask app, the course-style
 DictVectorizer app, a bare WSGI app that only parses the body with the stdlib's json), drives
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +49,9 @@ ALTERNATIVES = Path(__file__).resolve().parent / "alternatives"
 VENVS = Path(__file__).resolve().parent / ".venvs"  # throwaway, not project dependencies
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 BATCH = 1000
+BENCH_KEY = "bench-api-key-0123456789abcdef"
+KEYS_ON, KEYS_REFUSED = "tabserve, API keys on", "tabserve, API keys on, no key sent (401)"
+KEYS_HEALTH = "tabserve, API keys on, GET /health"
 
 
 def records_body(records: list[dict]) -> object:
@@ -64,6 +69,8 @@ class Server:
     health: str = "/health"
     path: str = "/predict"
     body: Callable[[list[dict]], object] = records_body
+    method: str = "POST"
+    key: str | None = None  # the API key the load sends (X-API-Key)
 
 
 def alternative_bin(name: str, packages: list[str]) -> Path:
@@ -213,15 +220,16 @@ def to_ms(value: str) -> float:
     return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
 
 
-def drive(port: int, path: str, body_file: Path, seconds: float,
+def drive(port: int, server: Server, body_file: Path, seconds: float,
           connections: int) -> dict[str, float]:
     """One wrk run; its figures and its own CPU time."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s",
-         str(Path(__file__).with_name("post.lua")), f"http://127.0.0.1:{port}{path}"],
-        env={**os.environ, "BODY_FILE": str(body_file)}, capture_output=True, text=True,
-        timeout=seconds + 60, check=True)
+         str(Path(__file__).with_name("post.lua")), f"http://127.0.0.1:{port}{server.path}"],
+        env={**os.environ, "BODY_FILE": str(body_file), "METHOD": server.method,
+             **({"API_KEY": server.key} if server.key else {})},
+        capture_output=True, text=True, timeout=seconds + 60, check=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = done.stdout
     latency = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", out, re.MULTILINE))
@@ -295,6 +303,9 @@ def main() -> int:
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     parser.add_argument("--alternatives", action="store_true",
                         help="also BentoML, MLflow and MLServer (venvs made in bench/.venvs)")
+    parser.add_argument("--api-keys", action="store_true",
+                        help="also our service with API keys on: with the key, without it "
+                             "(401s, bodies unread), and GET /health beside them")
     parser.add_argument("--ablation", action="store_true",
                         help="also our service with each speed mechanism off (SPEEDUPS_OFF), "
                              "to show what each earns on its path")
@@ -317,6 +328,12 @@ def main() -> int:
     ]
     if args.alternatives:
         servers += alternatives(course_model, work)
+    if args.api_keys:
+        keyed = {"MODEL_PATH": str(args.model.resolve()), "API_KEYS": BENCH_KEY}
+        servers += [Server(KEYS_ON, "predict:app", ROOT, keyed, key=BENCH_KEY),
+                    Server(KEYS_REFUSED, "predict:app", ROOT, keyed),
+                    Server(KEYS_HEALTH, "predict:app", ROOT, keyed, path="/health",
+                           method="GET")]
     if args.ablation:
         servers += [Server(f"tabserve, {name} off", "predict:app", ROOT,
                            {"MODEL_PATH": str(args.model.resolve()), "SPEEDUPS_OFF": name})
@@ -336,12 +353,18 @@ def main() -> int:
                     body_file.write_text(json.dumps(server.body(sent)))
                     for _ in range(20):  # warm up every worker
                         request = urllib.request.Request(
-                            f"http://127.0.0.1:{port}{server.path}", data=body_file.read_bytes(),
-                            headers={"Content-Type": "application/json"})
-                        urllib.request.urlopen(request, timeout=30).read()
+                            f"http://127.0.0.1:{port}{server.path}", method=server.method,
+                            data=body_file.read_bytes() if server.method == "POST" else None,
+                            headers={"Content-Type": "application/json",
+                                     **({"X-API-Key": server.key} if server.key else {})})
+                        try:
+                            urllib.request.urlopen(request, timeout=30).read()
+                        except urllib.error.HTTPError as err:  # the refusals measured below
+                            if err.code != 401:
+                                raise
                     pids = [process.pid, *descendants(process.pid)]
                     cpu_before, faults_before = cpu_seconds(pids), page_faults(pids)
-                    figures = drive(port, server.path, body_file, args.seconds, args.connections)
+                    figures = drive(port, server, body_file, args.seconds, args.connections)
                     figures["server_cpu"] = cpu_seconds(pids) - cpu_before
                     figures["faults"] = page_faults(pids) - faults_before
                     samples.setdefault((server.name, body_name), []).append(figures)
@@ -432,8 +455,18 @@ def render(args, bundle, servers, samples, startups, memory) -> str:
         f"req/s with one record, **{figure(ours, 'batch', 'rps') / figure(course, 'batch', 'rps'):.2f}×** "
         f"with 1,000.",
     ]
+    if KEYS_ON in {s.name for s in servers}:
+        keys_on = figure(KEYS_ON, "single", "rps") / figure(ours, "single", "rps")
+        lines += [
+            f"- API keys on, the key sent: **{keys_on:.2f}×** one-record req/s of keys off "
+            f"({figure(KEYS_ON, 'batch', 'rps') / figure(ours, 'batch', 'rps'):.2f}× with "
+            f"1,000); goal ≥ 0.95: {verdict(keys_on >= 0.95)}.",
+            f"- Refused for want of a key (401): **{figure(KEYS_REFUSED, 'single', 'rps'):,.0f}"
+            f"**/s with one record, **{figure(KEYS_REFUSED, 'batch', 'rps'):,.0f}**/s with a "
+            f"1,000-record body (unread); GET /health on the same server: "
+            f"**{figure(KEYS_HEALTH, 'single', 'rps'):,.0f}**/s."]
     for server in servers:
-        if server.name.startswith("tabserve, "):
+        if server.name.startswith("tabserve, ") and "SPEEDUPS_OFF" in server.env:
             single = figure(ours, "single", "rps") / figure(server.name, "single", "rps")
             batch = figure(ours, "batch", "rps") / figure(server.name, "batch", "rps")
             lines.append(f"- What {server.env['SPEEDUPS_OFF']} earns: **{single:.2f}×** req/s with "
