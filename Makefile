@@ -54,7 +54,7 @@ test: install ## run the whole test suite (what CI runs)
 test-fast: install ## the suite without the slow, Docker and browser tests (about a minute)
 	$(BIN)/python -m pytest -q -m "not slow and not docker and not browser"
 
-bench: install ## benchmark against reference apps with wrk (~2.5 min; ARGS=--alternatives adds BentoML, MLflow, MLServer, --ablation each speed mechanism off); appends to bench/RESULTS.md
+bench: install ## benchmark against reference apps with wrk (~2.5 min; ARGS=--alternatives adds BentoML, MLflow, MLServer, --ablation each speed mechanism off, --api-keys keys on); appends to bench/RESULTS.md
 	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(BIN)/python bench/run.py $(ARGS)
 

@@ -308,6 +308,10 @@ def test_api_keys_rotated_by_sighup_under_load(tmp_path, telco_record):
     load.headers = {"Authorization": f"Bearer {old}"}
     try:
         assert status(old) == 200 and status(new) == 401
+        for probe in ("/health", "/ready", "/v2/health/live", "/v2/health/ready"):
+            assert requests.get(f"{url}{probe}", timeout=10).status_code == 200
+        refused = requests.post(f"{url}/predict", json=telco_record, timeout=10)
+        assert refused.status_code == 401 and "WWW-Authenticate" in refused.headers
         load.start()
         wait_for(lambda: len(load.outcomes) >= 20, 60, "20 answers with the old key")
         keys.write_text(f"{old}\n{new}\n")
@@ -325,7 +329,8 @@ def test_api_keys_rotated_by_sighup_under_load(tmp_path, telco_record):
     assert {s for s, _ in load.outcomes} == {200}, f"refused or failed: {load.errors[:3]}"
     logged = process.log_path.read_text() + process.error_path.read_text()
     assert old not in logged and new not in logged
-    ids = {json.loads(line)["key_id"] for line in process.log_path.read_text().splitlines()
-           if line.startswith("{") and json.loads(line)["path"] == "/predict"}
+    lines = [json.loads(line) for line in process.log_path.read_text().splitlines()
+             if line.startswith("{")]
+    ids = {line["key_id"] for line in lines if line["path"] == "/predict" and line["status"] == 200}
     assert ids == {hashlib.sha256(k.encode()).hexdigest()[:8] for k in (old, new)}
     assert "SIGHUP: now accepting 1 API keys" in process.error_path.read_text()

@@ -33,6 +33,7 @@ from sklearn.pipeline import Pipeline
 
 from tabserve.model.decision import Calibration, calibrate
 from tabserve.model.schema import Schema
+from tabserve.model.secrets import read_secret
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +61,10 @@ class SigningKeyError(ValueError):
 def signing_key(env: dict[str, str]) -> bytes | None:
     """The key that signs bundles (training) and checks them (serving): `MODEL_SIGNING_KEY`,
     or the content of the file `MODEL_SIGNING_KEY_FILE` (a mounted secret); None without."""
-    text, path = env.get("MODEL_SIGNING_KEY") or "", env.get("MODEL_SIGNING_KEY_FILE") or ""
-    if text and path:
-        raise SigningKeyError("set MODEL_SIGNING_KEY or MODEL_SIGNING_KEY_FILE, not both")
-    if path:
-        try:
-            key = Path(path).read_bytes().strip()
-        except OSError as err:
-            raise SigningKeyError(f"MODEL_SIGNING_KEY_FILE {path} cannot be read "
-                                  f"({err.strerror})") from None
-    elif text:
-        key = text.strip().encode()
-    else:
+    secret = read_secret(env, "MODEL_SIGNING_KEY", SigningKeyError)
+    if secret is None or not secret.strip():
         return None
+    key = secret.strip().encode()
     if len(key) < MIN_KEY_BYTES:
         raise SigningKeyError(f"the model signing key has {len(key)} bytes; use at least "
                               f"{MIN_KEY_BYTES} (for example: openssl rand -hex 32)")

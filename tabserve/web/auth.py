@@ -14,8 +14,8 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
+from tabserve.model.secrets import read_secret
 from tabserve.web.responses import problem_response
 
 # the probes (an orchestrator has no key) and the page that asks the user for one
@@ -37,21 +37,13 @@ class ApiKeys:
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> ApiKeys | None:
-        """From `API_KEYS_FILE` or `API_KEYS` (comma-separated); None when neither is set."""
-        path, listed = env.get("API_KEYS_FILE") or "", env.get("API_KEYS") or ""
-        if path and listed:
-            raise ApiKeyError("set API_KEYS_FILE or API_KEYS, not both")
-        if path:
-            try:
-                lines = Path(path).read_text().splitlines()
-            except (OSError, UnicodeDecodeError) as err:
-                raise ApiKeyError(f"API_KEYS_FILE {path} cannot be read "
-                                  f"({getattr(err, 'strerror', None) or err})") from None
-            where = f"API_KEYS_FILE {path}"
-        elif listed:
-            lines, where = listed.split(","), "API_KEYS"
-        else:
+        """From `API_KEYS_FILE` (a line each) or `API_KEYS` (comma-separated); None when
+        neither is set."""
+        secret = read_secret(env, "API_KEYS", ApiKeyError)
+        if secret is None:
             return None
+        where = "API_KEYS_FILE" if env.get("API_KEYS_FILE") else "API_KEYS"
+        lines = secret.splitlines() if where == "API_KEYS_FILE" else secret.split(",")
         digests = tuple(_digest(line.strip(), where, number)
                         for number, line in enumerate(lines, start=1)
                         if line.strip() and not line.strip().startswith("#"))
