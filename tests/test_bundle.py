@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, alter_keeping_checksum
 from tabserve.model import bundle as bundle_module
 from tabserve.model.bundle import (MAGIC, ModelBundle, ModelLoadError, SigningKeyError, key_id,
                                   signing_key)
@@ -108,14 +108,7 @@ KEY, OTHER_KEY = b"k" * 32, b"o" * 32
 
 
 def resign_checksum(path) -> None:
-    """Change one byte of the pickled content and write the checksum that fits it, keeping
-    the signature: what someone who can write the file but has no key can do."""
-    header, _, payload = path.read_bytes().partition(b"\n")
-    at = payload.index(b"approved")  # the target's name, inside the pickle
-    payload = payload[:at] + b"A" + payload[at + 1:]
-    fields = header[len(MAGIC):].split(b" ")
-    fields[0] = hashlib.sha256(payload).hexdigest().encode()
-    path.write_bytes(MAGIC + b" ".join(fields) + b"\n" + payload)
+    alter_keeping_checksum(path, b"approved", b"Approved")  # the target's name, in the pickle
 
 
 @pytest.mark.parametrize("save_key, change, message", [

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import PYTHON, ROOT, start_gunicorn, stop, wait_for, workers
+from helpers import (PYTHON, ROOT, alter_keeping_checksum, start_gunicorn, stop, wait_for,
+                     workers)
 from tabserve.model.bundle import ModelBundle
 
 pytestmark = pytest.mark.slow  # see pytest.ini
@@ -108,16 +109,23 @@ def test_sighup_loads_a_new_model_without_refusing_a_request(tmp_path, model_cop
           f"for {overlap * 1000:.0f} ms ({max(0, last_old - first_new)} requests)")
 
 
+def assert_sighup_keeps_the_model(process, url: str, record: dict, old: str,
+                                  refusal: str) -> None:
+    """SIGHUP with a model file the master must refuse: it logs `refusal`, and the model that
+    answered before (`old`) still answers."""
+    process.send_signal(signal.SIGHUP)
+    wait_for(lambda: refusal in process.error_path.read_text(), 60,
+             f"the master to log {refusal!r}")
+    answer = requests.post(f"{url}/predict", json=record, timeout=10)
+    assert answer.status_code == 200 and answer.json()["model_version"] == old
+
+
 def test_sighup_with_a_broken_model_keeps_serving_the_old_one(model_copy, telco_record):
     process, url = start_gunicorn(model_copy)
     try:
         old = requests.post(f"{url}/predict", json=telco_record, timeout=10).json()["model_version"]
         model_copy.write_bytes(model_copy.read_bytes()[:1000])  # truncated
-        process.send_signal(signal.SIGHUP)
-        wait_for(lambda: "kept the current model" in process.error_path.read_text(), 60,
-                 "the master to refuse the truncated model")
-        answer = requests.post(f"{url}/predict", json=telco_record, timeout=10)
-        assert answer.status_code == 200 and answer.json()["model_version"] == old
+        assert_sighup_keeps_the_model(process, url, telco_record, old, "kept the current model")
     finally:
         assert stop(process) == 0
 
@@ -256,7 +264,6 @@ SIGNING = {"MODEL_SIGNING_KEY": "test-signing-key-" + "x" * 16}
 def test_signed_bundles_end_to_end(tmp_path, loan_csv):
     """train.py signs with the key in its environment; a server with the key serves that file,
     refuses to start on an unsigned one, and keeps its model when SIGHUP finds an altered one."""
-    from tabserve.model.bundle import MAGIC
     signed = tmp_path / "signed.bin"
     done = subprocess.run([PYTHON, "train.py", "--data", str(loan_csv), "--target", "approved",
                            "--output", str(signed), "--trials", "1", "--folds", "3"], cwd=ROOT,
@@ -277,16 +284,8 @@ def test_signed_bundles_end_to_end(tmp_path, loan_csv):
     try:
         record = requests.get(f"{url}/model", timeout=10).json()["example"]
         old = requests.post(f"{url}/predict", json=record, timeout=10).json()["model_version"]
-        header, _, payload = signed.read_bytes().partition(b"\n")
-        payload = payload.replace(b"approved", b"Approved", 1)  # altered, checksum made to fit
-        fields = header[len(MAGIC):].split(b" ")
-        fields[0] = hashlib.sha256(payload).hexdigest().encode()
-        signed.write_bytes(MAGIC + b" ".join(fields) + b"\n" + payload)
-        process.send_signal(signal.SIGHUP)
-        wait_for(lambda: "altered after it was signed" in process.error_path.read_text(), 60,
-                 "the master to refuse the altered model")
-        answer = requests.post(f"{url}/predict", json=record, timeout=10)
-        assert answer.status_code == 200 and answer.json()["model_version"] == old
+        alter_keeping_checksum(signed, b"approved", b"Approved")
+        assert_sighup_keeps_the_model(process, url, record, old, "altered after it was signed")
     finally:
         assert stop(process) == 0
     logged = process.log_path.read_text() + process.error_path.read_text()
