@@ -33,8 +33,10 @@ $(VENV)/.runtime: Pipfile Pipfile.lock | $(PIPENV)
 	$(BIN)/pip install --disable-pip-version-check --require-hashes -r $(VENV)/requirements.txt
 	@touch $@
 
+# the dev tools, and the Lambda adapter and runtime client (Pipfile's [lambda]) for its tests
 $(VENV)/.dev: $(VENV)/.runtime
-	$(PIPENV) requirements --dev --hash > $(VENV)/requirements-dev.txt
+	$(PIPENV) requirements --hash --categories "packages dev-packages lambda" \
+	    > $(VENV)/requirements-dev.txt
 	$(BIN)/pip install --disable-pip-version-check --require-hashes -r $(VENV)/requirements-dev.txt
 	@touch $@
 

@@ -7,14 +7,11 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run from any directory
-from tabserve.web.config import (ConfigError, available_cpus, keep_freed_memory,  # noqa: E402
-                                 speedups_off)
+from tabserve.web.config import available_cpus, prepare_process  # noqa: E402
 
-# Before the app (numpy, scikit-learn, xgboost) is imported: one BLAS/OpenMP thread per
-# worker, and idle OpenMP threads sleep instead of spinning, so workers don't fight over cores.
-for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(variable, "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before the app (numpy, scikit-learn, xgboost) is imported: one thread per worker, and
+# freed memory kept for the next batch
+prepare_process(os.environ)
 
 # Prometheus multiprocess mode: workers write their samples to files here, /metrics sums them.
 # Set before prometheus_client is imported; emptied at start so no stale counts survive (but
@@ -33,14 +30,6 @@ if not os.environ.get("TABSERVE_METRICS_STARTED"):
                  "writable directory")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     os.environ["TABSERVE_METRICS_STARTED"] = "1"
-
-# Before the model loads: a batch reuses the heap the previous one freed instead of faulting in
-# fresh pages (docs/performance.md). A bad SPEEDUPS_OFF is reported by the app, in one line.
-try:
-    if "heap_reuse" not in speedups_off(os.environ):
-        keep_freed_memory()
-except ConfigError:
-    pass
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '9696')}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or available_cpus())

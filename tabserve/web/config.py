@@ -1,4 +1,6 @@
-"""Settings of the service, read from the environment once, when the app is created."""
+"""Settings of the service, read from the environment once, when the app is created, and the
+set-up of a serving process. Imports nothing heavy at the top: `prepare_process` must run
+before numpy and the rest load (a test checks it)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,10 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tabserve.model.bundle import SigningKeyError, signing_key
-from tabserve.web.auth import ApiKeyError, ApiKeys
+if TYPE_CHECKING:
+    from tabserve.web.auth import ApiKeys
 
 # the speed mechanisms that `SPEEDUPS_OFF` may switch off, to measure what each earns
 # (`make bench ARGS=--ablation`; docs/performance.md)
@@ -50,6 +53,9 @@ class Settings:
         """Settings from `MODEL_PATH`, `MAX_BATCH_RECORDS`, `MAX_BODY_BYTES`, `MODEL_NAME`,
         `SPEEDUPS_OFF`, `MODEL_SIGNING_KEY` or `MODEL_SIGNING_KEY_FILE`, `API_KEYS_FILE` or
         `API_KEYS` (and `METRICS_WITHOUT_KEY`)."""
+        from tabserve.model.bundle import SigningKeyError, signing_key
+        from tabserve.web.auth import ApiKeyError, ApiKeys
+
         env = os.environ if env is None else env
         try:
             key, api_keys = signing_key(env), ApiKeys.from_env(env)
@@ -116,3 +122,19 @@ def keep_freed_memory(mmap_bytes: int = 16 << 20, trim_bytes: int = 64 << 20) ->
                     and libc.mallopt(M_TRIM_THRESHOLD, trim_bytes))
     except (OSError, AttributeError):
         return False
+
+
+def prepare_process(env: dict[str, str]) -> None:
+    """What a serving process sets before numpy, scikit-learn and xgboost are imported and
+    the model loads (gunicorn.conf.py, lambda_function.py). One BLAS/OpenMP thread, and idle
+    OpenMP threads sleep instead of spinning: processes don't fight over cores. And unless
+    SPEEDUPS_OFF names heap_reuse, `keep_freed_memory` (docs/performance.md). A bad
+    SPEEDUPS_OFF is left for the app to report, in one line."""
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(variable, "1")
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        if "heap_reuse" not in speedups_off(env):
+            keep_freed_memory()
+    except ConfigError:
+        pass

@@ -1,8 +1,8 @@
 """One JSON line per request, written by gunicorn's access logger (`logger_class` in
-gunicorn.conf.py), with what the app left in the WSGI environ: records, model version and
-request id. A probe that succeeds (`/health`, `/ready`, the v2 health paths) is logged only at
-LOG_LEVEL=debug: Docker's health check and Kubernetes' probes would otherwise write a line
-every few seconds each."""
+gunicorn.conf.py) or, on AWS Lambda, by `aws_lambda`, with what the app left in the WSGI
+environ: records, model version and request id. A probe that succeeds (`/health`, `/ready`,
+the v2 health paths) is logged only at LOG_LEVEL=debug: Docker's health check and
+Kubernetes' probes would otherwise write a line every few seconds each."""
 
 from __future__ import annotations
 
@@ -16,27 +16,37 @@ from gunicorn.glogging import Logger
 PROBES = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready"})
 
 
+def access_record(environ: dict, status: int, seconds: float, debug: bool) -> dict | None:
+    """The log line of one request, from what the app left in the WSGI environ; None for a
+    probe that succeeded, unless at debug level. Written by gunicorn's access logger, and by
+    `aws_lambda` where there is no gunicorn."""
+    path = environ.get("PATH_INFO")
+    if path in PROBES and status == 200 and not debug:
+        return None
+    return {
+        "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "method": environ.get("REQUEST_METHOD"),
+        "path": path,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 3),
+        "records": environ.get("tabserve.records"),
+        "model_version": environ.get("tabserve.model_version"),
+        "request_id": environ.get("tabserve.request_id"),
+        "key_id": environ.get("tabserve.key_id"),  # which API key, never the key
+        "remote_addr": environ.get("REMOTE_ADDR"),
+    }
+
+
 class JsonAccessLogger(Logger):
     """gunicorn's logger, with access lines as JSON objects instead of Apache's format."""
 
     def access(self, resp, req, environ, request_time) -> None:
         if not self.access_log_enabled:
             return
-        if environ.get("PATH_INFO") in PROBES and resp.status_code == 200 and \
-                not self.error_log.isEnabledFor(logging.DEBUG):
+        line = access_record(environ, resp.status_code, request_time.total_seconds(),
+                             self.error_log.isEnabledFor(logging.DEBUG))
+        if line is None:
             return
-        line = {
-            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-            "method": environ.get("REQUEST_METHOD"),
-            "path": environ.get("PATH_INFO"),
-            "status": resp.status_code,
-            "duration_ms": round(request_time.total_seconds() * 1000, 3),
-            "records": environ.get("tabserve.records"),
-            "model_version": environ.get("tabserve.model_version"),
-            "request_id": environ.get("tabserve.request_id"),
-            "key_id": environ.get("tabserve.key_id"),  # which API key, never the key
-            "remote_addr": environ.get("REMOTE_ADDR"),
-        }
         try:
             self.access_log.info(json.dumps(line))
         except Exception:  # noqa: BLE001 - a log line must never fail a request

@@ -18,6 +18,7 @@ from tabserve.web.responses import INTERNAL_ERROR, problem_response
 log = logging.getLogger(__name__)
 
 PLAIN_REFUSED = "tabserve.plain_refused"  # environ key: the plain path has tried this body
+REQUEST_ID = "tabserve.request_id"  # environ key: the request's id, for headers and logs
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # answers are per request and never for framing; the /docs page runs only its own inline code
 SECURITY_HEADERS = (
@@ -39,7 +40,8 @@ def predictions(service, body: Body, environ: dict) -> bytes:
 
 
 class RequestAccounting:
-    """A request id (from `X-Request-ID` when it is sane, generated otherwise) and the model
+    """A request id (set by the host, as on AWS Lambda; else from `X-Request-ID` when it is
+    sane; else generated) and the model
     version in every response's headers and in the environ for the access log; request counts
     and latency for /metrics. As middleware it costs a fraction of Flask's before/after-request
     hooks."""
@@ -50,10 +52,12 @@ class RequestAccounting:
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
-        given = environ.get("HTTP_X_REQUEST_ID", "")
-        request_id = given if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
+        request_id = environ.get(REQUEST_ID)
+        if request_id is None:
+            given = environ.get("HTTP_X_REQUEST_ID", "")
+            request_id = given if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
         model_version = self.service.bundle.version
-        environ["tabserve.request_id"] = request_id
+        environ[REQUEST_ID] = request_id
         environ["tabserve.model_version"] = model_version
         extra = [("X-Request-ID", request_id), ("X-Model-Version", model_version),
                  *SECURITY_HEADERS]
