@@ -1,5 +1,7 @@
-# The serving image: gunicorn predict:app on port 9696, as a non-root user.
-# Build stage: install the locked runtime packages (pipenv --deploy refuses a stale lock).
+# The serving image: gunicorn predict:app on port 9696, as a non-root user (the last stage,
+# what `docker build .` makes). The AWS Lambda image: `docker build --target lambda .`.
+# Build stage: install the locked runtime packages (pipenv --deploy refuses a stale lock), and
+# Pipfile's [lambda] packages apart in /opt/lambda, for the Lambda image only.
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIPENV_VERBOSITY=-1
 # pipenv lives in its own venv so that only the project's packages reach the final image
@@ -10,12 +12,30 @@ COPY Pipfile Pipfile.lock ./
 # too: the final stage keeps the base image's). Bytecode is compiled ahead (+50 MB) because
 # compiling pandas and scikit-learn at every start doubles the cold start.
 RUN /opt/pipenv/bin/pipenv install --system --deploy \
+    && /opt/pipenv/bin/pipenv requirements --hash --categories lambda > lambda.txt \
+    && pip install --quiet --no-deps --require-hashes --target /opt/lambda -r lambda.txt \
     && cd /usr/local/lib/python3.11/site-packages \
     && rm -rf pandas/tests numpy/*/tests numpy/tests scipy/*/tests scipy/*/*/tests \
               sklearn/*/tests sklearn/tests pip setuptools \
-    && find . -name __pycache__ -type d -prune -exec rm -rf {} + \
-    && python -m compileall -q -j 2 . > /dev/null
+    && find . /opt/lambda -name __pycache__ -type d -prune -exec rm -rf {} + \
+    && python -m compileall -q -j 2 . /opt/lambda > /dev/null
 
+# The Lambda image: the same packages, app and model, run by AWS's runtime interface client
+# (awslambdaric), which asks Lambda's Runtime API for events and calls
+# lambda_function.lambda_handler. Lambda runs it read-only but for /tmp (docs/lambda.md).
+FROM python:3.11-slim AS lambda
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 MODEL_PATH=/var/task/model.bin
+COPY --from=build /usr/local/lib/python3.11/site-packages /usr/local/lib/python3.11/site-packages
+COPY --from=build /opt/lambda /usr/local/lib/python3.11/site-packages
+RUN useradd --no-create-home --uid 10001 --user-group app
+WORKDIR /var/task
+COPY lambda_function.py model.bin ./
+COPY tabserve ./tabserve
+USER app
+ENTRYPOINT ["python", "-m", "awslambdaric"]
+CMD ["lambda_function.lambda_handler"]
+
+# The serving image
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 MODEL_PATH=/app/model.bin PORT=9696
 COPY --from=build /usr/local/lib/python3.11/site-packages /usr/local/lib/python3.11/site-packages
