@@ -10,7 +10,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from helpers import ROOT, fit_bundle, flower_frame, loan_frame, start_gunicorn, stop  # noqa: E402
+from helpers import (ROOT, docker_engine_available, fit_bundle, flower_frame,  # noqa: E402
+                     loan_frame, start_gunicorn, stop)
 from tabserve.model.bundle import ModelBundle  # noqa: E402
 from tabserve.web.app import create_app  # noqa: E402
 from tabserve.web.config import Settings  # noqa: E402
@@ -65,6 +66,12 @@ def loan_client(loan_bundle):
 @pytest.fixture()
 def flower_client(flower_bundle):
     return create_app(flower_bundle, Settings()).test_client()
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    if not docker_engine_available():
+        pytest.skip("no Docker engine: start one with ../shared/docker/docker-sandbox.sh up")
 
 
 @pytest.fixture(scope="module")

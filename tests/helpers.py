@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -170,3 +172,29 @@ def alter_keeping_checksum(path: Path, old: bytes, new: bytes) -> None:
     fields[0] = hashlib.sha256(payload).hexdigest().encode()
     path.write_bytes(MAGIC + b" ".join(fields) + b"\n" + payload)
 
+
+
+def docker(*args: str, timeout: float = 600, check: bool = True) -> str:
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def logs(container: str) -> str:
+    done = subprocess.run(["docker", "logs", container], capture_output=True, text=True,
+                          timeout=30)
+    return done.stdout + done.stderr  # gunicorn logs to stderr
+
+
+def docker_engine_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+
+
+def build(context: Path, *args: str) -> str:
+    """Build the image in `context` (with `args`, e.g. a --target); its tag."""
+    tag = f"tabserve-test:{uuid.uuid4().hex[:8]}"
+    docker("build", "-q", "-t", tag, *args, str(context))
+    return tag

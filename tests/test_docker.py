@@ -15,41 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import PYTHON, ROOT, free_port, wait_for
+from helpers import PYTHON, ROOT, build, docker, free_port, logs, wait_for
 from tabserve.serving.predicting import Predictor
 
 pytestmark = pytest.mark.docker
-
-
-def docker(*args: str, timeout: float = 600, check: bool = True) -> str:
-    done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-    if check and done.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout.strip()
-
-
-def logs(container: str) -> str:
-    done = subprocess.run(["docker", "logs", container], capture_output=True, text=True,
-                          timeout=30)
-    return done.stdout + done.stderr  # gunicorn logs to stderr
-
-
-def engine_available() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
-
-
-@pytest.fixture(scope="session")
-def docker_engine():
-    if not engine_available():
-        pytest.skip("no Docker engine: start one with ../shared/docker/docker-sandbox.sh up")
-
-
-def build(context: Path) -> str:
-    tag = f"tabserve-test:{uuid.uuid4().hex[:8]}"
-    docker("build", "-q", "-t", tag, str(context))
-    return tag
 
 
 @pytest.fixture(scope="session")
