@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
 import sys
 from functools import cache
 from pathlib import Path
@@ -11,7 +14,8 @@ import pytest
 from helpers import ROOT
 
 PACKAGE = ROOT / "tabserve"
-ENTRY_POINTS = ("predict.py", "train.py", "gunicorn.conf.py", "predict_client.py")
+ENTRY_POINTS = ("predict.py", "train.py", "gunicorn.conf.py", "predict_client.py",
+                "lambda_function.py")
 
 
 def module_name(path: Path) -> str:
@@ -97,7 +101,7 @@ def test_model_and_serving_never_import_training_or_flask(name):
 
 def test_the_server_never_imports_model_selection_or_plotting():
     """Our imports only: scikit-learn's own linear_model imports its model_selection."""
-    assert offenders(["predict.py", "gunicorn.conf.py"],
+    assert offenders(["predict.py", "gunicorn.conf.py", "lambda_function.py"],
                      ("sklearn.model_selection", "matplotlib", "tabserve.training")) == {}
 
 
@@ -167,3 +171,27 @@ def test_a_pandas_call_would_be_seen(client, telco_record):
     finally:
         sys.setprofile(None)
     assert calls
+
+
+# what each entry point runs before serving, in a fresh interpreter as its host would
+SERVING_PROCESSES = {
+    "gunicorn": "import runpy; runpy.run_path('gunicorn.conf.py'); import predict",
+    "lambda": "import lambda_function",
+}
+
+
+@pytest.mark.parametrize("host", SERVING_PROCESSES)
+def test_a_serving_process_runs_one_thread_per_native_pool(host):
+    """The thread settings reach OpenBLAS and OpenMP only if set before those libraries load:
+    each pool of a process that loaded the model has one thread (two workers on two cores
+    would otherwise run four)."""
+    probe = (SERVING_PROCESSES[host] + "\nfrom threadpoolctl import threadpool_info\n"
+             "print(json.dumps([(p['internal_api'], p['num_threads']) for p in threadpool_info()]))")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OMP_", "OPENBLAS_", "MKL_", "PROMETHEUS_", "TABSERVE_"))}
+    done = subprocess.run([sys.executable, "-c", "import json\n" + probe], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    pools = json.loads(done.stdout.splitlines()[-1])
+    assert {api for api, _ in pools} >= {"openblas", "openmp"}
+    assert pools and all(threads == 1 for _, threads in pools), pools
