@@ -376,3 +376,93 @@ def test_the_lambda_image_runs_as_non_root_with_the_handler_as_its_command(lambd
     done = subprocess.run(["docker", "run", "--rm", "--entrypoint", "python", lambda_image,
                            "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+# --- the SAM template, checked offline ---------------------------------------------------------
+
+TEMPLATE = ROOT / "deploy" / "lambda" / "template.yaml"
+PARAMETER_SETS = {
+    "defaults": {},
+    "public-url-and-iam-api": {"FunctionUrlAuthType": "NONE", "ApiGateway": "AWS_IAM"},
+    "open-api-with-keys": {"ApiGateway": "NONE", "ApiKeys": "sha256:" + "ab" * 32},
+}
+
+
+def sam_template() -> dict:
+    from cfnlint.decode import decode
+
+    template, problems = decode(str(TEMPLATE))
+    assert not problems, problems
+    return json.loads(json.dumps(template))  # plain dicts, short-form tags in long form
+
+
+def translated(parameters: dict[str, str]) -> dict:
+    """The CloudFormation `sam deploy` would submit: SAM's own transform, offline, of the
+    template as `sam build` leaves it (ImageUri set to the image it built)."""
+    from samtranslator.translator.transform import transform
+
+    class NoManagedPolicies:  # the transform looks up managed policy ARNs; none are used
+        def load(self) -> dict:
+            return {}
+
+    template = sam_template()
+    template["Resources"]["Model"]["Properties"]["ImageUri"] = "model:latest"
+    return transform(template, parameters, NoManagedPolicies())
+
+
+def cfn_lint(*paths) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ROOT / ".venv" / "bin" / "cfn-lint"), *map(str, paths)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_sam_template_and_its_translations_pass_cfn_lint(tmp_path, monkeypatch):
+    """cfn-lint on the SAM template, then on the CloudFormation it becomes for each set of
+    parameters (there it checks each property against AWS's resource schemas: an AuthType
+    the parameters allow that Lambda does not is caught); warnings fail too."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # the transform needs a region
+    paths = [TEMPLATE]
+    for name, parameters in PARAMETER_SETS.items():
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(translated(parameters), indent=1))
+    done = cfn_lint(*paths)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_cfn_lint_would_catch_an_auth_type_lambda_does_not_know(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    cloudformation = translated({})
+    cloudformation["Parameters"]["FunctionUrlAuthType"].update(
+        Default="PUBLIC", AllowedValues=["PUBLIC", "AWS_IAM"])
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(cloudformation))
+    done = cfn_lint(path)
+    assert done.returncode != 0 and "AuthType" in done.stdout
+
+
+def test_the_function_url_is_not_public_unless_asked(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    template = sam_template()
+    auth = template["Parameters"]["FunctionUrlAuthType"]
+    assert auth["Default"] == "AWS_IAM"
+    assert template["Parameters"]["ApiGateway"]["Default"] == "none"
+    cloudformation = translated({})
+    assert cloudformation["Resources"]["ModelUrl"]["Properties"]["AuthType"] == \
+        {"Ref": "FunctionUrlAuthType"}
+    anyone = {name: resource for name, resource in cloudformation["Resources"].items()
+              if resource["Type"] == "AWS::Lambda::Permission"
+              and resource["Properties"]["Principal"] == "*"}
+    # the two grants a public URL needs (SAM adds none for an AuthType from a parameter), and
+    # only when the parameter says NONE
+    assert sorted(r["Properties"]["Action"] for r in anyone.values()) == \
+        ["lambda:InvokeFunction", "lambda:InvokeFunctionUrl"]
+    assert {r.get("Condition") for r in anyone.values()} == {"PublicUrl"}
+    assert cloudformation["Conditions"]["PublicUrl"] == \
+        {"Fn::Equals": [{"Ref": "FunctionUrlAuthType"}, "NONE"]}
+
+
+def test_sam_builds_the_lambda_stage_of_this_repositorys_dockerfile():
+    metadata = sam_template()["Resources"]["Model"]["Metadata"]
+    context = (TEMPLATE.parent / metadata["DockerContext"]).resolve()
+    assert context == ROOT
+    dockerfile = (context / metadata["Dockerfile"]).read_text()
+    assert f"AS {metadata['DockerBuildTarget']}\n" in dockerfile
