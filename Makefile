@@ -9,7 +9,7 @@ PIPENV_VERSION := 2026.10.3
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 
-.PHONY: help install install-runtime run train test test-fast bench notebooks audit clean
+.PHONY: help install install-runtime run train test test-fast bench bench-lambda notebooks audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ test-fast: install ## the suite without the slow, Docker and browser tests (abou
 bench: install ## benchmark against reference apps with wrk (~2.5 min; ARGS=--alternatives adds BentoML, MLflow, MLServer, --ablation each speed mechanism off, --api-keys keys on); appends to bench/RESULTS.md
 	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(BIN)/python bench/run.py $(ARGS)
+
+bench-lambda: install ## the Lambda image's size, cold start and warm latency (needs Docker, ~2 min); appends to bench/RESULTS.md
+	$(BIN)/python bench/lambda.py $(ARGS)
 
 notebooks: install ## re-execute the notebooks and save their outputs
 	$(BIN)/python notebooks/execute.py --save
