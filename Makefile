@@ -12,7 +12,7 @@ export PIPENV_VERBOSITY := -1
 .PHONY: help install install-runtime run train test test-fast bench bench-lambda notebooks audit clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 # pipenv gets a virtualenv of its own, so a system Python that refuses pip installs (Debian's
 # and Ubuntu's, PEP 668) works too; stock Debian may lack python3-venv, so virtualenv (which

@@ -10,7 +10,8 @@ Needs a Docker engine (../shared/docker/docker-sandbox.sh up). Builds `--target 
   image (interpreter start excluded), and which imports take the time (`-X importtime`);
 - warm, in one container: `--warm` one-record events and `--warm // 10` events of 1,000
   records, each timed from the event handed over to the answer posted (the handler, the
-  adapter and the Runtime API's HTTP), beside the app's own time from the access log.
+  adapter and the Runtime API's HTTP), beside the app's own time from the access log; and
+  the runtime's peak resident memory after them.
 Medians, with p90; appended to bench/RESULTS.md.
 """
 
@@ -111,8 +112,9 @@ def import_breakdown() -> dict[str, float]:
     return seconds
 
 
-def warm(runs: int, record: dict, batch: list[dict]) -> dict[str, tuple[list, list]]:
-    """Per body: round trips (s) through the Runtime API, and the app's own ms (access log)."""
+def warm(runs: int, record: dict, batch: list[dict]) -> dict:
+    """Per body: round trips (s) through the Runtime API, and the app's own ms (access log);
+    and the runtime's peak RSS in MB."""
     out = {}
     with RuntimeApi() as api:
         name = start(api)
@@ -128,6 +130,10 @@ def warm(runs: int, record: dict, batch: list[dict]) -> dict[str, tuple[list, li
                     raw for raw in docker("logs", name).splitlines() if raw.startswith("{")))
                     if line.get("request_id") in ids]
                 out[label] = ([i.seconds for i in timed], app_ms)
+            # the runtime is PID 1; its peak resident memory, after the batches
+            status = docker("exec", name, "cat", "/proc/1/status")
+            out["peak_rss_mb"] = int(next(line.split()[1] for line in status.splitlines()
+                                          if line.startswith("VmHWM:"))) / 1024
         finally:
             docker("rm", "-f", name)
     return out
@@ -181,6 +187,7 @@ def main() -> int:
         f"| init alone: import lambda_function (imports, model load) | "
         f"{median_p90(inits)[0]:.2f} s | {median_p90(inits)[1]:.2f} s | {len(inits)} |",
     ]
+    peak_rss_mb = warms.pop("peak_rss_mb")
     for label, (seconds, app_ms) in warms.items():
         mid, p90 = median_p90(seconds)
         lines.append(f"| warm, {label}: event → answer posted | {mid * 1000:.2f} ms | "
@@ -189,7 +196,8 @@ def main() -> int:
             mid, p90 = median_p90(app_ms)
             lines.append(f"| warm, {label}: the app's own time (access log) | {mid:.2f} ms | "
                          f"{p90:.2f} ms | {len(app_ms)} |")
-    lines += ["", "Imports during the init (cumulative seconds of each package's first import, "
+    lines += ["", f"Peak resident memory of the runtime after the warm runs: {peak_rss_mb:.0f} MB.",
+              "", "Imports during the init (cumulative seconds of each package's first import, "
                   "which includes what it imports): " + ", ".join(
                       f"{name} {seconds:.2f}" for name, seconds in
                       sorted(imports.items(), key=lambda item: -item[1])) + ".", ""]
