@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -172,9 +173,8 @@ def main() -> int:
     lines = [
         f"## {stamp}: the Lambda image, model {bundle.version}",
         "",
-        f"{platform.processor() or platform.machine()}, {len(__import__('os').sched_getaffinity(0))} "
-        f"CPUs, Linux {platform.release()}; image `docker build --target lambda` "
-        f"{size_mb:.0f} MB ({packages_mb:.0f} MB of Python packages); driven through "
+        f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, "
+        f"Linux {platform.release()}; image `docker build --target lambda` {size_mb:.0f} MB ({packages_mb:.0f} MB of Python packages); driven through "
         "tests/lambda_runtime_api.py (the Runtime API stand-in) on loopback, container "
         "read-only but /tmp.",
         "",

@@ -186,7 +186,8 @@ def test_a_serving_process_runs_one_thread_per_native_pool(host):
     each pool of a process that loaded the model has one thread (two workers on two cores
     would otherwise run four)."""
     probe = (SERVING_PROCESSES[host] + "\nfrom threadpoolctl import threadpool_info\n"
-             "print(json.dumps([(p['internal_api'], p['num_threads']) for p in threadpool_info()]))")
+             "print(json.dumps([(p['internal_api'], p['num_threads'])\n"
+             "                  for p in threadpool_info()]))")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OMP_", "OPENBLAS_", "MKL_", "PROMETHEUS_", "TABSERVE_"))}
     done = subprocess.run([sys.executable, "-c", "import json\n" + probe], cwd=ROOT, env=env,
