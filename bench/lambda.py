@@ -174,7 +174,8 @@ def main() -> int:
         f"## {stamp}: the Lambda image, model {bundle.version}",
         "",
         f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, "
-        f"Linux {platform.release()}; image `docker build --target lambda` {size_mb:.0f} MB ({packages_mb:.0f} MB of Python packages); driven through "
+        f"Linux {platform.release()}; image `docker build --target lambda` {size_mb:.0f} MB "
+        f"({packages_mb:.0f} MB of Python packages); driven through "
         "tests/lambda_runtime_api.py (the Runtime API stand-in) on loopback, container "
         "read-only but /tmp.",
         "",
