@@ -9,7 +9,7 @@ PIPENV_VERSION := 2026.10.3
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 
-.PHONY: help install install-runtime run train test test-fast bench bench-lambda notebooks audit clean
+.PHONY: help install install-runtime run train score test test-fast bench bench-lambda bench-score notebooks audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ run: install-runtime ## serve model.bin on port 9696 (MODEL_PATH, PORT, WEB_CONC
 train: install ## retrain model.bin from data/telco_churn.csv (ARGS="--data x.csv --target y")
 	$(BIN)/python train.py $(ARGS)
 
+score: install ## score a file with model.bin (ARGS="--input customers.csv --output scores.csv"; docs/batch.md)
+	$(BIN)/python score.py $(ARGS)
+
 test: install ## run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q
 
@@ -62,6 +65,9 @@ bench: install ## benchmark against reference apps with wrk (~2.5 min; ARGS=--al
 
 bench-lambda: install ## the Lambda image's size, cold start and warm latency (needs Docker, ~2 min); appends to bench/RESULTS.md
 	$(BIN)/python bench/lambda.py $(ARGS)
+
+bench-score: install ## score.py on 1M and 10M generated rows: rows/s, peak memory, against a naive script (~5 min); appends to bench/RESULTS.md
+	$(BIN)/python bench/score.py $(ARGS)
 
 notebooks: install ## re-execute the notebooks and save their outputs
 	$(BIN)/python notebooks/execute.py --save

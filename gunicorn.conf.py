@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run from any directory
-from tabserve.web.config import available_cpus, prepare_process  # noqa: E402
+from tabserve.serving.process import available_cpus, prepare_process  # noqa: E402
 
 # Before the app (numpy, scikit-learn, xgboost) is imported: one thread per worker, and
 # freed memory kept for the next batch

@@ -7,7 +7,7 @@ fails the init with one line."""
 import gc
 import os
 
-from tabserve.web.config import prepare_process
+from tabserve.serving.process import prepare_process
 
 # before numpy, scikit-learn and xgboost load: as in gunicorn.conf.py
 prepare_process(os.environ)

@@ -15,7 +15,7 @@ from helpers import ROOT
 
 PACKAGE = ROOT / "tabserve"
 ENTRY_POINTS = ("predict.py", "train.py", "gunicorn.conf.py", "predict_client.py",
-                "lambda_function.py")
+                "lambda_function.py", "score.py")
 
 
 def module_name(path: Path) -> str:
@@ -92,6 +92,14 @@ def test_the_import_reader_sees_what_it_must():
 
 def test_training_never_imports_the_web_wing_or_flask():
     assert offenders(wing("training"), ("tabserve.web", "flask", "werkzeug")) == {}
+
+
+def test_batch_scoring_never_imports_the_web_wing_or_flask():
+    batch = wing("batch") + ["tabserve.spark", "score.py"]
+    assert offenders(batch, ("tabserve.web", "flask", "werkzeug")) == {}
+    # of training, only its CSV reader: the same rules for a file's header and missing cells
+    assert {m for name in batch for m in reached(name) if m.startswith("tabserve.training.")} \
+        <= {"tabserve.training.data"}
 
 
 @pytest.mark.parametrize("name", ["model", "serving"])

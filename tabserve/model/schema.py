@@ -26,6 +26,12 @@ BOOLEAN_VALUES: dict[Any, float] = {
     "yes": 1.0, "no": 0.0, "y": 1.0, "n": 0.0,
     "true": 1.0, "false": 0.0, "t": 1.0, "f": 0.0,
 }
+# Spellings of a missing cell in a CSV file (pandas' defaults), compared after trimming: how
+# training reads its rows, and how the batch scorer reads the rows it scores.
+MISSING_TOKENS = frozenset(
+    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+     "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+)
 UNSEEN_CODE = -1        # categorical codes for a level not seen in training, and for null
 MISSING_CODE = -2
 _LOOKUPS = ("category_codes", "loose_codes", "boolean_table",

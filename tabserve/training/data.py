@@ -10,11 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# Spellings pandas reads as missing by default, compared after trimming.
-MISSING_TOKENS = frozenset(
-    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
-     "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
-)
+from tabserve.model.schema import MISSING_TOKENS
+
 _SNIFF_BYTES = 64 * 1024
 CHUNK_ROWS = 100_000
 
@@ -82,14 +79,9 @@ def _sample(chunks, max_rows: int, seed: int) -> tuple[pd.DataFrame, int]:
     return kept.sort_index().drop(columns="_key").reset_index(drop=True), total
 
 
-def load_csv(path: Path | str, max_rows: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """Read a CSV with a header row: every cell a trimmed string, missing cells NA.
-
-    With `max_rows`, a larger file is read in chunks and a uniform random sample of that many
-    rows is kept (`frame.attrs["rows_in_file"]` says how many there were), so memory stays
-    bounded whatever the file's size.
-    """
-    path = Path(path)
+def csv_layout(path: Path) -> tuple[str, list[str]]:
+    """The delimiter and the column names of a CSV with a header row; `DataError` for a file
+    that is missing, empty, binary, not UTF-8, or whose header is unusable."""
     head = _read_head(path)
     delimiter = _sniff_delimiter(path, head)
     header = next(csv.reader([head.splitlines()[0]], delimiter=delimiter))
@@ -99,8 +91,25 @@ def load_csv(path: Path | str, max_rows: int | None = None, seed: int = 0) -> pd
         raise DataError(f"{path}: duplicate column names: {', '.join(duplicates)}")
     if any(name == "" for name in names):
         raise DataError(f"{path}: column {names.index('') + 1} of the header has no name")
-    options = dict(sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig",
-                   skipinitialspace=True)
+    return delimiter, names
+
+
+def csv_options(delimiter: str) -> dict:
+    """pandas.read_csv's options for a CSV read as text, every cell as written."""
+    return dict(sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                skipinitialspace=True)
+
+
+def load_csv(path: Path | str, max_rows: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """Read a CSV with a header row: every cell a trimmed string, missing cells NA.
+
+    With `max_rows`, a larger file is read in chunks and a uniform random sample of that many
+    rows is kept (`frame.attrs["rows_in_file"]` says how many there were), so memory stays
+    bounded whatever the file's size.
+    """
+    path = Path(path)
+    delimiter, names = csv_layout(path)
+    options = csv_options(delimiter)
     try:
         if max_rows is None:
             frame = pd.read_csv(path, **options)

@@ -1,0 +1,186 @@
+"""The batch scorer on big files: rows/s and peak memory, against the script a user would
+write instead.
+
+    make bench-score        # or: .venv/bin/python bench/score.py [--rows 1000000 10000000]
+
+Writes bench/.data/telco_<rows>.csv (Telco rows repeated, each with an id) once, then for each
+size runs `score.py` (CSV in, CSV out, every input column kept, the CPUs available) `--runs`
+times and reports the median wall time, rows/s and the peak resident memory of its process
+tree (the parent and its workers together, sampled every 50 ms). For the first size it also
+runs the naive alternative in the same session: pandas `read_csv` of the whole file, the
+bundle's scikit-learn pipeline's `predict_proba`, `to_csv`; and times one chunk's steps in one
+process (parsing, validating and scoring, formatting the output) to say what dominates.
+Appended to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
+
+from tabserve.batch.files import table_bytes  # noqa: E402
+from tabserve.batch.scoring import ChunkScorer  # noqa: E402
+from tabserve.model.bundle import ModelBundle  # noqa: E402
+from tabserve.serving.process import available_cpus  # noqa: E402
+
+DATA = ROOT / "bench" / ".data"
+NAIVE = """
+import sys, pandas as pd
+from tabserve.model.bundle import ModelBundle
+bundle = ModelBundle.load(sys.argv[1])
+frame = pd.read_csv(sys.argv[2])
+proba = bundle.pipeline.predict_proba(frame)
+for i, label in enumerate(bundle.classes):
+    frame[f"probability_{label}"] = proba[:, i]
+frame.to_csv(sys.argv[3], index=False)
+"""
+
+
+def telco_file(rows: int) -> Path:
+    path = DATA / f"telco_{rows}.csv"
+    if path.exists():
+        return path
+    DATA.mkdir(parents=True, exist_ok=True)
+    base = pd.read_csv(ROOT / "data" / "telco_churn.csv", dtype=str, keep_default_na=False)
+    temporary = path.with_suffix(".partial")
+    with temporary.open("w") as out:
+        written = 0
+        while written < rows:
+            block = base.head(rows - written).copy()
+            block.insert(0, "customer_id", [f"C{written + i:09d}" for i in range(len(block))])
+            block.to_csv(out, index=False, header=written == 0)
+            written += len(block)
+    temporary.rename(path)
+    return path
+
+
+def tree_rss_mb(pid: int) -> float:
+    total = 0
+    for child in [pid, *descendants(pid)]:
+        try:
+            for line in Path(f"/proc/{child}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def descendants(pid: int) -> list[int]:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [p for child in map(int, children) for p in (child, *descendants(child))]
+
+
+def timed(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and the peak RSS (MB) of the command's process tree."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    peak = 0.0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, tree_rss_mb(process.pid))
+            stop.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, errors = process.communicate()
+    stop.set()
+    sampler.join()
+    if process.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed: {errors.strip()[-2000:]}")
+    return time.perf_counter() - started, peak
+
+
+def breakdown(path: Path, bundle: ModelBundle, rows: int = 100_000) -> dict[str, float]:
+    """Seconds for one chunk's steps in one process."""
+    started = time.perf_counter()
+    frame = pd.read_csv(path, nrows=rows, dtype=str, keep_default_na=False)
+    parsed = time.perf_counter()
+    scorer = ChunkScorer(bundle)
+    loaded = time.perf_counter()
+    chunk = scorer.score(frame)
+    scored = time.perf_counter()
+    columns = {name: pa.array(frame[name].to_numpy(dtype=object)[chunk.scored])
+               for name in frame.columns if name != bundle.schema.target}
+    columns.update({name: pa.array(chunk.answers[name]) for name in scorer.columns})
+    table_bytes(pa.table(columns), "csv", True)
+    written = time.perf_counter()
+    return {"parse CSV (pandas)": parsed - started, "validate and score": scored - loaded,
+            "format CSV (pyarrow)": written - scored}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--model", type=Path, default=ROOT / "model.bin")
+    parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    args = parser.parse_args()
+    bundle = ModelBundle.load(args.model)
+    out = DATA / "scores.csv"
+    lines = []
+    naive = None
+    for size in args.rows:
+        source = telco_file(size)
+        runs = args.runs if size <= 2_000_000 else 1
+        print(f"score.py on {size:,} rows ({source.stat().st_size / 1e6:.0f} MB), {runs} runs",
+              flush=True)
+        measured = [timed([sys.executable, "score.py", "--model", str(args.model), "--input",
+                           str(source), "--output", str(out), "--quiet"]) for _ in range(runs)]
+        seconds = statistics.median(s for s, _ in measured)
+        peak = max(p for _, p in measured)
+        lines.append(f"| score.py, {available_cpus()} workers | {size:,} | {seconds:.1f} s | "
+                     f"{size / seconds:,.0f} | {peak:,.0f} MB | {runs} |")
+        if naive is None:
+            print("the naive script on the same file", flush=True)
+            script = DATA / "naive.py"
+            script.write_text(NAIVE)
+            env_path = f"PYTHONPATH={ROOT}"
+            seconds, peak = timed(["env", env_path, sys.executable, str(script),
+                                   str(args.model), str(source), str(out)])
+            naive = (size, seconds, peak)
+            lines.append(f"| naive: pandas read_csv + pipeline.predict_proba + to_csv | "
+                         f"{size:,} | {seconds:.1f} s | {size / seconds:,.0f} | "
+                         f"{peak:,.0f} MB | 1 |")
+    out.unlink(missing_ok=True)
+    steps = breakdown(telco_file(args.rows[0]), bundle)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    report = "\n".join([
+        f"## {stamp}: score.py, model {bundle.version}", "",
+        f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, "
+        f"Linux {platform.release()}, Python {platform.python_version()}; CSV in, CSV out, every "
+        "input column kept; Telco rows repeated with an id column. Peak memory: the resident "
+        "set of the whole process tree, sampled every 50 ms.", "",
+        "| how | rows | wall time (median) | rows/s | peak memory | runs |",
+        "|---|---:|---:|---:|---:|---:|", *lines, "",
+        "One chunk of 100,000 rows in one process: " + ", ".join(
+            f"{name} {seconds * 1000:,.0f} ms" for name, seconds in steps.items()) + ".", ""])
+    print(report)
+    with args.results.open("a") as results:
+        results.write("\n" + report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

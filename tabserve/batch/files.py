@@ -1,0 +1,146 @@
+"""Input and output files of the batch scorer, CSV or Parquet by extension: chunks of rows in,
+and each chunk's results as bytes to append, so that worker processes can format them and the
+parent only writes. Outputs are written to a temporary file beside the target and renamed
+into place when complete: a failed run leaves no half-written file."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv
+import pyarrow.parquet
+
+from tabserve.training.data import DataError, csv_layout, csv_options
+
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+class BatchError(ValueError):
+    """A file or an option the scorer cannot use; the message says what and where."""
+
+
+def file_format(path: Path, role: str) -> str:
+    try:
+        return FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise BatchError(f"{path}: the {role} must end in .csv or .parquet") from None
+
+
+@dataclass
+class Chunk:
+    frame: pd.DataFrame   # the rows as read: text for a CSV, typed columns for Parquet
+    first_row: int        # its first row's number in the file, 0-based, header excluded
+    done: float           # the share of the file read so far, 0 to 1
+
+
+class InputFile:
+    """A file to score: its column names, then its rows in chunks."""
+
+    def __init__(self, path: Path, chunk_rows: int):
+        self.path, self.chunk_rows = path, chunk_rows
+        self.format = file_format(path, "input")
+        if self.format == "csv":
+            try:
+                self.delimiter, self.columns = csv_layout(path)
+            except DataError as err:
+                raise BatchError(str(err)) from None
+        else:
+            if not path.is_file():
+                raise BatchError(f"{path}: file not found")
+            try:
+                self._parquet = pyarrow.parquet.ParquetFile(path)
+            except (pa.ArrowException, OSError) as err:
+                raise BatchError(f"{path}: not a readable Parquet file ({err})") from None
+            self.columns = self._parquet.schema_arrow.names
+
+    def arrow_types(self) -> dict[str, pa.DataType]:
+        """Each column's type: text for a CSV, as stored for Parquet."""
+        if self.format == "csv":
+            return {name: pa.string() for name in self.columns}
+        arrow = self._parquet.schema_arrow
+        return {name: arrow.field(name).type for name in self.columns}
+
+    def chunks(self) -> Iterator[Chunk]:
+        """The rows, in order, `chunk_rows` at a time; `BatchError` naming the place where the
+        file stops being readable."""
+        first = 0
+        if self.format == "parquet":
+            total = max(self._parquet.metadata.num_rows, 1)
+            try:
+                for batch in self._parquet.iter_batches(batch_size=self.chunk_rows):
+                    frame = batch.to_pandas()
+                    yield Chunk(frame, first, (first + len(frame)) / total)
+                    first += len(frame)
+            except (pa.ArrowException, OSError) as err:
+                raise BatchError(f"{self.path}: unreadable after row {first} ({err})") from None
+            return
+        size = max(self.path.stat().st_size, 1)
+        with self.path.open("rb") as raw:
+            # blank lines stay rows (rejected, missing every field), so line numbers hold
+            reader = pd.read_csv(raw, chunksize=self.chunk_rows, skip_blank_lines=False,
+                                 **csv_options(self.delimiter))
+            try:
+                for frame in reader:
+                    frame.columns = self.columns
+                    yield Chunk(frame, first, min(raw.tell() / size, 1.0))
+                    first += len(frame)
+            except UnicodeDecodeError as err:
+                raise BatchError(f"{self.path}: not UTF-8 text after line {first + 1} "
+                                 f"({err.reason}); re-save the file as UTF-8") from None
+            except (pd.errors.ParserError, ValueError) as err:
+                raise BatchError(f"{self.path}: not a valid CSV after line {first + 1}: "
+                                 f"{' '.join(str(err).split())}") from None
+
+
+def table_bytes(table: pa.Table, file_format_: str, header: bool) -> bytes:
+    """A chunk's rows, ready to append to an output: CSV text (with the header row for the
+    first chunk), or an Arrow IPC stream that `OutputFile` writes as a Parquet row group."""
+    sink = io.BytesIO()
+    if file_format_ == "csv":
+        pyarrow.csv.write_csv(table, sink, pyarrow.csv.WriteOptions(include_header=header))
+    else:
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    return sink.getvalue()
+
+
+class OutputFile:
+    """An output written to a temporary file beside `path`, renamed into place by `commit`,
+    removed by `discard`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.format = file_format(path, "output")
+        if not path.parent.is_dir():
+            raise BatchError(f"{path}: the folder {path.parent} does not exist")
+        self.temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            self._file = self.temporary.open("wb")
+        except OSError as err:
+            raise BatchError(f"{path}: cannot be written ({err.strerror})") from None
+        self._parquet: pyarrow.parquet.ParquetWriter | None = None
+
+    def append(self, data: bytes) -> None:
+        if self.format == "csv":
+            self._file.write(data)
+            return
+        table = pa.ipc.open_stream(data).read_all()
+        if self._parquet is None:
+            self._parquet = pyarrow.parquet.ParquetWriter(self._file, table.schema)
+        self._parquet.write_table(table)
+
+    def commit(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        self._file.close()
+        os.replace(self.temporary, self.path)
+
+    def discard(self) -> None:
+        self._file.close()
+        self.temporary.unlink(missing_ok=True)

@@ -1,0 +1,209 @@
+"""`score.py`'s procedure: read a file in chunks, score them in worker processes (each loads
+the bundle once), write answers and rejects in the input's order, report progress, and leave
+complete files or none.
+
+Memory stays bounded whatever the file's size: the parent holds at most two chunks per worker
+in flight, and each worker one chunk and its answers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import pyarrow as pa
+
+from tabserve.batch.files import BatchError, InputFile, OutputFile, file_format, table_bytes
+from tabserve.batch.scoring import ChunkScorer, answer_columns
+from tabserve.model.bundle import ModelBundle, signing_key
+from tabserve.model.schema import loose_spelling
+from tabserve.serving.predicting import Predictor
+from tabserve.serving.process import available_cpus, prepare_process
+
+ANSWER_TYPES = {"label": pa.string(), "model_version": pa.string(), "warnings": pa.string()}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every chunk needs, sent once to each worker."""
+
+    model_path: Path
+    keep: tuple[str, ...]              # input columns copied to the output
+    kept_as: tuple[str, ...]           # their names there
+    input_columns: tuple[str, ...]
+    output_schema: pa.Schema
+    rejects_schema: pa.Schema
+    output_format: str
+    row_column: str                    # "line" (CSV: line in the file) or "row" (Parquet)
+
+
+@dataclass
+class Summary:
+    rows: int = 0
+    scored: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+
+    @property
+    def reject_rate(self) -> float:
+        return self.rejected / self.rows if self.rows else 0.0
+
+
+def kept_name(name: str, answers: list[str]) -> str:
+    """An input column's name in the output: its own, unless an answer column has it (the
+    target, in a file that holds it), then `<name>_input`."""
+    return f"{name}_input" if name in answers else name
+
+
+def _missing_fields(schema, columns: list[str], path: Path) -> BatchError | None:
+    missing = [name for name in schema.names if name not in columns]
+    if not missing:
+        return None
+    hints = []
+    for name in missing:
+        near = [c for c in columns if loose_spelling(c) == loose_spelling(name)]
+        hints.append(f"{name!r} (the file has {near[0]!r})" if near else repr(name))
+    return BatchError(f"{path}: the model needs columns the file lacks: {', '.join(hints)}")
+
+
+def plan(model_path: Path, source: InputFile, output: Path, keep: list[str] | None) -> Plan:
+    bundle = ModelBundle.load(model_path, signing_key(os.environ))
+    problem = _missing_fields(bundle.schema, source.columns, source.path)
+    if problem:
+        raise problem
+    keep = list(source.columns) if keep is None else keep
+    unknown = [name for name in keep if name not in source.columns]
+    if unknown:
+        raise BatchError(f"--keep names columns the input lacks: {', '.join(unknown)}")
+    answers = answer_columns(Predictor(bundle))
+    kept_as = [kept_name(name, answers) for name in keep]
+    types = source.arrow_types()
+    answer_fields = [pa.field(name, ANSWER_TYPES.get(name, pa.float64())) for name in answers]
+    if Predictor(bundle).target_keys:
+        answer_fields[answers.index(bundle.schema.target)] = pa.field(bundle.schema.target,
+                                                                      pa.bool_())
+    row_column = "line" if source.format == "csv" else "row"
+    return Plan(
+        model_path=model_path, keep=tuple(keep), kept_as=tuple(kept_as),
+        input_columns=tuple(source.columns),
+        output_schema=pa.schema([pa.field(new, types[old]) for old, new in zip(keep, kept_as)]
+                                + answer_fields),
+        rejects_schema=pa.schema([pa.field(row_column, pa.int64()),
+                                  pa.field("problems", pa.string())]
+                                 + [pa.field(name, types[name]) for name in source.columns]),
+        output_format=file_format(output, "output"), row_column=row_column)
+
+
+# --- in each worker process ----------------------------------------------------------------
+
+_scorer: ChunkScorer | None = None
+
+
+def _start_worker(model_path: Path) -> None:
+    global _scorer
+    prepare_process(os.environ)
+    _scorer = ChunkScorer(ModelBundle.load(model_path, signing_key(os.environ)))
+
+
+def _column(values, field: pa.Field) -> pa.Array:
+    return pa.array(values, type=field.type, from_pandas=True)
+
+
+def score_chunk(plan_: Plan, frame, first_row: int, header: bool) -> tuple[bytes, bytes, int, int]:
+    """One chunk's answers (in the output's format) and rejects (CSV), and their counts."""
+    chunk = _scorer.score(frame)
+    out = plan_.output_schema
+    columns = [_column(frame[name].to_numpy(dtype=object)[chunk.scored], out.field(new))
+               for name, new in zip(plan_.keep, plan_.kept_as)]
+    columns += [_column(chunk.answers[name], out.field(name)) for name in _scorer.columns]
+    answers = table_bytes(pa.Table.from_arrays(columns, schema=out), plan_.output_format, header)
+    offset = 2 if plan_.row_column == "line" else 1  # the header is line 1; rows count from 1
+    reject_schema = plan_.rejects_schema
+    rejected = [pa.array(chunk.rejected + first_row + offset, type=pa.int64()),
+                pa.array(chunk.problems, type=pa.string())]
+    rejected += [_column(frame[name].to_numpy(dtype=object)[chunk.rejected],
+                         reject_schema.field(name)) for name in plan_.input_columns]
+    rejects = table_bytes(pa.Table.from_arrays(rejected, schema=reject_schema), "csv", header)
+    return answers, rejects, len(chunk.scored), len(chunk.rejected)
+
+
+# --- in the parent -------------------------------------------------------------------------
+
+class Progress:
+    """A line on stderr about every `every` seconds: rows, rows/s, share done, ETA."""
+
+    def __init__(self, stream: TextIO | None, every: float | None = None):
+        self.stream = stream
+        self.every = float(os.environ.get("TABSERVE_PROGRESS_SECONDS", 2)) if every is None \
+            else every
+        self.started = self.shown = time.perf_counter()
+
+    def update(self, rows: int, done: float) -> None:
+        now = time.perf_counter()
+        if self.stream is None or now - self.shown < self.every:
+            return
+        self.shown = now
+        rate = rows / (now - self.started)
+        eta = (now - self.started) * (1 - done) / done if done > 0 else float("nan")
+        print(f"score: {rows:,} rows, {rate:,.0f} rows/s, {done:.0%} of the file, "
+              f"about {eta:.0f} s left", file=self.stream, flush=True)
+
+
+def score_file(model_path: Path, input_path: Path, output_path: Path,
+               rejects_path: Path | None = None, keep: list[str] | None = None,
+               max_reject_rate: float | None = None, workers: int | None = None,
+               chunk_rows: int = 50_000, progress: TextIO | None = sys.stderr) -> Summary:
+    """Score every row of `input_path` into `output_path`, rows that fail validation into
+    `rejects_path` (default: `<output stem>.rejects.csv` beside it). `BatchError` (and no
+    output left) for an unusable file or option, or past `max_reject_rate`."""
+    started = time.perf_counter()
+    source = InputFile(input_path, chunk_rows)
+    rejects_path = rejects_path or output_path.with_name(f"{output_path.stem}.rejects.csv")
+    if file_format(rejects_path, "rejects file") != "csv":
+        raise BatchError(f"{rejects_path}: the rejects file is a CSV; name it .csv")
+    plan_ = plan(model_path, source, output_path, keep)
+    output, rejects = OutputFile(output_path), OutputFile(rejects_path)
+    summary, shown = Summary(), Progress(progress)
+    workers = workers or available_cpus()
+    try:
+        with ProcessPoolExecutor(workers, initializer=_start_worker,
+                                 initargs=(model_path,)) as pool:
+            pending: deque = deque()
+
+            def write_oldest() -> None:
+                answers, rejected, n_scored, n_rejected = pending[0][0].result()
+                output.append(answers)
+                rejects.append(rejected)
+                summary.scored += n_scored
+                summary.rejected += n_rejected
+                summary.rows = summary.scored + summary.rejected
+                shown.update(summary.rows, pending.popleft()[1])
+
+            for number, chunk in enumerate(source.chunks()):
+                pending.append((pool.submit(score_chunk, plan_, chunk.frame, chunk.first_row,
+                                            number == 0), chunk.done))
+                if len(pending) >= 2 * workers:
+                    write_oldest()
+            while pending:
+                write_oldest()
+        if summary.rows == 0:
+            raise BatchError(f"{input_path}: the file has no rows to score")
+        summary.seconds = time.perf_counter() - started
+        rejects.commit()
+        if max_reject_rate is not None and summary.reject_rate > max_reject_rate:
+            raise BatchError(
+                f"{summary.rejected:,} of {summary.rows:,} rows rejected "
+                f"({summary.reject_rate:.2%}), more than --max-reject-rate "
+                f"{max_reject_rate:.2%}: no output written; the rejects are in {rejects_path}")
+        output.commit()
+    except BaseException:
+        output.discard()
+        rejects.discard()
+        raise
+    return summary

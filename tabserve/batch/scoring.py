@@ -1,0 +1,122 @@
+"""Rows of text in, answers and rejects out: one chunk at a time, by the rules of the API.
+
+Each cell is first turned into the value a JSON request would carry: a missing cell (the
+spellings training reads as missing) is null, a numeric field's number is a number, and any
+other text stays text. `model.validation` then checks the columns exactly as it checks a
+request's, so a row is scored when `POST /predict` would answer it, with the same warnings,
+and rejected, with every problem named, when the API would answer 422.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tabserve.model.bundle import ModelBundle
+from tabserve.model.decision import label_codes
+from tabserve.model.schema import MISSING_TOKENS, Field, Kind
+from tabserve.model.validation import validate_columns
+from tabserve.serving.predicting import Predictor
+
+
+def _as_text(value):
+    """A typed cell (Parquet, Spark) as a CSV would hold it: a categorical's level written as
+    a number (a code, a year) then matches the text training read."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(value)
+    if isinstance(value, (float, np.floating)):
+        if value != value:  # NaN: a missing cell
+            return None
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    return value  # anything else goes to the validator as it is, to be named
+
+
+def request_values(f: Field, cells: pd.Series) -> list:
+    """A column of cells as a request's values: None for a missing cell, floats for a
+    numeric field's numbers; other text stays text for the validator to accept or name."""
+    text = cells.astype("object").where(cells.notna(), None)
+    if f.kind is not Kind.NUMERIC:
+        text = text.map(_as_text)
+    stripped = text.map(lambda v: v.strip() if isinstance(v, str) else v)
+    missing = stripped.isna() | stripped.isin(MISSING_TOKENS)
+    if f.kind is Kind.NUMERIC:
+        numbers = pd.to_numeric(stripped.mask(missing), errors="coerce")
+        values = np.array(numbers.to_numpy(dtype=object))  # a writable copy
+        unread = (numbers.isna() & ~missing).to_numpy()
+        values[unread] = stripped.to_numpy(dtype=object)[unread]
+    else:  # as written: the validator trims levels and spellings, and quotes them as sent
+        values = np.array(text.to_numpy(dtype=object))
+    values[missing.to_numpy()] = None
+    return values.tolist()
+
+
+def answer_columns(predictor: Predictor) -> list[str]:
+    """The answer's columns, as `score.py` writes them and `tabserve.spark` adds them: the
+    label, one probability per class, for a binary model `<target>_probability` and
+    `<target>` (as the API's answers carry them), the model version and any warnings."""
+    bundle = predictor.bundle
+    names = ["label", *(f"probability_{label}" for label in bundle.classes)]
+    if predictor.target_keys:
+        names += [f"{bundle.schema.target}_probability", bundle.schema.target]
+    return names + ["model_version", "warnings"]
+
+
+@dataclass
+class ScoredChunk:
+    """A chunk's outcome: `answers` for the rows that were scored (by their position in the
+    chunk), and `problems` naming what is wrong with each rejected row."""
+
+    scored: np.ndarray            # positions of the scored rows
+    answers: dict[str, np.ndarray]
+    rejected: np.ndarray          # positions of the rejected rows
+    problems: list[str]           # one text per rejected row: every problem, "; "-joined
+
+
+class ChunkScorer:
+    """A bundle made ready to score chunks of rows: `score(frame)` for a frame holding (at
+    least) the schema's fields as columns of text."""
+
+    def __init__(self, bundle: ModelBundle):
+        self.predictor = Predictor(bundle)
+        self.schema = bundle.schema
+        self.columns = answer_columns(self.predictor)
+
+    def score(self, frame: pd.DataFrame) -> ScoredChunk:
+        values = {f.name: request_values(f, frame[f.name]) for f in self.schema.fields}
+        validated = validate_columns(self.schema, values, indexed=True)
+        by_row: dict[int, list[str]] = {}
+        for problem in validated.problems:
+            by_row.setdefault(problem.index, []).append(f"{problem.field}: {problem.message}")
+        rejected = np.array(sorted(by_row), dtype=np.intp)
+        scored = np.setdiff1d(np.arange(len(frame)), rejected)
+        columns = {name: column[scored] for name, column in validated.columns.items()}
+        proba = self.predictor.probabilities(columns) if len(scored) else \
+            np.empty((0, len(self.predictor.bundle.classes)))
+        return ScoredChunk(scored, self._answers(proba, scored, validated.warnings), rejected,
+                           ["; ".join(by_row[i]) for i in rejected.tolist()])
+
+    def _answers(self, proba: np.ndarray, scored: np.ndarray,
+                 warnings: dict[int, list[str]]) -> dict[str, np.ndarray]:
+        bundle = self.predictor.bundle
+        codes = label_codes(proba, bundle.threshold)
+        answers = {"label": np.asarray(bundle.classes, dtype=object)[codes]}
+        for i, label in enumerate(bundle.classes):
+            answers[f"probability_{label}"] = proba[:, i]
+        if self.predictor.target_keys:
+            answers[f"{bundle.schema.target}_probability"] = proba[:, 1]
+            answers[bundle.schema.target] = codes == 1
+        answers["model_version"] = np.full(len(scored), bundle.version, dtype=object)
+        notes = np.full(len(scored), "", dtype=object)
+        if warnings:
+            position = {row: i for i, row in enumerate(scored.tolist())}
+            for row, messages in warnings.items():
+                if row in position:
+                    notes[position[row]] = "; ".join(messages)
+        answers["warnings"] = notes
+        return answers

@@ -1,0 +1,97 @@
+"""Score a Spark DataFrame with a bundle, on the executors, as the service answers each row:
+
+    from tabserve.spark import predict
+    scored = predict(customers, "model.bin")
+
+The result is the DataFrame with the answer's columns added, named as in `score.py`'s output,
+and `error`: null for a scored row; for a row the API would refuse, every problem, with null
+answers (a bad row never fails the job). The bundle is shipped to the executors once
+(`SparkContext.addFile`) and loaded once per executor Python process, not per batch. Rows
+travel as Arrow batches to pandas (`mapInPandas`); see docs/batch.md for what pandas 3 means
+there.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tabserve.batch.run import kept_name
+from tabserve.batch.scoring import ChunkScorer, answer_columns
+from tabserve.model.bundle import ModelBundle, signing_key
+from tabserve.serving.predicting import Predictor
+
+ERROR_COLUMN = "error"
+_loaded: dict[str, ChunkScorer] = {}  # per executor process: bundle path → scorer
+
+
+def _scorer(path: str) -> ChunkScorer:
+    scorer = _loaded.get(path)
+    if scorer is None:
+        scorer = _loaded[path] = ChunkScorer(ModelBundle.load(path, signing_key(os.environ)))
+    return scorer
+
+
+def _answer_type(name: str, bundle: ModelBundle, target_keys: bool) -> str:
+    if name in ("label", "model_version", "warnings"):
+        return "string"
+    if target_keys and name == bundle.schema.target:
+        return "boolean"
+    return "double"
+
+
+def predict(df, model_path: str | Path):
+    """`df` with the answer's columns and `error` added; the input's columns keep their
+    names, unless an answer column has it (the target), then `<name>_input`."""
+    from pyspark import SparkFiles
+    from pyspark.sql.types import StructField, StructType, _parse_datatype_string
+
+    path = str(Path(model_path).resolve())
+    # loaded here too: a bad file fails at once, on the driver, and the classes name columns
+    bundle = ModelBundle.load(path, signing_key(os.environ))
+    predictor = Predictor(bundle)
+    answers = answer_columns(predictor)
+    missing = [name for name in bundle.schema.names if name not in df.columns]
+    if missing:
+        raise ValueError(f"the DataFrame lacks columns the model needs: {', '.join(missing)}")
+    renamed = {name: kept_name(name, answers + [ERROR_COLUMN]) for name in df.columns}
+    inputs = df.select([df[name].alias(new) for name, new in renamed.items()])
+    fields = [*inputs.schema.fields] + [
+        StructField(name, _parse_datatype_string(
+            _answer_type(name, bundle, predictor.target_keys)), True) for name in answers]
+    schema = StructType(fields + [StructField(ERROR_COLUMN, _parse_datatype_string("string"),
+                                              True)])
+    df.sparkSession.sparkContext.addFile(path)
+    shipped = Path(path).name
+    originals = {new: name for name, new in renamed.items()}
+
+    def score_batches(frames):
+        scorer = _scorer(SparkFiles.get(shipped))
+        for frame in frames:
+            yield _scored_frame(scorer, frame.rename(columns=originals), renamed)
+
+    return inputs.mapInPandas(score_batches, schema)
+
+
+def _scored_frame(scorer: ChunkScorer, frame: pd.DataFrame,
+                  renamed: dict[str, str]) -> pd.DataFrame:
+    """A batch with its answers (null where rejected) and the error column."""
+    chunk = scorer.score(frame)
+    out = frame.rename(columns=renamed)
+    count = len(frame)
+    for name in scorer.columns:
+        values = chunk.answers[name]
+        column = np.full(count, None, dtype=object)
+        column[chunk.scored] = values
+        if values.dtype.kind == "f":
+            column = pd.array(column, dtype="Float64")
+        elif values.dtype.kind == "b":
+            column = pd.array(column, dtype="boolean")
+        out[name] = column
+    errors = np.full(count, None, dtype=object)
+    errors[chunk.rejected] = chunk.problems
+    out[ERROR_COLUMN] = errors
+    return out

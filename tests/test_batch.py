@@ -1,0 +1,297 @@
+"""Batch scoring: `score.py` on real CSV and Parquet files, and `tabserve.spark` on a real local
+Spark, against the real gunicorn's answers to the same rows as JSON records."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet
+import pytest
+import requests
+
+from helpers import PYTHON, ROOT
+from tabserve.model.bundle import ModelBundle
+from tabserve.model.schema import MISSING_TOKENS, Kind
+
+TELCO = ROOT / "data" / "telco_churn.csv"
+
+
+def run_score(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, str(ROOT / "score.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def rows(telco_bundle) -> pd.DataFrame:
+    """Telco rows as a CSV holds them, with an id, and with what clients really send: missing
+    cells, unseen levels, booleans spelled every accepted way, stray spaces, numbers out of the
+    training range, and rows the API refuses (text in a number, a required cell empty)."""
+    frame = pd.read_csv(TELCO, dtype=str, keep_default_na=False).head(240)
+    frame.insert(0, "customer_id", [f"C{i:04d}" for i in range(len(frame))])
+    schema = telco_bundle.schema
+    booleans = [f.name for f in schema.fields if f.kind is Kind.BOOLEAN]
+    categoricals = [f.name for f in schema.fields if f.kind is Kind.CATEGORICAL]
+    nullable = [f.name for f in schema.fields if f.nullable]
+    spellings = ["yes", "NO", "True", "false", "1", "0", "Y", "n", " t ", "F"]
+    for i, name in enumerate(booleans):
+        frame.loc[frame.index % 7 == i % 7, name] = spellings[i % len(spellings)]
+    frame.loc[3, categoricals[0]] = "Quantum subscription"  # an unseen level: a warning
+    frame.loc[5, categoricals[1]] = f"{frame.loc[5, categoricals[1]].upper()}  "
+    frame.loc[9, "tenure"] = "900"  # outside the training range: a warning
+    frame.loc[11, "tenure"] = "twelve"  # refused: text in a number
+    frame.loc[13, "monthly_charges"] = ""  # refused unless nullable
+    for i, name in enumerate(nullable):
+        frame.loc[20 + i, name] = "NA"
+    return frame
+
+
+def record_of(row: pd.Series, schema) -> dict:
+    """The row as a client's JSON record: numbers as numbers, missing as null, text as sent."""
+    record = {}
+    for f in schema.fields:
+        text = row[f.name]
+        if text.strip() in MISSING_TOKENS:
+            record[f.name] = None
+        elif f.kind is Kind.NUMERIC:
+            try:
+                record[f.name] = float(text)
+            except ValueError:
+                record[f.name] = text
+        else:
+            record[f.name] = text
+    return record
+
+
+def api_answers(server: str, frame: pd.DataFrame, schema) -> list[tuple[int, dict]]:
+    return [(answer.status_code, answer.json()) for answer in (
+        requests.post(f"{server}/predict", json=record_of(row, schema), timeout=30)
+        for _, row in frame.iterrows())]
+
+
+def assert_matches_the_api(scored: pd.DataFrame, rejects: pd.DataFrame, expected, bundle,
+                           id_column: str = "customer_id", error_column: str | None = None):
+    """Each row answered by the API is in `scored` with the same answer (to 1e-6) and
+    warnings; each row the API refused (422) is in `rejects` with the same problems."""
+    target = bundle.schema.target
+    by_id = scored.set_index(id_column)
+    refused = rejects.set_index(id_column)
+    for i, (status, answer) in enumerate(expected):
+        key = f"C{i:04d}"
+        if status == 422:
+            assert key in refused.index and key not in by_id.index, key
+            problems = refused.loc[key, error_column or "problems"]
+            assert problems == "; ".join(f"{e['field']}: {e['message']}"
+                                         for e in answer["errors"])
+            continue
+        assert status == 200, answer
+        row = by_id.loc[key]
+        assert row["label"] == answer["label"]
+        for label, p in answer["probabilities"].items():
+            assert float(row[f"probability_{label}"]) == pytest.approx(p, abs=1e-6)
+        assert float(row[f"{target}_probability"]) == \
+            pytest.approx(answer[f"{target}_probability"], abs=1e-6)
+        assert str(row[target]).lower() == str(answer[target]).lower()
+        assert row["model_version"] == answer["model_version"]
+        shown = row["warnings"]
+        shown = "" if shown is None or (isinstance(shown, float) and math.isnan(shown)) else shown
+        assert shown == "; ".join(answer.get("warnings", [])), key
+
+
+def test_score_py_answers_each_row_as_the_api_does(rows, tmp_path, telco_server, telco_bundle):
+    source, output = tmp_path / "customers.csv", tmp_path / "scores.csv"
+    rows.to_csv(source, index=False)
+    done = run_score("--input", str(source), "--output", str(output), "--workers", "2",
+                     "--chunk-rows", "50", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    scored = pd.read_csv(output, dtype=str, keep_default_na=False)
+    rejects = pd.read_csv(tmp_path / "scores.rejects.csv", dtype=str, keep_default_na=False)
+    expected = api_answers(telco_server, rows, telco_bundle.schema)
+    assert sum(status == 422 for status, _ in expected) >= 2  # the test has refusals to check
+    assert any("unseen category" in "".join(a.get("warnings", [])) for _, a in expected)
+    assert_matches_the_api(scored, rejects, expected, telco_bundle)
+    # the input's order, kept through chunks of 50 and two workers; every input column kept
+    assert list(scored["customer_id"]) == [f"C{i:04d}" for i, (s, _) in enumerate(expected)
+                                           if s == 200]
+    assert list(scored.columns[:len(rows.columns)]) == \
+        [c if c != "churn" else "churn_input" for c in rows.columns]
+    # rejects name their line in the input file (the header is line 1)
+    lines = dict(zip(rejects["customer_id"], rejects["line"].astype(int)))
+    assert lines["C0011"] == 13 and lines["C0013"] == 15
+    assert f"scored {len(scored):,} of {len(rows):,} rows" in done.stdout
+
+
+def test_parquet_in_and_out_gives_the_same_answers(rows, tmp_path, telco_bundle):
+    csv_out = tmp_path / "a.csv"
+    rows.to_csv(tmp_path / "in.csv", index=False)
+    assert run_score("--input", str(tmp_path / "in.csv"), "--output", str(csv_out),
+                     "--quiet").returncode == 0
+    typed = rows.copy()
+    typed["tenure"] = pd.to_numeric(typed["tenure"], errors="coerce")  # a typed column
+    pa.parquet.write_table(pa.Table.from_pandas(typed, preserve_index=False), tmp_path / "in.pq")
+    done = run_score("--input", str(tmp_path / "in.pq"), "--output", str(tmp_path / "b.parquet"),
+                     "--keep", "customer_id", "--quiet")
+    assert done.returncode == 0, done.stderr
+    from_csv = pd.read_csv(csv_out).set_index("customer_id")
+    from_parquet = pa.parquet.read_table(tmp_path / "b.parquet").to_pandas()
+    assert list(from_parquet.columns[:2]) == ["customer_id", "label"]
+    from_parquet = from_parquet.set_index("customer_id")
+    # tenure "twelve" is null in the typed column: that row is refused for another reason now
+    common = from_csv.index.intersection(from_parquet.index)
+    assert len(common) >= len(from_csv) - 1
+    target = telco_bundle.schema.target
+    np.testing.assert_allclose(from_parquet.loc[common, f"{target}_probability"],
+                               from_csv.loc[common, f"{target}_probability"], atol=1e-12)
+    assert (from_parquet.loc[common, "label"] == from_csv.loc[common, "label"]).all()
+    assert from_parquet[target].dtype == bool
+
+
+def test_past_the_reject_rate_the_run_fails_and_writes_no_output(rows, tmp_path):
+    rows.to_csv(tmp_path / "in.csv", index=False)
+    output = tmp_path / "out.csv"
+    done = run_score("--input", str(tmp_path / "in.csv"), "--output", str(output),
+                     "--max-reject-rate", "0.001", "--quiet")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+    assert "rows rejected" in done.stderr and "--max-reject-rate" in done.stderr
+    assert not output.exists() and (tmp_path / "out.rejects.csv").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.rejects.csv"]
+    assert run_score("--input", str(tmp_path / "in.csv"), "--output", str(output),
+                     "--max-reject-rate", "0.5", "--quiet").returncode == 0
+
+
+def _bad_csv_mid_file(path: Path) -> None:
+    text = TELCO.read_text().splitlines()
+    path.write_text("\n".join(text[:3000] + [text[3000] + ",extra,cells"] + text[3001:]) + "\n")
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda p: None, "file not found"),
+    (lambda p: p.write_bytes(b"\x00\x01binary\x00"), "binary"),
+    (lambda p: p.write_text("a,b\n1,2\n"), "the model needs columns the file lacks"),
+    (lambda p: p.write_text(TELCO.read_text().replace("tenure", "Tenure", 1)),
+     "'tenure' (the file has 'Tenure')"),
+    (lambda p: p.write_text(TELCO.read_text().splitlines()[0] + "\n"), "no rows"),
+    (_bad_csv_mid_file, "not a valid CSV after line"),
+])
+def test_a_file_that_cannot_be_scored_ends_in_one_line_and_leaves_nothing(tmp_path, make, says):
+    source = tmp_path / "in.csv"
+    make(source)
+    done = run_score("--input", str(source), "--output", str(tmp_path / "out.csv"),
+                     "--chunk-rows", "1000", "--quiet")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert says in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["in.csv"] if source.exists() else [])
+
+
+def test_options_that_cannot_work_are_refused(rows, tmp_path):
+    rows.to_csv(tmp_path / "in.csv", index=False)
+    for args, says in [(["--keep", "nope"], "--keep names columns the input lacks: nope"),
+                       (["--output", str(tmp_path / "out.xlsx")], "must end in .csv or .parquet"),
+                       (["--rejects", str(tmp_path / "r.parquet")], "rejects file is a CSV")]:
+        options = {"--output": str(tmp_path / "out.csv"), **dict(zip(args[::2], args[1::2]))}
+        done = run_score("--input", str(tmp_path / "in.csv"),
+                         *[x for pair in options.items() for x in pair], "--quiet")
+        assert done.returncode == 1 and says in done.stderr, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+def test_progress_names_rows_rate_and_time_left(tmp_path):
+    big = pd.concat([pd.read_csv(TELCO, dtype=str, keep_default_na=False)] * 30)
+    big.to_csv(tmp_path / "in.csv", index=False)
+    done = subprocess.run([PYTHON, str(ROOT / "score.py"), "--input", str(tmp_path / "in.csv"),
+                           "--output", str(tmp_path / "out.csv"), "--chunk-rows", "5000"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TABSERVE_PROGRESS_SECONDS": "0"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines and all(line.startswith("score: ") and "rows/s" in line and "s left" in line
+                         for line in lines)
+    assert len(pd.read_csv(tmp_path / "out.csv", usecols=["label"])) == len(big)
+
+
+# --- Spark ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def spark():
+    pyspark = pytest.importorskip("pyspark")
+    from pyspark.sql import SparkSession
+
+    # the executors' Python: this one, with the project's packages (in a cluster, a packed
+    # virtualenv shipped with the job; docs/batch.md)
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+
+    session = (SparkSession.builder.master("local[2]").appName("tabserve-tests")
+               .config("spark.ui.enabled", "false")
+               .config("spark.sql.shuffle.partitions", "2")
+               .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+               .getOrCreate())
+    assert pyspark.__version__
+    yield session
+    session.stop()
+
+
+def test_spark_answers_each_row_as_the_api_and_score_py_do(spark, rows, tmp_path, telco_server,
+                                                           telco_bundle):
+    from tabserve.spark import predict
+
+    source = tmp_path / "customers.csv"
+    rows.to_csv(source, index=False)
+    df = spark.read.csv(str(source), header=True)  # every column as text, as score.py reads
+    scored = predict(df, ROOT / "model.bin").repartition(3).toPandas()
+    assert len(scored) == len(rows)  # a bad row never fails the job, nor disappears
+    good = scored[scored["error"].isna()]
+    bad = scored[scored["error"].notna()]
+    assert bad[["label", "probability_Yes"]].isna().all().all()
+    expected = api_answers(telco_server, rows, telco_bundle.schema)
+    assert_matches_the_api(good, bad, expected, telco_bundle, error_column="error")
+    assert "churn_input" in scored.columns  # the file's own target, beside the answer
+
+
+def test_spark_reads_typed_columns_as_the_api_reads_numbers(spark, rows, telco_bundle):
+    from tabserve.serving.predicting import Predictor
+    from tabserve.spark import predict
+
+    chosen = rows.iloc[40:80]
+    typed = chosen.copy()
+    for f in telco_bundle.schema.fields:
+        if f.kind is Kind.NUMERIC:
+            typed[f.name] = pd.to_numeric(typed[f.name], errors="coerce")
+    answers = predict(spark.createDataFrame(typed), str(ROOT / "model.bin")).toPandas()
+    expected = Predictor(telco_bundle).predict(
+        [record_of(row, telco_bundle.schema) for _, row in chosen.iterrows()])
+    assert answers["error"].isna().all()
+    assert list(answers["customer_id"]) == list(chosen["customer_id"])
+    np.testing.assert_allclose(answers["churn_probability"],
+                               [a["churn_probability"] for a in expected], atol=1e-6)
+
+
+def test_spark_refuses_a_dataframe_without_the_models_columns(spark):
+    from tabserve.spark import predict
+
+    df = spark.createDataFrame([(1, "x")], ["a", "b"])
+    with pytest.raises(ValueError, match="lacks columns the model needs: .*tenure"):
+        predict(df, ROOT / "model.bin")
+
+
+def test_an_executor_process_loads_the_bundle_once(monkeypatch):
+    """What each executor's Python worker runs per batch: the scorer for the shipped path,
+    loaded on the first batch and reused by the next (Spark reuses its Python workers)."""
+    import tabserve.spark as spark_module
+
+    loads = []
+    real_load = ModelBundle.load
+    monkeypatch.setattr(spark_module, "_loaded", {})
+    monkeypatch.setattr(spark_module.ModelBundle, "load",
+                        lambda *args: loads.append(args) or real_load(*args))
+    first = spark_module._scorer(str(ROOT / "model.bin"))
+    assert all(spark_module._scorer(str(ROOT / "model.bin")) is first for _ in range(5))
+    assert len(loads) == 1
