@@ -12,6 +12,7 @@ with their line number and every problem. Details: docs/batch.md.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # before numpy loads, here and in the workers that inherit the environment
+    from tabserve.serving.process import prepare_process
+    prepare_process(os.environ)
     # imported after the arguments are read: --help answers at once
     from tabserve.batch.files import BatchError
     from tabserve.batch.run import score_file

@@ -8,6 +8,7 @@ in flight, and each worker one chunk and its answers.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
 import pyarrow as pa
 
 from tabserve.batch.files import BatchError, InputFile, OutputFile, file_format, table_bytes
@@ -24,7 +26,7 @@ from tabserve.batch.scoring import ChunkScorer, answer_columns
 from tabserve.model.bundle import ModelBundle, signing_key
 from tabserve.model.schema import loose_spelling
 from tabserve.serving.predicting import Predictor
-from tabserve.serving.process import available_cpus, prepare_process
+from tabserve.serving.process import available_cpus
 
 ANSWER_TYPES = {"label": pa.string(), "model_version": pa.string(), "warnings": pa.string()}
 
@@ -107,7 +109,6 @@ _scorer: ChunkScorer | None = None
 
 def _start_worker(model_path: Path) -> None:
     global _scorer
-    prepare_process(os.environ)
     _scorer = ChunkScorer(ModelBundle.load(model_path, signing_key(os.environ)))
 
 
@@ -115,20 +116,30 @@ def _column(values, field: pa.Field) -> pa.Array:
     return pa.array(values, type=field.type, from_pandas=True)
 
 
+def _input_columns(frame, names, rows: np.ndarray, schema: pa.Schema) -> list[pa.Array]:
+    """Input columns as read, for `rows` of the chunk, typed as `schema` says."""
+    every = len(rows) == len(frame)
+    columns = []
+    for name, field in zip(names, schema):
+        column = pa.Array.from_pandas(frame[name])
+        column = column if every else column.take(pa.array(rows))
+        columns.append(column.cast(field.type))
+    return columns
+
+
 def score_chunk(plan_: Plan, frame, first_row: int, header: bool) -> tuple[bytes, bytes, int, int]:
     """One chunk's answers (in the output's format) and rejects (CSV), and their counts."""
     chunk = _scorer.score(frame)
     out = plan_.output_schema
-    columns = [_column(frame[name].to_numpy(dtype=object)[chunk.scored], out.field(new))
-               for name, new in zip(plan_.keep, plan_.kept_as)]
+    columns = _input_columns(frame, plan_.keep, chunk.scored, out)
     columns += [_column(chunk.answers[name], out.field(name)) for name in _scorer.columns]
     answers = table_bytes(pa.Table.from_arrays(columns, schema=out), plan_.output_format, header)
     offset = 2 if plan_.row_column == "line" else 1  # the header is line 1; rows count from 1
     reject_schema = plan_.rejects_schema
     rejected = [pa.array(chunk.rejected + first_row + offset, type=pa.int64()),
                 pa.array(chunk.problems, type=pa.string())]
-    rejected += [_column(frame[name].to_numpy(dtype=object)[chunk.rejected],
-                         reject_schema.field(name)) for name in plan_.input_columns]
+    rejected += _input_columns(frame, plan_.input_columns, chunk.rejected,
+                               pa.schema(list(reject_schema)[2:]))
     rejects = table_bytes(pa.Table.from_arrays(rejected, schema=reject_schema), "csv", header)
     return answers, rejects, len(chunk.scored), len(chunk.rejected)
 
@@ -172,8 +183,11 @@ def score_file(model_path: Path, input_path: Path, output_path: Path,
     summary, shown = Summary(), Progress(progress)
     workers = workers or available_cpus()
     try:
-        with ProcessPoolExecutor(workers, initializer=_start_worker,
-                                 initargs=(model_path,)) as pool:
+        # spawned, not forked: a fork of this process, whose libraries run thread pools,
+        # can deadlock in the child (OpenMP's locks); the workers inherit the environment
+        # `prepare_process` set, one thread per pool
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_start_worker, initargs=(model_path,)) as pool:
             pending: deque = deque()
 
             def write_oldest() -> None:
