@@ -5,8 +5,8 @@ write instead.
 
 Writes bench/.data/telco_<rows>.csv (Telco rows repeated, each with an id) once, then for each
 size runs `score.py` (CSV in, CSV out, every input column kept, the CPUs available) `--runs`
-times and reports the median wall time, rows/s and the peak resident memory of its process
-tree (the parent and its workers together, sampled every 50 ms). For the first size it also
+times and reports the median wall time, rows/s and the peak memory of its process tree (the
+parent and its workers together, sampled every 50 ms; RSS and PSS). For the first size it also
 runs the naive alternative in the same session: pandas `read_csv` of the whole file, the
 bundle's scikit-learn pipeline's `predict_proba`, `to_csv`; and times one chunk's steps in one
 process (parsing, validating and scoring, formatting the output) to say what dominates.
@@ -68,16 +68,21 @@ def telco_file(rows: int) -> Path:
     return path
 
 
-def tree_rss_mb(pid: int) -> float:
-    total = 0
+def tree_memory_mb(pid: int) -> tuple[float, float]:
+    """RSS and PSS of a process tree: RSS counts the libraries every process maps once per
+    process; PSS splits shared pages between their sharers, so it sums to what the tree
+    really holds."""
+    rss = pss = 0
     for child in [pid, *descendants(pid)]:
         try:
-            for line in Path(f"/proc/{child}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+            for line in Path(f"/proc/{child}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
         except OSError:
             continue
-    return total / 1024
+    return rss / 1024, pss / 1024
 
 
 def descendants(pid: int) -> list[int]:
@@ -88,18 +93,19 @@ def descendants(pid: int) -> list[int]:
     return [p for child in map(int, children) for p in (child, *descendants(child))]
 
 
-def timed(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and the peak RSS (MB) of the command's process tree."""
+def timed(command: list[str]) -> tuple[float, tuple[float, float]]:
+    """Wall seconds and the peak RSS and PSS (MB) of the command's process tree."""
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
-    peak = 0.0
+    peak = (0.0, 0.0)
     stop = threading.Event()
 
     def sample() -> None:
         nonlocal peak
         while not stop.is_set():
-            peak = max(peak, tree_rss_mb(process.pid))
+            rss, pss = tree_memory_mb(process.pid)
+            peak = (max(peak[0], rss), max(peak[1], pss))
             stop.wait(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -149,20 +155,21 @@ def main() -> int:
         measured = [timed([sys.executable, "score.py", "--model", str(args.model), "--input",
                            str(source), "--output", str(out), "--quiet"]) for _ in range(runs)]
         seconds = statistics.median(s for s, _ in measured)
-        peak = max(p for _, p in measured)
+        rss = max(p[0] for _, p in measured)
+        pss = max(p[1] for _, p in measured)
         lines.append(f"| score.py, {available_cpus()} workers | {size:,} | {seconds:.1f} s | "
-                     f"{size / seconds:,.0f} | {peak:,.0f} MB | {runs} |")
+                     f"{size / seconds:,.0f} | {rss:,.0f} MB | {pss:,.0f} MB | {runs} |")
         if naive is None:
             print("the naive script on the same file", flush=True)
             script = DATA / "naive.py"
             script.write_text(NAIVE)
             env_path = f"PYTHONPATH={ROOT}"
-            seconds, peak = timed(["env", env_path, sys.executable, str(script),
-                                   str(args.model), str(source), str(out)])
-            naive = (size, seconds, peak)
+            seconds, (rss, pss) = timed(["env", env_path, sys.executable, str(script),
+                                         str(args.model), str(source), str(out)])
+            naive = (size, seconds)
             lines.append(f"| naive: pandas read_csv + pipeline.predict_proba + to_csv | "
                          f"{size:,} | {seconds:.1f} s | {size / seconds:,.0f} | "
-                         f"{peak:,.0f} MB | 1 |")
+                         f"{rss:,.0f} MB | {pss:,.0f} MB | 1 |")
     out.unlink(missing_ok=True)
     steps = breakdown(telco_file(args.rows[0]), bundle)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -170,10 +177,11 @@ def main() -> int:
         f"## {stamp}: score.py, model {bundle.version}", "",
         f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, "
         f"Linux {platform.release()}, Python {platform.python_version()}; CSV in, CSV out, every "
-        "input column kept; Telco rows repeated with an id column. Peak memory: the resident "
-        "set of the whole process tree, sampled every 50 ms.", "",
-        "| how | rows | wall time (median) | rows/s | peak memory | runs |",
-        "|---|---:|---:|---:|---:|---:|", *lines, "",
+        "input column kept; Telco rows repeated with an id column. Peak memory of the whole "
+        "process tree (parent and workers), sampled every 50 ms: RSS counts shared libraries "
+        "once per process, PSS shares them out.", "",
+        "| how | rows | wall time (median) | rows/s | peak RSS | peak PSS | runs |",
+        "|---|---:|---:|---:|---:|---:|---:|", *lines, "",
         "One chunk of 100,000 rows in one process: " + ", ".join(
             f"{name} {seconds * 1000:,.0f} ms" for name, seconds in steps.items()) + ".", ""])
     print(report)
