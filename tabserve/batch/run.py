@@ -116,29 +116,31 @@ def _column(values, field: pa.Field) -> pa.Array:
     return pa.array(values, type=field.type, from_pandas=True)
 
 
-def _input_columns(frame, names, rows: np.ndarray, schema: pa.Schema) -> list[pa.Array]:
+def _input_columns(batch: pa.RecordBatch, names, rows: np.ndarray,
+                   schema: pa.Schema) -> list[pa.Array]:
     """Input columns as read, for `rows` of the chunk, typed as `schema` says."""
-    every = len(rows) == len(frame)
+    every = len(rows) == batch.num_rows
     columns = []
     for name, field in zip(names, schema):
-        column = pa.Array.from_pandas(frame[name])
+        column = batch.column(name)
         column = column if every else column.take(pa.array(rows))
         columns.append(column.cast(field.type))
     return columns
 
 
-def score_chunk(plan_: Plan, frame, first_row: int, header: bool) -> tuple[bytes, bytes, int, int]:
+def score_chunk(plan_: Plan, batch: pa.RecordBatch, first_row: int,
+                header: bool) -> tuple[bytes, bytes, int, int]:
     """One chunk's answers (in the output's format) and rejects (CSV), and their counts."""
-    chunk = _scorer.score(frame)
+    chunk = _scorer.score(batch.to_pandas())
     out = plan_.output_schema
-    columns = _input_columns(frame, plan_.keep, chunk.scored, out)
+    columns = _input_columns(batch, plan_.keep, chunk.scored, out)
     columns += [_column(chunk.answers[name], out.field(name)) for name in _scorer.columns]
     answers = table_bytes(pa.Table.from_arrays(columns, schema=out), plan_.output_format, header)
     offset = 2 if plan_.row_column == "line" else 1  # the header is line 1; rows count from 1
     reject_schema = plan_.rejects_schema
     rejected = [pa.array(chunk.rejected + first_row + offset, type=pa.int64()),
                 pa.array(chunk.problems, type=pa.string())]
-    rejected += _input_columns(frame, plan_.input_columns, chunk.rejected,
+    rejected += _input_columns(batch, plan_.input_columns, chunk.rejected,
                                pa.schema(list(reject_schema)[2:]))
     rejects = table_bytes(pa.Table.from_arrays(rejected, schema=reject_schema), "csv", header)
     return answers, rejects, len(chunk.scored), len(chunk.rejected)
@@ -175,49 +177,63 @@ def score_file(model_path: Path, input_path: Path, output_path: Path,
     output left) for an unusable file or option, or past `max_reject_rate`."""
     started = time.perf_counter()
     source = InputFile(input_path, chunk_rows)
+    file_format(output_path, "output")
     rejects_path = rejects_path or output_path.with_name(f"{output_path.stem}.rejects.csv")
     if file_format(rejects_path, "rejects file") != "csv":
         raise BatchError(f"{rejects_path}: the rejects file is a CSV; name it .csv")
-    plan_ = plan(model_path, source, output_path, keep)
-    output, rejects = OutputFile(output_path), OutputFile(rejects_path)
-    summary, shown = Summary(), Progress(progress)
     workers = workers or available_cpus()
-    try:
-        # spawned, not forked: a fork of this process, whose libraries run thread pools,
-        # can deadlock in the child (OpenMP's locks); the workers inherit the environment
-        # `prepare_process` set, one thread per pool
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_start_worker, initargs=(model_path,)) as pool:
-            pending: deque = deque()
+    # spawned, not forked: a fork of this process, whose libraries run thread pools, can
+    # deadlock in the child (OpenMP's locks); the workers inherit the environment
+    # `prepare_process` set, one thread per pool
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_worker, initargs=(model_path,)) as pool:
+        for _ in range(workers):  # started at once: they load the model while this process
+            pool.submit(int)      # checks the file against it
+        plan_ = plan(model_path, source, output_path, keep)
+        output, rejects = OutputFile(output_path), OutputFile(rejects_path)
+        try:
+            summary = _score_chunks(pool, workers, plan_, source, output, rejects,
+                                    Progress(progress))
+            if summary.rows == 0:
+                raise BatchError(f"{input_path}: the file has no rows to score")
+            summary.seconds = time.perf_counter() - started
+            rejects.commit()
+            if max_reject_rate is not None and summary.reject_rate > max_reject_rate:
+                raise BatchError(
+                    f"{summary.rejected:,} of {summary.rows:,} rows rejected "
+                    f"({summary.reject_rate:.2%}), more than --max-reject-rate "
+                    f"{max_reject_rate:.2%}: no output written; the rejects are in "
+                    f"{rejects_path}")
+            output.commit()
+        except BaseException:
+            output.discard()
+            rejects.discard()
+            raise
+    return summary
 
-            def write_oldest() -> None:
-                answers, rejected, n_scored, n_rejected = pending[0][0].result()
-                output.append(answers)
-                rejects.append(rejected)
-                summary.scored += n_scored
-                summary.rejected += n_rejected
-                summary.rows = summary.scored + summary.rejected
-                shown.update(summary.rows, pending.popleft()[1])
 
-            for number, chunk in enumerate(source.chunks()):
-                pending.append((pool.submit(score_chunk, plan_, chunk.frame, chunk.first_row,
-                                            number == 0), chunk.done))
-                if len(pending) >= 2 * workers:
-                    write_oldest()
-            while pending:
-                write_oldest()
-        if summary.rows == 0:
-            raise BatchError(f"{input_path}: the file has no rows to score")
-        summary.seconds = time.perf_counter() - started
-        rejects.commit()
-        if max_reject_rate is not None and summary.reject_rate > max_reject_rate:
-            raise BatchError(
-                f"{summary.rejected:,} of {summary.rows:,} rows rejected "
-                f"({summary.reject_rate:.2%}), more than --max-reject-rate "
-                f"{max_reject_rate:.2%}: no output written; the rejects are in {rejects_path}")
-        output.commit()
-    except BaseException:
-        output.discard()
-        rejects.discard()
-        raise
+def _score_chunks(pool: ProcessPoolExecutor, workers: int, plan_: Plan, source: InputFile,
+                  output: OutputFile, rejects: OutputFile, shown: Progress) -> Summary:
+    """Every chunk through the workers, at most two per worker in flight, written in the
+    input's order as each oldest one is done."""
+    summary = Summary()
+    pending: deque = deque()
+
+    def write_oldest() -> None:
+        future, done = pending.popleft()
+        answers, rejected, n_scored, n_rejected = future.result()
+        output.append(answers)
+        rejects.append(rejected)
+        summary.scored += n_scored
+        summary.rejected += n_rejected
+        summary.rows = summary.scored + summary.rejected
+        shown.update(summary.rows, done)
+
+    for number, chunk in enumerate(source.chunks()):
+        pending.append((pool.submit(score_chunk, plan_, chunk.rows, chunk.first_row,
+                                    number == 0), chunk.done))
+        if len(pending) >= 2 * workers:
+            write_oldest()
+    while pending:
+        write_oldest()
     return summary

@@ -9,7 +9,7 @@ and rejected, with every problem named, when the API would answer 422.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,7 @@ import pandas as pd
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.decision import label_codes
 from tabserve.model.schema import MISSING_TOKENS, Field, Kind
-from tabserve.model.validation import validate_columns
+from tabserve.model.validation import Validated, validate_columns
 from tabserve.serving.predicting import Predictor
 
 
@@ -60,6 +60,15 @@ def request_values(f: Field, cells: pd.Series) -> list:
     return values.tolist()
 
 
+def _rows_by_code(codes: np.ndarray, wanted: set[int]) -> dict[int, list[int]]:
+    """The rows holding each of the `wanted` codes (none, for a code no row has), in row
+    order: one sort, not a scan per code, since a column of bad cells may have as many codes
+    as rows."""
+    order = np.argsort(codes, kind="stable")
+    ends = np.searchsorted(codes[order], np.arange(max(wanted) + 2))
+    return {code: order[ends[code]:ends[code + 1]].tolist() for code in wanted}
+
+
 def answer_columns(predictor: Predictor) -> list[str]:
     """The answer's columns, as `score.py` writes them and `tabserve.spark` adds them: the
     label, one probability per class, for a binary model `<target>_probability` and
@@ -92,8 +101,7 @@ class ChunkScorer:
         self.columns = answer_columns(self.predictor)
 
     def score(self, frame: pd.DataFrame) -> ScoredChunk:
-        values = {f.name: request_values(f, frame[f.name]) for f in self.schema.fields}
-        validated = validate_columns(self.schema, values, indexed=True)
+        validated = self._validate(frame)
         by_row: dict[int, list[str]] = {}
         for problem in validated.problems:
             by_row.setdefault(problem.index, []).append(f"{problem.field}: {problem.message}")
@@ -104,6 +112,27 @@ class ChunkScorer:
             np.empty((0, len(self.predictor.bundle.classes)))
         return ScoredChunk(scored, self._answers(proba, scored, validated.warnings), rejected,
                            ["; ".join(by_row[i]) for i in rejected.tolist()])
+
+    def _validate(self, frame: pd.DataFrame) -> Validated:
+        """The rows validated as a request's records are, field by field in the schema's
+        order. Each field's distinct cells are validated once (a column holds far fewer
+        distinct cells than rows: levels, spellings, repeated numbers) and the outcome, its
+        problems and warnings included, is spread to the rows that hold each cell."""
+        out = Validated(columns={})
+        for f in self.schema.fields:
+            codes, distinct = pd.factorize(frame[f.name])  # a missing cell: -1
+            values = request_values(f, pd.Series(distinct, dtype=object)) + [None]
+            codes = np.where(codes < 0, len(values) - 1, codes)
+            one = validate_columns(replace(self.schema, fields=(f,)), {f.name: values})
+            out.columns[f.name] = one.columns[f.name][codes]
+            marked = {p.index for p in one.problems} | set(one.warnings)
+            rows = _rows_by_code(codes, marked) if marked else {}
+            for problem in one.problems:
+                out.problems += [replace(problem, index=row) for row in rows[problem.index]]
+            for code, messages in one.warnings.items():
+                for row in rows[code]:
+                    out.warnings.setdefault(row, []).extend(messages)
+        return out
 
     def _answers(self, proba: np.ndarray, scored: np.ndarray,
                  warnings: dict[int, list[str]]) -> dict[str, np.ndarray]:

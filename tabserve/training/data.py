@@ -94,12 +94,6 @@ def csv_layout(path: Path) -> tuple[str, list[str]]:
     return delimiter, names
 
 
-def csv_options(delimiter: str) -> dict:
-    """pandas.read_csv's options for a CSV read as text, every cell as written."""
-    return dict(sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig",
-                skipinitialspace=True)
-
-
 def load_csv(path: Path | str, max_rows: int | None = None, seed: int = 0) -> pd.DataFrame:
     """Read a CSV with a header row: every cell a trimmed string, missing cells NA.
 
@@ -109,7 +103,8 @@ def load_csv(path: Path | str, max_rows: int | None = None, seed: int = 0) -> pd
     """
     path = Path(path)
     delimiter, names = csv_layout(path)
-    options = csv_options(delimiter)
+    options = dict(sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                   skipinitialspace=True)
     try:
         if max_rows is None:
             frame = pd.read_csv(path, **options)
