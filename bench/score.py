@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
@@ -35,6 +35,7 @@ import pyarrow as pa  # noqa: E402
 from tabserve.batch.files import InputFile, table_bytes  # noqa: E402
 from tabserve.batch.scoring import ChunkScorer  # noqa: E402
 from tabserve.model.bundle import ModelBundle  # noqa: E402
+from run import descendants, memory_mb  # noqa: E402  (bench/run.py)
 from tabserve.serving.process import available_cpus  # noqa: E402
 
 DATA = ROOT / "bench" / ".data"
@@ -72,25 +73,7 @@ def tree_memory_mb(pid: int) -> tuple[float, float]:
     """RSS and PSS of a process tree: RSS counts the libraries every process maps once per
     process; PSS splits shared pages between their sharers, so it sums to what the tree
     really holds."""
-    rss = pss = 0
-    for child in [pid, *descendants(pid)]:
-        try:
-            for line in Path(f"/proc/{child}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Rss:"):
-                    rss += int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss += int(line.split()[1])
-        except OSError:
-            continue
-    return rss / 1024, pss / 1024
-
-
-def descendants(pid: int) -> list[int]:
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    return [p for child in map(int, children) for p in (child, *descendants(child))]
+    return memory_mb([pid, *descendants(pid)])
 
 
 def timed(command: list[str]) -> tuple[float, tuple[float, float]]:
