@@ -56,7 +56,7 @@ score: install ## score a file with model.bin (ARGS="--input customers.csv --out
 test: install ## run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q
 
-test-fast: install ## the suite without the slow, Docker and browser tests (about a minute)
+test-fast: install ## the suite without the slow, Docker and browser tests (about two minutes)
 	$(BIN)/python -m pytest -q -m "not slow and not docker and not browser"
 
 bench: install ## benchmark against reference apps with wrk (~2.5 min; ARGS=--alternatives adds BentoML, MLflow, MLServer, --ablation each speed mechanism off, --api-keys keys on); appends to bench/RESULTS.md
