@@ -116,8 +116,8 @@ def _column(values, field: pa.Field) -> pa.Array:
     return pa.array(values, type=field.type, from_pandas=True)
 
 
-def _input_columns(batch: pa.RecordBatch, names, rows: np.ndarray,
-                   schema: pa.Schema) -> list[pa.Array]:
+def _input_columns(batch: pa.Table, names, rows: np.ndarray,
+                   schema: pa.Schema) -> list[pa.ChunkedArray]:
     """Input columns as read, for `rows` of the chunk, typed as `schema` says."""
     every = len(rows) == batch.num_rows
     columns = []
@@ -128,7 +128,7 @@ def _input_columns(batch: pa.RecordBatch, names, rows: np.ndarray,
     return columns
 
 
-def score_chunk(plan_: Plan, batch: pa.RecordBatch, first_row: int,
+def score_chunk(plan_: Plan, batch: pa.Table, first_row: int,
                 header: bool) -> tuple[bytes, bytes, int, int]:
     """One chunk's answers (in the output's format) and rejects (CSV), and their counts."""
     chunk = _scorer.score(batch.to_pandas())
