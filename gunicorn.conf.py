@@ -21,7 +21,7 @@ if not os.environ.get("TABSERVE_METRICS_STARTED"):
         metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
                            or tempfile.mkdtemp(prefix="tabserve-metrics-"))
         metrics_dir.mkdir(parents=True, exist_ok=True)
-        for stale in metrics_dir.glob("*.db"):
+        for stale in [*metrics_dir.glob("*.db"), *metrics_dir.glob("drift_*")]:
             stale.unlink()
     except OSError as err:  # a read-only container without a writable /tmp
         sys.exit(f"error: cannot write the metrics directory {err.filename or ''} "
@@ -59,9 +59,10 @@ def when_ready(server):
 def on_reload(server):
     """SIGHUP: read the API key file and MODEL_PATH again in the master before the new
     workers fork from it; the old workers finish their requests and exit. A key file or a
-    model file that fails to load keeps the current keys or model."""
+    model file that fails to load keeps the current keys or model. The drift report starts
+    afresh."""
     from tabserve.model.bundle import ModelLoadError
-    from tabserve.web.app import reload_keys, reload_model
+    from tabserve.web.app import reload_keys, reload_model, reset_drift
     from tabserve.web.auth import ApiKeyError
 
     try:
@@ -70,6 +71,7 @@ def on_reload(server):
             server.log.info("SIGHUP: now accepting %d API keys", keys)
     except ApiKeyError as err:
         server.log.error("SIGHUP: kept the current API keys: %s", err)
+    reset_drift(server.app.wsgi())  # a new model's counts start from nothing anyway
     try:
         version = reload_model(server.app.wsgi())
     except ModelLoadError as err:
@@ -77,7 +79,7 @@ def on_reload(server):
         return
     gc.collect()
     gc.freeze()
-    server.log.info("SIGHUP: now serving model %s", version)
+    server.log.info("SIGHUP: now serving model %s; the drift report starts afresh", version)
 
 
 def child_exit(server, worker):

@@ -32,6 +32,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from tabserve.model.decision import Calibration, calibrate
+from tabserve.model.profile import Profile
 from tabserve.model.schema import Schema
 from tabserve.model.secrets import read_secret
 
@@ -109,6 +110,9 @@ class ModelBundle:
     example: dict[str, Any]
     metadata: dict[str, Any] = field(default_factory=dict)
     calibration: Calibration | None = None  # binary: Platt scaling of the positive class
+    # the training rows' distributions, for drift; None in bundles written before it existed
+    # (a field missing from an old pickle reads this class default)
+    profile: Profile | None = None
 
     def stamp(self, *, data_path: Path, data_sha256: str, seed: int) -> ModelBundle:
         """Itself, with its metadata and its content-derived version id set."""
@@ -225,6 +229,7 @@ class ModelBundle:
             "metrics": self.metrics,
             "metadata": self.metadata,
             "library_mismatches": self.version_mismatches(),
+            "profile": None if self.profile is None else self.profile.describe(),
         }
 
 

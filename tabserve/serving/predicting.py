@@ -16,6 +16,7 @@ from tabserve.model.decision import label_code, label_codes
 from tabserve.model.encoding import Encoder
 from tabserve.model.validation import Validated, validate
 from tabserve.serving.decoding import Body
+from tabserve.serving.drift import DriftCounter
 from tabserve.serving.scorers import Scorer, compile_scorer
 
 ANSWER_KEYS = ("label", "probabilities", "model_version", "warnings")
@@ -55,21 +56,28 @@ class Predictor:
         self.scorer: Scorer = compile_scorer(bundle, speedups_off)
         self.target_keys = answers_target_keys(bundle)
         self._answer, self._probabilities = _answer_types(bundle, self.target_keys)
+        self.drift: DriftCounter | None = None  # counts what /predict and /v2 answer, if set
 
     def probabilities(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         """Class probabilities (rows × classes, float64) for typed columns."""
         return self.scorer(self.encoder.encode(columns))
 
     def predict(self, records: list[dict[str, Any]], indexed: bool = True) -> list[dict[str, Any]]:
-        """One answer (a plain dict) per record, in order; `RequestError` names every problem."""
-        return msgspec.to_builtins(self.answer(validate(self.bundle.schema, records, indexed)))
+        """One answer (a plain dict) per record, in order; `RequestError` names every problem.
+        Not counted for drift (the readiness probe asks this)."""
+        validated = validate(self.bundle.schema, records, indexed).raise_problems()
+        return msgspec.to_builtins(self.answers(self.probabilities(validated.columns),
+                                                validated.warnings))
 
     def predict_body(self, body: Body) -> list:
         """Answers (structs, ready to serialise) for a parsed request body (see `decoding`)."""
         if body.row is not None:  # one record of plain values: no numpy
-            return [self._answer_one(self.scorer.row(self.encoder.encode_row(body.row)))]
+            row = self.scorer.row(self.encoder.encode_row(body.row))
+            if self.drift is not None:
+                self.drift.count_row(body.row, row)
+            return [self._answer_one(row)]
         if body.plain is not None:
-            return self.answers(self.probabilities(body.plain), {})
+            return self._counted_answers(body.plain, {})
         return self.answer(validate(self.bundle.schema, body.records, indexed=body.is_batch))
 
     def columns(self, body: Body) -> tuple[dict, dict[int, list[str]]]:
@@ -85,7 +93,13 @@ class Predictor:
     def answer(self, validated: Validated) -> list:
         """Answers for validated records; `RequestError` if validation found problems."""
         validated.raise_problems()
-        return self.answers(self.probabilities(validated.columns), validated.warnings)
+        return self._counted_answers(validated.columns, validated.warnings)
+
+    def _counted_answers(self, columns: dict, warnings: dict[int, list[str]]) -> list:
+        proba = self.probabilities(columns)
+        if self.drift is not None:
+            self.drift.count_columns(columns, proba)
+        return self.answers(proba, warnings)
 
     def _answer_one(self, row: list[float]) -> Any:
         bundle = self.bundle

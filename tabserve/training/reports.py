@@ -23,6 +23,7 @@ from tabserve.model.bundle import ModelBundle
 from tabserve.model.decision import label_codes
 from tabserve.model.frames import columns_from_frame
 from tabserve.model.schema import Field, Kind
+from tabserve.monitoring.plots import plot_distributions
 from tabserve.serving.explaining import Explainer, ExplanationsUnavailable
 from tabserve.serving.predicting import Predictor
 from tabserve.training.run import TrainingResult
@@ -228,7 +229,29 @@ def _plots(bundle: ModelBundle, result: TrainingResult, importance: dict[str, fl
     ax.barh([name for name, _ in ordered], [value for _, value in ordered])
     ax.set(title="Feature importance", xlabel=importance_how)
     save(fig, "feature_importance.png")
+
+    if bundle.profile is not None:
+        profile = bundle.profile.describe()
+        plot_distributions(
+            [{"field": d["field"], "bins": [{"bin": b["bin"], "reference_share": b["share"]}
+                                             for b in d["bins"]]}
+             for d in [*profile["fields"], profile["score"]]],
+            folder / "reference_profile.png",
+            f"Training rows by bin ({bundle.profile.rows} rows): the reference for drift")
+        written.append("reference_profile.png")
     return written
+
+
+def profile_table(bundle: ModelBundle) -> str:
+    """The reference profile in words: each field's bins, largest bin and missing rate."""
+    if bundle.profile is None:
+        return "This model has no reference profile."
+    rows = []
+    for fp in [*bundle.profile.fields, bundle.profile.score]:
+        largest = max(range(len(fp.bins)), key=fp.shares.__getitem__)
+        rows.append([f"`{fp.name}`", len(fp.bins) - 1, f"{fp.bins[largest]} ({fp.shares[largest]:.1%})",
+                     f"{fp.missing_rate:.1%}"])
+    return _table(rows, ["field", "bins", "largest bin", "missing"])
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
@@ -307,19 +330,29 @@ Most important fields ({effects.how}){'; the direction says which way each field
 ## Plots
 {plots_md}
 
+## Reference profile (for drift)
+The bundle keeps how the {bundle.profile.rows if bundle.profile else 0} training-split rows were distributed: each number's
+decile bins, each level the encoder kept (others share one bin), each field's missing
+values, and the deciles of the out-of-fold {'probability of ' + repr(bundle.positive_class) if bundle.task == 'binary' else 'predicted class'} (`score`). `GET /drift` and
+`monitor.py` compare traffic and new files with it (docs/monitoring.md); the plot
+`reference_profile.png` shows every field.
+
+{profile_table(bundle)}
+
 ## Intended use
 - Scoring records like those in `{Path(meta['data']['path']).name}` for `{schema.target}`, one
   at a time or in batches, as one input to a decision that people review and can overturn:
   ranking whom to contact first, flagging cases to look at.
-- Monitoring and retraining are the user's: check the answers against outcomes as they arrive.
+- Retraining is the user's: `GET /drift` says when inputs move away from the training data,
+  and `monitor.py` with the outcomes, once known, says whether the answers got worse.
 
 ## Out-of-scope use
 - Decisions with legal or similarly significant effects on a person taken by the model alone
   (credit, employment, housing, insurance, benefits): they need review by a person, and in
   many places a right to an explanation and to contest.
 - Populations, periods, places or products the training file does not cover; the service
-  warns about unseen categories and numbers outside the training range, but not about a
-  population that has quietly changed.
+  warns about unseen categories and numbers outside the training range in each answer, and
+  `GET /drift` measures how far the traffic as a whole has moved from the training rows.
 - Causal questions ("what happens if we change this field?"): the model describes
   associations in the data, not effects of actions.
 

@@ -33,6 +33,7 @@ from tabserve.model.encoding import FrameEncoder
 from tabserve.training.data import DataError
 from tabserve.training.decisions import choose_calibration, choose_threshold
 from tabserve.training.inference import example_record, infer_schema
+from tabserve.training.profiling import reference_profile
 from tabserve.training.search import (FAMILIES, REFITS, TEST_SIZE, Trial, blend_trial, fit_model,
                                       roc_auc, search)
 
@@ -202,7 +203,9 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
         threshold, rule = choose_threshold(threshold_rule, out_of_fold[:, 1], y[train_rows])
         log(f"Decision threshold: {threshold:.4g} ({rule}); positive class {positive_class!r}")
     else:
+        out_of_fold = chosen.out_of_fold
         log("Decision: the most probable class")
+    profile = reference_profile(schema, features.iloc[train_rows], out_of_fold, classes, threshold)
 
     steps, _ = fit_model(chosen.family, chosen.params, x[train_rows], y[train_rows],
                          len(classes), seed)
@@ -231,6 +234,7 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
     bundle = ModelBundle(pipeline=pipeline, schema=schema, classes=classes,
                          positive_class=positive_class, threshold=threshold,
                          threshold_rule=rule, metrics=metrics,
-                         example=example_record(schema, features), calibration=calibration)
+                         example=example_record(schema, features), calibration=calibration,
+                         profile=profile)
     return TrainingResult(bundle=bundle, trials=trials, test_frame=labelled.iloc[test_rows],
                           test_y=y[test_rows], test_proba=test_proba)

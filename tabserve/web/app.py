@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.validation import Problem, RequestError
+from tabserve.serving.drift import drift_report
 from tabserve.serving.explaining import ExplanationsUnavailable
 from tabserve.web.auth import ApiKeys, KeyGate
 from tabserve.web.config import Settings
@@ -86,6 +87,30 @@ def metrics() -> Response:
     return Response(exposition.exposition(), content_type=exposition.content_type)
 
 
+@api.get("/drift")
+def drift() -> Response:
+    """How far the records served since the start (or the last reset) are from the training
+    data, over every worker (see `serving.drift`)."""
+    current = service()
+    unavailable = current.drift_unavailable()
+    if unavailable:
+        return problem_response(501, "Not Implemented", unavailable)
+    store = current.drift.store
+    report = drift_report(current.bundle.profile, store.totals() - store.baseline(),
+                          current.settings.drift_min_records)
+    return json_response({"model_version": current.bundle.version, **report})
+
+
+@api.post("/drift/reset")
+def drift_reset() -> Response:
+    """Start the drift report afresh (SIGHUP does too); Prometheus' counters keep counting."""
+    current = service()
+    unavailable = current.drift_unavailable()
+    if unavailable:
+        return problem_response(501, "Not Implemented", unavailable)
+    return json_response({"status": "reset", "records_before": current.drift.store.reset()})
+
+
 @api.get("/")
 def index() -> Response:
     current = service()
@@ -100,6 +125,7 @@ def index() -> Response:
                       "GET /openapi.json": "the OpenAPI 3.1 document of this API",
                       "GET /model": "schema, classes, threshold, metrics, metadata",
                       "GET /metrics": "Prometheus metrics",
+                      "GET /drift": "how far the traffic is from the training data",
                       "GET /v2/models/" + current.model_name: "Open Inference Protocol v2",
                       "GET /health": "alive", "GET /ready": "model loaded and answering"},
         "example": {"POST /predict": bundle.example},
@@ -182,6 +208,13 @@ def reload_model(app: Flask) -> str:
     bundle = ModelBundle.load(current.settings.model_path, current.settings.signing_key)
     current.install(bundle)
     return bundle.version
+
+
+def reset_drift(app: Flask) -> int | None:
+    """Start the drift report afresh (gunicorn's SIGHUP); the records it had counted, None
+    when drift is not counted."""
+    current: Service = app.extensions["tabserve"]
+    return None if current.drift is None else current.drift.store.reset()
 
 
 def reload_keys(app: Flask) -> int | None:

@@ -27,6 +27,17 @@ def _positive_int(env: dict[str, str], name: str, default: int) -> int:
     return value
 
 
+def _switch(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("on", "true", "1", "yes"):
+        return True
+    if raw in ("off", "false", "0", "no"):
+        return False
+    raise ConfigError(f"{name} must be on or off, got {env[name]!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     model_path: Path = Path("model.bin")
@@ -37,12 +48,14 @@ class Settings:
     # with a key, only bundles signed with it are loaded (model.bundle); never shown
     signing_key: bytes | None = field(default=None, repr=False)
     api_keys: ApiKeys | None = field(default=None, repr=False)  # None: no key needed
+    monitoring: bool = True  # count records for drift (serving.drift)
+    drift_min_records: int = 500  # serving.drift.MIN_RECORDS; the reason is given there
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """Settings from `MODEL_PATH`, `MAX_BATCH_RECORDS`, `MAX_BODY_BYTES`, `MODEL_NAME`,
         `SPEEDUPS_OFF`, `MODEL_SIGNING_KEY` or `MODEL_SIGNING_KEY_FILE`, `API_KEYS_FILE` or
-        `API_KEYS` (and `METRICS_WITHOUT_KEY`)."""
+        `API_KEYS` (and `METRICS_WITHOUT_KEY`), `MONITORING`, `DRIFT_MIN_RECORDS`."""
         from tabserve.model.bundle import SigningKeyError, signing_key
         from tabserve.web.auth import ApiKeyError, ApiKeys
 
@@ -59,6 +72,8 @@ class Settings:
             speedups_off=speedups_off(env),
             signing_key=key,
             api_keys=api_keys,
+            monitoring=_switch(env, "MONITORING", cls.monitoring),
+            drift_min_records=_positive_int(env, "DRIFT_MIN_RECORDS", cls.drift_min_records),
         )
 
     def served_model_name(self, target: str) -> str:

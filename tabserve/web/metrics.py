@@ -3,7 +3,12 @@
 Under gunicorn, `gunicorn.conf.py` points PROMETHEUS_MULTIPROC_DIR at a fresh directory before
 the app is imported: every worker writes its samples there and `GET /metrics` sums them over
 live and dead workers (prometheus-client's multiprocess mode). Without that variable (tests,
-`flask run`) the counts live in this process.
+`flask run`, Lambda) the counts live in this process.
+
+Drift counts (`serving.drift`) are kept apart, in arrays rather than one prometheus-client
+counter per bin (an increment costs about 1 µs, twenty fields a record); `DriftCollector`
+exposes them, summed over the workers, with the reference shares beside them, so that a
+Prometheus server can compute the PSI itself (`deploy/monitoring/`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,10 @@ from typing import Any
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
                                generate_latest, multiprocess)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from tabserve.model.schema import Kind
+from tabserve.serving.drift import DriftCounter
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
@@ -24,8 +33,11 @@ class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self):
-        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        self.multiprocess = self.directory is not None
+        self.drift: DriftCounter | None = None  # set with each model (web.service)
         self.registry = CollectorRegistry()
+        self.drift_collector = DriftCollector(self)
         self.requests = Counter("tabserve_requests_total", "HTTP requests answered",
                                 ["endpoint", "method", "status"], registry=self.registry)
         self.latency = Histogram("tabserve_request_duration_seconds",
@@ -40,6 +52,8 @@ class Metrics:
                                            "Problems found in requests, by field",
                                            ["field"], registry=self.registry)
 
+        if not self.multiprocess:
+            self.registry.register(self.drift_collector)
         # labelled children, looked up once: `labels()` costs more than the update itself
         self._children: dict[tuple, Any] = {}
 
@@ -70,5 +84,50 @@ class Metrics:
         if self.multiprocess:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
+            registry.register(self.drift_collector)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+class DriftCollector:
+    """The drift counts of every worker since the server started, per field and bin, and the
+    model's reference shares (a custom collector: prometheus-client calls `collect`)."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def collect(self):
+        drift = self.metrics.drift
+        if drift is None:
+            return
+        profile, layout = drift.profile, drift.layout
+        totals = drift.store.totals().tolist()
+        records = CounterMetricFamily("tabserve_drift_records",
+                                      "Records counted for drift, by field and bin",
+                                      labels=["field", "bin"])
+        reference = GaugeMetricFamily("tabserve_drift_reference_share",
+                                      "Share of the training rows in each bin of each field",
+                                      labels=["field", "bin"])
+        unseen = CounterMetricFamily("tabserve_drift_unseen_records",
+                                     "Records whose level of a categorical field training never saw",
+                                     labels=["field"])
+        for i, (f, fp, start) in enumerate(zip(drift.bundle.schema.fields, profile.fields,
+                                               layout.field_starts)):
+            for j, (name, share) in enumerate(zip(fp.bins, fp.shares)):
+                records.add_metric([fp.name, name], totals[start + j])
+                reference.add_metric([fp.name, name], share)
+            if f.kind is Kind.CATEGORICAL:
+                unseen.add_metric([fp.name], totals[layout.unseen_start + i])
+        scores = CounterMetricFamily("tabserve_drift_score_records",
+                                     "Records counted for drift, by bin of the model's score",
+                                     labels=["bin"])
+        score_reference = GaugeMetricFamily("tabserve_drift_score_reference_share",
+                                            "Share of the training rows' out-of-fold scores "
+                                            "in each bin", labels=["bin"])
+        for j, (name, share) in enumerate(zip(profile.score.bins, profile.score.shares)):
+            scores.add_metric([name], totals[layout.score_start + j])
+            score_reference.add_metric([name], share)
+        yield from (records, reference, unseen, scores, score_reference,
+                    CounterMetricFamily("tabserve_drift_counted_records",
+                                        "Records counted for drift",
+                                        value=totals[layout.records_at]))

@@ -9,6 +9,7 @@ from flask import current_app
 
 from tabserve.model.bundle import ModelBundle
 from tabserve.serving.decoding import BodyDecoder
+from tabserve.serving.drift import DriftCounter, count_store
 from tabserve.serving.explaining import Explainer
 from tabserve.serving.predicting import Predictor
 from tabserve.web.auth import ApiKeys
@@ -31,6 +32,7 @@ class Service:
     openapi: dict[str, Any] = field(init=False)
     model_name: str = field(init=False)
     keys: ApiKeys | None = field(init=False, repr=False)  # re-read on SIGHUP
+    drift: DriftCounter | None = field(init=False)  # None: monitoring off, or an old bundle
 
     def __post_init__(self) -> None:
         self.keys = self.settings.api_keys
@@ -39,6 +41,10 @@ class Service:
         """Make `bundle` the model every route answers with."""
         settings = self.settings
         predictor = Predictor(bundle, settings.speedups_off)
+        drift = None
+        if settings.monitoring and bundle.profile is not None:
+            drift = DriftCounter(bundle, count_store(bundle, self.metrics.directory))
+        predictor.drift = self.metrics.drift = drift
         self.model_name = settings.served_model_name(bundle.schema.target)
         self.decoder = BodyDecoder(bundle.schema, settings.max_batch_records,
                                    settings.speedups_off)
@@ -46,7 +52,17 @@ class Service:
         self.openapi = openapi_document(bundle, max_batch=settings.max_batch_records,
                                         model_name=self.model_name,
                                         keys=settings.api_keys)
-        self.bundle, self.predictor = bundle, predictor
+        self.bundle, self.predictor, self.drift = bundle, predictor, drift
+
+    def drift_unavailable(self) -> str | None:
+        """Why `/drift` cannot answer, or None when it can."""
+        if not self.settings.monitoring:
+            return "drift monitoring is off (MONITORING=off)"
+        if self.bundle.profile is None:
+            return ("drift is unavailable for this model: it was trained before models "
+                    "carried a profile of their training data; retrain it with "
+                    "`python train.py` to monitor drift")
+        return None
 
 
 def service() -> Service:

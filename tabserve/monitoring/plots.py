@@ -1,0 +1,45 @@
+"""Small bar charts of binned distributions: the training rows' (the model card), and beside
+them the rows of a new file (`monitor.py`'s report). Needs matplotlib, a dev package."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+
+def plot_distributions(distributions: list[dict[str, Any]], path: Path, title: str) -> None:
+    """One small chart per distribution: `{"field", "bins": [{"bin", "reference_share",
+    "share" (optional)}], "psi" (optional)}`, in a grid, written to `path` as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: write files
+    import matplotlib.pyplot as plt
+
+    columns = 3
+    rows = math.ceil(len(distributions) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.6 * rows), squeeze=False)
+    for ax, dist in zip(axes.flat, distributions):
+        bins = [b for b in dist["bins"] if b["reference_share"] or b.get("share")]
+        at = range(len(bins))
+        compared = "share" in dist["bins"][0]
+        width = 0.4 if compared else 0.8
+        ax.bar([x - width / 2 if compared else x for x in at],
+               [b["reference_share"] for b in bins], width, label="training", color="#9db4d3")
+        if compared:
+            ax.bar([x + width / 2 for x in at], [b["share"] for b in bins], width,
+                   label="now", color="#d9534f")
+        psi = dist.get("psi")
+        ax.set_title(dist["field"] + (f"  (PSI {psi:.3f})" if psi is not None else ""),
+                     fontsize=9)
+        ax.set_xticks(list(at))
+        ax.set_xticklabels([b["bin"][:14] for b in bins], rotation=60, ha="right", fontsize=6)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in list(axes.flat)[len(distributions):]:
+        ax.set_visible(False)
+    if distributions and "share" in distributions[0]["bins"][0]:
+        axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

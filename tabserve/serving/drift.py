@@ -1,0 +1,244 @@
+"""Drift: the records a model scores, counted into the bins of its reference profile
+(`model.profile`), and the report that compares those counts with the profile.
+
+All counts live in one int64 array laid out by `CountLayout`: each field's bins, then each
+field's count of unseen levels, then the score's bins, then the number of records. A
+`CountStore` keeps it: in memory for one process, or as one file per process in a directory
+that every gunicorn worker sums (each worker writes only its own file, so no lock is needed).
+A reset keeps the counts (Prometheus' counters only ever grow) and records them as the
+baseline that the report subtracts.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from tabserve.model.bundle import ModelBundle
+from tabserve.model.decision import label_code, label_codes
+from tabserve.model.profile import FieldProfile, Profile, drift_status, psi
+from tabserve.model.schema import UNSEEN_CODE, Kind
+
+# Below this many records the report judges nothing: a sample of n records drawn from the
+# training rows themselves has a PSI of about (bins − 1) / n per field, so 500 records keep a
+# field's PSI from chance under 0.1 (the "stable" bound) with a wide margin.
+MIN_RECORDS = 500
+
+
+@dataclass(frozen=True)
+class CountLayout:
+    """Where each count sits in the array of a profile's counts."""
+
+    profile: Profile
+
+    @property
+    def field_starts(self) -> list[int]:
+        starts, at = [], 0
+        for f in self.profile.fields:
+            starts.append(at)
+            at += len(f.bins)
+        return starts
+
+    @property
+    def unseen_start(self) -> int:
+        return sum(len(f.bins) for f in self.profile.fields)
+
+    @property
+    def score_start(self) -> int:
+        return self.unseen_start + len(self.profile.fields)
+
+    @property
+    def records_at(self) -> int:
+        return self.score_start + len(self.profile.score.bins)
+
+    @property
+    def size(self) -> int:
+        return self.records_at + 1
+
+
+class CountStore:
+    """A process's counts, in memory; `FileCountStore` shares them between processes."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._counts = np.zeros(size, dtype=np.int64)
+        self._baseline = np.zeros(size, dtype=np.int64)
+
+    def counts(self) -> np.ndarray:
+        """This process's array, to add to."""
+        return self._counts
+
+    def totals(self) -> np.ndarray:
+        """Every process's counts, summed."""
+        return self._counts.copy()
+
+    def baseline(self) -> np.ndarray:
+        return self._baseline
+
+    def reset(self) -> int:
+        """Start the report afresh; the number of records it had counted."""
+        totals = self.totals()
+        before = int((totals - self.baseline())[-1])
+        self._write_baseline(totals)
+        return before
+
+    def _write_baseline(self, totals: np.ndarray) -> None:
+        self._baseline = totals
+
+
+class FileCountStore(CountStore):
+    """Counts in `<directory>/drift_<model version>_<pid>.counts`, one file per process,
+    mapped into memory; the baseline in `drift_<model version>.baseline`. A process that
+    forks gets a file of its own on its first count."""
+
+    def __init__(self, size: int, directory: Path, model_version: str):
+        self.size = size
+        self.directory = Path(directory)
+        self.prefix = f"drift_{model_version}"
+        self._pid: int | None = None
+        self._counts = np.zeros(0, dtype=np.int64)
+
+    def counts(self) -> np.ndarray:
+        if self._pid != os.getpid():
+            self._open_own_file()
+        return self._counts
+
+    def _open_own_file(self) -> None:
+        path = self.directory / f"{self.prefix}_{os.getpid()}.counts"
+        with path.open("w+b") as f:
+            f.truncate(self.size * 8)
+            self._map = mmap.mmap(f.fileno(), self.size * 8)
+        self._counts = np.frombuffer(self._map, dtype=np.int64)
+        self._pid = os.getpid()
+
+    def totals(self) -> np.ndarray:
+        totals = np.zeros(self.size, dtype=np.int64)
+        for path in self.directory.glob(f"{self.prefix}_*.counts"):
+            counts = np.fromfile(path, dtype=np.int64)
+            if len(counts) == self.size:  # one being created has no length yet
+                totals += counts
+        return totals
+
+    def baseline(self) -> np.ndarray:
+        path = self.directory / f"{self.prefix}.baseline"
+        baseline = np.fromfile(path, dtype=np.int64) if path.exists() else np.zeros(0)
+        return baseline if len(baseline) == self.size else np.zeros(self.size, dtype=np.int64)
+
+    def _write_baseline(self, totals: np.ndarray) -> None:
+        path = self.directory / f"{self.prefix}.baseline"
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        totals.tofile(partial)
+        partial.replace(path)  # whole or not at all, for a reader in another worker
+
+
+def count_store(bundle: ModelBundle, directory: str | None) -> CountStore:
+    size = CountLayout(bundle.profile).size
+    return CountStore(size) if not directory else FileCountStore(size, Path(directory),
+                                                                 bundle.version)
+
+
+class DriftCounter:
+    """Counts records into the bins of a bundle's profile, as one record's plain values or as
+    typed columns (`Encoder.encode`'s input), with the probabilities the model gave them."""
+
+    def __init__(self, bundle: ModelBundle, store: CountStore):
+        self.bundle = bundle
+        self.profile: Profile = bundle.profile
+        self.layout = CountLayout(self.profile)
+        self.store = store
+        starts = self.layout.field_starts
+        self._fields = list(zip(bundle.schema.fields, self.profile.fields, starts))
+        self._row_plan = [(start, _row_bin(f, fp)) for f, fp, start in self._fields]
+        self._score_start = self.layout.score_start
+        self._records_at = self.layout.records_at
+        self._unseen_start = self.layout.unseen_start
+
+    def count_row(self, row: tuple, probabilities: list[float]) -> None:
+        """One record's plain values in schema order (as `serving.decoding` passes them)."""
+        at = [start + bin_of(value) for value, (start, bin_of) in zip(row, self._row_plan)]
+        at.append(self._score_start + self._score_bin(probabilities))
+        at.append(self._records_at)
+        self.store.counts()[at] += 1
+
+    def _score_bin(self, probabilities: list[float]) -> int:
+        score = self.profile.score
+        if score.kind == "numeric":
+            return score.bin_of_number(probabilities[1])
+        return score.bin_of_code(label_code(probabilities, self.bundle.threshold))
+
+    def count_columns(self, columns: dict[str, Any], proba: np.ndarray) -> None:
+        """Typed columns of one or more records, and their probabilities (rows × classes)."""
+        rows = len(proba)
+        if not rows:
+            return
+        parts = [start + fp.bins_of(columns[f.name]) for f, fp, start in self._fields]
+        score = self.profile.score
+        scores = score.bins_of(proba[:, 1]) if score.kind == "numeric" else \
+            score.bins_of(label_codes(proba, self.bundle.threshold))
+        parts.append(self._score_start + scores)
+        added = np.bincount(np.concatenate(parts), minlength=self.layout.size)
+        for i, (f, _, _) in enumerate(self._fields):
+            if f.kind is Kind.CATEGORICAL:
+                added[self._unseen_start + i] = np.count_nonzero(
+                    np.asarray(columns[f.name]) == UNSEEN_CODE)
+        added[self._records_at] = rows
+        self.store.counts()[:] += added
+
+
+def _row_bin(f, fp: FieldProfile) -> Callable[[Any], int]:
+    """A field's bin for one plain value: a number (or None), a level, a boolean spelling."""
+    if f.kind is Kind.CATEGORICAL:
+        return {level: fp.bin_of_code(code) for level, code in f.category_codes.items()}.__getitem__
+    if f.kind is Kind.BOOLEAN:
+        table = f.boolean_table
+        return lambda value: fp.bin_of_number(table[value])
+    return fp.bin_of_number
+
+
+def _bins_report(fp: FieldProfile, counts: np.ndarray) -> list[dict[str, Any]]:
+    total = counts.sum()
+    return [{"bin": name, "share": float(c / total) if total else 0.0, "reference_share": ref}
+            for name, c, ref in zip(fp.bins, counts.tolist(), fp.shares)]
+
+
+def _distribution_report(fp: FieldProfile, counts: np.ndarray, enough: bool) -> dict[str, Any]:
+    total = int(counts.sum())
+    shares = counts / total if total else np.zeros(len(counts))
+    value = psi(fp.shares, shares) if total else None
+    return {"psi": round(value, 6) if enough else None,
+            "status": drift_status(value) if enough else "too few records",
+            "records": total, "missing_rate": float(shares[-1]),
+            "reference_missing_rate": fp.missing_rate, "bins": _bins_report(fp, counts)}
+
+
+def drift_report(profile: Profile, counts: np.ndarray,
+                 minimum: int = MIN_RECORDS) -> dict[str, Any]:
+    """How far the counted records (counts laid out by `CountLayout`) are from the profile:
+    per field and for the scores, fields sorted by PSI, largest first."""
+    layout = CountLayout(profile)
+    records = int(counts[layout.records_at])
+    enough = records >= minimum
+    fields = []
+    for i, (fp, start) in enumerate(zip(profile.fields, layout.field_starts)):
+        report = _distribution_report(fp, counts[start:start + len(fp.bins)], enough)
+        unseen = int(counts[layout.unseen_start + i])
+        fields.append({"field": fp.name, **report,
+                       "unseen_share": unseen / records if records else 0.0})
+    if enough:
+        fields.sort(key=lambda f: -f["psi"])
+    score = profile.score
+    start = layout.score_start
+    answer: dict[str, Any] = {"records": records, "enough": enough, "minimum_records": minimum}
+    if not enough:
+        answer["detail"] = (
+            f"{records} records counted; drift is judged from {minimum} on, since fewer "
+            "records drawn from the training data itself would often show a PSI above 0.1 "
+            "by chance")
+    score_report = _distribution_report(score, counts[start:start + len(score.bins)], enough)
+    del score_report["missing_rate"], score_report["reference_missing_rate"]
+    return {**answer, "fields": fields, "score": score_report}
