@@ -110,7 +110,7 @@ def breakdown(path: Path, bundle: ModelBundle, rows: int = 100_000) -> dict[str,
         started = time.perf_counter()
         batch = next(InputFile(path, rows).chunks()).rows
         parsed = time.perf_counter()
-        validated = scorer._validate(batch.to_pandas())
+        validated = scorer.validate(batch.to_pandas())
         checked = time.perf_counter()
         scorer.predictor.probabilities(validated.columns)
         scored = time.perf_counter()

@@ -63,7 +63,7 @@ def kept_name(name: str, answers: list[str]) -> str:
     return f"{name}_input" if name in answers else name
 
 
-def _missing_fields(schema, columns: list[str], path: Path) -> BatchError | None:
+def missing_fields(schema, columns: list[str], path: Path) -> BatchError | None:
     missing = [name for name in schema.names if name not in columns]
     if not missing:
         return None
@@ -76,7 +76,7 @@ def _missing_fields(schema, columns: list[str], path: Path) -> BatchError | None
 
 def plan(model_path: Path, source: InputFile, output: Path, keep: list[str] | None) -> Plan:
     bundle = ModelBundle.load(model_path, signing_key(os.environ))
-    problem = _missing_fields(bundle.schema, source.columns, source.path)
+    problem = missing_fields(bundle.schema, source.columns, source.path)
     if problem:
         raise problem
     keep = list(source.columns) if keep is None else keep

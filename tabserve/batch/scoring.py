@@ -101,7 +101,7 @@ class ChunkScorer:
         self.columns = answer_columns(self.predictor)
 
     def score(self, frame: pd.DataFrame) -> ScoredChunk:
-        validated = self._validate(frame)
+        validated = self.validate(frame)
         by_row: dict[int, list[str]] = {}
         for problem in validated.problems:
             by_row.setdefault(problem.index, []).append(f"{problem.field}: {problem.message}")
@@ -113,7 +113,7 @@ class ChunkScorer:
         return ScoredChunk(scored, self._answers(proba, scored, validated.warnings), rejected,
                            ["; ".join(by_row[i]) for i in rejected.tolist()])
 
-    def _validate(self, frame: pd.DataFrame) -> Validated:
+    def validate(self, frame: pd.DataFrame) -> Validated:
         """The rows validated as a request's records are, field by field in the schema's
         order. Each field's distinct cells are validated once (a column holds far fewer
         distinct cells than rows: levels, spellings, repeated numbers) and the outcome, its

@@ -16,6 +16,9 @@ PROBLEM_RESPONSES = {
     "422": "A record is invalid: every problem is listed with its field",
 }
 
+DRIFT_UNAVAILABLE = ("Drift is not counted: monitoring is off (MONITORING=off), or the model "
+                     "was trained before bundles carried a reference profile")
+
 
 def field_schema(f: Field) -> dict[str, Any]:
     """The JSON Schema of one input field."""
@@ -41,6 +44,46 @@ def field_schema(f: Field) -> dict[str, Any]:
                            "yes/no, y/n, t/f, 1.0/0.0 as text; text in any case, surrounding "
                            f"spaces ignored.{nullable}"}
     return schema
+
+
+def drift_schemas() -> dict[str, Any]:
+    """The shapes of `GET /drift`'s answer (see `serving.drift.drift_report`)."""
+    share = {"type": "number", "minimum": 0, "maximum": 1}
+    bins = {"type": "array", "description": "Each bin's share now and in the training rows",
+            "items": {"type": "object", "required": ["bin", "share", "reference_share"],
+                      "properties": {"bin": {"type": "string"}, "share": share,
+                                     "reference_share": share}}}
+    drift = {
+        "psi": {"type": ["number", "null"], "minimum": 0,
+                "description": "Population stability index against the training rows; null "
+                               "until enough records are counted"},
+        "status": {"type": "string", "enum": ["stable", "moderate", "major", "too few records"],
+                   "description": "stable below 0.1, moderate up to 0.25, major above"},
+        "records": {"type": "integer", "minimum": 0}, "bins": bins}
+    return {
+        "FieldDrift": {"type": "object", "properties": {
+            "field": {"type": "string"}, **drift, "missing_rate": share,
+            "reference_missing_rate": share,
+            "unseen_share": {**share, "description": "Share of records with a level training "
+                                                     "never saw"}},
+            "required": ["field", "psi", "status", "records", "missing_rate",
+                         "reference_missing_rate", "unseen_share", "bins"]},
+        "DriftReport": {"type": "object", "properties": {
+            "model_version": {"type": "string"},
+            "records": {"type": "integer", "minimum": 0,
+                        "description": "Records counted since the start or the last reset, "
+                                       "over every worker"},
+            "enough": {"type": "boolean",
+                       "description": "Whether minimum_records have been counted"},
+            "minimum_records": {"type": "integer", "minimum": 1},
+            "detail": {"type": "string", "description": "Why nothing is judged yet"},
+            "fields": {"type": "array", "items": {"$ref": "#/components/schemas/FieldDrift"},
+                       "description": "Sorted by PSI, largest first, once enough"},
+            "score": {"type": "object", "properties": drift,
+                      "required": ["psi", "status", "records", "bins"]}},
+            "required": ["model_version", "records", "enough", "minimum_records", "fields",
+                         "score"]},
+    }
 
 
 def openapi_document(bundle: ModelBundle, *, max_batch: int, model_name: str,
@@ -166,6 +209,25 @@ def openapi_document(bundle: ModelBundle, *, max_batch: int, model_name: str,
                                      "description": "Prometheus text format",
                                      "content": {"text/plain": {
                                          "schema": {"type": "string"}}}}}}},
+            "/drift": {"get": {
+                "summary": "How far the records served since the start (or the last reset) "
+                           "are from the training data", "operationId": "drift",
+                "responses": {"200": {"description": "Drift per field and of the scores",
+                                      "content": {"application/json": {"schema": {
+                                          "$ref": "#/components/schemas/DriftReport"}}}},
+                              "501": {"$ref": "#/components/responses/Problem501"}}}},
+            "/drift/reset": {"post": {
+                "summary": "Start the drift report afresh (Prometheus' counters keep "
+                           "counting)", "operationId": "driftReset",
+                "responses": {"200": {"description": "Reset; how many records it had counted",
+                                      "content": {"application/json": {"schema": {
+                                          "type": "object", "required": ["status",
+                                                                         "records_before"],
+                                          "properties": {
+                                              "status": {"const": "reset"},
+                                              "records_before": {"type": "integer",
+                                                                 "minimum": 0}}}}}},
+                              "501": {"$ref": "#/components/responses/Problem501"}}}},
             "/v2/health/live": {"get": {"summary": "Open Inference Protocol: live",
                                         "operationId": "v2Live",
                                         "responses": plain_json("Live")}},
@@ -194,7 +256,7 @@ def openapi_document(bundle: ModelBundle, *, max_batch: int, model_name: str,
                 "Record": record, "Probabilities": probabilities,
                 "Answer": {"type": "object", "properties": answer_properties,
                            "required": required},
-                "Explanation": explanation, "Problem": problem,
+                "Explanation": explanation, "Problem": problem, **drift_schemas(),
                 "InferenceRequest": {
                     "type": "object", "required": ["inputs"],
                     "properties": {
@@ -212,7 +274,7 @@ def openapi_document(bundle: ModelBundle, *, max_batch: int, model_name: str,
                 f"Problem{code}": {"description": description, "content": {
                     "application/problem+json": {
                         "schema": {"$ref": "#/components/schemas/Problem"}}}}
-                for code, description in PROBLEM_RESPONSES.items()
+                for code, description in {**PROBLEM_RESPONSES, "501": DRIFT_UNAVAILABLE}.items()
             },
         },
     }
