@@ -9,7 +9,7 @@ PIPENV_VERSION := 2026.10.3
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 
-.PHONY: help install install-runtime run train score test test-fast bench bench-lambda bench-score notebooks audit clean
+.PHONY: help install install-runtime run train score monitor test test-fast bench bench-lambda bench-score notebooks audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ train: install ## retrain model.bin from data/telco_churn.csv (ARGS="--data x.cs
 
 score: install ## score a file with model.bin (ARGS="--input customers.csv --output scores.csv"; docs/batch.md)
 	$(BIN)/python score.py $(ARGS)
+
+monitor: install ## drift of a file against model.bin's training data (ARGS="--data new.csv --report drift-report/"; docs/monitoring.md)
+	$(BIN)/python monitor.py $(ARGS)
 
 test: install ## run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q

@@ -15,7 +15,7 @@ from helpers import ROOT
 
 PACKAGE = ROOT / "tabserve"
 ENTRY_POINTS = ("predict.py", "train.py", "gunicorn.conf.py", "predict_client.py",
-                "lambda_function.py", "score.py")
+                "lambda_function.py", "score.py", "monitor.py")
 
 
 def module_name(path: Path) -> str:
@@ -102,6 +102,18 @@ def test_batch_scoring_never_imports_the_web_wing_or_flask():
         <= {"tabserve.training.data"}
 
 
+def test_offline_monitoring_never_imports_the_web_wing_or_flask():
+    """monitor.py counts with the serving code and reads files with the batch wing's; of
+    training, only its CSV reader, as for batch scoring. Training's model card uses the
+    monitoring wing's plot, never the other way round."""
+    monitoring = wing("monitoring") + ["monitor.py"]
+    assert offenders(monitoring, ("tabserve.web", "flask", "werkzeug")) == {}
+    assert {m for name in monitoring for m in reached(name)
+            if m.startswith("tabserve.training.")} <= {"tabserve.training.data"}
+    assert {m for name in wing("training") for m in imports(name)
+            if m.startswith("tabserve.monitoring")} <= {"tabserve.monitoring.plots"}
+
+
 @pytest.mark.parametrize("name", ["model", "serving"])
 def test_model_and_serving_never_import_training_or_flask(name):
     assert offenders(wing(name), ("tabserve.training", "tabserve.web", "flask", "werkzeug")) == {}
@@ -156,9 +168,11 @@ def test_the_request_path_never_calls_pandas(client, telco_record):
             {"name": k, "shape": [1], "datatype": "BYTES", "data": [v]}
             for k, v in telco_record.items()]}).status_code)
         statuses.append(client.get("/ready").status_code)
+        statuses.append(client.get("/drift").status_code)
+        statuses.append(client.get("/metrics").status_code)
     finally:
         sys.setprofile(None)
-    assert statuses == [200, 200, 200, 422, 422, 200, 200, 200]
+    assert statuses == [200, 200, 200, 422, 422, 200, 200, 200, 200, 200]
     assert calls == []
 
 

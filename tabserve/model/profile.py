@@ -45,9 +45,10 @@ def numeric_bin_labels(edges: tuple[float, ...]) -> tuple[str, ...]:
 class FieldProfile:
     """One field's (or the scores') bins and the share of training rows in each.
 
-    `kind` is "numeric" (bins cut by `edges`), "boolean" (false, true) or "levels" (codes
-    below `known` have a bin each, every other code shares the "other" bin). The last bin
-    holds missing values."""
+    `kind` is "numeric" or "boolean" (bins cut by `edges`, each bin holding the values from
+    one edge up to the next; a boolean's 0 and 1 are cut at 0.5) or "levels" (codes below
+    `known` have a bin each, every other code shares the "other" bin). The last bin holds
+    missing values."""
 
     name: str
     kind: str
@@ -69,10 +70,8 @@ class FieldProfile:
         missing, `UNSEEN_CODE` for a level training never saw)."""
         if self.kind != "levels":
             values = np.asarray(column, dtype=np.float64)
-            missing = np.isnan(values)
-            found = np.searchsorted(self.edges, values, side="right") if self.kind == "numeric" \
-                else np.where(missing, 0, values).astype(np.intp)
-            return np.where(missing, self.missing_bin, found)
+            found = np.searchsorted(self.edges, values, side="right")
+            return np.where(np.isnan(values), self.missing_bin, found)
         codes = np.asarray(column, dtype=np.intp)
         found = np.where((codes >= 0) & (codes < self.known), codes, self.known)
         return np.where(codes == MISSING_CODE, self.missing_bin, found)
@@ -82,7 +81,7 @@ class FieldProfile:
         cost."""
         if value is None or value != value:
             return self.missing_bin
-        return bisect.bisect_right(self.edges, value) if self.kind == "numeric" else int(value)
+        return bisect.bisect_right(self.edges, value)
 
     def bin_of_code(self, code: int) -> int:
         if code == MISSING_CODE:
@@ -116,7 +115,7 @@ def boolean_profile(name: str, values: np.ndarray, spellings: tuple[str, str]) -
     """A bin for false, one for true (named as training wrote them), one for missing."""
     true, false = spellings
     profile = FieldProfile(name, "boolean", (false or "false", true or "true", MISSING_BIN),
-                           (0.0,) * 3)
+                           (0.0,) * 3, edges=(0.5,))
     return _with_shares(profile, values)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
-from tabserve.batch.files import BatchError, InputFile
+from tabserve.batch.files import InputFile
 from tabserve.batch.run import missing_fields
 from tabserve.batch.scoring import ChunkScorer
 from tabserve.model.bundle import ModelBundle, ModelLoadError, signing_key

@@ -22,7 +22,7 @@ import numpy as np
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.decision import label_code, label_codes
 from tabserve.model.profile import FieldProfile, Profile, drift_status, psi
-from tabserve.model.schema import UNSEEN_CODE, Kind
+from tabserve.model.schema import Kind
 
 # Below this many records the report judges nothing: a sample of n records drawn from the
 # training rows themselves has a PSI of about (bins − 1) / n per field, so 500 records keep a
@@ -144,19 +144,39 @@ def count_store(bundle: ModelBundle, directory: str | None) -> CountStore:
 
 class DriftCounter:
     """Counts records into the bins of a bundle's profile, as one record's plain values or as
-    typed columns (`Encoder.encode`'s input), with the probabilities the model gave them."""
+    typed columns (`Encoder.encode`'s input), with the probabilities the model gave them.
+
+    Columns are counted a few numpy calls at a time, whatever the number of fields: the
+    level codes of every categorical in one `bincount` over (field, code) slots that a table
+    maps to bins, the numbers and booleans by each field's edges in one block."""
 
     def __init__(self, bundle: ModelBundle, store: CountStore):
         self.bundle = bundle
         self.profile: Profile = bundle.profile
-        self.layout = CountLayout(self.profile)
+        self.layout = layout = CountLayout(self.profile)
         self.store = store
-        starts = self.layout.field_starts
-        self._fields = list(zip(bundle.schema.fields, self.profile.fields, starts))
-        self._row_plan = [(start, _row_bin(f, fp)) for f, fp, start in self._fields]
-        self._score_start = self.layout.score_start
-        self._records_at = self.layout.records_at
-        self._unseen_start = self.layout.unseen_start
+        fields = list(zip(bundle.schema.fields, self.profile.fields, layout.field_starts))
+        self._row_plan = [(start, _row_bin(f, fp)) for f, fp, start in fields]
+        self._score_start = layout.score_start
+        self._records_at = layout.records_at
+        # categoricals: slot = the field's first slot + code + 2 (missing, unseen, levels)
+        self._levels = [f.name for f, fp, _ in fields if fp.kind == "levels"]
+        slot_bins, unseen_slots, unseen_at, bases = [], [], [], []
+        for i, (f, fp, start) in enumerate(fields):
+            if fp.kind != "levels":
+                continue
+            bases.append(len(slot_bins) + 2)
+            unseen_slots.append(len(slot_bins) + 1)
+            unseen_at.append(layout.unseen_start + i)
+            slot_bins += [start + fp.bin_of_code(code)
+                          for code in range(-2, len(f.categories))]
+        self._slot_bins = np.array(slot_bins, dtype=np.intp)
+        self._slot_bases = np.array(bases, dtype=np.intp)[:, None]
+        self._unseen_slots, self._unseen_at = unseen_slots, unseen_at
+        # numbers and booleans: each field's edges, first bin and missing bin
+        self._values = [(f.name, np.asarray(fp.edges), start, start + fp.missing_bin,
+                         start + fp.missing_bin - 1) for f, fp, start in fields
+                        if fp.kind != "levels"]
 
     def count_row(self, row: tuple, probabilities: list[float]) -> None:
         """One record's plain values in schema order (as `serving.decoding` passes them)."""
@@ -176,16 +196,27 @@ class DriftCounter:
         rows = len(proba)
         if not rows:
             return
-        parts = [start + fp.bins_of(columns[f.name]) for f, fp, start in self._fields]
+        size = self.layout.size
         score = self.profile.score
         scores = score.bins_of(proba[:, 1]) if score.kind == "numeric" else \
             score.bins_of(label_codes(proba, self.bundle.threshold))
-        parts.append(self._score_start + scores)
-        added = np.bincount(np.concatenate(parts), minlength=self.layout.size)
-        for i, (f, _, _) in enumerate(self._fields):
-            if f.kind is Kind.CATEGORICAL:
-                added[self._unseen_start + i] = np.count_nonzero(
-                    np.asarray(columns[f.name]) == UNSEEN_CODE)
+        found = [self._score_start + scores]
+        if self._values:
+            block = np.array([columns[name] for name, *_ in self._values], dtype=np.float64)
+            # NaN sorts past every edge: counted in the last value bin, then moved to missing
+            found += [start + np.searchsorted(edges, values, side="right")
+                      for (_, edges, start, _, _), values in zip(self._values, block)]
+            missing = np.isnan(block).sum(axis=1)
+        added = np.bincount(np.concatenate(found), minlength=size)
+        if self._values:
+            added[[last for *_, last in self._values]] -= missing
+            added[[at for *_, at, _ in self._values]] += missing
+        if self._levels:
+            codes = np.array([columns[name] for name in self._levels], dtype=np.intp)
+            slots = np.bincount((codes + self._slot_bases).ravel(),
+                                minlength=len(self._slot_bins))
+            added += np.bincount(self._slot_bins, weights=slots, minlength=size).astype(np.int64)
+            added[self._unseen_at] = slots[self._unseen_slots]
         added[self._records_at] = rows
         self.store.counts()[:] += added
 
