@@ -89,7 +89,8 @@ def test_image_is_hardened_and_healthchecked(container):
             break
         time.sleep(1)
     assert status == "healthy"
-    for absent in ("tests", "data", "Pipfile", "README.md", "train.py", "tabserve/training"):
+    for absent in ("tests", "data", "Pipfile", "README.md", "train.py", "tabserve/training",
+                   "tabserve/monitoring", "monitor.py"):
         assert subprocess.run(["docker", "exec", name, "test", "-e", f"/app/{absent}"]
                               ).returncode != 0, f"/app/{absent} should not be in the image"
     assert subprocess.run(["docker", "exec", name, "which", "gcc"]).returncode != 0
@@ -146,6 +147,9 @@ def test_the_kubernetes_restricted_profile_serves_explains_counts_and_reloads(
         metrics = requests.get(f"{url}/metrics", timeout=10).text
         assert 'tabserve_requests_total{endpoint="/predict",method="POST",status="200"} 1.0' \
             in metrics
+        # drift counts live in files beside the metrics, on the /tmp volume
+        assert "tabserve_drift_counted_records_total 1.0" in metrics
+        assert requests.get(f"{url}/drift", timeout=10).json()["records"] == 1
         assert logs(name).count("Booting worker") == 1
         # the manifests' preStop hook runs `sleep` in the container: the image has it
         subprocess.run(["docker", "exec", name, "sleep", "0"], check=True, timeout=30)
@@ -157,6 +161,8 @@ def test_the_kubernetes_restricted_profile_serves_explains_counts_and_reloads(
             "model_version"]) != old and v, 60, "the reloaded model")
         assert requests.get(f"{url}/model", timeout=10).json()["target"] == "approved"
         assert new != old
+        # an old bundle has no profile: drift is unavailable, and says why
+        assert requests.get(f"{url}/drift", timeout=10).status_code == 501
         logged = logs(name)
     finally:
         docker("rm", "-f", name, check=False)

@@ -103,12 +103,12 @@ class BodyDecoder:
 
     def columns(self, values: Iterable[Sequence]) -> dict[str, Sequence]:
         """Typed columns, as `Encoder.encode` takes them, from each field's decoded values:
-        levels as codes and booleans as numbers, read whole from bytes; numbers pass as they
-        are (null becomes NaN there)."""
+        levels as codes and booleans as numbers, read whole from bytes; numbers as float
+        arrays (null becomes NaN), converted once for the encoder and the drift counts."""
         columns: dict[str, Sequence] = {}
         for f, column in zip(self.fields, values):
             if f.kind is Kind.NUMERIC:
-                columns[f.name] = column
+                columns[f.name] = np.array(column, dtype=np.float64)
             elif f.kind is Kind.CATEGORICAL and not self.packed:
                 columns[f.name] = np.fromiter(map(f.category_codes.__getitem__, column),
                                               np.intp, len(column))
