@@ -12,6 +12,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from sklearn.metrics import (accuracy_score, confusion_matrix, log_loss, precisi
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.decision import label_codes
 from tabserve.model.frames import columns_from_frame
-from tabserve.model.schema import Field, Kind
+from tabserve.model.schema import MISSING_CODE, Field, Kind
 from tabserve.monitoring.plots import plot_distributions
 from tabserve.serving.explaining import Explainer, ExplanationsUnavailable
 from tabserve.serving.predicting import Predictor
@@ -31,7 +32,19 @@ from tabserve.training.search import roc_auc
 
 BOOTSTRAP_ROUNDS = 1000
 MIN_BOOTSTRAP_ROUNDS = 200  # below this, the 2.5% and 97.5% percentiles are too rough
+PLOTTED_FIELDS = 30         # the plots show at most this many fields, the most important
 EXPLAINED_ROWS = 2000       # importance and directions are read on at most this many test rows
+
+
+def section(what: str, make: Callable[[], Any], failures: list[str], fallback: Any = None) -> Any:
+    """One part of the report, made by `make`; if it fails, `fallback` stands in and the
+    failure is listed in the card, so one part never loses the others (the model itself is
+    written before the report)."""
+    try:
+        return make()
+    except Exception as err:  # noqa: BLE001 - any failure of one part, said in the card
+        failures.append(f"{what}: {type(err).__name__}: {' '.join(str(err).split())}"[:300])
+        return fallback
 
 
 def bootstrap_intervals(y: np.ndarray, proba: np.ndarray, threshold: float | None,
@@ -137,18 +150,37 @@ def sensitive_fields(schema) -> list[Field]:
     return [f for f in schema.fields if sensitive(f.name)]
 
 
-def group_checks(bundle: ModelBundle, result: TrainingResult, f: Field) -> str:
-    """The test split by the groups of one field: rows, observed rate of each class,
-    predicted rate and, for a binary model, ROC AUC within the group."""
-    values = result.test_frame[f.name]
+def field_groups(f: Field, values: np.ndarray) -> pd.Series:
+    """The group of each test row for one field, read as the schema's kind (`values` from
+    `columns_from_frame`): a number's quartile, a boolean's spelling, a category's level, and
+    `(missing)` where the row has no value; the groups in their natural order."""
     if f.kind is Kind.NUMERIC:
-        groups = pd.qcut(values, 4, duplicates="drop").astype(str)
+        quartiles = pd.qcut(values, 4, duplicates="drop")
+        labels = [str(q) for q in quartiles.categories]
+        named = np.asarray(quartiles.astype(str), dtype=object)
+        named[np.isnan(values)] = "(missing)"
+    elif f.kind is Kind.BOOLEAN:
+        labels = [f.spellings[1] or "false", f.spellings[0] or "true"]
+        named = np.where(np.isnan(values), "(missing)",
+                         np.where(values == 1, labels[1], labels[0])).astype(object)
     else:
-        groups = values.astype("string").fillna("(missing)")
+        labels = [*f.categories, "(other)"]
+        levels = np.asarray(labels, dtype=object)
+        named = np.where(values == MISSING_CODE, "(missing)",
+                         levels[np.where(values >= 0, values, len(f.categories))])
+    return pd.Series(pd.Categorical(named, categories=[*labels, "(missing)"], ordered=True))
+
+
+def group_checks(bundle: ModelBundle, result: TrainingResult, f: Field,
+                 values: np.ndarray) -> str:
+    """The test split by the groups of one field (`values`: its typed test column): rows,
+    observed rate of each class, predicted rate and, for a binary model, ROC AUC within the
+    group."""
+    groups = field_groups(f, values)
     predicted = label_codes(result.test_proba, bundle.threshold)
     k = 1 if bundle.task == "binary" else None
     rows = []
-    for group in sorted(groups.unique()):
+    for group in [g for g in groups.cat.categories if (groups == g).any()]:
         mask = (groups == group).to_numpy()
         y, p = result.test_y[mask], result.test_proba[mask]
         auc = roc_auc(y, p) if k is not None and len(np.unique(y)) == 2 else None
@@ -224,20 +256,27 @@ def _plots(bundle: ModelBundle, result: TrainingResult, importance: dict[str, fl
                                                    if bundle.threshold is not None else ""))
     save(fig, "confusion_matrix.png")
 
-    ordered = sorted(importance.items(), key=lambda item: item[1])
+    # a wide table's plots show its most important fields only: hundreds of charts are
+    # unreadable, and drawing them took minutes (752 fields: 100 s)
+    ordered = sorted(importance.items(), key=lambda item: item[1])[-PLOTTED_FIELDS:]
+    shown = f" (the {len(ordered)} most important of {len(importance)})" \
+        if len(importance) > len(ordered) else ""
     fig, ax = plt.subplots(figsize=(6, 1.5 + 0.28 * len(ordered)))
     ax.barh([name for name, _ in ordered], [value for _, value in ordered])
-    ax.set(title="Feature importance", xlabel=importance_how)
+    ax.set(title="Feature importance" + shown, xlabel=importance_how)
     save(fig, "feature_importance.png")
 
     if bundle.profile is not None:
         profile = bundle.profile.describe()
+        plotted = {name for name, _ in ordered} if importance else None
+        fields = [d for d in profile["fields"] if plotted is None or d["field"] in plotted]
         plot_distributions(
             [{"field": d["field"], "bins": [{"bin": b["bin"], "reference_share": b["share"]}
                                              for b in d["bins"]]}
-             for d in [*profile["fields"], profile["score"]]],
+             for d in [*fields[:PLOTTED_FIELDS], profile["score"]]],
             folder / "reference_profile.png",
-            f"Training rows by bin ({bundle.profile.rows} rows): the reference for drift")
+            f"Training rows by bin ({bundle.profile.rows} rows): the reference for drift"
+            + shown)
         written.append("reference_profile.png")
     return written
 
@@ -261,7 +300,8 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
 
 
 def model_card(bundle: ModelBundle, result: TrainingResult, intervals: dict,
-               effects: FieldEffects, plots: list[str], plots_note: str, output: Path) -> str:
+               effects: FieldEffects, plots: list[str], plots_note: str, output: Path,
+               failures: list[str]) -> str:
     m, meta, schema = bundle.metrics, bundle.metadata, bundle.schema
     test = m["test"]
     target_rates = ", ".join(f"{label!r} {np.mean(result.test_y == k):.1%}"
@@ -281,7 +321,8 @@ def model_card(bundle: ModelBundle, result: TrainingResult, intervals: dict,
                        for family, t in m["cv"]["best_by_family"].items()],
                       ["family", "best CV ROC AUC", "trials", "best parameters"])
     metrics = _table([[name, f"{test[name]:.4f}",
-                       f"{intervals[name][0]:.4f} to {intervals[name][1]:.4f}"]
+                       f"{intervals[name][0]:.4f} to {intervals[name][1]:.4f}"
+                       if name in intervals else "not computed"]
                       for name in ("roc_auc", "accuracy", "log_loss")],
                      ["metric", "test split", "95% bootstrap interval"])
     top = sorted(effects.importance.items(), key=lambda item: -item[1])[:10]
@@ -289,7 +330,16 @@ def model_card(bundle: ModelBundle, result: TrainingResult, intervals: dict,
                                             else [])] for name, value in top]
     effect_header = ["field", "importance", *(["direction"] if effects.direction else [])]
     sensitive = sensitive_fields(schema)
-    checks = "\n\n".join(group_checks(bundle, result, f) for f in sensitive)
+    test_columns = section("the test split's columns", lambda: columns_from_frame(
+        schema, result.test_frame), failures, {})
+    checks = "\n\n".join(section(f"groups of {f.name!r}", lambda f=f: group_checks(
+        bundle, result, f, test_columns[f.name]), failures, f"`{f.name}`: not computed")
+        for f in sensitive)
+    profile = section("the reference profile's table", lambda: profile_table(bundle), failures,
+                      "not computed")
+    failed = ("\n## Parts of this report that failed\nThe model was written and serves as the "
+              "figures above say; these parts of its report could not be made:\n"
+              + "".join(f"- {failure}\n" for failure in failures)) if failures else ""
     calibration = m.get("calibration") or {}
     decision = (f"Threshold **{bundle.threshold:.4g}** on the probability of "
                 f"{bundle.positive_class!r}: {bundle.threshold_rule}."
@@ -337,7 +387,7 @@ values, and the deciles of the out-of-fold {'probability of ' + repr(bundle.posi
 `monitor.py` compare traffic and new files with it (docs/monitoring.md); the plot
 `reference_profile.png` shows every field.
 
-{profile_table(bundle)}
+{profile}
 
 ## Intended use
 - Scoring records like those in `{Path(meta['data']['path']).name}` for `{schema.target}`, one
@@ -367,7 +417,7 @@ values, and the deciles of the out-of-fold {'probability of ' + repr(bundle.posi
 - Importance and explanations describe the model, not causes.
 - Probabilities are {'Platt-calibrated on out-of-fold predictions' if bundle.calibration else 'as the model gives them'}; check them on recent data before acting on them.
 - Reproduce exactly: `python train.py --data {meta['data']['path']} --target {schema.target} --output {output} --seed {meta['seed']} --trials {m['cv']['trials']}`.
-"""
+{failed}"""
 
 
 def write_reports(bundle: ModelBundle, result: TrainingResult, folder: Path,
@@ -376,23 +426,29 @@ def write_reports(bundle: ModelBundle, result: TrainingResult, folder: Path,
     written, for the card's command that reproduces it; `seconds`: the time the bootstrap
     may take beyond its minimum of rounds."""
     folder.mkdir(parents=True, exist_ok=True)
+    failures: list[str] = []
     started = time.perf_counter()
-    effects = field_effects(bundle, result.test_frame)
+    effects = section("field importance", lambda: field_effects(bundle, result.test_frame),
+                      failures, FieldEffects({}, "not computed"))
     # the plots take about as long again as the importance; the bootstrap gets what is left
     left = seconds - 2 * (time.perf_counter() - started)
-    intervals = bootstrap_intervals(result.test_y, result.test_proba, bundle.threshold,
-                                    seed=bundle.metadata["seed"], seconds=left)
+    intervals = section("bootstrap intervals", lambda: bootstrap_intervals(
+        result.test_y, result.test_proba, bundle.threshold, seed=bundle.metadata["seed"],
+        seconds=left), failures, {})
     try:
         plots, note = _plots(bundle, result, effects.importance, effects.how, folder), ""
     except ImportError:
         plots, note = [], "(matplotlib is not installed: `make install` installs it)"
+    except Exception as err:  # noqa: BLE001 - said in the card; the rest is still written
+        failures.append(f"plots: {type(err).__name__}: {' '.join(str(err).split())}"[:300])
+        plots, note = [], "(the plots could not be made: see the end of this card)"
+    card = model_card(bundle, result, intervals, effects, plots, note, output, failures)
     (folder / "metrics.json").write_text(json.dumps({
         "model_version": bundle.version, "metrics": bundle.metrics,
         "test_intervals_95": intervals, "feature_importance": effects.importance,
         "feature_importance_method": effects.how, "feature_direction": effects.direction,
         "sensitive_fields": [f.name for f in sensitive_fields(bundle.schema)],
-        "threshold": bundle.threshold,
-        "threshold_rule": bundle.threshold_rule}, indent=2) + "\n")
-    (folder / "model_card.md").write_text(
-        model_card(bundle, result, intervals, effects, plots, note, output))
+        "threshold": bundle.threshold, "threshold_rule": bundle.threshold_rule,
+        "report_failures": failures}, indent=2) + "\n")
+    (folder / "model_card.md").write_text(card)
     return ["metrics.json", "model_card.md", *plots]
