@@ -53,3 +53,21 @@ def test_a_trial_with_some_folds_cut_refits_with_their_median_tree_count(table, 
                                   seed=1, seconds=100.0)
     assert trial.cut and trial.params["n_estimators"] == 300  # median of 50 and four 300s
     assert trial.describe()["cut_by_budget"] is True
+
+
+def test_without_copies_the_folds_are_stratified_k_fold_itself(table):
+    from sklearn.model_selection import StratifiedKFold
+    _, y = table
+    expected = StratifiedKFold(n_splits=5, shuffle=True, random_state=3).split(y, y)
+    for (fit, score), (fit0, score0) in zip(search.fold_rows(y, 5, 3), expected, strict=True):
+        assert np.array_equal(fit, fit0) and np.array_equal(score, score0)
+
+
+def test_a_row_and_its_copies_share_one_fold(table):
+    _, y = table
+    copies = np.arange(len(y)) % 200  # every row three times
+    seen = np.zeros(len(y), dtype=int)
+    for fit, score in search.fold_rows(y, 5, 3, copies):
+        assert not set(copies[fit]) & set(copies[score])
+        seen[score] += 1
+    assert (seen == 1).all()

@@ -337,3 +337,17 @@ def test_a_200_mb_csv_trains_in_bounded_memory(tmp_path):
     assert "sampled 50,000 of" in done.stdout
     print(f"\n200 MB CSV: peak RSS of train.py {peak_mb:.0f} MB")
     assert peak_mb < 1500
+
+
+def test_copies_of_a_row_stay_on_one_side_of_the_test_split():
+    """Copies split apart would score the model on rows it learned (Telco three times over:
+    test ROC AUC 0.97 against 0.84 once)."""
+    from tabserve.training.run import train
+
+    frame = loan_frame(rows=200).drop(columns="application_id").astype(str)
+    tripled = pd.concat([frame] * 3).sample(frac=1, random_state=0).reset_index(drop=True)
+    result = train(tripled, "approved", max_trials=2, folds=3)
+    counts = result.test_frame.value_counts(dropna=False)
+    assert set(counts) == {3}, "a row in the test split without all its copies"
+    distinct = len(frame.drop_duplicates())
+    assert result.bundle.metrics["rows"]["copies"] == len(tripled) - distinct

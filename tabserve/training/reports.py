@@ -293,6 +293,15 @@ def profile_table(bundle: ModelBundle) -> str:
     return _table(rows, ["field", "bins", "largest bin", "missing"])
 
 
+def _copies(rows: dict) -> str:
+    copies = rows.get("copies", 0)
+    if not copies:
+        return "No row is an exact copy of another."
+    return (f"{copies} rows ({copies / rows['used']:.1%}) are exact copies of another row in "
+            "what the model sees: each stayed with its copies in the test split and in one "
+            "fold, so no copy scored a model that learned it.")
+
+
 def _table(rows: list[list[Any]], header: list[str]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
@@ -352,6 +361,7 @@ Created {meta['created_at']} by `train.py`; libraries: {', '.join(f'{k} {v}' for
 ## Data
 - File `{meta['data']['path']}`, SHA-256 `{meta['data']['sha256']}`.
 - {m['rows']['used']} labelled rows ({m['rows']['left_out_without_target']} left out without a target value); {len(schema.fields)} input fields.
+- {_copies(m['rows'])}
 - Target `{schema.target}`, {bundle.task}: classes {', '.join(map(repr, bundle.classes))}; in the test split: {target_rates}.
 
 {fields}

@@ -3,7 +3,8 @@
 Procedure (docs/training.md says the same):
 1. rows without a target value are left out; the schema is inferred from the rest and every
    row is encoded once with the schema's layout;
-2. a stratified split keeps `TEST_SIZE` of the rows aside;
+2. a stratified split keeps `TEST_SIZE` of the rows aside; a row and its exact copies stay
+   on one side of it, and in one fold of the search;
 3. `search` cross-validates configurations of several model families on the training split
    within the time budget, leaving what the steps below and the report need (planned from
    the trials' own fit times); the best mean ROC AUC wins;
@@ -34,8 +35,8 @@ from tabserve.training.data import DataError
 from tabserve.training.decisions import choose_calibration, choose_threshold
 from tabserve.training.inference import example_record, infer_schema
 from tabserve.training.profiling import reference_profile
-from tabserve.training.search import (FAMILIES, REFITS, TEST_SIZE, Trial, blend_trial, fit_model,
-                                      roc_auc, search)
+from tabserve.training.search import (FAMILIES, REFITS, TEST_SIZE, Trial, blend_trial,
+                                      copies_together, fit_model, roc_auc, search)
 
 CANDIDATES = (*FAMILIES, "blend")  # the kinds of model that may be chosen
 
@@ -77,6 +78,18 @@ class TrainingResult:
     test_frame: pd.DataFrame
     test_y: np.ndarray
     test_proba: np.ndarray
+
+
+def copy_ids(rows: pd.DataFrame) -> np.ndarray | None:
+    """One id per distinct row of what the model sees (the schema's fields and the target),
+    shared by a row's exact copies; None when no row repeats. Copies split apart would put
+    a row the model learned in the rows that score it, and flatter the model."""
+    ids, distinct = pd.factorize(pd.util.hash_pandas_object(rows, index=False))
+    return ids if len(distinct) < len(rows) else None
+
+
+def _within(copies: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    return None if copies is None else copies[rows]
 
 
 def _order_classes(target: pd.Series, positive_class: str | None) -> tuple[list[str], str | None]:
@@ -158,9 +171,14 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
     encoder = FrameEncoder(schema).fit(features)
     x = encoder.transform(features)  # every row encoded once; folds and fits share it
     y = labelled[target].map({label: code for code, label in enumerate(classes)}).to_numpy()
-    rows = np.arange(len(y))
-    train_rows, test_rows = train_test_split(rows, test_size=TEST_SIZE, stratify=y,
-                                             random_state=seed)
+    copies = copy_ids(labelled[[*schema.names, target]])
+    if copies is not None:
+        log(f"  {len(y) - len(np.unique(copies))} rows are exact copies of another row: each "
+            "stays with its copies in the test split and in one fold")
+    first, spread = copies_together(np.arange(len(y)), copies)
+    train_first, test_first = train_test_split(first, test_size=TEST_SIZE, stratify=y[first],
+                                               random_state=seed)
+    train_rows, test_rows = spread(train_first), spread(test_first)
     binary = len(classes) == 2
 
     log(f"Searching {', '.join(candidates)} by {folds}-fold cross-validated ROC AUC on "
@@ -172,13 +190,15 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
     trials = search(x[train_rows], y[train_rows], len(classes), folds=folds, seed=seed,
                     budget_seconds=time_budget, started=started, max_trials=max_trials,
                     families=searched, progress=progress or log,
+                    copies=_within(copies, train_rows),
                     reserve=lambda so_far: refit_seconds(so_far, folds, blend_allowed)
                     + report_seconds(time_budget))
     best: dict[str, Trial] = {}
     for trial in trials:
         if trial.family not in best or trial.score > best[trial.family].score:
             best[trial.family] = trial
-    blend = blend_trial(trials, y[train_rows], folds, seed) if blend_allowed else None
+    blend = (blend_trial(trials, y[train_rows], folds, seed, _within(copies, train_rows))
+             if blend_allowed else None)
     if blend is not None:
         best["blend"] = blend
     for family, trial in best.items():
@@ -219,7 +239,8 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
     metrics = {
         "task": "binary" if binary else "multiclass",
         "rows": {"used": len(labelled), "train": len(train_rows), "test": len(test_rows),
-                 "left_out_without_target": unlabelled},
+                 "left_out_without_target": unlabelled,
+                 "copies": 0 if copies is None else len(y) - len(np.unique(copies))},
         "cv": {"folds": folds, "metric": "roc_auc" if binary else "roc_auc_ovr",
                "trials": len(trials), "time_budget_seconds": time_budget,
                "best_by_family": {f: t.describe() for f, t in best.items()},

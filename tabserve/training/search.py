@@ -3,7 +3,8 @@
 No single family wins on every tabular data set, so the search tries three, in a fixed order
 that the seed decides: the defaults of each first, then a small grid of LogisticRegression
 strengths (with piecewise-linear hinge terms for continuous columns, and two without), then random configurations of XGBoost (3 in 4) and RandomForest (1 in 4) until the
-budget is spent. Every trial is scored by stratified k-fold ROC AUC on the same folds; XGBoost
+budget is spent. Every trial is scored by stratified k-fold ROC AUC on the same folds (a row
+and its exact copies in one fold, so a copy never scores the model that learned it); XGBoost
 stops adding trees when a validation part of each training fold stops improving.
 The budget decides how many trials run, so `trials` in the report (and `--trials N`)
 reproduces a run on any machine: exactly, unless a trial was cut short by the budget.
@@ -190,15 +191,40 @@ def _grow_forest(model: Pipeline, x: np.ndarray, y: np.ndarray, params: dict[str
     return model, params
 
 
+def copies_together(rows: np.ndarray, copies: np.ndarray | None) -> tuple[np.ndarray, list]:
+    """The first row of each set of exact copies (`copies`: one id per distinct row; None
+    when no row repeats), and a function from chosen first rows to all their rows, in order.
+    A split made on first rows keeps each row and its copies on one side; without copies it
+    is the split of the rows themselves."""
+    if copies is None:
+        return rows, lambda chosen: chosen
+    _, first = np.unique(copies[rows], return_index=True)
+    first = rows[np.sort(first)]
+    members: dict[int, list[int]] = {}
+    for row in rows:
+        members.setdefault(copies[row], []).append(row)
+    return first, lambda chosen: np.array([r for c in chosen for r in members[copies[c]]],
+                                          dtype=np.intp)
+
+
+def fold_rows(y: np.ndarray, folds: int, seed: int, copies: np.ndarray | None = None
+              ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified folds (rows to fit, rows to score), a row and its copies in one fold."""
+    first, spread = copies_together(np.arange(len(y)), copies)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [(np.sort(spread(first[fit])), np.sort(spread(first[score])))
+            for fit, score in splitter.split(first, y[first])]
+
+
 def cross_validate(family: str, params: dict[str, Any], x: np.ndarray, y: np.ndarray,
-                   n_classes: int, folds: int, seed: int, seconds: float = math.inf) -> Trial:
+                   n_classes: int, folds: int, seed: int, seconds: float = math.inf,
+                   copies: np.ndarray | None = None) -> Trial:
     """Score one configuration on the folds; an XGBoost fold stops adding trees once its
     share of `seconds` is spent."""
     started = time.perf_counter()
     out_of_fold = np.zeros((len(y), n_classes))
     scores, trees, cut = [], [], False
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for fold, (fit_rows, score_rows) in enumerate(splitter.split(x, y), start=1):
+    for fold, (fit_rows, score_rows) in enumerate(fold_rows(y, folds, seed, copies), start=1):
         model, fitted = fit_model(family, params, x[fit_rows], y[fit_rows], n_classes, seed,
                                   deadline=started + seconds * fold / folds)
         out_of_fold[score_rows] = model.predict_proba(x[score_rows])
@@ -212,7 +238,8 @@ def cross_validate(family: str, params: dict[str, Any], x: np.ndarray, y: np.nda
     return Trial(family, params, scores, time.perf_counter() - started, out_of_fold, cut)
 
 
-def blend_trial(trials: list[Trial], y: np.ndarray, folds: int, seed: int) -> Trial | None:
+def blend_trial(trials: list[Trial], y: np.ndarray, folds: int, seed: int,
+                copies: np.ndarray | None = None) -> Trial | None:
     """The best blend of the best linear and the best XGBoost trial (see `blend`), scored on
     their out-of-fold predictions over the same folds; None without both."""
     members = []
@@ -221,8 +248,7 @@ def blend_trial(trials: list[Trial], y: np.ndarray, folds: int, seed: int) -> Tr
         if not tried:
             return None
         members.append(max(tried, key=lambda t: t.score))
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    fold_rows = [rows for _, rows in splitter.split(np.zeros(len(y)), y)]
+    scored_rows = [rows for _, rows in fold_rows(y, folds, seed, copies)]
     blends = []
     for share in WEIGHTS:
         weights = [share, 1.0 - share]
@@ -230,7 +256,7 @@ def blend_trial(trials: list[Trial], y: np.ndarray, folds: int, seed: int) -> Tr
         blends.append(Trial(
             "blend", {"members": [{"family": m.family, "params": m.params} for m in members],
                       "weights": weights},
-            [roc_auc(y[rows], out_of_fold[rows]) for rows in fold_rows],
+            [roc_auc(y[rows], out_of_fold[rows]) for rows in scored_rows],
             sum(m.seconds for m in members), out_of_fold))
     return max(blends, key=lambda t: t.score)
 
@@ -238,7 +264,8 @@ def blend_trial(trials: list[Trial], y: np.ndarray, folds: int, seed: int) -> Tr
 def search(x: np.ndarray, y: np.ndarray, n_classes: int, *, folds: int, seed: int,
            budget_seconds: float, started: float | None = None, max_trials: int | None = None,
            families=FAMILIES, reserve: Callable[[list[Trial]], float] = lambda trials: 0.0,
-           progress: Callable[[str], None] = lambda line: None) -> list[Trial]:
+           progress: Callable[[str], None] = lambda line: None,
+           copies: np.ndarray | None = None) -> list[Trial]:
     """Cross-validate configurations in order until the budget (or `max_trials`) is spent.
 
     The budget runs from `started` (a `time.perf_counter()`; default: now), which may be
@@ -269,7 +296,7 @@ def search(x: np.ndarray, y: np.ndarray, n_classes: int, *, folds: int, seed: in
             share = max(left, 0.0) / (len(set(families) - firsts) if first else 1) \
                 / (1 + REFITS / (folds - 1))
         firsts.add(family)
-        trial = cross_validate(family, params, x, y, n_classes, folds, seed, share)
+        trial = cross_validate(family, params, x, y, n_classes, folds, seed, share, copies)
         trials.append(trial)
         last_seconds[family] = trial.seconds
         best = max(trials, key=lambda t: t.score)
