@@ -24,36 +24,38 @@ $(PIPENV):
 	    && PYTHONPATH=$(TOOLS).seed python3 -m virtualenv --quiet $(TOOLS) && rm -rf $(TOOLS).seed; }
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "pipenv==$(PIPENV_VERSION)"
 
-# Runtime packages only (what `make run` needs); the dev tools come on top for the other
-# targets. pipenv checks the lock, pip installs it with its hashes and shows its progress.
+# The runtime packages (what serving needs, as in the image) and the tools beside serving
+# (Pipfile's [tools]: the training report's plots, score.py's and monitor.py's Arrow), so
+# every command the README shows works after `make run`; the dev tools come on top for the
+# tests. pipenv checks the lock, pip installs it with its hashes and shows its progress.
 $(VENV)/.runtime: Pipfile Pipfile.lock | $(PIPENV)
 	$(PIPENV) verify   # refuse a Pipfile.lock that no longer matches the Pipfile
 	@[ -x $(BIN)/python ] || $(PIPENV) --python "$$(python3 -c 'import sys; print(sys.executable)')"
-	$(PIPENV) requirements --hash > $(VENV)/requirements.txt
+	$(PIPENV) requirements --hash --categories "packages tools" > $(VENV)/requirements.txt
 	$(BIN)/pip install --disable-pip-version-check --require-hashes -r $(VENV)/requirements.txt
 	@touch $@
 
 # the dev tools, and the Lambda adapter and runtime client (Pipfile's [lambda]) for its tests
 $(VENV)/.dev: $(VENV)/.runtime
-	$(PIPENV) requirements --hash --categories "packages dev-packages lambda" \
+	$(PIPENV) requirements --hash --categories "packages tools dev-packages lambda" \
 	    > $(VENV)/requirements-dev.txt
 	$(BIN)/pip install --disable-pip-version-check --require-hashes -r $(VENV)/requirements-dev.txt
 	@touch $@
 
-install-runtime: $(VENV)/.runtime ## install the locked runtime packages into .venv (what serving needs)
+install-runtime: $(VENV)/.runtime ## install the locked runtime packages and the tools beside serving into .venv (what the README's commands need)
 
 install: $(VENV)/.dev ## install the locked runtime and dev packages into .venv
 
 run: install-runtime ## serve model.bin on port 9696 (MODEL_PATH, PORT, WEB_CONCURRENCY to change)
 	$(BIN)/gunicorn predict:app
 
-train: install ## retrain model.bin from data/telco_churn.csv (ARGS="--data x.csv --target y")
+train: install-runtime ## retrain model.bin from data/telco_churn.csv (ARGS="--data x.csv --target y")
 	$(BIN)/python train.py $(ARGS)
 
-score: install ## score a file with model.bin (ARGS="--input customers.csv --output scores.csv"; docs/batch.md)
+score: install-runtime ## score a file with model.bin (ARGS="--input customers.csv --output scores.csv"; docs/batch.md)
 	$(BIN)/python score.py $(ARGS)
 
-monitor: install ## drift of a file against model.bin's training data (ARGS="--data new.csv --report drift-report/"; docs/monitoring.md)
+monitor: install-runtime ## drift of a file against model.bin's training data (ARGS="--data new.csv --report drift-report/"; docs/monitoring.md)
 	$(BIN)/python monitor.py $(ARGS)
 
 test: install ## run the whole test suite (what CI runs)
@@ -69,7 +71,7 @@ bench: install ## benchmark against reference apps with wrk (~2.5 min; ARGS=--al
 bench-lambda: install ## the Lambda image's size, cold start and warm latency (needs Docker, ~2 min); appends to bench/RESULTS.md
 	$(BIN)/python bench/lambda.py $(ARGS)
 
-bench-score: install ## score.py on 1M and 10M generated rows: rows/s, peak memory, against a naive script (~5 min); appends to bench/RESULTS.md
+bench-score: install-runtime ## score.py on 1M and 10M generated rows: rows/s, peak memory, against a naive script (~5 min); appends to bench/RESULTS.md
 	$(BIN)/python bench/score.py $(ARGS)
 
 notebooks: install ## re-execute the notebooks and save their outputs

@@ -394,8 +394,7 @@ Most important fields ({effects.how}){'; the direction says which way each field
 The bundle keeps how the {bundle.profile.rows if bundle.profile else 0} training-split rows were distributed: each number's
 decile bins, each level the encoder kept (others share one bin), each field's missing
 values, and the deciles of the out-of-fold {'probability of ' + repr(bundle.positive_class) if bundle.task == 'binary' else 'predicted class'} (`score`). `GET /drift` and
-`monitor.py` compare traffic and new files with it (docs/monitoring.md); the plot
-`reference_profile.png` shows every field.
+`monitor.py` compare traffic and new files with it (docs/monitoring.md){'; the plot `reference_profile.png` shows the fields' if 'reference_profile.png' in plots else ''}.
 
 {profile}
 
