@@ -6,6 +6,7 @@ runs this test, so it is the one command not run again."""
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 from pathlib import Path
@@ -21,14 +22,21 @@ SERVERS = ("make run", ".venv/bin/gunicorn")  # commands that serve until stoppe
 
 
 def shell_blocks(text: str) -> list[str]:
-    """Every line of the README's ```bash blocks, comments and continuations joined."""
-    lines = []
+    """Every command of the README's ```bash blocks: a quoted string may span lines; a
+    comment after a command is left out."""
+    commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        pending = ""
         for line in block.replace("\\\n", " ").splitlines():
-            command = line.split("  #")[0].split(" # ")[0].strip()
-            if command:
-                lines.append(command)
-    return lines
+            pending = f"{pending}\n{line}" if pending else line.split("  #")[0].strip()
+            try:
+                shlex.split(pending)
+            except ValueError:  # an open quote: the command goes on
+                continue
+            if pending:
+                commands.append(pending)
+            pending = ""
+    return commands
 
 
 def answer_shown(text: str) -> dict:
