@@ -14,6 +14,8 @@ there.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +45,37 @@ def _answer_type(name: str, bundle: ModelBundle, target_keys: bool) -> str:
     return "double"
 
 
+class SparkSetupError(RuntimeError):
+    """A Spark whose Python workers could not run the scoring; the message says what to set."""
+
+
+def check_local_workers(spark_context) -> None:
+    """A local Spark starts its Python workers with `PYSPARK_PYTHON` (`python3` from PATH when
+    unset), not with the Python that runs the driver: without pandas and pyarrow there, the
+    job would fail deep in a Java stack trace. A cluster's workers cannot be checked from
+    here (docs/batch.md says how to ship a virtualenv)."""
+    if not spark_context.master.startswith("local"):
+        return
+    python = spark_context.pythonExec
+    try:
+        done = subprocess.run([python, "-c", "import pandas, pyarrow"], capture_output=True,
+                              timeout=120)
+        works = done.returncode == 0
+    except OSError:
+        works = False
+    if not works:
+        raise SparkSetupError(
+            f"Spark's Python workers run {python!r}, which cannot import pandas and pyarrow: "
+            f"set PYSPARK_PYTHON={sys.executable} before the SparkSession is created")
+
+
 def predict(df, model_path: str | Path):
     """`df` with the answer's columns and `error` added; the input's columns keep their
     names, unless an answer column has it (the target), then `<name>_input`."""
     from pyspark import SparkFiles
     from pyspark.sql.types import StructField, StructType, _parse_datatype_string
 
+    check_local_workers(df.sparkSession.sparkContext)
     path = str(Path(model_path).resolve())
     # loaded here too: a bad file fails at once, on the driver, and the classes name columns
     bundle = ModelBundle.load(path, signing_key(os.environ))

@@ -295,3 +295,21 @@ def test_an_executor_process_loads_the_bundle_once(monkeypatch):
     first = spark_module._scorer(str(ROOT / "model.bin"))
     assert all(spark_module._scorer(str(ROOT / "model.bin")) is first for _ in range(5))
     assert len(loads) == 1
+
+
+def test_a_local_spark_whose_workers_lack_pandas_stops_with_one_line(spark, tmp_path):
+    """As a user starts it: a SparkSession from the venv's Python, with Spark's workers on
+    `python3` from PATH, which has no pandas (here a stand-in that fails every import)."""
+    from tabserve.spark import SparkSetupError, predict
+
+    python = tmp_path / "python3"
+    python.write_text("#!/bin/sh\nexit 1\n")
+    python.chmod(0o755)
+    context = spark.sparkContext
+    kept, context.pythonExec = context.pythonExec, str(python)
+    try:
+        with pytest.raises(SparkSetupError, match=r"set PYSPARK_PYTHON=\S+python") as raised:
+            predict(spark.createDataFrame([(1, "x")], ["a", "b"]), ROOT / "model.bin")
+        assert "\n" not in str(raised.value)
+    finally:
+        context.pythonExec = kept
