@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -198,3 +199,7 @@ def build(context: Path, *args: str) -> str:
     tag = f"tabserve-test:{uuid.uuid4().hex[:8]}"
     docker("build", "-q", "-t", tag, *args, str(context))
     return tag
+
+
+# the user the image runs as (its Dockerfile's `useradd --uid`), which the manifests must match
+IMAGE_UID = int(re.search(r"--uid (\d+)", (ROOT / "Dockerfile").read_text())[1])

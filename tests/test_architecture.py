@@ -218,3 +218,14 @@ def test_a_serving_process_runs_one_thread_per_native_pool(host):
     pools = json.loads(done.stdout.splitlines()[-1])
     assert {api for api, _ in pools} >= {"openblas", "openmp"}
     assert pools and all(threads == 1 for _, threads in pools), pools
+
+
+def test_test_modules_never_import_each_other():
+    """What several test modules share lives in helpers.py (or corpus.py): importing a test
+    module runs its module-level set-up again and collects its tests twice."""
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            imported = [n for n in names if n.split(".")[0].startswith("test_")]
+            assert not imported, f"{path.name} imports {imported}"

@@ -156,3 +156,37 @@ def test_the_signing_key_is_read_from_a_file_and_never_shown(tmp_path):
     settings = Settings.from_env({"MODEL_SIGNING_KEY_FILE": str(secret)})
     assert settings.signing_key == KEY and KEY.decode() not in repr(settings)
     assert signing_key({}) is None
+
+
+def test_the_version_id_hashes_values_not_pickle_bytes(loan_bundle):
+    """Pickle's bytes record which equal objects are one object (they differ between Python
+    builds); the id must not: equal strings as one object or as two give one id."""
+    import copy
+    import pickle
+
+    twin = copy.deepcopy(loan_bundle)
+    twin.positive_class = "".join(list(twin.classes[1]))  # equal, but not the classes' object
+    assert twin.positive_class is not twin.classes[1]
+    ours, theirs = (pickle.dumps((b.classes, b.positive_class)) for b in (loan_bundle, twin))
+    assert ours != theirs  # what the old id hashed differs
+    assert twin.content_version() == loan_bundle.content_version()
+
+
+def _nudge_a_coefficient(bundle) -> None:
+    bundle.pipeline[-1].coef_[0, 0] += 1e-12
+
+
+@pytest.mark.parametrize("change", [
+    lambda b: setattr(b, "threshold", (b.threshold or 0.5) - 0.1),
+    lambda b: b.classes.reverse(),
+    _nudge_a_coefficient,
+], ids=["threshold", "classes", "a coefficient"])
+def test_the_version_id_changes_with_what_decides_the_answers(loan_csv, change):
+    import copy
+
+    from helpers import fit_bundle
+
+    linear = fit_bundle(loan_csv, "approved", candidates=["logistic_regression"])
+    twin = copy.deepcopy(linear)
+    change(twin)
+    assert twin.content_version() != linear.content_version()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import PYTHON, ROOT, build, docker, free_port, logs, wait_for
+from helpers import IMAGE_UID, PYTHON, ROOT, build, docker, free_port, logs, wait_for
 from tabserve.serving.predicting import Predictor
 
 pytestmark = pytest.mark.docker
@@ -129,7 +129,7 @@ def test_the_kubernetes_restricted_profile_serves_explains_counts_and_reloads(
     """The image run as deploy/kubernetes's pods run it: read-only with a /tmp volume, the
     manifests' UID, no capabilities, no privilege escalation, one CPU (so one worker); the
     model from a mounted folder, replaced and reloaded by SIGHUP."""
-    from test_kubernetes import IMAGE_UID
+
     models = tmp_path / "models"
     models.mkdir()
     shutil.copy(ROOT / "model.bin", models / "model.bin")

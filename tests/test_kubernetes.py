@@ -13,13 +13,12 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from helpers import ROOT
+from helpers import IMAGE_UID, ROOT
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 KSERVE = ROOT / "deploy" / "kserve"
 OVERLAYS = sorted(p.name for p in (KUBERNETES / "overlays").iterdir())
 VERSIONS = ["1.30", "1.32", "1.34", "1.35"]  # supported by EKS and kind in 2026
-IMAGE_UID = int(re.search(r"--uid (\d+)", (ROOT / "Dockerfile").read_text())[1])
 # read, not run: running gunicorn.conf.py would set its environment (the metrics directory)
 # in this test process, and every server the tests start after would inherit it
 GRACEFUL_TIMEOUT = int(re.search(r"^graceful_timeout = (\d+)",

@@ -32,6 +32,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from tabserve.model.decision import Calibration, calibrate
+from tabserve.model.digest import value_digest
 from tabserve.model.profile import Profile
 from tabserve.model.schema import Schema
 from tabserve.model.secrets import read_secret
@@ -126,10 +127,10 @@ class ModelBundle:
         return self
 
     def content_version(self) -> str:
-        """A short hash of what decides the answers: same data and seed give the same id."""
-        content = pickle.dumps((self.pipeline, self.schema, self.classes, self.positive_class,
-                                self.threshold, self.calibration), protocol=5)
-        return hashlib.sha256(content).hexdigest()[:12]
+        """A short hash of what decides the answers, read as values (`digest`): same data and
+        seed give the same id, whichever Python build trained the model."""
+        return value_digest((self.pipeline, self.schema, self.classes, self.positive_class,
+                             self.threshold, self.calibration))[:12]
 
     def predict_proba(self, frame) -> np.ndarray:
         """Class probabilities for training-style rows (a frame of strings), calibrated: the
