@@ -9,7 +9,7 @@ PIPENV_VERSION := 2026.10.3
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 
-.PHONY: help install install-runtime run train score monitor test test-fast bench bench-lambda bench-score notebooks audit clean
+.PHONY: help install install-runtime system-tools run train score monitor test test-fast bench bench-lambda bench-score notebooks audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -58,7 +58,12 @@ score: install-runtime ## score a file with model.bin (ARGS="--input customers.c
 monitor: install-runtime ## drift of a file against model.bin's training data (ARGS="--data new.csv --report drift-report/"; docs/monitoring.md)
 	$(BIN)/python monitor.py $(ARGS)
 
-test: install ## run the whole test suite (what CI runs)
+# the system tools some tests need (nginx, chromium, wrk, Prometheus, R's modeldata...),
+# installed where missing when run as root; elsewhere those tests skip with the line to run
+system-tools:
+	@bash .ci/system-packages
+
+test: install system-tools ## run the whole test suite (what CI runs), with the system tools it needs
 	$(BIN)/python -m pytest -q
 
 test-fast: install ## the suite without the slow, Docker and browser tests (about two minutes)

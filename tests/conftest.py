@@ -2,6 +2,7 @@
 by the tests (helpers in `helpers.py`)."""
 
 import os
+import shutil
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -10,8 +11,9 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from helpers import (ROOT, docker_engine_available, fit_bundle, flower_frame,  # noqa: E402
-                     loan_frame, start_gunicorn, stop)
+from helpers import (ROOT, STARTED, TEST_CONTAINERS, TEST_IMAGES,  # noqa: E402
+                     docker, docker_engine_available, fit_bundle, flower_frame, loan_frame,
+                     need_tool, start_gunicorn, stop)
 from tabserve.model.bundle import ModelBundle  # noqa: E402
 from tabserve.web.app import create_app  # noqa: E402
 from tabserve.web.config import Settings  # noqa: E402
@@ -70,8 +72,7 @@ def flower_client(flower_bundle):
 
 @pytest.fixture(scope="session")
 def docker_engine():
-    if not docker_engine_available():
-        pytest.skip("no Docker engine: start one with ../shared/docker/docker-sandbox.sh up")
+    need_tool("docker", present=docker_engine_available())
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +86,25 @@ def telco_process():
 @pytest.fixture(scope="module")
 def telco_server(telco_process):
     return telco_process[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_running():
+    """Whatever a test leaves when it fails or skips midway (a gunicorn master, a replica of a
+    rolling update, an image) is stopped and removed at the end of the run, not left behind."""
+    yield
+    for process in STARTED:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    if shutil.which("docker") and docker_engine_available():
+        names = docker("ps", "-a", "--format", "{{.Names}}", check=False).split()
+        leftover = [name for name in names if name.startswith(TEST_CONTAINERS)]
+        if leftover:
+            docker("rm", "-f", *leftover, check=False)
+        images = docker("images", "-q", TEST_IMAGES, check=False).split()
+        if images:
+            docker("rmi", "-f", *set(images), check=False)
 
 
 def pytest_collection_finish(session):

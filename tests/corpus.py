@@ -13,9 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-MODELDATA_INSTALL = "apt-get install r-cran-modeldata  (R writes its tables to CSV)"
-
-
 @dataclass(frozen=True)
 class Table:
     name: str

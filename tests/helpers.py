@@ -118,6 +118,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+STARTED: list[subprocess.Popen] = []  # every gunicorn the tests started (conftest stops them)
+
+
 def start_gunicorn(model_path: Path, **env: str) -> tuple[subprocess.Popen, str]:
     """gunicorn on a free port; its stdout (the access log) and stderr go to files, named by
     the process's `log_path` and `error_path` attributes (a pipe left unread would fill)."""
@@ -129,6 +132,7 @@ def start_gunicorn(model_path: Path, **env: str) -> tuple[subprocess.Popen, str]
              "PORT": str(port), "WEB_CONCURRENCY": "2", **env},
         stdout=(logs / "access.log").open("w"), stderr=(logs / "error.log").open("w"))
     process.log_path, process.error_path = logs / "access.log", logs / "error.log"
+    STARTED.append(process)
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -188,6 +192,11 @@ def logs(container: str) -> str:
     return done.stdout + done.stderr  # gunicorn logs to stderr
 
 
+# what the tests name their containers and images: a run removes what it leaves (conftest)
+TEST_CONTAINERS = ("tabserve-test-", "tabserve-lambda-")
+TEST_IMAGES = "tabserve-test"
+
+
 def docker_engine_available() -> bool:
     if shutil.which("docker") is None:
         return False
@@ -203,3 +212,35 @@ def build(context: Path, *args: str) -> str:
 
 # the user the image runs as (its Dockerfile's `useradd --uid`), which the manifests must match
 IMAGE_UID = int(re.search(r"--uid (\d+)", (ROOT / "Dockerfile").read_text())[1])
+
+
+# The system tools some tests need beyond Python, and how to get each: `make test` installs
+# the missing ones where it can (.ci/system-packages); elsewhere those tests skip alike, with
+# the line to run. CI sets TABSERVE_TESTS_NEED_EVERY_TOOL so that none can skip there.
+SYSTEM_TOOLS = {
+    "nginx": "apt-get install nginx-light",
+    "chromium": "apt-get install chromium chromium-driver",
+    "wrk": "apt-get install wrk",
+    "docker-compose": "apt-get install docker-compose",
+    "prometheus": "apt-get install prometheus",
+    "promtool": "apt-get install prometheus",
+    "kubectl": "install kubectl (it brings kustomize): https://kubernetes.io/docs/tasks/tools/",
+    "java": "apt-get install openjdk-17-jre-headless (for a local Spark)",
+    "docker": "a Docker engine: ../shared/docker/docker-sandbox.sh up (.ci/run starts one)",
+    "modeldata": "apt-get install r-cran-modeldata (R writes its tables to CSV)",
+}
+
+
+def need_tool(name: str, path: str | None = None, present: bool | None = None) -> str | None:
+    """The path of a system tool, found on the PATH (or at `path`; or `present` says whether
+    it is there); without it the test skips, saying the line to run, or fails where every
+    tool is required (CI)."""
+    import pytest
+
+    found = path if path and os.path.exists(path) else shutil.which(name)
+    if present is False or present is None and found is None:
+        message = f"{name} is not installed: {SYSTEM_TOOLS[name]} (make test does, as root)"
+        if os.environ.get("TABSERVE_TESTS_NEED_EVERY_TOOL"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found

@@ -16,7 +16,7 @@ import pyarrow.parquet
 import pytest
 import requests
 
-from helpers import PYTHON, ROOT
+from helpers import PYTHON, ROOT, need_tool
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.schema import MISSING_TOKENS, Kind
 
@@ -223,6 +223,7 @@ def test_progress_names_rows_rate_and_time_left(tmp_path):
 @pytest.fixture(scope="module")
 def spark():
     pyspark = pytest.importorskip("pyspark")
+    need_tool("java")
     from pyspark.sql import SparkSession
 
     # the executors' Python: this one, with the project's packages (in a cluster, a packed

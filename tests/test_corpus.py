@@ -10,7 +10,7 @@ import pytest
 import requests
 
 import corpus
-from helpers import PYTHON, ROOT, records_from_csv, start_gunicorn, stop
+from helpers import PYTHON, ROOT, need_tool, records_from_csv, start_gunicorn, stop
 from tabserve.model.bundle import ModelBundle
 from tabserve.training.data import load_csv
 
@@ -32,7 +32,7 @@ def tables(tmp_path_factory) -> Path:
 def _table_path(tables: Path, table: corpus.Table) -> Path:
     path = tables / f"{table.name}.csv"
     if not path.exists():
-        pytest.skip(f"R's modeldata tables are missing: {corpus.MODELDATA_INSTALL}")
+        need_tool("modeldata", present=False)
     return path
 
 
@@ -42,8 +42,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_every_modeldata_table_is_in_the_corpus_or_said_why_not():
-    if not corpus.modeldata_available():
-        pytest.skip(f"R's modeldata tables are missing: {corpus.MODELDATA_INSTALL}")
+    need_tool("modeldata", present=corpus.modeldata_available())
     listed = {t.name for t in corpus.MODELDATA} | set(corpus.MODELDATA_LEFT_OUT)
     assert sorted(set(corpus.modeldata_names()) - listed) == []
     assert sorted(listed - set(corpus.modeldata_names())) == []

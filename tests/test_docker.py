@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import IMAGE_UID, PYTHON, ROOT, build, docker, free_port, logs, wait_for
+from helpers import (IMAGE_UID, PYTHON, ROOT, build, docker, free_port, logs, need_tool,
+                     wait_for)
 from tabserve.serving.predicting import Predictor
 
 pytestmark = pytest.mark.docker
@@ -219,9 +220,7 @@ def test_docker_compose_up_healthy_predict_down(image, telco_record):
     """The shipped docker-compose.yml with Debian's docker-compose (which validates it against
     the Compose Specification, the format the `docker compose` plugin reads), on the image
     this run built."""
-    if shutil.which("docker-compose") is None:
-        pytest.skip("docker-compose is not installed (apt-get install docker-compose; "
-                    ".ci/run does)")
+    need_tool("docker-compose")
     port = free_port()
     project = f"tabserve-test-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "TABSERVE_IMAGE": image, "TABSERVE_PORT": str(port)}
@@ -299,9 +298,7 @@ class Service:
     them is a reload, as kube-proxy or an ingress controller applies an Endpoints change."""
 
     def __init__(self, tmp_path: Path):
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        if not os.path.exists(nginx):
-            pytest.skip("nginx is not installed (apt-get install nginx; .ci/run does)")
+        nginx = need_tool("nginx", "/usr/sbin/nginx")
         self.run = tmp_path / "service"
         self.run.mkdir()
         self.port = free_port()
@@ -340,7 +337,8 @@ class SteadyLoad:
         self.latencies: list[float] = []
         self.failures: list[str] = []
         self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self.client) for _ in range(clients)]
+        # daemons: a test that fails before stop() must not keep the run from ending
+        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(clients)]
         for thread in self.threads:
             thread.start()
 
@@ -387,9 +385,10 @@ def replace_replica(service: Service, old: tuple[str, str], image: str) -> tuple
 
 
 def test_a_rolling_update_of_three_replicas_drops_no_request(image, tmp_path, telco_record):
-    replicas = [run_container(image, "--cpus", "1") for _ in range(3)]
-    service = Service(tmp_path)
+    service = Service(tmp_path)  # first: it skips where nginx is missing
+    replicas: list[tuple[str, str]] = []
     try:
+        replicas += [run_container(image, "--cpus", "1") for _ in range(3)]
         service.set_endpoints([url for _, url in replicas])
         load = SteadyLoad(service.url, telco_record)
         wait_for(lambda: len(load.latencies) >= 50, 30, "the load to run")
@@ -449,9 +448,7 @@ def eb_bundle_image(docker_engine, tmp_path_factory):
 
 
 def start_nginx(tmp_path: Path, upstream_url: str, include: str) -> tuple[subprocess.Popen, str]:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.path.exists(nginx):
-        pytest.skip("nginx is not installed (apt-get install nginx; .ci/run does)")
+    nginx = need_tool("nginx", "/usr/sbin/nginx")
     run = tmp_path / f"nginx-{uuid.uuid4().hex[:6]}"
     run.mkdir()
     port = free_port()

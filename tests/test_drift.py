@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from helpers import PYTHON, ROOT, free_port, records_from_csv, start_gunicorn, stop, wait_for
+from helpers import (PYTHON, ROOT, free_port, need_tool, records_from_csv, start_gunicorn, stop,
+                     wait_for)
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.model_selection import train_test_split
 
@@ -313,14 +314,11 @@ def test_counts_are_exact_across_two_workers_and_sighup_resets(telco_bundle, tel
 # --- a real Prometheus --------------------------------------------------------------------
 
 def prometheus_binary() -> str:
-    found = shutil.which("prometheus")
-    if found is None:
-        pytest.fail("no prometheus on the PATH: apt-get install prometheus (.ci/run does)")
-    return found
+    return need_tool("prometheus")
 
 
 def test_the_rules_pass_promtool():
-    promtool = shutil.which("promtool") or pytest.fail("no promtool: apt-get install prometheus")
+    promtool = need_tool("promtool")
     for args in (["check", "rules", "drift-rules.yml"], ["check", "config", "prometheus.yml"],
                  ["test", "rules", "drift-rules.test.yml"]):
         done = subprocess.run([promtool, *args], cwd=MONITORING, capture_output=True, text=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import GUNICORN, PYTHON, ROOT, free_port, start_gunicorn, stop, wait_for
+from helpers import GUNICORN, PYTHON, ROOT, free_port, need_tool, start_gunicorn, stop, wait_for
 from tabserve.training.data import load_csv
 
 
@@ -176,8 +176,8 @@ def test_client_script_sends_the_api_key(tmp_path, telco_record):
 def chromium(tmp_path):
     """Headless Chromium through Selenium, or a skip saying how to get it."""
     chromium, driver = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-    if not (chromium.exists() and driver.exists()):
-        pytest.skip("chromium and chromium-driver are not installed (.ci/run installs them)")
+    need_tool("chromium", str(chromium))
+    need_tool("chromium", str(driver))
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

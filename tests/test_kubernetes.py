@@ -13,7 +13,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from helpers import IMAGE_UID, ROOT
+from helpers import IMAGE_UID, ROOT, need_tool
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 KSERVE = ROOT / "deploy" / "kserve"
@@ -26,8 +26,7 @@ GRACEFUL_TIMEOUT = int(re.search(r"^graceful_timeout = (\d+)",
 
 
 def render(folder: Path) -> list[dict]:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl (with kustomize) is needed; it is on the machine image"
+    kubectl = need_tool("kubectl")
     done = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr

@@ -307,7 +307,7 @@ def lambda_image(docker_engine):
 
 def start_function(image: str, api: RuntimeApi, *args: str) -> str:
     """The image as Lambda runs it: read-only but /tmp, as a user the image does not know."""
-    name = f"tabserve-lambda-{uuid.uuid4().hex[:8]}"
+    name = f"tabserve-lambda-{uuid.uuid4().hex[:8]}"  # helpers.TEST_CONTAINERS
     docker("run", "-d", "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp",
            "--user", "993:993", "-e", f"AWS_LAMBDA_RUNTIME_API={api.address}", *args, image)
     return name

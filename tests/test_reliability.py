@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import (PYTHON, ROOT, alter_keeping_checksum, start_gunicorn, stop, wait_for,
-                     workers)
+from helpers import (PYTHON, ROOT, alter_keeping_checksum, need_tool, start_gunicorn, stop,
+                     wait_for, workers)
 from tabserve.model.bundle import ModelBundle
 
 pytestmark = pytest.mark.slow  # see pytest.ini
@@ -203,9 +203,7 @@ def test_hostile_records(telco_server, telco_record):
 
 
 def test_sustained_load_past_saturation(model_copy, tmp_path):
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        pytest.skip("wrk is not installed (.ci/run installs it)")
+    wrk = need_tool("wrk")
     body = tmp_path / "one.json"
     body.write_text(requests.models.complexjson.dumps(ModelBundle.load(model_copy).example))
     process, url = start_gunicorn(model_copy)
