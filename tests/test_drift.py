@@ -22,7 +22,7 @@ from sklearn.model_selection import train_test_split
 
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.profile import psi
-from tabserve.serving.drift import MIN_RECORDS, CountLayout
+from tabserve.serving.drift import MIN_RECORDS, UNSEEN_KEPT, CountLayout, keep_frequent
 from tabserve.training.data import load_csv
 from tabserve.training.search import TEST_SIZE
 from tabserve.web.app import create_app
@@ -217,19 +217,58 @@ def test_tenure_in_days_is_major_and_first_and_the_rest_stable(telco_bundle, tel
     assert report["score"]["status"] == "major"
 
 
-def test_a_new_contract_level_shows_as_unseen(telco_bundle, telco_test_rows):
+def test_a_new_contract_level_shows_as_unseen_and_named(telco_bundle, telco_test_rows):
     client = create_app(telco_bundle, Settings(max_batch_records=5000)).test_client()
     records = records_from_csv(telco_test_rows, telco_bundle.schema)
     for record in records[:141]:
         record["contract"] = "Four year"
+    for record in records[141:150]:
+        record["contract"] = " Decade "  # named as the warning names it: stripped
     answers = client.post("/predict", json=records).get_json()
     assert "unseen category 'Four year'" in answers[0]["warnings"][0]
     contract = by_field(drift_of(client))["contract"]
-    assert contract["unseen_share"] == pytest.approx(141 / len(records))
+    assert contract["unseen_share"] == pytest.approx(150 / len(records))
+    assert contract["unseen_levels"] == [
+        {"level": "Four year", "records": 141, "share": pytest.approx(141 / len(records))},
+        {"level": "Decade", "records": 9, "share": pytest.approx(9 / len(records))}]
     other = next(b for b in contract["bins"] if b["bin"] == "(other)")
-    assert other["share"] == pytest.approx(141 / len(records)) and other["reference_share"] == 0
+    assert other["share"] == pytest.approx(150 / len(records)) and other["reference_share"] == 0
     assert contract["status"] == "major"
-    assert by_field(drift_of(client))["tenure"]["unseen_share"] == 0
+    assert by_field(drift_of(client))["tenure"]["unseen_levels"] == []
+    client.post("/drift/reset")
+    assert by_field(drift_of(client))["contract"]["unseen_levels"] == []
+
+
+def test_a_frequent_unseen_level_is_kept_however_many_rare_ones_came_first():
+    tally: dict[str, int] = {}
+    for rare in range(3 * UNSEEN_KEPT):
+        keep_frequent(tally, f"rare {rare}", 1)
+    for _ in range(5):
+        keep_frequent(tally, "Four year", 10)
+    assert len(tally) == UNSEEN_KEPT
+    assert max(tally, key=tally.__getitem__) == "Four year" and tally["Four year"] >= 50
+
+
+def test_the_drift_plot_is_legible(telco_bundle):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from tabserve.monitoring.plots import distributions_figure
+
+    distributions = [{"field": fp.name, "psi": 0.0, "bins": [
+        {"bin": name, "reference_share": share, "share": share}
+        for name, share in zip(fp.bins, fp.shares)]} for fp in telco_bundle.profile.fields]
+    figure = distributions_figure(distributions, "Now (a long file name.csv) against training")
+    FigureCanvasAgg(figure).draw()
+    renderer = figure.canvas.get_renderer()
+    shown = [ax for ax in figure.axes if ax.get_visible()]
+    boxes = [ax.get_tightbbox(renderer) for ax in shown]  # each chart with its labels
+    title = figure.get_suptitle() and figure._suptitle.get_window_extent(renderer)
+    assert not any(title.overlaps(box) for box in boxes)
+    for i, box in enumerate(boxes):
+        assert not any(box.overlaps(other) for other in boxes[i + 1:]), shown[i].get_title()
+    for ax, dist in zip(shown, distributions):
+        labels = [label.get_text().replace("\n", " ") for label in ax.get_xticklabels()]
+        assert labels == [b["bin"] for b in dist["bins"] if b["reference_share"]]
 
 
 def test_a_field_sent_missing_shows_in_its_missing_rate(loan_bundle, loan_csv):
@@ -286,6 +325,8 @@ def test_counts_are_exact_across_two_workers_and_sighup_resets(telco_bundle, tel
                                   PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     try:
         records = records_from_csv(telco_test_rows.head(400), telco_bundle.schema)
+        for record in records[::20]:
+            record["contract"] = "Four year"
         with requests.Session() as session, ThreadPoolExecutor(8) as pool:
             answered = list(pool.map(
                 lambda r: requests.post(f"{url}/predict", json=r, timeout=10).status_code,
@@ -300,11 +341,16 @@ def test_counts_are_exact_across_two_workers_and_sighup_resets(telco_bundle, tel
             report = requests.get(f"{url}/drift", timeout=10).json()
             assert report["records"] == 500 and report["enough"]
             assert counted_records(requests.get(f"{url}/metrics", timeout=10).text) == 500
+            assert by_field(report)["contract"]["unseen_levels"] == [
+                {"level": "Four year", "records": 25, "share": 25 / 500}]  # 20 + 5 in the batch
         process.send_signal(signal.SIGHUP)
         wait_for(lambda: requests.get(f"{url}/drift", timeout=10).json()["records"] == 0, 60,
                  "SIGHUP to reset the drift report")
         requests.post(f"{url}/predict", json=records[0], timeout=10)
-        assert requests.get(f"{url}/drift", timeout=10).json()["records"] == 1
+        report = requests.get(f"{url}/drift", timeout=10).json()
+        assert report["records"] == 1  # records[0] holds the new level: counted since the reset
+        assert by_field(report)["contract"]["unseen_levels"] == [
+            {"level": "Four year", "records": 1, "share": 1.0}]
         assert counted_records(requests.get(f"{url}/metrics", timeout=10).text) == 501
     finally:
         assert stop(process) == 0
@@ -437,8 +483,14 @@ def test_monitor_reports_drift_and_decay_from_a_csv(telco_test_rows, tmp_path):
     assert report["quality"]["metrics"]["roc_auc"]["test"] == pytest.approx(0.8414, abs=1e-4)
     assert report["quality"]["metrics"]["roc_auc"]["now"] < 0.8  # decay, not just drift
     assert report["quality"]["rows"] == len(shifted) - 1
+    contract = by_field(report)["contract"]
+    # 141 rows hold the new level; the one the API would refuse is not counted
+    assert [(u["level"], u["records"]) for u in contract["unseen_levels"]] == [("Four year", 140)]
+    assert lines[4] == "  unseen levels, most frequent first: 'Four year' " \
+        f"{140 / (len(shifted) - 1):.1%}"
     markdown = (tmp_path / "report" / "drift.md").read_text()
     assert "| `tenure` |" in markdown and "![drift](drift.png)" in markdown
+    assert "`Four year` " in markdown
     assert (tmp_path / "report" / "drift.png").stat().st_size > 10_000
 
 

@@ -127,6 +127,8 @@ class ChunkScorer:
             out.columns[f.name] = one.columns[f.name][codes]
             marked = {p.index for p in one.problems} | set(one.warnings)
             rows = _rows_by_code(codes, marked) if marked else {}
+            out.unseen += [(row, name, value) for code, name, value in one.unseen
+                           for row in rows[code]]
             for problem in one.problems:
                 out.problems += [replace(problem, index=row) for row in rows[problem.index]]
             for code, messages in one.warnings.items():

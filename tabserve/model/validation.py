@@ -69,6 +69,8 @@ class Validated:
     columns: dict[str, np.ndarray]
     problems: list[Problem] = field(default_factory=list)
     warnings: dict[int, list[str]] = field(default_factory=dict)
+    # (record, field, value) for each level training never saw: the drift report names them
+    unseen: list[tuple[int, str, str]] = field(default_factory=list)
 
     def warn(self, index: int, message: str) -> None:
         self.warnings.setdefault(index, []).append(message)
@@ -258,6 +260,7 @@ def _check_categorical(f: Field, values: list, out: Validated, indexed: bool) ->
             if code == UNSEEN_CODE:
                 out.warn(i, f"unseen category {_short(value.strip())!r} for field {f.name!r} "
                             "(encoded as none of the known categories)")
+                out.unseen.append((i, f.name, _short(value.strip())))
             codes[i] = code
         elif value is None and f.nullable:
             codes[i] = MISSING_CODE

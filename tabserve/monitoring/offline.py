@@ -46,9 +46,9 @@ def load_monitored(model_path: Path) -> ModelBundle:
 
 
 def count_file(bundle: ModelBundle, path: Path, chunk_rows: int = 50_000
-               ) -> tuple[np.ndarray, int, Outcomes | None]:
-    """The file's counts (laid out by `CountLayout`), its rejected rows, and the outcomes
-    when it has the target column."""
+               ) -> tuple[CountStore, int, Outcomes | None]:
+    """The file's counts (a `CountStore`'s), its rejected rows, and the outcomes when it has
+    the target column."""
     source = InputFile(path, chunk_rows)
     problem = missing_fields(bundle.schema, source.columns, path)
     if problem:
@@ -62,12 +62,12 @@ def count_file(bundle: ModelBundle, path: Path, chunk_rows: int = 50_000
     for chunk in source.chunks():
         frame = chunk.rows.to_pandas()
         validated = scorer.validate(frame)
-        bad = sorted({p.index for p in validated.problems})
+        bad = {p.index for p in validated.problems}
         rejected += len(bad)
-        scored = np.setdiff1d(np.arange(len(frame)), bad)
+        scored = np.setdiff1d(np.arange(len(frame)), sorted(bad))
         columns = {name: column[scored] for name, column in validated.columns.items()}
         proba = scorer.predictor.probabilities(columns)
-        counter.count_columns(columns, proba)
+        counter.count_columns(columns, proba, [u for u in validated.unseen if u[0] not in bad])
         if outcomes is not None:
             labels = frame[target].iloc[scored].astype("object")
             codes = np.array([class_code.get(str(v).strip(), -1) if v is not None and v == v
@@ -76,7 +76,7 @@ def count_file(bundle: ModelBundle, path: Path, chunk_rows: int = 50_000
             outcomes.unknown += int((~known).sum())
             outcomes.codes.append(codes[known])
             outcomes.proba.append(proba[known])
-    return counter.store.totals(), rejected, outcomes
+    return counter.store, rejected, outcomes
 
 
 def quality(bundle: ModelBundle, outcomes: Outcomes) -> dict[str, Any] | None:
@@ -107,9 +107,9 @@ def monitor(model_path: Path, data: Path, minimum: int = MIN_RECORDS,
             chunk_rows: int = 50_000) -> dict[str, Any]:
     """The whole offline report as JSON; `BatchError` or `ModelLoadError` say why not."""
     bundle = load_monitored(model_path)
-    counts, rejected, outcomes = count_file(bundle, data, chunk_rows)
+    store, rejected, outcomes = count_file(bundle, data, chunk_rows)
     report = {"model_version": bundle.version, "data": str(data), "rejected_rows": rejected,
-              **drift_report(bundle.profile, counts, minimum)}
+              **drift_report(bundle.profile, store.totals(), minimum, store.unseen_totals())}
     report["quality"] = None if outcomes is None else quality(bundle, outcomes)
     return report
 
@@ -120,6 +120,17 @@ def _number(value: float | None, digits: int = 4) -> str:
 
 def _signed(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.4f}"
+
+
+def _levels(unseen: list[dict[str, Any]]) -> str:
+    """Unseen levels as a short list: `'Two decades' 24.1%, 'None' 0.2%`."""
+    return ", ".join(f"{u['level']!r} {u['share']:.1%}" for u in unseen)
+
+
+def _markdown_levels(unseen: list[dict[str, Any]]) -> str:
+    """The same in a Markdown table's cell: code spans, and no `|` to end the cell."""
+    return ", ".join(f"`{u['level'].replace('`', chr(39)).replace('|', '¦')}` {u['share']:.1%}"
+                     for u in unseen)
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
@@ -135,6 +146,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"{f['field'][:28]:<28} {_number(f['psi']):>8}  {f['status']:<16} "
                      + (f"{f['missing_rate']:>8.1%} {f['reference_missing_rate']:>8.1%} "
                         f"{f['unseen_share']:>7.1%}" if "unseen_share" in f else ""))
+        if f.get("unseen_levels"):
+            lines.append(f"  unseen levels, most frequent first: {_levels(f['unseen_levels'])}")
     if report.get("quality"):
         q = report["quality"]
         lines.append(f"quality on {q['rows']:,} rows with a known outcome "
@@ -160,8 +173,8 @@ def write_report(report: dict[str, Any], folder: Path) -> list[str]:
     except ImportError:
         plot = "\n(matplotlib is not installed: no plot)\n"
     rows = [f"| `{f['field']}` | {_number(f['psi'])} | {f['status']} | {f['missing_rate']:.1%} | "
-            f"{f['reference_missing_rate']:.1%} | {f['unseen_share']:.1%} |"
-            for f in report["fields"]]
+            f"{f['reference_missing_rate']:.1%} | {f['unseen_share']:.1%} "
+            f"{_markdown_levels(f['unseen_levels'])} |" for f in report["fields"]]
     score = report["score"]
     quality_md = ""
     if report.get("quality"):
@@ -180,7 +193,7 @@ def write_report(report: dict[str, Any], folder: Path) -> list[str]:
 Data `{report['data']}`: {report['records']:,} rows counted, {report['rejected_rows']:,} rejected
 (rows the API would refuse). {verdict}
 
-| field | PSI | status | missing now | missing in training | unseen levels |
+| field | PSI | status | missing now | missing in training | unseen levels (most frequent first) |
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
 {quality_md}{plot}"""

@@ -7,12 +7,18 @@ field's count of unseen levels, then the score's bins, then the number of record
 that every gunicorn worker sums (each worker writes only its own file, so no lock is needed).
 A reset keeps the counts (Prometheus' counters only ever grow) and records them as the
 baseline that the report subtracts.
+
+Levels that training never saw are named too: each process keeps, per field, the
+`UNSEEN_KEPT` most frequent of them with their counts (in a small JSON file beside its
+counts), so the report can say what is new, not only how often.
 """
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +34,10 @@ from tabserve.model.schema import Kind
 # training rows themselves has a PSI of about (bins − 1) / n per field, so 500 records keep a
 # field's PSI from chance under 0.1 (the "stable" bound) with a wide margin.
 MIN_RECORDS = 500
+UNSEEN_KEPT = 20      # unseen levels a process keeps per field, the most frequent
+UNSEEN_REPORTED = 10  # of which the report names this many, most frequent first
+
+Tally = dict[str, dict[str, int]]  # per field, unseen levels and how many records held each
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,8 @@ class CountStore:
         self._counts = np.zeros(size, dtype=np.int64)
         self._cells = memoryview(self._counts)
         self._baseline = np.zeros(size, dtype=np.int64)
+        self._unseen: Tally = {}
+        self._unseen_baseline: Tally = {}
 
     def counts(self) -> np.ndarray:
         """This process's array, to add to."""
@@ -86,15 +98,65 @@ class CountStore:
     def baseline(self) -> np.ndarray:
         return self._baseline
 
+    def add_unseen(self, counted: Counter) -> None:
+        """Count unseen levels, given as (field, level) → records."""
+        tally = self._own_unseen()
+        for (name, level), records in counted.items():
+            keep_frequent(tally.setdefault(name, {}), level, records)
+        self._save_unseen(tally)
+
+    def unseen_since_reset(self) -> Tally:
+        """Every process's unseen levels, less those counted before the last reset."""
+        totals, baseline = self.unseen_totals(), self.unseen_baseline()
+        return {name: {level: records - baseline.get(name, {}).get(level, 0)
+                       for level, records in levels.items()
+                       if records > baseline.get(name, {}).get(level, 0)}
+                for name, levels in totals.items()}
+
+    def unseen_totals(self) -> Tally:
+        return self._unseen
+
+    def unseen_baseline(self) -> Tally:
+        return self._unseen_baseline
+
     def reset(self) -> int:
         """Start the report afresh; the number of records it had counted."""
         totals = self.totals()
         before = int((totals - self.baseline())[-1])
-        self._write_baseline(totals)
+        self._write_baseline(totals, self.unseen_totals())
         return before
 
-    def _write_baseline(self, totals: np.ndarray) -> None:
+    def _own_unseen(self) -> Tally:
+        return self._unseen
+
+    def _save_unseen(self, tally: Tally) -> None:
+        pass  # in memory already
+
+    def _write_baseline(self, totals: np.ndarray, unseen: Tally) -> None:
         self._baseline = totals
+        self._unseen_baseline = {name: dict(levels) for name, levels in unseen.items()}
+
+
+def keep_frequent(tally: dict[str, int], level: str, records: int) -> None:
+    """Add `records` to `level`'s count in `tally`, which holds at most `UNSEEN_KEPT` levels:
+    a new level takes the place of the rarest and its count on top (the Space-Saving
+    algorithm: any level that holds more than 1/UNSEEN_KEPT of the records is kept, and a
+    count is never less than the true one)."""
+    if level in tally or len(tally) < UNSEEN_KEPT:
+        tally[level] = tally.get(level, 0) + records
+        return
+    rarest = min(tally, key=tally.__getitem__)
+    tally[level] = tally.pop(rarest) + records
+
+
+def _merged(tallies: list[Tally]) -> Tally:
+    merged: Tally = {}
+    for tally in tallies:
+        for name, levels in tally.items():
+            into = merged.setdefault(name, {})
+            for level, records in levels.items():
+                into[level] = into.get(level, 0) + records
+    return merged
 
 
 class FileCountStore(CountStore):
@@ -125,6 +187,7 @@ class FileCountStore(CountStore):
             self._map = mmap.mmap(f.fileno(), self.size * 8)
         self._counts = np.frombuffer(self._map, dtype=np.int64)
         self._cells = memoryview(self._counts)
+        self._unseen = {}  # a forked process's own, like its counts
         self._pid = os.getpid()
 
     def totals(self) -> np.ndarray:
@@ -140,11 +203,39 @@ class FileCountStore(CountStore):
         baseline = np.fromfile(path, dtype=np.int64) if path.exists() else np.zeros(0)
         return baseline if len(baseline) == self.size else np.zeros(self.size, dtype=np.int64)
 
-    def _write_baseline(self, totals: np.ndarray) -> None:
-        path = self.directory / f"{self.prefix}.baseline"
-        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        totals.tofile(partial)
-        partial.replace(path)  # whole or not at all, for a reader in another worker
+    def unseen_totals(self) -> Tally:
+        return _merged([_read_tally(path)
+                        for path in self.directory.glob(f"{self.prefix}_*.unseen")])
+
+    def unseen_baseline(self) -> Tally:
+        return _read_tally(self.directory / f"{self.prefix}.unseen-baseline")
+
+    def _own_unseen(self) -> Tally:
+        if self._pid != os.getpid():
+            self._open_own_file()
+        return self._unseen
+
+    def _save_unseen(self, tally: Tally) -> None:
+        _write_whole(self.directory / f"{self.prefix}_{os.getpid()}.unseen",
+                     json.dumps(tally).encode())
+
+    def _write_baseline(self, totals: np.ndarray, unseen: Tally) -> None:
+        _write_whole(self.directory / f"{self.prefix}.baseline", totals.tobytes())
+        _write_whole(self.directory / f"{self.prefix}.unseen-baseline", json.dumps(unseen).encode())
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """Whole or not at all, for a reader in another worker."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_bytes(data)
+    partial.replace(path)
+
+
+def _read_tally(path: Path) -> Tally:
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
 
 
 def count_store(bundle: ModelBundle, directory: str | None) -> CountStore:
@@ -207,11 +298,15 @@ class DriftCounter:
             return score.bin_of_number(probabilities[1])
         return score.bin_of_code(label_code(probabilities, self.bundle.threshold))
 
-    def count_columns(self, columns: dict[str, Any], proba: np.ndarray) -> None:
-        """Typed columns of one or more records, and their probabilities (rows × classes)."""
+    def count_columns(self, columns: dict[str, Any], proba: np.ndarray,
+                      unseen: list[tuple[int, str, str]] = ()) -> None:
+        """Typed columns of one or more records, their probabilities (rows × classes), and
+        the unseen levels among them as `Validated.unseen` lists them."""
         rows = len(proba)
         if not rows:
             return
+        if unseen:
+            self.store.add_unseen(Counter((name, level) for _, name, level in unseen))
         size = self.layout.size
         score = self.profile.score
         # scores: no missing values; numbers: NaN sorts past every edge, so it is counted in
@@ -272,19 +367,29 @@ def _distribution_report(fp: FieldProfile, counts: np.ndarray, enough: bool) -> 
             "reference_missing_rate": fp.missing_rate, "bins": _bins_report(fp, counts)}
 
 
-def drift_report(profile: Profile, counts: np.ndarray,
-                 minimum: int = MIN_RECORDS) -> dict[str, Any]:
+def _unseen_levels(levels: dict[str, int], records: int) -> list[dict[str, Any]]:
+    """The most frequent unseen levels first, each with its records and their share."""
+    frequent = sorted(levels.items(), key=lambda item: (-item[1], item[0]))[:UNSEEN_REPORTED]
+    return [{"level": level, "records": n, "share": n / records if records else 0.0}
+            for level, n in frequent]
+
+
+def drift_report(profile: Profile, counts: np.ndarray, minimum: int = MIN_RECORDS,
+                 unseen: Tally | None = None) -> dict[str, Any]:
     """How far the counted records (counts laid out by `CountLayout`) are from the profile:
-    per field and for the scores, fields sorted by PSI, largest first."""
+    per field and for the scores, fields sorted by PSI, largest first; each field's unseen
+    levels named from `unseen` (a `CountStore`'s tally)."""
     layout = CountLayout(profile)
     records = int(counts[layout.records_at])
     enough = records >= minimum
     fields = []
     for i, (fp, start) in enumerate(zip(profile.fields, layout.field_starts)):
         report = _distribution_report(fp, counts[start:start + len(fp.bins)], enough)
-        unseen = int(counts[layout.unseen_start + i])
+        unseen_records = int(counts[layout.unseen_start + i])
         fields.append({"field": fp.name, **report,
-                       "unseen_share": unseen / records if records else 0.0})
+                       "unseen_share": unseen_records / records if records else 0.0,
+                       "unseen_levels": _unseen_levels((unseen or {}).get(fp.name, {}),
+                                                       records)})
     if enough:
         fields.sort(key=lambda f: -f["psi"])
     score = profile.score

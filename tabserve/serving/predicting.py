@@ -93,12 +93,13 @@ class Predictor:
     def answer(self, validated: Validated) -> list:
         """Answers for validated records; `RequestError` if validation found problems."""
         validated.raise_problems()
-        return self._counted_answers(validated.columns, validated.warnings)
+        return self._counted_answers(validated.columns, validated.warnings, validated.unseen)
 
-    def _counted_answers(self, columns: dict, warnings: dict[int, list[str]]) -> list:
+    def _counted_answers(self, columns: dict, warnings: dict[int, list[str]],
+                         unseen: list[tuple[int, str, str]] = ()) -> list:
         proba = self.probabilities(columns)
         if self.drift is not None:
-            self.drift.count_columns(columns, proba)
+            self.drift.count_columns(columns, proba, unseen)
         return self.answers(proba, warnings)
 
     def _answer_one(self, row: list[float]) -> Any:

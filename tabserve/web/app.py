@@ -97,7 +97,7 @@ def drift() -> Response:
         return problem_response(501, "Not Implemented", unavailable)
     store = current.drift.store
     report = drift_report(current.bundle.profile, store.totals() - store.baseline(),
-                          current.settings.drift_min_records)
+                          current.settings.drift_min_records, store.unseen_since_reset())
     return json_response({"model_version": current.bundle.version, **report})
 
 

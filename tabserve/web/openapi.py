@@ -65,9 +65,15 @@ def drift_schemas() -> dict[str, Any]:
             "field": {"type": "string"}, **drift, "missing_rate": share,
             "reference_missing_rate": share,
             "unseen_share": {**share, "description": "Share of records with a level training "
-                                                     "never saw"}},
+                                                     "never saw"},
+            "unseen_levels": {"type": "array", "maxItems": 10, "items": {
+                "type": "object", "required": ["level", "records", "share"], "properties": {
+                    "level": {"type": "string", "description": "As sent, cut at 40 characters"},
+                    "records": {"type": "integer", "minimum": 0}, "share": share}},
+                "description": "The levels training never saw, most frequent first (each "
+                               "worker keeps its 20 most frequent per field)"}},
             "required": ["field", "psi", "status", "records", "missing_rate",
-                         "reference_missing_rate", "unseen_share", "bins"]},
+                         "reference_missing_rate", "unseen_share", "unseen_levels", "bins"]},
         "DriftReport": {"type": "object", "properties": {
             "model_version": {"type": "string"},
             "records": {"type": "integer", "minimum": 0,
