@@ -18,13 +18,12 @@ import requests
 from helpers import (PYTHON, ROOT, free_port, need_tool, records_from_csv, start_gunicorn, stop,
                      wait_for)
 from prometheus_client.parser import text_string_to_metric_families
-from sklearn.model_selection import train_test_split
 
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.profile import psi
 from tabserve.serving.drift import MIN_RECORDS, UNSEEN_KEPT, CountLayout, keep_frequent
 from tabserve.training.data import load_csv
-from tabserve.training.search import TEST_SIZE
+from tabserve.training.run import split_rows
 from tabserve.web.app import create_app
 from tabserve.web.config import ConfigError, Settings
 
@@ -41,10 +40,11 @@ def telco_frame() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def telco_test_rows(telco_frame) -> pd.DataFrame:
     """The rows of training's test split (same seed, same split as the committed model)."""
-    rows = np.arange(len(telco_frame))
-    _, test = train_test_split(rows, test_size=TEST_SIZE, stratify=telco_frame["churn"],
-                               random_state=1)
-    return telco_frame.iloc[test].reset_index(drop=True)
+    committed = ModelBundle.load(ROOT / "model.bin")
+    y = telco_frame["churn"].map({c: i for i, c in enumerate(committed.classes)}).to_numpy()
+    split = split_rows(telco_frame[[*committed.schema.names, "churn"]], y, seed=1, folds=5)
+    assert len(split.test) == committed.metrics["rows"]["test"]
+    return telco_frame.iloc[np.sort(split.test)].reset_index(drop=True)
 
 
 def days_not_months(frame: pd.DataFrame) -> pd.DataFrame:
@@ -480,7 +480,8 @@ def test_monitor_reports_drift_and_decay_from_a_csv(telco_test_rows, tmp_path):
     assert lines[2].split()[:3] == ["tenure", lines[2].split()[1], "major"]
     assert lines[3].split()[0] == "contract"
     report = json.loads((tmp_path / "report" / "drift.json").read_text())
-    assert report["quality"]["metrics"]["roc_auc"]["test"] == pytest.approx(0.8414, abs=1e-4)
+    card = ModelBundle.load(ROOT / "model.bin").metrics["test"]
+    assert report["quality"]["metrics"]["roc_auc"]["test"] == card["roc_auc"]
     assert report["quality"]["metrics"]["roc_auc"]["now"] < 0.8  # decay, not just drift
     assert report["quality"]["rows"] == len(shifted) - 1
     contract = by_field(report)["contract"]

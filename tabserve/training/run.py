@@ -88,6 +88,43 @@ def copy_ids(rows: pd.DataFrame) -> np.ndarray | None:
     return ids if len(distinct) < len(rows) else None
 
 
+def _enough_distinct_rows(copies: np.ndarray, y: np.ndarray, folds: int) -> bool:
+    """Whether each class has enough distinct rows for a test split and the folds (a table of
+    a few categorical fields may have only a handful: its copies are its data)."""
+    _, first = np.unique(copies, return_index=True)
+    return bool(np.bincount(y[first], minlength=y.max() + 1).min() >= folds + 2)
+
+
+@dataclass
+class Split:
+    """The training and test rows, and the copy ids that keep a row with its exact copies
+    (None when there are none, or too few distinct rows to keep them together)."""
+
+    train: np.ndarray
+    test: np.ndarray
+    copies: np.ndarray | None
+    copied: int  # rows that are exact copies of an earlier one
+
+
+def split_rows(rows: pd.DataFrame, y: np.ndarray, seed: int, folds: int,
+               log: Callable[[str], None] = lambda line: None) -> Split:
+    """The stratified test split of `rows` (the input fields and the target; `y` the class
+    codes), each row on the same side as its exact copies."""
+    copies = copy_ids(rows)
+    copied = 0 if copies is None else len(y) - len(np.unique(copies))
+    if copies is not None and not _enough_distinct_rows(copies, y, folds):
+        log(f"  {copied} rows are exact copies of another row, and too few rows are distinct "
+            "to keep copies together: the split and folds treat each row on its own")
+        copies = None
+    elif copies is not None:
+        log(f"  {copied} rows are exact copies of another row: each stays with its copies in "
+            "the test split and in one fold")
+    first, spread = copies_together(np.arange(len(y)), copies)
+    train_first, test_first = train_test_split(first, test_size=TEST_SIZE, stratify=y[first],
+                                               random_state=seed)
+    return Split(spread(train_first), spread(test_first), copies, copied)
+
+
 def _within(copies: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
     return None if copies is None else copies[rows]
 
@@ -171,14 +208,8 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
     encoder = FrameEncoder(schema).fit(features)
     x = encoder.transform(features)  # every row encoded once; folds and fits share it
     y = labelled[target].map({label: code for code, label in enumerate(classes)}).to_numpy()
-    copies = copy_ids(labelled[[*schema.names, target]])
-    if copies is not None:
-        log(f"  {len(y) - len(np.unique(copies))} rows are exact copies of another row: each "
-            "stays with its copies in the test split and in one fold")
-    first, spread = copies_together(np.arange(len(y)), copies)
-    train_first, test_first = train_test_split(first, test_size=TEST_SIZE, stratify=y[first],
-                                               random_state=seed)
-    train_rows, test_rows = spread(train_first), spread(test_first)
+    split = split_rows(labelled[[*schema.names, target]], y, seed, folds, log)
+    train_rows, test_rows, copies = split.train, split.test, split.copies
     binary = len(classes) == 2
 
     log(f"Searching {', '.join(candidates)} by {folds}-fold cross-validated ROC AUC on "
@@ -240,7 +271,7 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
         "task": "binary" if binary else "multiclass",
         "rows": {"used": len(labelled), "train": len(train_rows), "test": len(test_rows),
                  "left_out_without_target": unlabelled,
-                 "copies": 0 if copies is None else len(y) - len(np.unique(copies))},
+                 "copies": split.copied, "copies_kept_together": copies is not None},
         "cv": {"folds": folds, "metric": "roc_auc" if binary else "roc_auc_ovr",
                "trials": len(trials), "time_budget_seconds": time_budget,
                "best_by_family": {f: t.describe() for f, t in best.items()},
