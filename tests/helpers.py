@@ -46,6 +46,20 @@ def wait_for(check: Callable[[], T], seconds: float, what: str, every: float = 0
         time.sleep(every)
 
 
+def answering(url: str, process: subprocess.Popen, exited: Callable[[], str]
+              ) -> Callable[[], bool]:
+    """For `wait_for`: whether `url` answers 2xx yet; an AssertionError saying `exited()`
+    as soon as `process` has ended (waiting on would only reach the deadline)."""
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(exited())
+        try:
+            return requests.get(url, timeout=1).ok
+        except requests.ConnectionError:
+            return False
+    return answers
+
+
 def loan_frame(rows: int = 400, seed: int = 0) -> pd.DataFrame:
     """A binary problem that is not churn: target `approved` (`yes`/`no`), with every kind of
     column, missing values, stray whitespace, an ID and a constant column."""
@@ -135,13 +149,8 @@ def start_gunicorn(model_path: Path, **env: str) -> tuple[subprocess.Popen, str]
     STARTED.append(process)
     url = f"http://127.0.0.1:{port}"
 
-    def healthy() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited: {process.error_path.read_text()}")
-        try:
-            return requests.get(f"{url}/health", timeout=1).ok
-        except requests.ConnectionError:
-            return False
+    healthy = answering(f"{url}/health", process,
+                        lambda: f"gunicorn exited: {process.error_path.read_text()}")
     count = int({"WEB_CONCURRENCY": "2", **env}["WEB_CONCURRENCY"])
     try:
         wait_for(healthy, 60, "gunicorn to answer /health")

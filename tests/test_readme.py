@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import requests
 
-from helpers import ROOT, free_port, wait_for
+from helpers import ROOT, answering, free_port, wait_for
 
 README = (ROOT / "README.md").read_text()
 SERVERS = ("make run", ".venv/bin/gunicorn")  # commands that serve until stopped
@@ -60,13 +59,8 @@ def _serve(clone: Path, command: str, port: int):
                                env={**os.environ, "PORT": str(port)},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"{command!r} exited: {process.stdout.read()[-3000:]}")
-        try:
-            return requests.get(f"http://127.0.0.1:{port}/ready", timeout=1).ok
-        except requests.ConnectionError:
-            return False
+    ready = answering(f"http://127.0.0.1:{port}/ready", process,
+                      lambda: f"{command!r} exited: {process.stdout.read()[-3000:]}")
     wait_for(ready, 900, f"{command!r} to serve")  # a fresh `make run` installs first
     return process
 

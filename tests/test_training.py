@@ -218,13 +218,19 @@ def test_time_budget_bounds_the_search(tmp_path, loan_csv):
     assert done.returncode == 0, done.stderr
     cv = ModelBundle.load(out).metrics["cv"]
     assert cv["time_budget_seconds"] == 8 and cv["trials"] == len(cv["all_trials"]) >= 3
+    _assert_trials_started_within(cv["all_trials"], 8)
+    assert "of 8 s" in done.stdout
+
+
+def _assert_trials_started_within(trials: list[dict], budget: float) -> None:
+    """By the run's own accounting (its trials' times, not this machine's wall clock): past
+    each family's first trial, a trial started only while the budget lasted."""
     started, seen = 0.0, set()
-    for trial in cv["all_trials"]:
+    for trial in trials:
         if trial["family"] in seen:
-            assert started <= 8, f"a {trial['family']} trial started at {started:.1f} s"
+            assert started <= budget, f"a {trial['family']} trial started at {started:.1f} s"
         seen.add(trial["family"])
         started += trial["seconds"]
-    assert "of 8 s" in done.stdout
 
 
 def test_the_budget_covers_the_whole_run_on_a_large_table(tmp_path):
@@ -244,14 +250,7 @@ def test_the_budget_covers_the_whole_run_on_a_large_table(tmp_path):
     cv = metrics["metrics"]["cv"]
     assert cv["time_budget_seconds"] == 10
     assert any(t.get("cut_by_budget") for t in cv["all_trials"])
-    # by the run's own accounting (its trials' times, not this machine's wall clock): past
-    # each family's first trial, a trial started only while the budget lasted
-    started, seen = 0.0, set()
-    for trial in cv["all_trials"]:
-        if trial["family"] in seen:
-            assert started <= 10, f"a {trial['family']} trial started at {started:.1f} s"
-        seen.add(trial["family"])
-        started += trial["seconds"]
+    _assert_trials_started_within(cv["all_trials"], 10)
     assert metrics["test_intervals_95"]["resamples"] >= 200
 
 
