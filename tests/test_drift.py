@@ -239,6 +239,24 @@ def test_a_new_contract_level_shows_as_unseen_and_named(telco_bundle, telco_test
     assert by_field(drift_of(client))["contract"]["unseen_levels"] == []
 
 
+def test_the_drift_plot_shows_the_fields_of_largest_psi_only(tmp_path, monkeypatch):
+    import tabserve.monitoring.plots as plots
+    from tabserve.monitoring.offline import write_report
+
+    drawn = []
+    monkeypatch.setattr(plots, "plot_distributions", lambda d, path, title: drawn.append(d))
+    bins = [{"bin": "a", "share": 0.5, "reference_share": 0.5}]
+    fields = [{"field": f"x{i}", "psi": 1 / (i + 1), "status": "stable", "missing_rate": 0.0,
+               "reference_missing_rate": 0.0, "unseen_share": 0.0, "unseen_levels": [],
+               "bins": bins} for i in range(40)]
+    report = {"model_version": "v", "data": "new.csv", "rejected_rows": 0, "records": 600,
+              "enough": True, "fields": fields, "score": {"psi": 0.0, "status": "stable",
+                                                          "bins": bins}}
+    write_report(report, tmp_path)
+    assert [d["field"] for d in drawn[0]] == [f"x{i}" for i in range(30)] + ["score"]
+    assert "`x39`" in (tmp_path / "drift.md").read_text()  # the table keeps every field
+
+
 def test_a_frequent_unseen_level_is_kept_however_many_rare_ones_came_first():
     tally: dict[str, int] = {}
     for rare in range(3 * UNSEEN_KEPT):

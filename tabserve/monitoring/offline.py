@@ -165,10 +165,14 @@ def write_report(report: dict[str, Any], folder: Path) -> list[str]:
     written = ["drift.md", "drift.json"]
     plot = ""
     try:
-        from tabserve.monitoring.plots import plot_distributions
-        plot_distributions([*report["fields"], {"field": "score", **report["score"]}],
+        from tabserve.monitoring.plots import PLOTTED_FIELDS, plot_distributions
+        fields = report["fields"]  # sorted by PSI once there are enough records
+        which = "with the largest PSI" if report["enough"] else "first in the schema"
+        cut = (f" (the {PLOTTED_FIELDS} of {len(fields)} fields {which})"
+               if len(fields) > PLOTTED_FIELDS else "")
+        plot_distributions([*fields[:PLOTTED_FIELDS], {"field": "score", **report["score"]}],
                            folder / "drift.png",
-                           f"Now ({report['data']}) against the training rows")
+                           f"Now ({report['data']}) against the training rows{cut}")
         plot, written = "\n![drift](drift.png)\n", [*written, "drift.png"]
     except ImportError:
         plot = "\n(matplotlib is not installed: no plot)\n"

@@ -24,7 +24,7 @@ from tabserve.model.bundle import ModelBundle
 from tabserve.model.decision import label_codes
 from tabserve.model.frames import columns_from_frame
 from tabserve.model.schema import MISSING_CODE, Field, Kind
-from tabserve.monitoring.plots import plot_distributions
+from tabserve.monitoring.plots import PLOTTED_FIELDS, plot_distributions
 from tabserve.serving.explaining import Explainer, ExplanationsUnavailable
 from tabserve.serving.predicting import Predictor
 from tabserve.training.run import TrainingResult
@@ -32,7 +32,6 @@ from tabserve.training.search import roc_auc
 
 BOOTSTRAP_ROUNDS = 1000
 MIN_BOOTSTRAP_ROUNDS = 200  # below this, the 2.5% and 97.5% percentiles are too rough
-PLOTTED_FIELDS = 30         # the plots show at most this many fields, the most important
 EXPLAINED_ROWS = 2000       # importance and directions are read on at most this many test rows
 
 
