@@ -74,10 +74,12 @@ class TrainingResult:
 
     bundle: ModelBundle
     trials: list[Trial]
-    # the test split and the probabilities the training-split model gave it
+    # the test split, the model fit on the training split alone (encoder included), and the
+    # probabilities it gave the test split
     test_frame: pd.DataFrame
     test_y: np.ndarray
     test_proba: np.ndarray
+    split_model: Pipeline
 
 
 def copy_ids(rows: pd.DataFrame) -> np.ndarray | None:
@@ -289,4 +291,5 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
                          example=example_record(schema, features), calibration=calibration,
                          profile=profile)
     return TrainingResult(bundle=bundle, trials=trials, test_frame=labelled.iloc[test_rows],
-                          test_y=y[test_rows], test_proba=test_proba)
+                          test_y=y[test_rows], test_proba=test_proba,
+                          split_model=Pipeline([("encode", encoder), *steps.steps]))
