@@ -12,7 +12,7 @@ STARTED = time.perf_counter()  # run as a script, the budget counts the ~1.5 s o
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from tabserve.model.bundle import SigningKeyError, key_id, signing_key  # noqa: E402
-from tabserve.training.data import DataError, file_sha256, load_csv  # noqa: E402
+from tabserve.tables import DataError, file_sha256, load_csv  # noqa: E402
 from tabserve.training.decisions import RULES, parse_rule  # noqa: E402
 from tabserve.training.reports import write_reports  # noqa: E402
 from tabserve.training.run import CANDIDATES, train  # noqa: E402

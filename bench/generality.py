@@ -49,7 +49,7 @@ from xgboost import XGBClassifier
 from quality import ROOT, roc_auc, score_trainer, split
 
 sys.path.insert(0, str(ROOT))
-from tabserve.training.data import load_csv  # noqa: E402
+from tabserve.tables import load_csv  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 warnings.filterwarnings("ignore", category=FutureWarning)  # scikit-learn's API notices

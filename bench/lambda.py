@@ -35,7 +35,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from lambda_runtime_api import RuntimeApi  # noqa: E402
 
 from tabserve.model.bundle import ModelBundle  # noqa: E402
-from tabserve.training.data import load_csv  # noqa: E402
+from tabserve.tables import load_csv  # noqa: E402
 
 TAG = "tabserve-bench:lambda"
 # packages whose first import counts, in the importtime report (each includes what it imports)

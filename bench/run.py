@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from tabserve.model.bundle import ModelBundle  # noqa: E402
 from tabserve.model.schema import Kind  # noqa: E402
-from tabserve.training.data import load_csv  # noqa: E402
+from tabserve.tables import load_csv  # noqa: E402
 from tabserve.web.config import SPEEDUPS  # noqa: E402
 
 APPS = Path(__file__).resolve().parent / "apps"

@@ -24,7 +24,7 @@ import pandas as pd
 import requests
 
 from tabserve.model.bundle import ModelBundle
-from tabserve.training.data import file_sha256, load_csv
+from tabserve.tables import file_sha256, load_csv
 from tabserve.training.run import train
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ from referencing import Registry, Resource
 
 from helpers import fit_bundle, loan_frame, records_from_csv
 from tabserve.web.app import create_app
-from tabserve.training.data import load_csv
+from tabserve.tables import load_csv
 from tabserve.web.config import Settings
 
 

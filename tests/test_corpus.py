@@ -12,7 +12,7 @@ import requests
 import corpus
 from helpers import PYTHON, ROOT, need_tool, records_from_csv, start_gunicorn, stop
 from tabserve.model.bundle import ModelBundle
-from tabserve.training.data import load_csv
+from tabserve.tables import load_csv
 
 BUDGET = "5"        # seconds per table: a short budget, as a user trying things would set
 SERVED_ROWS = 200   # rows of each table sent to /predict and compared with score.py's

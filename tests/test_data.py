@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from tabserve.training.data import DataError, load_csv
+from tabserve.tables import DataError, load_csv
 
 
 def write(tmp_path, content: bytes | str, name: str = "data.csv"):

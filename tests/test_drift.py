@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.profile import psi
 from tabserve.serving.drift import MIN_RECORDS, UNSEEN_KEPT, CountLayout, keep_frequent
-from tabserve.training.data import load_csv
+from tabserve.tables import load_csv
 from tabserve.training.run import split_rows
 from tabserve.web.app import create_app
 from tabserve.web.config import ConfigError, Settings

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from helpers import GUNICORN, PYTHON, ROOT, free_port, need_tool, start_gunicorn, stop, wait_for
-from tabserve.training.data import load_csv
+from tabserve.tables import load_csv
 
 
 def test_default_model_answers_over_http(telco_server, telco_record):

@@ -21,7 +21,7 @@ import requests
 
 from helpers import ROOT, build, docker, logs, records_from_csv, wait_for
 from lambda_runtime_api import RuntimeApi
-from tabserve.training.data import load_csv
+from tabserve.tables import load_csv
 from tabserve.web.aws_lambda import (PAYLOAD_LIMIT_BYTES, InitError, LambdaRequests,
                                      answer_fits, lambda_handler_from_env)
 

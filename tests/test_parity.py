@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from helpers import ROOT, records_from_csv
-from tabserve.training.data import load_csv
+from tabserve.tables import load_csv
 from tabserve.serving.decoding import BodyDecoder
 from tabserve.model.validation import validate
 from tabserve.serving import predicting

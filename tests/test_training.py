@@ -11,7 +11,7 @@ import pytest
 
 from helpers import PYTHON, ROOT, flower_frame, loan_frame
 from tabserve.model.bundle import ModelBundle
-from tabserve.training.data import load_csv
+from tabserve.tables import load_csv
 
 pytestmark = pytest.mark.slow  # see pytest.ini
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.csv
 import pyarrow.parquet
 
-from tabserve.training.data import DataError, csv_layout
+from tabserve.tables import DataError, csv_layout
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # pyarrow's CSV blocks: larger ones kept the reading process at ~580 MB RSS with 6 MB blocks

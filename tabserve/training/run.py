@@ -31,7 +31,7 @@ from tabserve.model.blend import MEMBERS, WEIGHTS
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.decision import calibrate, label_codes
 from tabserve.model.encoding import FrameEncoder
-from tabserve.training.data import DataError
+from tabserve.tables import DataError
 from tabserve.training.decisions import choose_calibration, choose_threshold
 from tabserve.training.inference import example_record, infer_schema
 from tabserve.training.profiling import reference_profile

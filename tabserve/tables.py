@@ -1,4 +1,7 @@
-"""Load a training CSV into a frame of trimmed strings; `DataError` for files we cannot use."""
+"""What training, batch scoring and monitoring share about a table's file: its layout (the
+delimiter, sniffed, and the header), its missing-value spellings, and reading it into a frame
+of trimmed strings; `DataError` for files we cannot use. Below every wing that reads files,
+so none of them imports another for it (and the image, which leaves training out, has it)."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ CHUNK_ROWS = 100_000
 
 
 class DataError(ValueError):
-    """A data file that cannot be trained on; the message says what is wrong and where."""
+    """A data file we cannot use; the message says what is wrong and where."""
 
 
 def file_sha256(path: Path) -> str:
