@@ -26,7 +26,7 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 
 from tabserve.model.bundle import ModelBundle  # noqa: E402
 from tabserve.model.frames import columns_from_frame  # noqa: E402
-from tabserve.serving.predicting import Predictor  # noqa: E402
+from tabserve.serving.core import Predictor  # noqa: E402
 from tabserve.tables import load_csv  # noqa: E402
 
 

@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 
 from tabserve.batch.run import kept_name
-from tabserve.batch.scoring import ChunkScorer, answer_columns
+from tabserve.batch.scoring import ChunkScorer
 from tabserve.model.bundle import ModelBundle, signing_key
-from tabserve.serving.predicting import Predictor
+from tabserve.serving.codecs.columns import answer_types
+from tabserve.serving.core import AnswerShape
 
 ERROR_COLUMN = "error"
 _loaded: dict[str, ChunkScorer] = {}  # per executor process: bundle path → scorer
@@ -35,14 +36,6 @@ def _scorer(path: str) -> ChunkScorer:
     if scorer is None:
         scorer = _loaded[path] = ChunkScorer(ModelBundle.load(path, signing_key(os.environ)))
     return scorer
-
-
-def _answer_type(name: str, bundle: ModelBundle, target_keys: bool) -> str:
-    if name in ("label", "model_version", "warnings"):
-        return "string"
-    if target_keys and name == bundle.schema.target:
-        return "boolean"
-    return "double"
 
 
 class SparkSetupError(RuntimeError):
@@ -77,18 +70,17 @@ def predict(df, model_path: str | Path):
 
     check_local_workers(df.sparkSession.sparkContext)
     path = str(Path(model_path).resolve())
-    # loaded here too: a bad file fails at once, on the driver, and the classes name columns
+    # loaded here too (no scorer compiled): a bad file fails at once, on the driver, and
+    # the answer's shape names the columns
     bundle = ModelBundle.load(path, signing_key(os.environ))
-    predictor = Predictor(bundle)
-    answers = answer_columns(predictor)
+    answers = answer_types(AnswerShape.of(bundle))
     missing = [name for name in bundle.schema.names if name not in df.columns]
     if missing:
         raise ValueError(f"the DataFrame lacks columns the model needs: {', '.join(missing)}")
-    renamed = {name: kept_name(name, answers + [ERROR_COLUMN]) for name in df.columns}
+    renamed = {name: kept_name(name, [*answers, ERROR_COLUMN]) for name in df.columns}
     inputs = df.select([df[name].alias(new) for name, new in renamed.items()])
     fields = [*inputs.schema.fields] + [
-        StructField(name, _parse_datatype_string(
-            _answer_type(name, bundle, predictor.target_keys)), True) for name in answers]
+        StructField(name, _parse_datatype_string(kind), True) for name, kind in answers.items()]
     schema = StructType(fields + [StructField(ERROR_COLUMN, _parse_datatype_string("string"),
                                               True)])
     df.sparkSession.sparkContext.addFile(path)

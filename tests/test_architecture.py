@@ -84,7 +84,7 @@ def offenders(modules_: list[str], forbidden: tuple[str, ...]) -> dict[str, list
 
 def test_the_import_reader_sees_what_it_must():
     """The reader finds a known chain, so an empty list of offenders means something."""
-    assert "tabserve.serving.predicting" in reached("tabserve.web.app")
+    assert "tabserve.serving.core" in reached("tabserve.web.app")
     assert "tabserve.model.bundle" in reached("predict.py")
     assert "flask" in reached("predict.py") and "pandas" in reached("train.py")
     assert offenders(["tabserve.web.app"], ("flask",))

@@ -258,7 +258,8 @@ def test_spark_answers_each_row_as_the_api_and_score_py_do(spark, rows, tmp_path
 
 
 def test_spark_reads_typed_columns_as_the_api_reads_numbers(spark, rows, telco_bundle):
-    from tabserve.serving.predicting import Predictor
+    from tabserve.serving.codecs.json_answers import JsonAnswers
+    from tabserve.serving.core import Predictor
     from tabserve.spark import predict
 
     chosen = rows.iloc[40:80]
@@ -267,7 +268,7 @@ def test_spark_reads_typed_columns_as_the_api_reads_numbers(spark, rows, telco_b
         if f.kind is Kind.NUMERIC:
             typed[f.name] = pd.to_numeric(typed[f.name], errors="coerce")
     answers = predict(spark.createDataFrame(typed), str(ROOT / "model.bin")).toPandas()
-    expected = Predictor(telco_bundle).predict(
+    expected = JsonAnswers(Predictor(telco_bundle)).for_records(
         [record_of(row, telco_bundle.schema) for _, row in chosen.iterrows()])
     assert answers["error"].isna().all()
     assert list(answers["customer_id"]) == list(chosen["customer_id"])

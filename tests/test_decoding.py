@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from tabserve.model.validation import validate
 from tabserve.serving.decoding import BodyDecoder
-from tabserve.serving.predicting import Predictor
+from tabserve.serving.codecs.json_answers import JsonAnswers
+from tabserve.serving.core import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +43,9 @@ def test_other_records_take_the_general_path(decoder, telco_record, change):
 
 
 def test_both_paths_answer_alike(decoder, telco_bundle, telco_record):
-    predictor = Predictor(telco_bundle)
-    plain = predictor.predict_body(decoder.decode(msgspec.json.encode(telco_record)))[0]
-    general = predictor.predict([{**telco_record, "contract": f" {telco_record['contract']} "}])
+    answers = JsonAnswers(Predictor(telco_bundle))
+    plain = answers.for_body(decoder.decode(msgspec.json.encode(telco_record)))[0]
+    general = answers.for_records([{**telco_record, "contract": f" {telco_record['contract']} "}])
     assert msgspec.to_builtins(plain)["churn_probability"] == \
         pytest.approx(general[0]["churn_probability"], abs=1e-6)  # row path vs batch path
 
@@ -67,9 +68,9 @@ def test_a_plain_batch_types_its_columns_as_the_validator_does(loan_bundle, home
     for name, column in validated.columns.items():
         np.testing.assert_array_equal(np.asarray(body.plain[name], float),
                                       np.asarray(column, float), err_msg=name)
-    predictor = Predictor(loan_bundle)
-    plain = msgspec.to_builtins(predictor.predict_body(body))
-    assert plain == predictor.predict(records)
+    answers = JsonAnswers(Predictor(loan_bundle))
+    plain = msgspec.to_builtins(answers.for_body(body))
+    assert plain == answers.for_records(records)
 
 
 # values of every kind a client might send, near and far from what the loan schema accepts

@@ -17,7 +17,8 @@ import requests
 
 from helpers import (IMAGE_UID, PYTHON, ROOT, build, docker, free_port, logs, need_tool,
                      wait_for)
-from tabserve.serving.predicting import Predictor
+from tabserve.serving.codecs.json_answers import JsonAnswers
+from tabserve.serving.core import Predictor
 
 pytestmark = pytest.mark.docker
 
@@ -60,7 +61,7 @@ def container(image):
 def test_image_answers_like_the_in_process_model(container, telco_bundle, telco_record):
     _, url = container
     long_tenure = {**telco_record, "tenure": 60, "contract": "Two year"}
-    expected = Predictor(telco_bundle).predict([telco_record, long_tenure])
+    expected = JsonAnswers(Predictor(telco_bundle)).for_records([telco_record, long_tenure])
     single = requests.post(f"{url}/predict", json=telco_record, timeout=10).json()
     batch = requests.post(f"{url}/predict", json=[telco_record, long_tenure], timeout=10).json()
     for got, want in zip([single, *batch], [expected[0], *expected]):

@@ -11,8 +11,9 @@ from helpers import ROOT, records_from_csv
 from tabserve.tables import load_csv
 from tabserve.serving.decoding import BodyDecoder
 from tabserve.model.validation import validate
-from tabserve.serving import predicting
-from tabserve.serving.predicting import Predictor
+from tabserve.serving.codecs import json_answers
+from tabserve.serving.codecs.json_answers import JsonAnswers
+from tabserve.serving.core import Predictor
 from tabserve.training.run import CANDIDATES, train
 from tabserve.web.config import SPEEDUPS, ConfigError, Settings
 
@@ -34,6 +35,7 @@ def test_served_probabilities_equal_the_pipeline(request, csv_name, target, cand
     expected = bundle.predict_proba(frame)  # the fitted pipeline, then any calibration
     records = records_from_csv(frame, bundle.schema)
     predictor = Predictor(bundle)
+    answers = JsonAnswers(predictor)
     assert bundle.content_version() == bundle.version  # serving leaves the model as saved
     decoder = BodyDecoder(bundle.schema, max_records=len(records))
 
@@ -43,11 +45,11 @@ def test_served_probabilities_equal_the_pipeline(request, csv_name, target, cand
 
     paths = {
         # dicts through the collecting validator (the general path)
-        "validator": probabilities(predictor.predict(records)),
+        "validator": probabilities(answers.for_records(records)),
         # one batch body through the typed decoder and the columnar path
-        "batch": probabilities(predictor.predict_body(decoder.decode(msgspec.json.encode(records)))),
+        "batch": probabilities(answers.for_body(decoder.decode(msgspec.json.encode(records)))),
         # each record as its own body: the single-row path
-        "single": probabilities([predictor.predict_body(decoder.decode(msgspec.json.encode(r)))[0]
+        "single": probabilities([answers.for_body(decoder.decode(msgspec.json.encode(r)))[0]
                                  for r in records]),
     }
     for path, served in paths.items():
@@ -66,23 +68,23 @@ def test_the_shipped_model_serves_its_pipeline_on_every_telco_row(telco_bundle):
     expected = telco_bundle.predict_proba(frame)
     records = records_from_csv(frame, telco_bundle.schema)
     decoder = BodyDecoder(telco_bundle.schema, max_records=len(records))
-    answers = msgspec.to_builtins(predictor.predict_body(decoder.decode(msgspec.json.encode(records))))
+    answers = msgspec.to_builtins(JsonAnswers(predictor).for_body(decoder.decode(msgspec.json.encode(records))))
     served = np.array([[a["probabilities"][c] for c in telco_bundle.classes] for a in answers])
     np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6)
 
 
 def test_a_plain_single_record_takes_the_row_path(telco_bundle, telco_record, monkeypatch):
     """The single-row path answers without the validator; anything unusual falls back to it."""
-    predictor = Predictor(telco_bundle)
+    answers = JsonAnswers(Predictor(telco_bundle))
     decoder = BodyDecoder(telco_bundle.schema, max_records=10)
     calls = []
-    original = predicting.validate
-    monkeypatch.setattr(predicting, "validate",
+    original = json_answers.validate
+    monkeypatch.setattr(json_answers, "validate",
                         lambda *a, **k: calls.append(1) or original(*a, **k))
-    predictor.predict_body(decoder.decode(msgspec.json.encode(telco_record)))
+    answers.for_body(decoder.decode(msgspec.json.encode(telco_record)))
     assert calls == []
     unseen = {**telco_record, "contract": "Ten year"}
-    answer = predictor.predict_body(decoder.decode(msgspec.json.encode(unseen)))[0]
+    answer = answers.for_body(decoder.decode(msgspec.json.encode(unseen)))[0]
     assert calls == [1] and "unseen category" in answer.warnings[0]
 
 
@@ -227,10 +229,10 @@ def test_each_speed_mechanism_off_answers_the_same(telco_bundle, name):
                                telco_bundle.schema)
     answers = {}
     for off in (frozenset(), frozenset({name})):
-        predictor = Predictor(telco_bundle, off)
+        json_door = JsonAnswers(Predictor(telco_bundle, off))
         decoder = BodyDecoder(telco_bundle.schema, 1000, off)
-        batch = predictor.predict_body(decoder.decode(msgspec.json.encode(records)))
-        single = [predictor.predict_body(decoder.decode(msgspec.json.encode(r)))[0]
+        batch = json_door.for_body(decoder.decode(msgspec.json.encode(records)))
+        single = [json_door.for_body(decoder.decode(msgspec.json.encode(r)))[0]
                   for r in records[:50]]
         answers[off] = np.array([a.probabilities.p1 for a in batch + single])
     on, off = answers.values()

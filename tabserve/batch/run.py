@@ -22,13 +22,14 @@ import numpy as np
 import pyarrow as pa
 
 from tabserve.batch.files import BatchError, InputFile, OutputFile, file_format, table_bytes
-from tabserve.batch.scoring import ChunkScorer, answer_columns
+from tabserve.batch.scoring import ChunkScorer
 from tabserve.model.bundle import ModelBundle, signing_key
-from tabserve.model.schema import loose_spelling
-from tabserve.serving.predicting import Predictor
+from tabserve.model.schema import Schema, loose_spelling
+from tabserve.serving.codecs.columns import answer_types
+from tabserve.serving.core import AnswerShape
 from tabserve.serving.process import available_cpus
 
-ANSWER_TYPES = {"label": pa.string(), "model_version": pa.string(), "warnings": pa.string()}
+ARROW_TYPES = {"string": pa.string(), "double": pa.float64(), "boolean": pa.bool_()}
 
 
 @dataclass(frozen=True)
@@ -74,22 +75,20 @@ def missing_fields(schema, columns: list[str], path: Path) -> BatchError | None:
     return BatchError(f"{path}: the model needs columns the file lacks: {', '.join(hints)}")
 
 
-def plan(model_path: Path, source: InputFile, output: Path, keep: list[str] | None) -> Plan:
-    bundle = ModelBundle.load(model_path, signing_key(os.environ))
-    problem = missing_fields(bundle.schema, source.columns, source.path)
+def plan(model_path: Path, schema: Schema, shape: AnswerShape, source: InputFile,
+         output: Path, keep: list[str] | None) -> Plan:
+    """The chunks' plan, from the model's schema and answer shape (a worker read them)."""
+    problem = missing_fields(schema, source.columns, source.path)
     if problem:
         raise problem
     keep = list(source.columns) if keep is None else keep
     unknown = [name for name in keep if name not in source.columns]
     if unknown:
         raise BatchError(f"--keep names columns the input lacks: {', '.join(unknown)}")
-    answers = answer_columns(Predictor(bundle))
-    kept_as = [kept_name(name, answers) for name in keep]
+    answers = answer_types(shape)
+    kept_as = [kept_name(name, list(answers)) for name in keep]
     types = source.arrow_types()
-    answer_fields = [pa.field(name, ANSWER_TYPES.get(name, pa.float64())) for name in answers]
-    if Predictor(bundle).target_keys:
-        answer_fields[answers.index(bundle.schema.target)] = pa.field(bundle.schema.target,
-                                                                      pa.bool_())
+    answer_fields = [pa.field(name, ARROW_TYPES[kind]) for name, kind in answers.items()]
     row_column = "line" if source.format == "csv" else "row"
     return Plan(
         model_path=model_path, keep=tuple(keep), kept_as=tuple(kept_as),
@@ -105,11 +104,23 @@ def plan(model_path: Path, source: InputFile, output: Path, keep: list[str] | No
 # --- in each worker process ----------------------------------------------------------------
 
 _scorer: ChunkScorer | None = None
+_load_error: Exception | None = None  # why the model could not be loaded, told by `_model`
 
 
 def _start_worker(model_path: Path) -> None:
-    global _scorer
-    _scorer = ChunkScorer(ModelBundle.load(model_path, signing_key(os.environ)))
+    global _scorer, _load_error
+    try:
+        _scorer = ChunkScorer(ModelBundle.load(model_path, signing_key(os.environ)))
+    except Exception as err:  # kept for the parent: a failed initializer only breaks the pool
+        _load_error = err
+
+
+def _model() -> tuple[Schema, AnswerShape]:
+    """The loaded model's schema and answer shape, for the parent's plan (so the parent never
+    loads the model itself); its load error if it could not be loaded."""
+    if _load_error is not None:
+        raise _load_error
+    return _scorer.schema, _scorer.predictor.shape
 
 
 def _column(values, field: pa.Field) -> pa.Array:
@@ -131,6 +142,7 @@ def _input_columns(batch: pa.Table, names, rows: np.ndarray,
 def score_chunk(plan_: Plan, batch: pa.Table, first_row: int,
                 header: bool) -> tuple[bytes, bytes, int, int]:
     """One chunk's answers (in the output's format) and rejects (CSV), and their counts."""
+    _model()  # this worker's load error, if it had one
     chunk = _scorer.score(batch.to_pandas())
     out = plan_.output_schema
     columns = _input_columns(batch, plan_.keep, chunk.scored, out)
@@ -187,9 +199,11 @@ def score_file(model_path: Path, input_path: Path, output_path: Path,
     # `prepare_process` set, one thread per pool
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_start_worker, initargs=(model_path,)) as pool:
-        for _ in range(workers):  # started at once: they load the model while this process
-            pool.submit(int)      # checks the file against it
-        plan_ = plan(model_path, source, output_path, keep)
+        for _ in range(workers):  # started at once: they all load the model meanwhile
+            pool.submit(int)
+        # a worker that loaded the model tells its schema and answer shape
+        schema, shape = pool.submit(_model).result()
+        plan_ = plan(model_path, schema, shape, source, output_path, keep)
         output, rejects = OutputFile(output_path), OutputFile(rejects_path)
         try:
             summary = _score_chunks(pool, workers, plan_, source, output, rejects,

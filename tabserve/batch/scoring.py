@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from tabserve.model.bundle import ModelBundle
-from tabserve.model.decision import label_codes
 from tabserve.model.schema import MISSING_TOKENS, Field, Kind
 from tabserve.model.validation import Validated, validate_columns
-from tabserve.serving.predicting import Predictor
+from tabserve.serving.codecs.columns import answer_arrays, answer_columns
+from tabserve.serving.core import Predictor
 
 
 def _as_text(value):
@@ -69,17 +69,6 @@ def _rows_by_code(codes: np.ndarray, wanted: set[int]) -> dict[int, list[int]]:
     return {code: order[ends[code]:ends[code + 1]].tolist() for code in wanted}
 
 
-def answer_columns(predictor: Predictor) -> list[str]:
-    """The answer's columns, as `score.py` writes them and `tabserve.spark` adds them: the
-    label, one probability per class, for a binary model `<target>_probability` and
-    `<target>` (as the API's answers carry them), the model version and any warnings."""
-    bundle = predictor.bundle
-    names = ["label", *(f"probability_{label}" for label in bundle.classes)]
-    if predictor.target_keys:
-        names += [f"{bundle.schema.target}_probability", bundle.schema.target]
-    return names + ["model_version", "warnings"]
-
-
 @dataclass
 class ScoredChunk:
     """A chunk's outcome: `answers` for the rows that were scored (by their position in the
@@ -98,7 +87,7 @@ class ChunkScorer:
     def __init__(self, bundle: ModelBundle):
         self.predictor = Predictor(bundle)
         self.schema = bundle.schema
-        self.columns = answer_columns(self.predictor)
+        self.columns = answer_columns(self.predictor.shape)
 
     def score(self, frame: pd.DataFrame) -> ScoredChunk:
         validated = self.validate(frame)
@@ -109,8 +98,12 @@ class ChunkScorer:
         scored = np.setdiff1d(np.arange(len(frame)), rejected)
         columns = {name: column[scored] for name, column in validated.columns.items()}
         proba = self.predictor.probabilities(columns) if len(scored) else \
-            np.empty((0, len(self.predictor.bundle.classes)))
-        return ScoredChunk(scored, self._answers(proba, scored, validated.warnings), rejected,
+            np.empty((0, len(self.predictor.shape.classes)))
+        position = {row: i for i, row in enumerate(scored.tolist())}  # row → among the scored
+        warnings = {position[row]: messages for row, messages in validated.warnings.items()
+                    if row in position}
+        answers = answer_arrays(self.predictor.scored(proba, warnings))
+        return ScoredChunk(scored, answers, rejected,
                            ["; ".join(by_row[i]) for i in rejected.tolist()])
 
     def validate(self, frame: pd.DataFrame) -> Validated:
@@ -135,23 +128,3 @@ class ChunkScorer:
                 for row in rows[code]:
                     out.warnings.setdefault(row, []).extend(messages)
         return out
-
-    def _answers(self, proba: np.ndarray, scored: np.ndarray,
-                 warnings: dict[int, list[str]]) -> dict[str, np.ndarray]:
-        bundle = self.predictor.bundle
-        codes = label_codes(proba, bundle.threshold)
-        answers = {"label": np.asarray(bundle.classes, dtype=object)[codes]}
-        for i, label in enumerate(bundle.classes):
-            answers[f"probability_{label}"] = proba[:, i]
-        if self.predictor.target_keys:
-            answers[f"{bundle.schema.target}_probability"] = proba[:, 1]
-            answers[bundle.schema.target] = codes == 1
-        answers["model_version"] = np.full(len(scored), bundle.version, dtype=object)
-        notes = np.full(len(scored), "", dtype=object)
-        if warnings:
-            position = {row: i for i, row in enumerate(scored.tolist())}
-            for row, messages in warnings.items():
-                if row in position:
-                    notes[position[row]] = "; ".join(messages)
-        answers["warnings"] = notes
-        return answers

@@ -57,7 +57,7 @@ def predict() -> Response:
 def explain() -> Response:
     current = service()
     body = current.decoder.decode(_json_body())
-    columns, warnings = current.predictor.columns(body)
+    columns, warnings = current.answers.columns(body)
     try:
         explanations = current.explainer.explain(columns, warnings)
     except ExplanationsUnavailable as err:
@@ -140,7 +140,7 @@ def health() -> Response:
 @api.get("/ready")
 def ready() -> Response:
     current = service()
-    current.predictor.predict([current.bundle.example], indexed=False)  # answers, or a 500
+    current.answers.for_records([current.bundle.example], indexed=False)  # answers, or a 500
     return json_response({"status": "ready", "model_version": current.bundle.version})
 
 

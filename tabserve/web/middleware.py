@@ -33,7 +33,7 @@ SECURITY_HEADERS = (
 
 def predictions(service, body: Body, environ: dict) -> bytes:
     """The /predict answer for a parsed body (JSON), counted for the metrics and the log."""
-    answers = service.predictor.predict_body(body)
+    answers = service.answers.for_body(body, service.drift)
     environ["tabserve.records"] = body.count
     service.metrics.observe_labels([a.label for a in answers])
     return msgspec.json.encode(answers if body.is_batch else answers[0])

@@ -6,7 +6,7 @@ from typing import Any
 
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.schema import Field, Kind
-from tabserve.serving.predicting import answers_target_keys
+from tabserve.serving.core import AnswerShape
 from tabserve.web.auth import ApiKeys
 
 PROBLEM_RESPONSES = {
@@ -120,7 +120,7 @@ def openapi_document(bundle: ModelBundle, *, max_batch: int, model_name: str,
         "warnings": {"type": "array", "items": {"type": "string"}},
     }
     required = ["label", "probabilities", "model_version"]
-    if answers_target_keys(bundle):
+    if AnswerShape.of(bundle).target_keys:
         answer_properties[f"{target}_probability"] = {
             "type": "number", "minimum": 0, "maximum": 1,
             "description": f"Probability of the positive class {bundle.positive_class!r}"}

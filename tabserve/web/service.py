@@ -7,11 +7,14 @@ from typing import Any
 
 from flask import current_app
 
+import numpy as np
+
 from tabserve.model.bundle import ModelBundle
+from tabserve.serving.codecs.json_answers import JsonAnswers
+from tabserve.serving.core import Predictor, Scored
 from tabserve.serving.decoding import BodyDecoder
 from tabserve.serving.drift import DriftCounter, count_store
 from tabserve.serving.explaining import Explainer
-from tabserve.serving.predicting import Predictor
 from tabserve.web.auth import ApiKeys
 from tabserve.web.config import Settings
 from tabserve.web.metrics import Metrics
@@ -27,6 +30,7 @@ class Service:
     metrics: Metrics = field(default_factory=Metrics)
     bundle: ModelBundle = field(init=False)
     predictor: Predictor = field(init=False)
+    answers: JsonAnswers = field(init=False)
     decoder: BodyDecoder = field(init=False)
     explainer: Explainer = field(init=False)
     openapi: dict[str, Any] = field(init=False)
@@ -44,7 +48,7 @@ class Service:
         drift = None
         if settings.monitoring and bundle.profile is not None:
             drift = DriftCounter(bundle, count_store(bundle, self.metrics.directory))
-        predictor.drift = self.metrics.drift = drift
+        self.metrics.drift = drift  # its counts are part of /metrics
         self.model_name = settings.served_model_name(bundle.schema.target)
         self.decoder = BodyDecoder(bundle.schema, settings.max_batch_records,
                                    settings.speedups_off)
@@ -52,7 +56,14 @@ class Service:
         self.openapi = openapi_document(bundle, max_batch=settings.max_batch_records,
                                         model_name=self.model_name,
                                         keys=settings.api_keys)
+        self.answers = JsonAnswers(predictor)
         self.bundle, self.predictor, self.drift = bundle, predictor, drift
+
+    def count_drift(self, columns: dict[str, np.ndarray], scored: Scored,
+                    unseen: list[tuple[int, str, str]] = ()) -> None:
+        """Count served records for /drift and /metrics, when drift is monitored."""
+        if self.drift is not None:
+            self.drift.count_columns(columns, scored.probabilities, unseen)
 
     def drift_unavailable(self) -> str | None:
         """Why `/drift` cannot answer, or None when it can."""

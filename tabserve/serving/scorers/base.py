@@ -22,6 +22,16 @@ class Scorer(Protocol):
         """Class probabilities for one encoded record (a list: no numpy for one record)."""
 
 
+class ExplainingScorer(Scorer, Protocol):
+    """A scorer that can say what each encoded column added to a record's raw score (the
+    log-odds of the positive class when binary, each class's margin otherwise): /explain
+    answers for the models whose scorers offer this, and 501 for the others."""
+
+    def contributions(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per record and output: each encoded column's contribution (records × outputs ×
+        columns) and the base value (records × outputs); base + contributions = raw score."""
+
+
 class MarginScorer(Scorer, Protocol):
     """A scorer whose raw scores add up in a blend: the log-odds of the positive class when
     binary (one output), a margin per class otherwise."""

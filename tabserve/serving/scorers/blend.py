@@ -25,3 +25,9 @@ class BlendScorer:
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         return probability_matrix(sum(weight * member.margins(matrix)
                                       for weight, member in zip(self.weights, self.members)))
+
+    def contributions(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The members' contributions, weighted as their raw scores are: they mix linearly."""
+        parts = [member.contributions(matrix) for member in self.members]
+        return (sum(w * per_column for w, (per_column, _) in zip(self.weights, parts)),
+                sum(w * base for w, (_, base) in zip(self.weights, parts)))

@@ -14,6 +14,8 @@ class CalibratedScorer:
     def __init__(self, inner: Scorer, calibration: Calibration):
         self.inner = inner
         self.calibration = calibration
+        if not hasattr(inner, "contributions"):  # explains only what its inner model does
+            self.contributions = None
 
     def row(self, x: list[float]) -> list[float]:
         positive = self.calibration.apply_one(self.inner.row(x)[1])
@@ -21,3 +23,10 @@ class CalibratedScorer:
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         return calibrate(self.inner(matrix), self.calibration)
+
+    def contributions(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Platt scaling is affine in log-odds: the inner model's contributions scaled by its
+        slope, and its base value moved by its intercept, add up to the calibrated log-odds."""
+        per_column, base = self.inner.contributions(matrix)
+        slope, intercept = self.calibration.slope, self.calibration.intercept
+        return per_column * slope, base * slope + intercept

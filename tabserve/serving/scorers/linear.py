@@ -23,9 +23,12 @@ class LinearScorer:
         self.fill = imputer.statistics_.astype(np.float64)
         self.hinge_columns = hinges.columns_ if hinges is not None else np.zeros(0, np.intp)
         self.hinge_knots = hinges.knots_ if hinges is not None else np.zeros(0)
-        # the encoded column behind each column of the expanded record (for explanations)
-        self.source_columns = np.concatenate([np.arange(len(self.fill)), self.hinge_columns])
-        width = len(self.source_columns)
+        # the encoded column behind each column of the expanded record, as a 0/1 matrix
+        # (expanded × encoded): a hinge term's contribution is its column's too
+        source_columns = np.concatenate([np.arange(len(self.fill)), self.hinge_columns])
+        width = len(source_columns)
+        self.to_encoded = np.zeros((width, len(self.fill)))
+        self.to_encoded[np.arange(width), source_columns] = 1.0
         mean = scaler.mean_ if scaler.with_mean else np.zeros(width)
         self.mean = mean  # of the expanded training matrix: the explanations' reference record
         scale = scaler.scale_ if scaler.with_std else np.ones(width)
@@ -67,3 +70,12 @@ class LinearScorer:
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         return probability_matrix(self.margins(matrix))
+
+    def contributions(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact linear SHAP values: weight × (value − training mean) on each expanded column,
+        summed to its encoded column; the base value is the raw score of the mean record."""
+        per_expanded = (self.expand(matrix) - self.mean)[:, :, None] * self.weights[None, :, :]
+        per_column = per_expanded.transpose(0, 2, 1) @ self.to_encoded  # records × k × columns
+        base = np.broadcast_to(self.mean @ self.weights + self.bias,
+                               (len(matrix), self.weights.shape[1]))
+        return per_column, np.asarray(base, dtype=np.float64)

@@ -9,6 +9,7 @@ import json
 import math
 
 import numpy as np
+import xgboost
 
 from tabserve.serving.scorers.base import probabilities_from_margins, probability_matrix
 
@@ -260,3 +261,14 @@ class BoosterScorer:
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         return probability_matrix(self.margins(matrix))
+
+    def contributions(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact tree SHAP values from the booster (`pred_contribs`); its bias is the base."""
+        # XGBoost works in float32 and its DMatrix refuses what float32 cannot hold; a
+        # clipped value takes the same branches as the number it stands for
+        limit = float(np.finfo(np.float32).max)
+        raw = self.booster.predict(xgboost.DMatrix(np.clip(matrix, -limit, limit),
+                                                   missing=np.nan), pred_contribs=True)
+        if raw.ndim == 2:  # binary: records × (columns + bias)
+            raw = raw[:, None, :]
+        return raw[:, :, :-1].astype(np.float64), raw[:, :, -1].astype(np.float64)
