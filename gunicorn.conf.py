@@ -8,6 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run from any directory
 from tabserve.serving.process import available_cpus, prepare_process  # noqa: E402
+from tabserve.settings import ConfigError, ServerSettings  # noqa: E402
 
 # Before the app (numpy, scikit-learn, xgboost) is imported: one thread per worker, and
 # freed memory kept for the next batch
@@ -31,11 +32,15 @@ if not os.environ.get("TABSERVE_METRICS_STARTED"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     os.environ["TABSERVE_METRICS_STARTED"] = "1"
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '9696')}"
-workers = int(os.environ.get("WEB_CONCURRENCY") or available_cpus())
-threads = int(os.environ.get("THREADS") or 1)
+try:
+    server_settings = ServerSettings.from_env(os.environ, available_cpus())
+except ConfigError as err:
+    sys.exit(f"error: {err}")
+bind = server_settings.bind
+workers = server_settings.workers
+threads = server_settings.threads
 preload_app = True          # load model.bin once, in the master; workers share its memory
-timeout = int(os.environ.get("TIMEOUT") or 30)
+timeout = server_settings.timeout
 graceful_timeout = 10
 keepalive = 5
 # gunicorn's control socket (gunicornc) is not used; off, it needs no writable $HOME, which a
@@ -44,7 +49,7 @@ control_socket_disable = True
 accesslog = "-"             # one JSON line per request on stdout, errors on stderr
 logger_class = "tabserve.web.logs.JsonAccessLogger"
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info")
+loglevel = server_settings.log_level
 
 
 def when_ready(server):

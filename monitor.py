@@ -16,6 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from tabserve.settings import CHUNK_ROWS, DRIFT_MIN_RECORDS
+
 STATUS_ORDER = ("stable", "moderate", "major")
 
 
@@ -27,12 +29,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report", type=Path, default=None,
                         help="a folder to write drift.md, drift.png and drift.json into")
     parser.add_argument("--min-records", type=int, default=None,
-                        help="rows needed before drift is judged (default: 500, as the service)")
+                        help=f"rows needed before drift is judged (default: {DRIFT_MIN_RECORDS}, as the "
+                             "service)")
     parser.add_argument("--fail-on", choices=STATUS_ORDER[1:], default=None,
                         help="exit 3 when a field or the scores drift this much or more "
                              "(for a scheduled job)")
-    parser.add_argument("--chunk-rows", type=int, default=50_000,
-                        help="rows read at a time (default: 50000)")
+    parser.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS,
+                        help=f"rows read at a time (default: {CHUNK_ROWS})")
     args = parser.parse_args(argv)
     if args.chunk_rows < 1 or args.min_records is not None and args.min_records < 1:
         parser.error("--chunk-rows and --min-records must be positive")
@@ -47,10 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     from tabserve.batch.files import BatchError
     from tabserve.model.bundle import ModelLoadError
     from tabserve.monitoring.offline import monitor, summary_lines, write_report
-    from tabserve.serving.drift import MIN_RECORDS
 
     try:
-        report = monitor(args.model, args.data, args.min_records or MIN_RECORDS, args.chunk_rows)
+        report = monitor(args.model, args.data, args.min_records or DRIFT_MIN_RECORDS,
+                         args.chunk_rows)
     except (BatchError, ModelLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -4,7 +4,7 @@ import sys
 
 from tabserve.model.bundle import ModelLoadError
 from tabserve.web.app import create_app
-from tabserve.web.config import ConfigError
+from tabserve.settings import ConfigError
 
 try:
     app = create_app()

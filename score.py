@@ -16,6 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from tabserve.settings import CHUNK_ROWS
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -34,8 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "rejected, e.g. 0.01")
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes (default: the CPUs available)")
-    parser.add_argument("--chunk-rows", type=int, default=50_000,
-                        help="rows per chunk (default: 50000); memory grows with it")
+    parser.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS,
+                        help=f"rows per chunk (default: {CHUNK_ROWS}); memory grows with it")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
     if args.max_reject_rate is not None and not 0 <= args.max_reject_rate <= 1:
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare_process(os.environ)
     # imported after the arguments are read: --help answers at once
     from tabserve.batch.files import BatchError
-    from tabserve.batch.run import score_file
+    from tabserve.batch.job import score_file
     from tabserve.model.bundle import ModelLoadError
 
     keep = None if args.keep == "all" else [] if args.keep == "none" else \

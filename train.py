@@ -13,9 +13,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from tabserve.model.bundle import SigningKeyError, key_id, signing_key  # noqa: E402
 from tabserve.tables import DataError, file_sha256, load_csv  # noqa: E402
-from tabserve.training.decisions import RULES, parse_rule  # noqa: E402
+from tabserve.training.thresholds import RULES, parse_rule  # noqa: E402
 from tabserve.training.reports import write_reports  # noqa: E402
-from tabserve.training.run import CANDIDATES, train  # noqa: E402
+from tabserve.training.trainer import CANDIDATES, train  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from tabserve.model.bundle import ModelBundle  # noqa: E402
 from tabserve.model.schema import Kind  # noqa: E402
 from tabserve.tables import load_csv  # noqa: E402
-from tabserve.web.config import SPEEDUPS  # noqa: E402
+from tabserve.settings import SPEEDUPS  # noqa: E402
 
 APPS = Path(__file__).resolve().parent / "apps"
 ALTERNATIVES = Path(__file__).resolve().parent / "alternatives"

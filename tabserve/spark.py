@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tabserve.batch.run import kept_name
+from tabserve.batch.job import kept_name
 from tabserve.batch.scoring import ChunkScorer
 from tabserve.model.bundle import ModelBundle, signing_key
 from tabserve.serving.codecs.columns import answer_types

@@ -25,7 +25,7 @@ import requests
 
 from tabserve.model.bundle import ModelBundle
 from tabserve.tables import file_sha256, load_csv
-from tabserve.training.run import train
+from tabserve.training.trainer import train
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

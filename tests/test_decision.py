@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tabserve.training.decisions import choose_calibration, choose_threshold, parse_rule
+from tabserve.training.thresholds import choose_calibration, choose_threshold, parse_rule
 
 
 @pytest.mark.parametrize("rule", ["f1", "youden", "cost:1,5", "cost:2.5,1", "fixed:0.5",

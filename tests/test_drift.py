@@ -23,7 +23,7 @@ from tabserve.model.bundle import ModelBundle
 from tabserve.model.profile import psi
 from tabserve.serving.drift import MIN_RECORDS, UNSEEN_KEPT, CountLayout, keep_frequent
 from tabserve.tables import load_csv
-from tabserve.training.run import split_rows
+from tabserve.training.trainer import split_rows
 from tabserve.web.app import create_app
 from tabserve.web.config import ConfigError, Settings
 

@@ -14,7 +14,7 @@ from tabserve.model.validation import validate
 from tabserve.serving.codecs import json_answers
 from tabserve.serving.codecs.json_answers import JsonAnswers
 from tabserve.serving.core import Predictor
-from tabserve.training.run import CANDIDATES, train
+from tabserve.training.trainer import CANDIDATES, train
 from tabserve.web.config import SPEEDUPS, ConfigError, Settings
 
 

@@ -9,7 +9,7 @@ import pytest
 from tabserve.model.frames import columns_from_frame
 from tabserve.model.schema import MISSING_CODE, UNSEEN_CODE, Dropped, Kind, Schema
 from tabserve.model.validation import validate
-from tabserve.training.inference import infer_schema, ordered_levels
+from tabserve.training.schema_inference import infer_schema, ordered_levels
 
 N = 40
 

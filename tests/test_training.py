@@ -347,7 +347,7 @@ def test_a_200_mb_csv_trains_in_bounded_memory(tmp_path):
 def test_copies_of_a_row_stay_on_one_side_of_the_test_split():
     """Copies split apart would score the model on rows it learned (Telco three times over:
     test ROC AUC 0.97 against 0.84 once)."""
-    from tabserve.training.run import train
+    from tabserve.training.trainer import train
 
     frame = loan_frame(rows=200).drop(columns="application_id").astype(str)
     tripled = pd.concat([frame] * 3).sample(frac=1, random_state=0).reset_index(drop=True)
@@ -363,7 +363,7 @@ def test_a_forest_is_explained_by_the_fields_it_uses_on_rows_it_never_saw():
     field is shuffled, read from the training split's model on the test rows. Read from the
     shipped model, which learnt those rows, every field scored 0."""
     from tabserve.training.reports import field_effects
-    from tabserve.training.run import train
+    from tabserve.training.trainer import train
 
     rng = np.random.default_rng(0)
     x = rng.normal(0, 1, (400, 100)).round(4)

@@ -1,7 +1,7 @@
 """From class probabilities to a decision: Platt calibration of a binary model's positive
 class, and the label rule. Each rule is written once here; training, reports, scorers and
 answers all call these (how the calibration and threshold are *chosen* is
-`training.decisions`).
+`training.thresholds`).
 
 Calibration is Platt scaling in log-odds space, p' = sigmoid(a · logit(p) + b): monotone, so
 it leaves ROC AUC unchanged, and affine in log-odds, so explanations stay exact (scaled by a).

@@ -1,5 +1,5 @@
 """The input schema: the fields a record must carry, stored in the bundle and read by
-everything the service does (inferred from the training rows by `training.inference`).
+everything the service does (inferred from the training rows by `training.schema_inference`).
 
 Validation (`validation`) and encoding (`encoding`) both work on *columns*, one array per
 field: floats for numbers and booleans (NaN when missing), level codes for categoricals (the

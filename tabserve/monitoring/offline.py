@@ -19,10 +19,11 @@ import numpy as np
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
 from tabserve.batch.files import InputFile
-from tabserve.batch.run import missing_fields
+from tabserve.batch.job import missing_fields
 from tabserve.batch.scoring import ChunkScorer
 from tabserve.model.bundle import ModelBundle, ModelLoadError, signing_key
 from tabserve.model.decision import label_codes
+from tabserve.settings import CHUNK_ROWS
 from tabserve.serving.drift import MIN_RECORDS, CountStore, CountLayout, DriftCounter, drift_report
 
 QUALITY = ("roc_auc", "log_loss", "accuracy")
@@ -45,7 +46,7 @@ def load_monitored(model_path: Path) -> ModelBundle:
     return bundle
 
 
-def count_file(bundle: ModelBundle, path: Path, chunk_rows: int = 50_000
+def count_file(bundle: ModelBundle, path: Path, chunk_rows: int = CHUNK_ROWS
                ) -> tuple[CountStore, int, Outcomes | None]:
     """The file's counts (a `CountStore`'s), its rejected rows, and the outcomes when it has
     the target column."""
@@ -104,7 +105,7 @@ def quality(bundle: ModelBundle, outcomes: Outcomes) -> dict[str, Any] | None:
 
 
 def monitor(model_path: Path, data: Path, minimum: int = MIN_RECORDS,
-            chunk_rows: int = 50_000) -> dict[str, Any]:
+            chunk_rows: int = CHUNK_ROWS) -> dict[str, Any]:
     """The whole offline report as JSON; `BatchError` or `ModelLoadError` say why not."""
     bundle = load_monitored(model_path)
     store, rejected, outcomes = count_file(bundle, data, chunk_rows)

@@ -91,7 +91,7 @@ class BodyDecoder:
         # one record keeps its levels as text for `Encoder.encode_row`; a batch's are packed
         self._typed = msgspec.json.Decoder(Union[self._record(batch=False),
                                                  list[self._record(batch=self.packed)]])
-        self._plain = msgspec.json.Decoder()
+        self._any_json = msgspec.json.Decoder()  # the general path: any JSON at all
 
     def _record(self, batch: bool) -> type:
         # attribute names are positional, so any column name works as a JSON key
@@ -167,7 +167,7 @@ class BodyDecoder:
             raise _bad_request("the body is empty: send one record as a JSON object, or a "
                                "batch as a JSON list of objects")
         try:
-            body = self._plain.decode(raw)
+            body = self._any_json.decode(raw)
         except (msgspec.DecodeError, UnicodeDecodeError) as err:
             raise _bad_request(f"the body is not valid JSON: {err}") from None
         except RecursionError:

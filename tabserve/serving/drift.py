@@ -29,11 +29,9 @@ from tabserve.model.bundle import ModelBundle
 from tabserve.model.decision import label_code, label_codes
 from tabserve.model.profile import FieldProfile, Profile, drift_status, psi
 from tabserve.model.schema import Kind
+from tabserve.settings import DRIFT_MIN_RECORDS
 
-# Below this many records the report judges nothing: a sample of n records drawn from the
-# training rows themselves has a PSI of about (bins − 1) / n per field, so 500 records keep a
-# field's PSI from chance under 0.1 (the "stable" bound) with a wide margin.
-MIN_RECORDS = 500
+MIN_RECORDS = DRIFT_MIN_RECORDS  # below this many records the report judges nothing
 UNSEEN_KEPT = 20      # unseen levels a process keeps per field, the most frequent
 UNSEEN_REPORTED = 10  # of which the report names this many, most frequent first
 

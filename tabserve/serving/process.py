@@ -10,25 +10,9 @@ import math
 import os
 from pathlib import Path
 
-# the speed mechanisms that `SPEEDUPS_OFF` may switch off, to measure what each earns
-# (`make bench ARGS=--ablation`; docs/performance.md)
-SPEEDUPS = ("tree_tables", "packed_levels", "heap_reuse")
+from tabserve.settings import ConfigError, speedups_off
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-
-
-class ConfigError(ValueError):
-    """An environment variable holds a value the service cannot use."""
-
-
-def speedups_off(env: dict[str, str]) -> frozenset[str]:
-    """The mechanisms `SPEEDUPS_OFF` names; `ConfigError` for a name that is none of them."""
-    names = frozenset(name.strip() for name in env.get("SPEEDUPS_OFF", "").split(",")
-                      if name.strip())
-    unknown = sorted(names - set(SPEEDUPS))
-    if unknown:
-        raise ConfigError(f"SPEEDUPS_OFF names {', '.join(unknown)}; choose from "
-                          f"{', '.join(SPEEDUPS)}")
-    return names
 
 
 def _cgroup_cpu_limit() -> float | None:

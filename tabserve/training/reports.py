@@ -27,7 +27,7 @@ from tabserve.model.schema import MISSING_CODE, Field, Kind
 from tabserve.monitoring.plots import PLOTTED_FIELDS, plot_distributions
 from tabserve.serving.explaining import Explainer, ExplanationsUnavailable
 from tabserve.serving.core import Predictor
-from tabserve.training.run import TrainingResult
+from tabserve.training.trainer import TrainingResult
 from tabserve.training.search import roc_auc
 
 BOOTSTRAP_ROUNDS = 1000

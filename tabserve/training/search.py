@@ -42,7 +42,7 @@ FAMILIES = ("logistic_regression", "xgboost", "random_forest")
 EARLY_STOPPING_ROUNDS = 50
 MAX_TREES = 2000
 HINGE_KNOTS = 4  # bends per continuous column for LogisticRegression (see Hinges)
-TEST_SIZE = 0.2  # the share of rows `run.train` keeps aside for the test score
+TEST_SIZE = 0.2  # the share of rows `trainer.train` keeps aside for the test score
 # the refits after the search, in training-split fits: one, then one on all rows
 REFITS = 1 + 1 / (1 - TEST_SIZE)
 FOREST_CHUNK = 50  # trees a RandomForest on a deadline grows between looks at the clock

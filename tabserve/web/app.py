@@ -14,7 +14,7 @@ from tabserve.serving.drift import drift_report
 from tabserve.serving.explaining import ExplanationsUnavailable
 from tabserve.web.auth import ApiKeys, KeyGate
 from tabserve.web.config import Settings
-from tabserve.web.inference_protocol import v2
+from tabserve.web.open_inference import v2
 from tabserve.web.middleware import (PLAIN_REFUSED, EndpointRequest, PlainPredictions,
                                      RequestAccounting, predictions)
 from tabserve.web.responses import INTERNAL_ERROR, json_response, problem_response
@@ -223,5 +223,5 @@ def reload_keys(app: Flask) -> int | None:
     current: Service = app.extensions["tabserve"]
     if current.keys is None:
         return None  # keys are turned on at start only: the OpenAPI document declares them
-    current.keys = ApiKeys.from_env(os.environ)
+    current.keys = ApiKeys.from_env(os.environ)  # the file named at start, read again
     return None if current.keys is None else len(current.keys.digests)

@@ -13,8 +13,8 @@ Prometheus server can compute the PSI itself (`deploy/monitoring/`).
 
 from __future__ import annotations
 
-import os
 from collections import Counter as Tally
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
@@ -32,8 +32,8 @@ class Metrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self):
-        self.directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+    def __init__(self, directory: Path | None = None):
+        self.directory = directory  # gunicorn's workers write here (multiprocess mode)
         self.multiprocess = self.directory is not None
         self.drift: DriftCounter | None = None  # set with each model (web.service)
         self.registry = CollectorRegistry()

@@ -27,7 +27,7 @@ class Service:
     made ready to serve (replaced together by `install`, as SIGHUP does)."""
 
     settings: Settings
-    metrics: Metrics = field(default_factory=Metrics)
+    metrics: Metrics = field(init=False)
     bundle: ModelBundle = field(init=False)
     predictor: Predictor = field(init=False)
     answers: JsonAnswers = field(init=False)
@@ -40,6 +40,7 @@ class Service:
 
     def __post_init__(self) -> None:
         self.keys = self.settings.api_keys
+        self.metrics = Metrics(self.settings.metrics_dir)
 
     def install(self, bundle: ModelBundle) -> None:
         """Make `bundle` the model every route answers with."""

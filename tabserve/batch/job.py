@@ -28,6 +28,7 @@ from tabserve.model.schema import Schema, loose_spelling
 from tabserve.serving.codecs.columns import answer_types
 from tabserve.serving.core import AnswerShape
 from tabserve.serving.process import available_cpus
+from tabserve.settings import CHUNK_ROWS, progress_seconds
 
 ARROW_TYPES = {"string": pa.string(), "double": pa.float64(), "boolean": pa.bool_()}
 
@@ -165,8 +166,7 @@ class Progress:
 
     def __init__(self, stream: TextIO | None, every: float | None = None):
         self.stream = stream
-        self.every = float(os.environ.get("TABSERVE_PROGRESS_SECONDS", 2)) if every is None \
-            else every
+        self.every = progress_seconds(os.environ) if every is None else every
         self.started = self.shown = time.perf_counter()
 
     def update(self, rows: int, done: float) -> None:
@@ -183,7 +183,7 @@ class Progress:
 def score_file(model_path: Path, input_path: Path, output_path: Path,
                rejects_path: Path | None = None, keep: list[str] | None = None,
                max_reject_rate: float | None = None, workers: int | None = None,
-               chunk_rows: int = 50_000, progress: TextIO | None = sys.stderr) -> Summary:
+               chunk_rows: int = CHUNK_ROWS, progress: TextIO | None = sys.stderr) -> Summary:
     """Score every row of `input_path` into `output_path`, rows that fail validation into
     `rejects_path` (default: `<output stem>.rejects.csv` beside it). `BatchError` (and no
     output left) for an unusable file or option, or past `max_reject_rate`."""

@@ -32,9 +32,9 @@ from tabserve.model.bundle import ModelBundle
 from tabserve.model.decision import calibrate, label_codes
 from tabserve.model.encoding import FrameEncoder
 from tabserve.tables import DataError
-from tabserve.training.decisions import choose_calibration, choose_threshold
-from tabserve.training.inference import example_record, infer_schema
-from tabserve.training.profiling import reference_profile
+from tabserve.training.thresholds import choose_calibration, choose_threshold
+from tabserve.training.schema_inference import example_record, infer_schema
+from tabserve.training.reference import reference_profile
 from tabserve.training.search import (FAMILIES, REFITS, TEST_SIZE, Trial, blend_trial,
                                       copies_together, fit_model, roc_auc, search)
 
