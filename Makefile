@@ -9,7 +9,7 @@ PIPENV_VERSION := 2026.10.3
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 
-.PHONY: help install install-runtime system-tools run train score monitor test test-fast bench bench-lambda bench-score notebooks audit clean
+.PHONY: help install install-runtime system-tools run train score monitor test test-fast test-unit bench bench-lambda bench-score notebooks audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -66,8 +66,11 @@ system-tools:
 test: install system-tools ## run the whole test suite (what CI runs), with the system tools it needs
 	$(BIN)/python -m pytest -q
 
-test-fast: install ## the suite without the slow, Docker and browser tests (about two minutes)
+test-fast: install ## the suite without the slow, Docker and browser tests (real gunicorn, Spark, kubectl, promtool included)
 	$(BIN)/python -m pytest -q -m "not slow and not docker and not browser"
+
+test-unit: install ## the tests that start no server and no process (starting one fails the test)
+	$(BIN)/python -m pytest -q -m unit
 
 bench: install ## benchmark against reference apps with wrk (~2.5 min; ARGS=--alternatives adds BentoML, MLflow, MLServer, --ablation each speed mechanism off, --api-keys keys on); appends to bench/RESULTS.md
 	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)

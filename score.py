@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare_process(os.environ)
     # imported after the arguments are read: --help answers at once
     from tabserve.batch.files import BatchError
-    from tabserve.batch.job import score_file
-    from tabserve.model.bundle import ModelLoadError
+    from tabserve.batch.job import score_file  # the model's code loads in the workers only
 
     keep = None if args.keep == "all" else [] if args.keep == "none" else \
         [name.strip() for name in args.keep.split(",") if name.strip()]
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = score_file(args.model, args.input, args.output, args.rejects, keep,
                              args.max_reject_rate, args.workers, args.chunk_rows,
                              None if args.quiet else sys.stderr)
-    except (BatchError, ModelLoadError) as err:
+    except BatchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

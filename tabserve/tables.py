@@ -16,7 +16,9 @@ import pandas as pd
 from tabserve.model.schema import MISSING_TOKENS
 
 _SNIFF_BYTES = 64 * 1024
-CHUNK_ROWS = 100_000
+# a file this large is sampled as pyarrow streams it (smaller ones are read whole by pandas)
+SAMPLE_FROM_BYTES = 64 << 20
+SAMPLE_BLOCK_BYTES = 4 << 20  # pyarrow's CSV blocks when sampling
 
 
 class DataError(ValueError):
@@ -65,21 +67,86 @@ def _read_head(path: Path) -> str:
         ) from None
 
 
-def _sample(chunks, max_rows: int, seed: int) -> tuple[pd.DataFrame, int]:
-    """A uniform random sample of at most `max_rows` rows from chunks of a frame, holding at
-    most `max_rows` + one chunk in memory: each row gets a random key, the smallest keys stay."""
+def _batches(path: Path, open_reader):
+    """The record batches of a pyarrow CSV reader; `DataError` in one line where the file
+    stops being a valid CSV (or UTF-8)."""
+    import pyarrow as pa
+
+    try:
+        yield from open_reader()
+    except pa.ArrowInvalid as err:
+        reason = " ".join(str(err).split())
+        reason = reason if len(reason) <= 200 else reason[:197] + "..."
+        if "UTF8" in reason:
+            raise DataError(f"{path}: not UTF-8 text ({reason}); re-save the file as UTF-8") \
+                from None
+        raise DataError(f"{path}: not a valid CSV: {reason}") from None
+
+
+def _sample_frame(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    """A uniform random sample of `max_rows` rows of a frame, in its order: the rows given
+    the smallest of one random key each (the keys `_sample_csv` draws, in the same order)."""
+    keys = np.random.default_rng(seed).random(len(frame))
+    chosen = np.sort(np.argpartition(keys, max_rows - 1)[:max_rows])
+    return frame.iloc[chosen].reset_index(drop=True)
+
+
+def _sample_csv(path: Path, delimiter: str, names: list[str], max_rows: int,
+                seed: int) -> tuple[pd.DataFrame, int]:
+    """A uniform random sample of at most `max_rows` rows of a CSV, in the file's order, and
+    the file's row count. Read with pyarrow's streaming reader (every cell as text, as
+    `score.py` reads), each row given a random key; only rows whose key may still be among the
+    `max_rows` smallest are kept, and the kept ones are cut back to the smallest whenever they
+    pass twice that, so memory holds about two samples whatever the file's size."""
+    import pyarrow as pa
+    import pyarrow.csv
+
     rng = np.random.default_rng(seed)
-    kept: pd.DataFrame | None = None
-    total = 0
-    for chunk in chunks:
-        total += len(chunk)
-        chunk = chunk.assign(_key=rng.random(len(chunk)))
-        kept = chunk if kept is None else pd.concat([kept, chunk], ignore_index=True)
-        if len(kept) > max_rows:
-            kept = kept.nsmallest(max_rows, "_key")
-    if kept is None:
-        return pd.DataFrame(), 0
-    return kept.sort_index().drop(columns="_key").reset_index(drop=True), total
+    reader = _batches(path, lambda: pyarrow.csv.open_csv(
+        path,
+        read_options=pyarrow.csv.ReadOptions(column_names=names, skip_rows=1,
+                                             block_size=SAMPLE_BLOCK_BYTES),
+        parse_options=pyarrow.csv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+        convert_options=pyarrow.csv.ConvertOptions(
+            column_types={name: pa.string() for name in names}, strings_can_be_null=False,
+            quoted_strings_can_be_null=False)))
+    kept: list[pa.Table] = []
+    keys: list[np.ndarray] = []
+    positions: list[np.ndarray] = []
+    total, held, threshold = 0, 0, 1.0
+
+    def cut_back() -> float:
+        """Keep the `max_rows` smallest keys; the largest kept key is the new threshold."""
+        nonlocal kept, keys, positions, held
+        all_keys = np.concatenate(keys)
+        if len(all_keys) <= max_rows:
+            return 1.0
+        limit = np.partition(all_keys, max_rows - 1)[max_rows - 1]
+        chosen = all_keys <= limit
+        kept = [pa.concat_tables(kept).filter(pa.array(chosen))]
+        keys, positions = [all_keys[chosen]], [np.concatenate(positions)[chosen]]
+        held = len(keys[0])
+        return float(limit)
+
+    for batch in reader:
+        n = batch.num_rows
+        batch_keys = rng.random(n)
+        wanted = batch_keys <= threshold
+        if wanted.any():
+            kept.append(pa.Table.from_batches([batch]).filter(pa.array(wanted)))
+            keys.append(batch_keys[wanted])
+            positions.append(np.arange(total, total + n)[wanted])
+            held += int(wanted.sum())
+        total += n
+        if held > 2 * max_rows:
+            threshold = cut_back()
+    if not kept:
+        return pd.DataFrame(columns=names), total
+    cut_back()
+    table = pa.concat_tables(kept).take(pa.array(np.argsort(np.concatenate(positions))))
+    frame = pd.DataFrame({name: table.column(name).to_numpy(zero_copy_only=False).astype(object)
+                          for name in names}).astype(str)
+    return frame, total
 
 
 def csv_layout(path: Path) -> tuple[str, list[str]]:
@@ -109,12 +176,13 @@ def load_csv(path: Path | str, max_rows: int | None = None, seed: int = 0) -> pd
     options = dict(sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig",
                    skipinitialspace=True)
     try:
-        if max_rows is None:
+        if max_rows is None or path.stat().st_size < SAMPLE_FROM_BYTES:
             frame = pd.read_csv(path, **options)
             rows_in_file = len(frame)
+            if max_rows is not None and rows_in_file > max_rows:
+                frame = _sample_frame(frame, max_rows, seed)
         else:
-            frame, rows_in_file = _sample(
-                pd.read_csv(path, chunksize=CHUNK_ROWS, **options), max_rows, seed)
+            frame, rows_in_file = _sample_csv(path, delimiter, names, max_rows, seed)
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text ({err.reason} at offset {err.start}); "
                         "re-save the file as UTF-8") from None

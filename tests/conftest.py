@@ -3,6 +3,8 @@ by the tests (helpers in `helpers.py`)."""
 
 import os
 import shutil
+import _posixsubprocess
+import subprocess
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -113,3 +115,55 @@ def pytest_collection_finish(session):
     leaked = {"TABSERVE_METRICS_STARTED", "PROMETHEUS_MULTIPROC_DIR"} & set(os.environ)
     assert not leaked, f"set while collecting the tests: {sorted(leaked)}"
 
+
+
+# --- test tiers ------------------------------------------------------------------------------
+# A test is in the unit tier (`make test-unit`: no server, no subprocess) unless it is slow,
+# needs Docker or a browser, is marked `process`, or uses a fixture that starts a process.
+PROCESS_FIXTURES = {"telco_process", "telco_server", "docker_engine", "spark", "container",
+                    "image", "clone", "lambda_image", "eb_bundle_image"}
+OUTSIDE_UNIT = ("slow", "docker", "browser", "process")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not any(item.get_closest_marker(name) for name in OUTSIDE_UNIT) \
+                and not PROCESS_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.unit)
+
+
+def _refuse_processes(*args, **kwargs):
+    raise RuntimeError("a unit-tier test started a process: mark it `process` (or give it a "
+                       "fixture in conftest.PROCESS_FIXTURES)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    with _no_processes_for(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with _no_processes_for(item):
+        yield
+
+
+class _no_processes_for:
+    """While a unit-tier test sets up and runs, starting any process (subprocess, a
+    multiprocessing spawn, a fork) raises: the tier's promise is checked, not assumed."""
+
+    def __init__(self, item):
+        self.active = item.get_closest_marker("unit") is not None
+
+    def __enter__(self):
+        if self.active:
+            self.saved = (subprocess.Popen._execute_child, _posixsubprocess.fork_exec, os.fork,
+                          os.posix_spawn)
+            subprocess.Popen._execute_child = _posixsubprocess.fork_exec = os.fork = \
+                os.posix_spawn = _refuse_processes
+
+    def __exit__(self, *exc):
+        if self.active:
+            (subprocess.Popen._execute_child, _posixsubprocess.fork_exec, os.fork,
+             os.posix_spawn) = self.saved

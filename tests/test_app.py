@@ -284,3 +284,21 @@ def test_multiclass_model_answers_every_class(flower_client, flower_bundle):
     assert set(answer["probabilities"]) == {"setosa", "versicolor", "virginica"}
     assert answer["label"] == max(answer["probabilities"], key=answer["probabilities"].get)
     assert "species" not in answer and "species_probability" not in answer
+
+
+def test_every_route_is_described_once_and_every_description_is_a_route(telco_bundle):
+    """The OpenAPI document and `GET /`'s index come from `openapi.ENDPOINTS`: a route added
+    to the app without its description (or a description left behind) fails here."""
+    from tabserve.web.openapi import ENDPOINTS
+
+    app = create_app(telco_bundle, Settings())
+    served = {(method, rule.rule.replace("<name>", "{model}"))
+              for rule in app.url_map.iter_rules() if rule.endpoint != "static"
+              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    described = [(e.method, e.path) for e in ENDPOINTS]
+    assert len(described) == len(set(described))
+    assert served == set(described)
+    document = app.test_client().get("/openapi.json").get_json()
+    operations = {(method.upper(), path) for path, ops in document["paths"].items()
+                  for method in ops}
+    assert operations == {(m, p.replace("{model}", "churn")) for m, p in described}

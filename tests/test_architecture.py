@@ -246,6 +246,7 @@ SERVING_PROCESSES = {
 
 
 @pytest.mark.parametrize("host", SERVING_PROCESSES)
+@pytest.mark.process
 def test_a_serving_process_runs_one_thread_per_native_pool(host):
     """The thread settings reach OpenBLAS and OpenMP only if set before those libraries load:
     each pool of a process that loaded the model has one thread (two workers on two cores
@@ -272,3 +273,16 @@ def test_test_modules_never_import_each_other():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             imported = [n for n in names if n.split(".")[0].startswith("test_")]
             assert not imported, f"{path.name} imports {imported}"
+
+
+def test_a_unit_tier_test_cannot_start_a_process():
+    """This test is in the unit tier (conftest marks it), so each way to start a process is
+    refused while it runs: a test that starts one cannot stay in `make test-unit`."""
+    import multiprocessing
+
+    with pytest.raises(RuntimeError, match="unit-tier test started a process"):
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+    with pytest.raises(RuntimeError, match="unit-tier test started a process"):
+        multiprocessing.get_context("spawn").Process(target=print).start()
+    with pytest.raises(RuntimeError, match="unit-tier test started a process"):
+        os.fork()

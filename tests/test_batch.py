@@ -128,6 +128,7 @@ def test_score_py_answers_each_row_as_the_api_does(rows, tmp_path, telco_server,
     assert f"scored {len(scored):,} of {len(rows):,} rows" in done.stdout
 
 
+@pytest.mark.process
 def test_parquet_in_and_out_gives_the_same_answers(rows, tmp_path, telco_bundle):
     csv_out = tmp_path / "a.csv"
     rows.to_csv(tmp_path / "in.csv", index=False)
@@ -153,6 +154,7 @@ def test_parquet_in_and_out_gives_the_same_answers(rows, tmp_path, telco_bundle)
     assert from_parquet[target].dtype == bool
 
 
+@pytest.mark.process
 def test_past_the_reject_rate_the_run_fails_and_writes_no_output(rows, tmp_path):
     rows.to_csv(tmp_path / "in.csv", index=False)
     output = tmp_path / "out.csv"
@@ -181,6 +183,7 @@ def _bad_csv_mid_file(path: Path) -> None:
     (lambda p: p.write_text(TELCO.read_text().splitlines()[0] + "\n"), "no rows"),
     (_bad_csv_mid_file, "not a valid CSV after line"),
 ])
+@pytest.mark.process
 def test_a_file_that_cannot_be_scored_ends_in_one_line_and_leaves_nothing(tmp_path, make, says):
     source = tmp_path / "in.csv"
     make(source)
@@ -192,6 +195,7 @@ def test_a_file_that_cannot_be_scored_ends_in_one_line_and_leaves_nothing(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == (["in.csv"] if source.exists() else [])
 
 
+@pytest.mark.process
 def test_options_that_cannot_work_are_refused(rows, tmp_path):
     rows.to_csv(tmp_path / "in.csv", index=False)
     for args, says in [(["--keep", "nope"], "--keep names columns the input lacks: nope"),
@@ -204,6 +208,7 @@ def test_options_that_cannot_work_are_refused(rows, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
 
 
+@pytest.mark.process
 def test_progress_names_rows_rate_and_time_left(tmp_path):
     big = pd.concat([pd.read_csv(TELCO, dtype=str, keep_default_na=False)] * 30)
     big.to_csv(tmp_path / "in.csv", index=False)

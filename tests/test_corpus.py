@@ -41,6 +41,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
                           timeout=900)
 
 
+@pytest.mark.process
 def test_every_modeldata_table_is_in_the_corpus_or_said_why_not():
     need_tool("modeldata", present=corpus.modeldata_available())
     listed = {t.name for t in corpus.MODELDATA} | set(corpus.MODELDATA_LEFT_OUT)

@@ -1,8 +1,10 @@
 """Loading CSVs: what is accepted, and the one-line error for each file we cannot use."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from tabserve import tables
 from tabserve.tables import DataError, load_csv
 
 
@@ -42,9 +44,16 @@ def test_utf8_bom_is_ignored(tmp_path):
     (b"a,b\n", "header row but no data rows"),
     (b'a,b\n1,"unclosed\n', "not a valid CSV"),
 ])
-def test_bad_files_get_one_clear_line(tmp_path, content, message):
+@pytest.mark.parametrize("streamed", [False, True], ids=["pandas", "streamed sample"])
+def test_bad_files_get_one_clear_line(tmp_path, monkeypatch, content, message, streamed):
+    if streamed:  # a large file is sampled as pyarrow streams it: the same lines
+        monkeypatch.setattr(tables, "SAMPLE_FROM_BYTES", 0)
+        if content.endswith(b'"unclosed\n'):  # pyarrow, as score.py, reads a quote left open
+            frame = load_csv(write(tmp_path, content), max_rows=1000)  # at the very end of
+            assert frame["b"].tolist() == ["unclosed"]  # the file as running to its end
+            return
     with pytest.raises(DataError, match=message) as caught:
-        load_csv(write(tmp_path, content))
+        load_csv(write(tmp_path, content), max_rows=1000 if streamed else None)
     assert "\n" not in str(caught.value)
     assert str(tmp_path) in str(caught.value)
 
@@ -54,3 +63,42 @@ def test_missing_file_and_directory(tmp_path):
         load_csv(tmp_path / "absent.csv")
     with pytest.raises(DataError, match="not a regular file"):
         load_csv(tmp_path)
+
+
+MADE_TABLES = {
+    "quoted line breaks": b'a,b\n1,"x\ny"\n2,z\n',
+    "semicolons": b"a;b\n1;x\n2;y\n",
+    "BOM and CRLF": b"\xef\xbb\xbfa,b\r\n1,2\r\n3,4\r\n",
+    "padded and missing": b"a,b,c\n 1 , NA,\n2,,?\n , null ,x\n",
+    "unicode": "a,é\n1,ü\n2,日本\n".encode(),
+    "quotes": b'a,b\n"1","he said ""hi"""\n2,"x,y"\n',
+    "blank lines": b"a,b\n1,2\n\n3,4\n",
+}
+
+
+@pytest.mark.parametrize("content", MADE_TABLES.values(), ids=MADE_TABLES.keys())
+def test_a_streamed_sample_reads_cells_as_pandas_does(tmp_path, monkeypatch, content):
+    """Large files are sampled as pyarrow streams them (as score.py reads); the frame is the
+    one pandas reads whole, cell for cell."""
+    path = write(tmp_path, content)
+    whole = load_csv(path, max_rows=1000)
+    monkeypatch.setattr(tables, "SAMPLE_FROM_BYTES", 0)
+    streamed = load_csv(path, max_rows=1000)
+    pd.testing.assert_frame_equal(streamed, whole)
+    assert streamed.attrs == whole.attrs
+
+
+def test_a_streamed_sample_keeps_the_rows_pandas_keeps(tmp_path, monkeypatch):
+    """The same random keys in the same order: the same rows, in the file's order, however
+    many blocks and cut-backs the stream takes."""
+    rng = np.random.default_rng(3)
+    rows = "\n".join(f"{i},{rng.choice(['x', 'y', 'z'])},{rng.normal():.6f}" for i in range(20_000))
+    path = write(tmp_path, "id,kind,value\n" + rows + "\n")
+    whole = load_csv(path, max_rows=500, seed=7)
+    monkeypatch.setattr(tables, "SAMPLE_FROM_BYTES", 0)
+    monkeypatch.setattr(tables, "SAMPLE_BLOCK_BYTES", 4096)  # many blocks, many cut-backs
+    streamed = load_csv(path, max_rows=500, seed=7)
+    pd.testing.assert_frame_equal(streamed, whole)
+    assert streamed.attrs["rows_in_file"] == 20_000 and len(streamed) == 500
+    ids = streamed["id"].astype(int)
+    assert ids.is_monotonic_increasing and ids.iloc[-1] > 15_000  # drawn from the whole file

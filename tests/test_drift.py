@@ -336,6 +336,7 @@ def test_metrics_expose_every_bin_and_the_reference(client, telco_bundle, telco_
 
 # --- the real gunicorn: every worker's records --------------------------------------------
 
+@pytest.mark.process
 def test_counts_are_exact_across_two_workers_and_sighup_resets(telco_bundle, telco_test_rows,
                                                                tmp_path):
     metrics_dir = tmp_path / "metrics"
@@ -381,6 +382,7 @@ def prometheus_binary() -> str:
     return need_tool("prometheus")
 
 
+@pytest.mark.process
 def test_the_rules_pass_promtool():
     promtool = need_tool("promtool")
     for args in (["check", "rules", "drift-rules.yml"], ["check", "config", "prometheus.yml"],
@@ -525,6 +527,7 @@ def test_monitor_on_the_test_rows_as_they_were_is_stable(telco_test_rows, tmp_pa
     assert float(roc_auc.split()[1]) > 0.84
 
 
+@pytest.mark.process
 def test_monitor_refuses_what_it_cannot_use(tmp_path):
     csv = tmp_path / "few.csv"
     csv.write_text("tenure,contract\n1,Month-to-month\n")
@@ -538,6 +541,7 @@ def test_monitor_refuses_what_it_cannot_use(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.process
 def test_monitor_help_needs_no_model():
     done = subprocess.run([sys.executable, "monitor.py", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)

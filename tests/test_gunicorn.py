@@ -12,6 +12,8 @@ from helpers import GUNICORN, PYTHON, ROOT, free_port, need_tool, start_gunicorn
 from tabserve.tables import load_csv
 
 
+pytestmark = pytest.mark.process  # every test here starts a process or a server
+
 def test_default_model_answers_over_http(telco_server, telco_record):
     answer = requests.post(f"{telco_server}/predict", json=telco_record, timeout=10).json()
     assert isinstance(answer["churn"], bool) and 0 <= answer["churn_probability"] <= 1

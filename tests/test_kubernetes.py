@@ -15,6 +15,8 @@ from jsonschema import Draft202012Validator
 
 from helpers import IMAGE_UID, ROOT, need_tool
 
+pytestmark = pytest.mark.process  # every test here starts a process or a server
+
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 KSERVE = ROOT / "deploy" / "kserve"
 OVERLAYS = sorted(p.name for p in (KUBERNETES / "overlays").iterdir())

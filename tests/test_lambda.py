@@ -415,6 +415,7 @@ def cfn_lint(*paths) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.process
 def test_the_sam_template_and_its_translations_pass_cfn_lint(tmp_path, monkeypatch):
     """cfn-lint on the SAM template, then on the CloudFormation it becomes for each set of
     parameters (there it checks each property against AWS's resource schemas: an AuthType
@@ -428,6 +429,7 @@ def test_the_sam_template_and_its_translations_pass_cfn_lint(tmp_path, monkeypat
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.process
 def test_cfn_lint_would_catch_an_auth_type_lambda_does_not_know(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     cloudformation = translated({})

@@ -16,19 +16,20 @@ from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 import pyarrow as pa
 
 from tabserve.batch.files import BatchError, InputFile, OutputFile, file_format, table_bytes
-from tabserve.batch.scoring import ChunkScorer
-from tabserve.model.bundle import ModelBundle, signing_key
 from tabserve.model.schema import Schema, loose_spelling
 from tabserve.serving.codecs.columns import answer_types
-from tabserve.serving.core import AnswerShape
 from tabserve.serving.process import available_cpus
+from tabserve.serving.shape import AnswerShape
 from tabserve.settings import CHUNK_ROWS, progress_seconds
+
+if TYPE_CHECKING:  # the workers import it; the parent, which never loads the model, does not
+    from tabserve.batch.scoring import ChunkScorer
 
 ARROW_TYPES = {"string": pa.string(), "double": pa.float64(), "boolean": pa.bool_()}
 
@@ -109,9 +110,14 @@ _load_error: Exception | None = None  # why the model could not be loaded, told 
 
 
 def _start_worker(model_path: Path) -> None:
+    from tabserve.batch.scoring import ChunkScorer
+    from tabserve.model.bundle import ModelBundle, ModelLoadError, SigningKeyError, signing_key
+
     global _scorer, _load_error
     try:
         _scorer = ChunkScorer(ModelBundle.load(model_path, signing_key(os.environ)))
+    except (ModelLoadError, SigningKeyError) as err:  # one line for the parent to show
+        _load_error = BatchError(str(err))
     except Exception as err:  # kept for the parent: a failed initializer only breaks the pool
         _load_error = err
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,14 +30,15 @@ from sklearn.pipeline import Pipeline
 
 from tabserve.model.blend import MEMBERS, WEIGHTS
 from tabserve.model.bundle import ModelBundle
-from tabserve.model.decision import calibrate, label_codes
+from tabserve.model.decision import Calibration, calibrate, label_codes
 from tabserve.model.encoding import FrameEncoder
+from tabserve.model.schema import Schema
 from tabserve.tables import DataError
-from tabserve.training.thresholds import choose_calibration, choose_threshold
-from tabserve.training.schema_inference import example_record, infer_schema
 from tabserve.training.reference import reference_profile
+from tabserve.training.schema_inference import example_record, infer_schema
 from tabserve.training.search import (FAMILIES, REFITS, TEST_SIZE, Trial, blend_trial,
                                       copies_together, fit_model, roc_auc, search)
+from tabserve.training.thresholds import choose_calibration, choose_threshold
 
 CANDIDATES = (*FAMILIES, "blend")  # the kinds of model that may be chosen
 
@@ -169,29 +171,81 @@ def _scores(y_true: np.ndarray, proba: np.ndarray, threshold: float | None) -> d
             "log_loss": float(log_loss(y_true, proba, labels=list(range(proba.shape[1]))))}
 
 
-def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
-          positive_class: str | None = None, candidates: Sequence[str] = CANDIDATES,
-          time_budget: float = 60.0, max_trials: int | None = None,
-          threshold_rule: str = "fixed:0.5", ordinal: dict[str, Sequence[str]] | None = None,
-          log: Callable[[str], None] = lambda message: None,
-          progress: Callable[[str], None] | None = None,
-          started: float | None = None) -> TrainingResult:
-    """Search, score and fit a classifier for `target` on a frame from `data.load_csv`,
-    within `time_budget` seconds from `started` (a `time.perf_counter()`; default: now),
-    together with a report given `report_seconds(time_budget)`."""
-    started = time.perf_counter() if started is None else started
+@dataclass
+class Labelled:
+    """The rows that have a target value, their classes in order, and how many were left out."""
+
+    rows: pd.DataFrame
+    classes: list[str]
+    positive_class: str | None
+    unlabelled: int
+
+    @property
+    def binary(self) -> bool:
+        return len(self.classes) == 2
+
+
+@dataclass
+class Encoded:
+    """Every labelled row encoded once with the schema's layout (folds and fits share it), the
+    class codes, and the test split."""
+
+    features: pd.DataFrame
+    encoder: FrameEncoder
+    x: np.ndarray
+    y: np.ndarray
+    split: Split
+
+
+@dataclass
+class Choice:
+    """The search's trials, the best of each family (and the blend), and the one chosen."""
+
+    trials: list[Trial]
+    best: dict[str, Trial]
+    chosen: Trial
+
+
+@dataclass
+class Decision:
+    """How a model's probabilities become a label: calibration and threshold (binary), and
+    the out-of-fold probabilities they were chosen on, calibrated."""
+
+    calibration: Calibration | None
+    threshold: float | None
+    rule: str | None
+    report: dict[str, float] | None
+    out_of_fold: np.ndarray
+
+
+@dataclass
+class TestScore:
+    """The chosen configuration fit on the training split, and its score on the test split."""
+
+    steps: Pipeline
+    proba: np.ndarray
+    scores: dict[str, float]
+
+
+def label_rows(frame: pd.DataFrame, target: str, positive_class: str | None,
+               folds: int) -> Labelled:
+    """Stage 1: the rows with a target value; `DataError` when they cannot be trained on."""
     if target not in frame.columns:
         raise DataError(f"target column {target!r} not found; the columns are: "
                         f"{', '.join(frame.columns)}")
-    labelled = frame[frame[target].notna()].reset_index(drop=True)
-    unlabelled = len(frame) - len(labelled)
-    if labelled.empty:
+    rows = frame[frame[target].notna()].reset_index(drop=True)
+    if rows.empty:
         raise DataError(f"target column {target!r} has no values")
-    classes, positive_class = _order_classes(labelled[target], positive_class)
-    _check_class_sizes(labelled[target], folds)
+    classes, positive_class = _order_classes(rows[target], positive_class)
+    _check_class_sizes(rows[target], folds)
+    return Labelled(rows, classes, positive_class, len(frame) - len(rows))
 
+
+def schema_of(labelled: Labelled, target: str, ordinal: dict[str, Sequence[str]] | None,
+              log: Callable[[str], None]) -> Schema:
+    """Stage 2: the schema inferred from the labelled rows, each choice logged."""
     try:
-        schema = infer_schema(labelled, target, ordinal)
+        schema = infer_schema(labelled.rows, target, ordinal)
     except ValueError as err:
         raise DataError(str(err)) from None
     for dropped in schema.dropped:
@@ -203,35 +257,47 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
             log(f"  {f.name!r} is ordered: {' < '.join(f.order)} (a rank column joins its levels)")
     kinds = ", ".join(f"{sum(f.kind.value == k for f in schema.fields)} {k}"
                       for k in ("numeric", "categorical", "boolean"))
-    log(f"Using {len(labelled)} rows and {len(schema.fields)} input columns ({kinds})"
-        + (f"; left out {unlabelled} rows with no {target!r} value" if unlabelled else ""))
+    log(f"Using {len(labelled.rows)} rows and {len(schema.fields)} input columns ({kinds})"
+        + (f"; left out {labelled.unlabelled} rows with no {target!r} value"
+           if labelled.unlabelled else ""))
+    return schema
 
-    features = labelled[schema.names]
+
+def encode_rows(labelled: Labelled, schema: Schema, seed: int, folds: int,
+                log: Callable[[str], None]) -> Encoded:
+    """Stage 3: every row encoded once, and the test split kept aside."""
+    rows, target = labelled.rows, schema.target
+    features = rows[schema.names]
     encoder = FrameEncoder(schema).fit(features)
-    x = encoder.transform(features)  # every row encoded once; folds and fits share it
-    y = labelled[target].map({label: code for code, label in enumerate(classes)}).to_numpy()
-    split = split_rows(labelled[[*schema.names, target]], y, seed, folds, log)
-    train_rows, test_rows, copies = split.train, split.test, split.copies
-    binary = len(classes) == 2
+    y = rows[target].map({label: code for code, label in enumerate(labelled.classes)}).to_numpy()
+    split = split_rows(rows[[*schema.names, target]], y, seed, folds, log)
+    return Encoded(features, encoder, encoder.transform(features), y, split)
 
+
+def choose_model(encoded: Encoded, n_classes: int, candidates: Sequence[str], *, seed: int,
+                 folds: int, time_budget: float, started: float, max_trials: int | None,
+                 log: Callable[[str], None], progress: Callable[[str], None]) -> Choice:
+    """Stage 4: the search on the training split within the budget (leaving the refits' and
+    the report's time), the blend of its best members, and the best of those allowed."""
+    train_rows, test_rows = encoded.split.train, encoded.split.test
+    x, y = encoded.x[train_rows], encoded.y[train_rows]
+    copies = _within(encoded.split.copies, train_rows)
     log(f"Searching {', '.join(candidates)} by {folds}-fold cross-validated ROC AUC on "
         f"{len(train_rows)} rows (test split: {len(test_rows)} rows), budget "
         f"{f'{max_trials} trials' if max_trials else f'{time_budget:g} s for the whole run'}")
     # a blend needs its members searched, whether or not they may be chosen alone
     searched = [f for f in FAMILIES if f in candidates or ("blend" in candidates and f in MEMBERS)]
     blend_allowed = "blend" in candidates
-    trials = search(x[train_rows], y[train_rows], len(classes), folds=folds, seed=seed,
-                    budget_seconds=time_budget, started=started, max_trials=max_trials,
-                    families=searched, progress=progress or log,
-                    copies=_within(copies, train_rows),
+    trials = search(x, y, n_classes, folds=folds, seed=seed, budget_seconds=time_budget,
+                    started=started, max_trials=max_trials, families=searched,
+                    progress=progress, copies=copies,
                     reserve=lambda so_far: refit_seconds(so_far, folds, blend_allowed)
                     + report_seconds(time_budget))
     best: dict[str, Trial] = {}
     for trial in trials:
         if trial.family not in best or trial.score > best[trial.family].score:
             best[trial.family] = trial
-    blend = (blend_trial(trials, y[train_rows], folds, seed, _within(copies, train_rows))
-             if blend_allowed else None)
+    blend = blend_trial(trials, y, folds, seed, copies) if blend_allowed else None
     if blend is not None:
         best["blend"] = blend
     for family, trial in best.items():
@@ -244,52 +310,97 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
         eligible = list(best.values())
     chosen = max(eligible, key=lambda t: t.score)
     log(f"Chosen: {chosen.family} {chosen.params}")
+    return Choice(trials, best, chosen)
 
-    calibration, threshold, rule, calibration_report = None, None, None, None
-    if binary:
-        calibration, calibration_report = choose_calibration(
-            chosen.out_of_fold[:, 1], y[train_rows], seed)
-        log(f"Calibration: {'Platt scaling' if calibration else 'none'} (out-of-fold log loss "
-            f"{calibration_report['log_loss_raw']:.4f} raw, "
-            f"{calibration_report['log_loss_platt']:.4f} with Platt scaling)")
-        out_of_fold = calibrate(chosen.out_of_fold, calibration)
-        threshold, rule = choose_threshold(threshold_rule, out_of_fold[:, 1], y[train_rows])
-        log(f"Decision threshold: {threshold:.4g} ({rule}); positive class {positive_class!r}")
-    else:
-        out_of_fold = chosen.out_of_fold
+
+def decide(chosen: Trial, y_train: np.ndarray, labelled: Labelled, threshold_rule: str,
+           seed: int, log: Callable[[str], None]) -> Decision:
+    """Stage 5: a binary model's calibration and threshold, chosen on its out-of-fold
+    probabilities; the most probable class otherwise."""
+    if not labelled.binary:
         log("Decision: the most probable class")
-    profile = reference_profile(schema, features.iloc[train_rows], out_of_fold, classes, threshold)
+        return Decision(None, None, None, None, chosen.out_of_fold)
+    calibration, report = choose_calibration(chosen.out_of_fold[:, 1], y_train, seed)
+    log(f"Calibration: {'Platt scaling' if calibration else 'none'} (out-of-fold log loss "
+        f"{report['log_loss_raw']:.4f} raw, "
+        f"{report['log_loss_platt']:.4f} with Platt scaling)")
+    out_of_fold = calibrate(chosen.out_of_fold, calibration)
+    threshold, rule = choose_threshold(threshold_rule, out_of_fold[:, 1], y_train)
+    log(f"Decision threshold: {threshold:.4g} ({rule}); positive class "
+        f"{labelled.positive_class!r}")
+    return Decision(calibration, threshold, rule, report, out_of_fold)
 
-    steps, _ = fit_model(chosen.family, chosen.params, x[train_rows], y[train_rows],
-                         len(classes), seed)
-    test_proba = calibrate(steps.predict_proba(x[test_rows]), calibration)
-    test = _scores(y[test_rows], test_proba, threshold)
-    log(f"Test split: ROC AUC {test['roc_auc']:.4f}, accuracy {test['accuracy']:.4f}, "
-        f"log loss {test['log_loss']:.4f}")
 
-    final_steps, _ = fit_model(chosen.family, chosen.params, x, y, len(classes), seed)
-    pipeline = Pipeline([("encode", encoder), *final_steps.steps])
-    metrics = {
-        "task": "binary" if binary else "multiclass",
-        "rows": {"used": len(labelled), "train": len(train_rows), "test": len(test_rows),
-                 "left_out_without_target": unlabelled,
-                 "copies": split.copied, "copies_kept_together": copies is not None},
-        "cv": {"folds": folds, "metric": "roc_auc" if binary else "roc_auc_ovr",
-               "trials": len(trials), "time_budget_seconds": time_budget,
-               "best_by_family": {f: t.describe() for f, t in best.items()},
-               "all_trials": [t.describe() for t in trials]},
-        "chosen": chosen.family,
-        "chosen_params": chosen.params,
-        "calibration": None if calibration_report is None else {
-            "method": "Platt scaling" if calibration else "none", **calibration_report},
-        "test": test,
+def score_on_test(chosen: Trial, encoded: Encoded, n_classes: int, decision: Decision,
+                  seed: int, log: Callable[[str], None]) -> TestScore:
+    """Stage 6: the chosen configuration fit on the training split, scored once on the test
+    split."""
+    train_rows, test_rows = encoded.split.train, encoded.split.test
+    steps, _ = fit_model(chosen.family, chosen.params, encoded.x[train_rows],
+                         encoded.y[train_rows], n_classes, seed)
+    proba = calibrate(steps.predict_proba(encoded.x[test_rows]), decision.calibration)
+    scores = _scores(encoded.y[test_rows], proba, decision.threshold)
+    log(f"Test split: ROC AUC {scores['roc_auc']:.4f}, accuracy {scores['accuracy']:.4f}, "
+        f"log loss {scores['log_loss']:.4f}")
+    return TestScore(steps, proba, scores)
+
+
+def training_metrics(labelled: Labelled, encoded: Encoded, choice: Choice, decision: Decision,
+                     test: TestScore, folds: int, time_budget: float) -> dict[str, Any]:
+    """The bundle's metrics: the rows used, the search, the choice, the test score."""
+    split = encoded.split
+    return {
+        "task": "binary" if labelled.binary else "multiclass",
+        "rows": {"used": len(labelled.rows), "train": len(split.train), "test": len(split.test),
+                 "left_out_without_target": labelled.unlabelled,
+                 "copies": split.copied, "copies_kept_together": split.copies is not None},
+        "cv": {"folds": folds, "metric": "roc_auc" if labelled.binary else "roc_auc_ovr",
+               "trials": len(choice.trials), "time_budget_seconds": time_budget,
+               "best_by_family": {f: t.describe() for f, t in choice.best.items()},
+               "all_trials": [t.describe() for t in choice.trials]},
+        "chosen": choice.chosen.family,
+        "chosen_params": choice.chosen.params,
+        "calibration": None if decision.report is None else {
+            "method": "Platt scaling" if decision.calibration else "none", **decision.report},
+        "test": test.scores,
         "final_fit": "the chosen configuration refit on all rows",
     }
-    bundle = ModelBundle(pipeline=pipeline, schema=schema, classes=classes,
-                         positive_class=positive_class, threshold=threshold,
-                         threshold_rule=rule, metrics=metrics,
-                         example=example_record(schema, features), calibration=calibration,
-                         profile=profile)
-    return TrainingResult(bundle=bundle, trials=trials, test_frame=labelled.iloc[test_rows],
-                          test_y=y[test_rows], test_proba=test_proba,
-                          split_model=Pipeline([("encode", encoder), *steps.steps]))
+
+
+def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
+          positive_class: str | None = None, candidates: Sequence[str] = CANDIDATES,
+          time_budget: float = 60.0, max_trials: int | None = None,
+          threshold_rule: str = "fixed:0.5", ordinal: dict[str, Sequence[str]] | None = None,
+          log: Callable[[str], None] = lambda message: None,
+          progress: Callable[[str], None] | None = None,
+          started: float | None = None) -> TrainingResult:
+    """Search, score and fit a classifier for `target` on a frame from `tables.load_csv`,
+    within `time_budget` seconds from `started` (a `time.perf_counter()`; default: now),
+    together with a report given `report_seconds(time_budget)`. The stages are the
+    procedure's steps (see the module's docstring)."""
+    started = time.perf_counter() if started is None else started
+    labelled = label_rows(frame, target, positive_class, folds)
+    schema = schema_of(labelled, target, ordinal, log)
+    encoded = encode_rows(labelled, schema, seed, folds, log)
+    n_classes, train_rows = len(labelled.classes), encoded.split.train
+    choice = choose_model(encoded, n_classes, candidates, seed=seed, folds=folds,
+                          time_budget=time_budget, started=started, max_trials=max_trials,
+                          log=log, progress=progress or log)
+    decision = decide(choice.chosen, encoded.y[train_rows], labelled, threshold_rule, seed, log)
+    profile = reference_profile(schema, encoded.features.iloc[train_rows], decision.out_of_fold,
+                                labelled.classes, decision.threshold)
+    test = score_on_test(choice.chosen, encoded, n_classes, decision, seed, log)
+    final_steps, _ = fit_model(choice.chosen.family, choice.chosen.params, encoded.x,
+                               encoded.y, n_classes, seed)
+    bundle = ModelBundle(
+        pipeline=Pipeline([("encode", encoded.encoder), *final_steps.steps]), schema=schema,
+        classes=labelled.classes, positive_class=labelled.positive_class,
+        threshold=decision.threshold, threshold_rule=decision.rule,
+        metrics=training_metrics(labelled, encoded, choice, decision, test, folds, time_budget),
+        example=example_record(schema, encoded.features), calibration=decision.calibration,
+        profile=profile)
+    test_rows = encoded.split.test
+    return TrainingResult(
+        bundle=bundle, trials=choice.trials, test_frame=labelled.rows.iloc[test_rows],
+        test_y=encoded.y[test_rows], test_proba=test.proba,
+        split_model=Pipeline([("encode", encoded.encoder), *test.steps.steps]))

@@ -15,6 +15,7 @@ from tabserve.serving.explaining import ExplanationsUnavailable
 from tabserve.web.auth import ApiKeys, KeyGate
 from tabserve.web.config import Settings
 from tabserve.web.open_inference import v2
+from tabserve.web.openapi import endpoint_index
 from tabserve.web.middleware import (PLAIN_REFUSED, EndpointRequest, PlainPredictions,
                                      RequestAccounting, predictions)
 from tabserve.web.responses import INTERNAL_ERROR, json_response, problem_response
@@ -119,15 +120,7 @@ def index() -> Response:
         "service": "tabserve: a tabular classifier behind a JSON API",
         "model_version": bundle.version,
         "target": bundle.schema.target,
-        "endpoints": {"POST /predict": "one record (object) or a batch (list of objects)",
-                      "POST /explain": "each field's contribution to each prediction",
-                      "GET /docs": "a page to try the model in a browser",
-                      "GET /openapi.json": "the OpenAPI 3.1 document of this API",
-                      "GET /model": "schema, classes, threshold, metrics, metadata",
-                      "GET /metrics": "Prometheus metrics",
-                      "GET /drift": "how far the traffic is from the training data",
-                      "GET /v2/models/" + current.model_name: "Open Inference Protocol v2",
-                      "GET /health": "alive", "GET /ready": "model loaded and answering"},
+        "endpoints": endpoint_index(current.model_name),
         "example": {"POST /predict": bundle.example},
     })
 

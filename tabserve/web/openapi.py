@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from tabserve.model.bundle import ModelBundle
@@ -18,6 +19,67 @@ PROBLEM_RESPONSES = {
 
 DRIFT_UNAVAILABLE = ("Drift is not counted: monitoring is off (MONITORING=off), or the model "
                      "was trained before bundles carried a reference profile")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One route, described once: the OpenAPI document and `GET /`'s index are built from
+    these. `{model}` in a path stands for the served model's name."""
+
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    answer: str  # what a 200 holds
+    index: str | None = None  # the line in `GET /`'s index, for the endpoints it lists
+
+    def route(self, model_name: str) -> str:
+        return self.path.replace("{model}", model_name)
+
+
+ENDPOINTS = (
+    Endpoint("POST", "/predict", "predict", "Predict one record or a batch",
+             "One answer per record, in order",
+             "one record (object) or a batch (list of objects)"),
+    Endpoint("POST", "/explain", "explain", "Explain predictions: each field's contribution",
+             "One explanation per record, in order",
+             "each field's contribution to each prediction"),
+    Endpoint("GET", "/health", "health", "The process is up", "Alive", "alive"),
+    Endpoint("GET", "/ready", "ready", "The model is loaded and answering", "Ready",
+             "model loaded and answering"),
+    Endpoint("GET", "/model", "model", "Schema, classes, threshold, metrics and metadata",
+             "The model", "schema, classes, threshold, metrics, metadata"),
+    Endpoint("GET", "/", "index", "Where to go from here", "An index of the endpoints"),
+    Endpoint("GET", "/openapi.json", "openapi", "This document", "OpenAPI 3.1",
+             "the OpenAPI 3.1 document of this API"),
+    Endpoint("GET", "/docs", "docs", "A page to try the model in a browser", "HTML",
+             "a page to try the model in a browser"),
+    Endpoint("GET", "/metrics", "metrics", "Prometheus metrics, summed over the workers",
+             "Prometheus text format", "Prometheus metrics"),
+    Endpoint("GET", "/drift", "drift", "How far the records served since the start (or the "
+             "last reset) are from the training data", "Drift per field and of the scores",
+             "how far the traffic is from the training data"),
+    Endpoint("POST", "/drift/reset", "driftReset", "Start the drift report afresh "
+             "(Prometheus' counters keep counting)", "Reset; how many records it had counted"),
+    Endpoint("GET", "/v2/health/live", "v2Live", "Open Inference Protocol: live", "Live"),
+    Endpoint("GET", "/v2/health/ready", "v2Ready", "Open Inference Protocol: ready", "Ready"),
+    Endpoint("GET", "/v2", "v2Server", "Open Inference Protocol: server metadata", "Metadata"),
+    Endpoint("GET", "/v2/models/{model}", "v2Model", "Open Inference Protocol: model metadata",
+             "Metadata", "Open Inference Protocol v2"),
+    Endpoint("GET", "/v2/models/{model}/ready", "v2ModelReady",
+             "Open Inference Protocol: model ready", "Ready"),
+    Endpoint("POST", "/v2/models/{model}/infer", "v2Infer",
+             "Open Inference Protocol: infer (one input tensor per field)",
+             "Label and class probabilities"),
+)
+
+
+ENDPOINT = {e.operation_id: e.answer for e in ENDPOINTS}  # what each one's 200 holds
+
+
+def endpoint_index(model_name: str) -> dict[str, str]:
+    """`GET /`'s index: the endpoints a newcomer wants, by method and path."""
+    return {f"{e.method} {e.route(model_name)}": e.index for e in ENDPOINTS if e.index}
 
 
 def field_schema(f: Field) -> dict[str, Any]:
@@ -173,9 +235,41 @@ def openapi_document(bundle: ModelBundle, *, max_batch: int, model_name: str,
         return {"200": {"description": description,
                         "content": {"application/json": {"schema": {"type": "object"}}}}}
 
-    v2 = f"/v2/models/{model_name}"
+    def text(description: str, media_type: str) -> dict[str, Any]:
+        return {"200": {"description": description,
+                        "content": {media_type: {"schema": {"type": "string"}}}}}
+
+    def drift_answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"200": {"description": description,
+                        "content": {"application/json": {"schema": schema}}},
+                "501": {"$ref": "#/components/responses/Problem501"}}
+
     oip_error = {"description": "Bad request", "content": {"application/json": {"schema": {
         "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}}
+    # what differs from a JSON object answer, by operation
+    special: dict[str, dict[str, Any]] = {
+        "predict": {"requestBody": body("Record"),
+                    "responses": answers("#/components/schemas/Answer", ENDPOINT["predict"])},
+        "explain": {"requestBody": body("Record"),
+                    "responses": answers("#/components/schemas/Explanation",
+                                         ENDPOINT["explain"])},
+        "docs": {"responses": text("HTML", "text/html")},
+        "metrics": {"responses": text("Prometheus text format", "text/plain")},
+        "drift": {"responses": drift_answer(ENDPOINT["drift"],
+                                            {"$ref": "#/components/schemas/DriftReport"})},
+        "driftReset": {"responses": drift_answer(ENDPOINT["driftReset"], {
+            "type": "object", "required": ["status", "records_before"],
+            "properties": {"status": {"const": "reset"},
+                           "records_before": {"type": "integer", "minimum": 0}}})},
+        "v2Infer": {"requestBody": {"required": True, "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/InferenceRequest"}}}},
+                    "responses": {**plain_json(ENDPOINT["v2Infer"]), "400": oip_error}},
+    }
+    paths: dict[str, dict[str, Any]] = {}
+    for e in ENDPOINTS:
+        paths.setdefault(e.route(model_name), {})[e.method.lower()] = {
+            "summary": e.summary, "operationId": e.operation_id,
+            **special.get(e.operation_id, {"responses": plain_json(e.answer)})}
     document = {
         "openapi": "3.1.0",
         "info": {
@@ -185,78 +279,7 @@ def openapi_document(bundle: ModelBundle, *, max_batch: int, model_name: str,
                            f"{target!r}, classes {', '.join(map(repr, bundle.classes))}. "
                            "POST one record (an object) or a batch (a list) to /predict.",
         },
-        "paths": {
-            "/predict": {"post": {
-                "summary": "Predict one record or a batch", "operationId": "predict",
-                "requestBody": body("Record"),
-                "responses": answers("#/components/schemas/Answer",
-                                     "One answer per record, in order")}},
-            "/explain": {"post": {
-                "summary": "Explain predictions: each field's contribution",
-                "operationId": "explain", "requestBody": body("Record"),
-                "responses": answers("#/components/schemas/Explanation",
-                                     "One explanation per record, in order")}},
-            "/health": {"get": {"summary": "The process is up", "operationId": "health",
-                                "responses": plain_json("Alive")}},
-            "/ready": {"get": {"summary": "The model is loaded and answering",
-                               "operationId": "ready", "responses": plain_json("Ready")}},
-            "/model": {"get": {"summary": "Schema, classes, threshold, metrics and metadata",
-                               "operationId": "model", "responses": plain_json("The model")}},
-            "/": {"get": {"summary": "Where to go from here", "operationId": "index",
-                          "responses": plain_json("An index of the endpoints")}},
-            "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
-                                      "responses": plain_json("OpenAPI 3.1")}},
-            "/docs": {"get": {"summary": "A page to try the model in a browser",
-                              "operationId": "docs", "responses": {"200": {
-                                  "description": "HTML", "content": {"text/html": {
-                                      "schema": {"type": "string"}}}}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics, summed over the workers",
-                                 "operationId": "metrics", "responses": {"200": {
-                                     "description": "Prometheus text format",
-                                     "content": {"text/plain": {
-                                         "schema": {"type": "string"}}}}}}},
-            "/drift": {"get": {
-                "summary": "How far the records served since the start (or the last reset) "
-                           "are from the training data", "operationId": "drift",
-                "responses": {"200": {"description": "Drift per field and of the scores",
-                                      "content": {"application/json": {"schema": {
-                                          "$ref": "#/components/schemas/DriftReport"}}}},
-                              "501": {"$ref": "#/components/responses/Problem501"}}}},
-            "/drift/reset": {"post": {
-                "summary": "Start the drift report afresh (Prometheus' counters keep "
-                           "counting)", "operationId": "driftReset",
-                "responses": {"200": {"description": "Reset; how many records it had counted",
-                                      "content": {"application/json": {"schema": {
-                                          "type": "object", "required": ["status",
-                                                                         "records_before"],
-                                          "properties": {
-                                              "status": {"const": "reset"},
-                                              "records_before": {"type": "integer",
-                                                                 "minimum": 0}}}}}},
-                              "501": {"$ref": "#/components/responses/Problem501"}}}},
-            "/v2/health/live": {"get": {"summary": "Open Inference Protocol: live",
-                                        "operationId": "v2Live",
-                                        "responses": plain_json("Live")}},
-            "/v2/health/ready": {"get": {"summary": "Open Inference Protocol: ready",
-                                         "operationId": "v2Ready",
-                                         "responses": plain_json("Ready")}},
-            "/v2": {"get": {"summary": "Open Inference Protocol: server metadata",
-                            "operationId": "v2Server", "responses": plain_json("Metadata")}},
-            v2: {"get": {"summary": "Open Inference Protocol: model metadata",
-                         "operationId": "v2Model", "responses": plain_json("Metadata")}},
-            f"{v2}/ready": {"get": {"summary": "Open Inference Protocol: model ready",
-                                    "operationId": "v2ModelReady",
-                                    "responses": plain_json("Ready")}},
-            f"{v2}/infer": {"post": {
-                "summary": "Open Inference Protocol: infer (one input tensor per field)",
-                "operationId": "v2Infer",
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/InferenceRequest"}}}},
-                "responses": {"200": {"description": "Label and class probabilities",
-                                      "content": {"application/json": {
-                                          "schema": {"type": "object"}}}},
-                              "400": oip_error}}},
-        },
+        "paths": paths,
         "components": {
             "schemas": {
                 "Record": record, "Probabilities": probabilities,

@@ -4,9 +4,14 @@ alone, so a parent process can plan its output without loading the model."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from tabserve.serving.core import AnswerShape, Scored
+from tabserve.serving.shape import AnswerShape
+
+if TYPE_CHECKING:  # not imported: score.py's parent plans its columns without the model's code
+    from tabserve.serving.core import Scored
 
 
 def answer_types(shape: AnswerShape) -> dict[str, str]:
