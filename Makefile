@@ -69,8 +69,8 @@ test: install system-tools ## run the whole test suite (what CI runs), with the 
 test-fast: install ## the suite without the slow, Docker and browser tests (real gunicorn, Spark, kubectl, promtool included)
 	$(BIN)/python -m pytest -q -m "not slow and not docker and not browser"
 
-test-unit: install ## the tests that start no server and no process (starting one fails the test)
-	$(BIN)/python -m pytest -q -m unit
+test-unit: install ## the tests that start no server and no process (starting one fails the test; fuzzing with 50 examples, not 300)
+	TABSERVE_FUZZ_EXAMPLES=50 $(BIN)/python -m pytest -q -m unit
 
 bench: install ## benchmark against reference apps with wrk (~2.5 min; ARGS=--alternatives adds BentoML, MLflow, MLServer, --ablation each speed mechanism off, --api-keys keys on); appends to bench/RESULTS.md
 	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
@@ -79,7 +79,7 @@ bench: install ## benchmark against reference apps with wrk (~2.5 min; ARGS=--al
 bench-lambda: install ## the Lambda image's size, cold start and warm latency (needs Docker, ~2 min); appends to bench/RESULTS.md
 	$(BIN)/python bench/lambda.py $(ARGS)
 
-bench-score: install-runtime ## score.py on 1M and 10M generated rows: rows/s, peak memory, against a naive script (~5 min); appends to bench/RESULTS.md
+bench-score: install-runtime ## score.py on 1M and 10M generated rows: rows/s, peak memory, against a naive script, 3 runs each (~8 min); appends to bench/RESULTS.md
 	$(BIN)/python bench/score.py $(ARGS)
 
 notebooks: install ## re-execute the notebooks and save their outputs

@@ -48,6 +48,20 @@ def positive_int(env: dict[str, str], name: str, default: int) -> int:
     return value
 
 
+def port(env: dict[str, str], name: str, default: int) -> int:
+    """A TCP port: 1 to 65535, or 0 for any free port the system picks."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"{name} must be a port number (0 to 65535), got {raw!r}")
+    return value
+
+
 def switch(env: dict[str, str], name: str, default: bool) -> bool:
     raw = (env.get(name) or "").strip().lower()
     if not raw:
@@ -81,7 +95,7 @@ class ServerSettings:
     @classmethod
     def from_env(cls, env: dict[str, str], cpus: int) -> ServerSettings:
         return cls(host=env.get("HOST") or cls.host,
-                   port=positive_int(env, "PORT", cls.port),
+                   port=port(env, "PORT", cls.port),
                    workers=positive_int(env, "WEB_CONCURRENCY", cpus),
                    threads=positive_int(env, "THREADS", cls.threads),
                    timeout=positive_int(env, "TIMEOUT", cls.timeout),

@@ -1,6 +1,8 @@
 """Property-based tests: whatever JSON a client sends, the answer is a prediction or a 4xx that
 names the field, never a 5xx."""
 
+import os
+
 import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,7 +16,8 @@ JSON = st.recursive(
     lambda children: st.lists(children, max_size=4)
     | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12)
-FUZZ = settings(max_examples=300, deadline=None,
+# `make test-unit` asks for fewer examples (TABSERVE_FUZZ_EXAMPLES) to stay quick; CI runs 300
+FUZZ = settings(max_examples=int(os.environ.get("TABSERVE_FUZZ_EXAMPLES", 300)), deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 

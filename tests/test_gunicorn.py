@@ -64,6 +64,19 @@ def test_no_model_no_service(tmp_path, content, message):
     assert "python train.py" in errors[0] and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("setting, value, message", [
+    ("PORT", "http", "PORT must be a port number (0 to 65535), got 'http'"),
+    ("WEB_CONCURRENCY", "0", "WEB_CONCURRENCY must be a positive integer, got '0'"),
+    ("TIMEOUT", "30s", "TIMEOUT must be a positive integer, got '30s'"),
+])
+def test_a_server_setting_it_cannot_use_stops_the_start_in_one_line(setting, value, message):
+    env = {**os.environ, "PORT": str(free_port()), "HOST": "127.0.0.1", setting: value}
+    done = subprocess.run([GUNICORN, "predict:app"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"error: {message}"
+
+
 def metric(text: str, line_start: str) -> float:
     values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
               if line.startswith(line_start)]
