@@ -16,7 +16,7 @@ MAX_BATCH_RECORDS = 10_000
 # training rows themselves has a PSI of about (bins − 1) / n per field, so 500 records keep a
 # field's PSI from chance under 0.1 (the "stable" bound) with a wide margin.
 DRIFT_MIN_RECORDS = 500
-CHUNK_ROWS = 50_000  # rows per chunk read from a file (score.py, monitor.py)
+CHUNK_ROWS = 25_000  # rows per chunk read from a file (score.py, monitor.py); bench: docs/batch.md
 PROGRESS_SECONDS = 2.0  # between score.py's progress lines
 
 
