@@ -35,31 +35,28 @@ def speedups_off(env: dict[str, str]) -> frozenset[str]:
     return names
 
 
-def positive_int(env: dict[str, str], name: str, default: int) -> int:
+def _integer(env: dict[str, str], name: str, default: int, lowest: int, highest: int | None,
+             what: str) -> int:
+    """An integer setting within [lowest, highest]; `ConfigError` naming `what` it must be."""
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a positive integer, got {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
+        value = lowest - 1
+    if value < lowest or (highest is not None and value > highest):
+        raise ConfigError(f"{name} must be {what}, got {raw!r}")
     return value
+
+
+def positive_int(env: dict[str, str], name: str, default: int) -> int:
+    return _integer(env, name, default, 1, None, "a positive integer")
 
 
 def port(env: dict[str, str], name: str, default: int) -> int:
     """A TCP port: 1 to 65535, or 0 for any free port the system picks."""
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise ConfigError(f"{name} must be a port number (0 to 65535), got {raw!r}")
-    return value
+    return _integer(env, name, default, 0, 65535, "a port number (0 to 65535)")
 
 
 def switch(env: dict[str, str], name: str, default: bool) -> bool:
