@@ -87,6 +87,25 @@ def on_reload(server):
     server.log.info("SIGHUP: now serving model %s; the drift report starts afresh", version)
 
 
+def post_worker_init(worker):
+    """With GRPC_PORT: this worker serves the Open Inference Protocol over gRPC too, on the
+    port every worker binds (started after the fork: gRPC's threads do not survive one)."""
+    if server_settings.grpc_port is None:
+        return
+    from tabserve.web.grpc_inference import serve
+
+    worker.grpc_server = serve(worker.app.wsgi().extensions["tabserve"],
+                               server_settings.grpc_port, server_settings.threads)
+
+
+def worker_exit(server, worker):
+    """SIGTERM (and SIGHUP's old workers): once HTTP has finished, gRPC refuses new calls and
+    gives those under way the same grace."""
+    grpc_server = getattr(worker, "grpc_server", None)
+    if grpc_server is not None:
+        grpc_server.stop(graceful_timeout).wait()
+
+
 def child_exit(server, worker):
     """A worker's samples stay counted after it exits; its live gauges do not."""
     from prometheus_client import multiprocess

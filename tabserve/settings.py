@@ -80,7 +80,8 @@ def metrics_directory(env: dict[str, str]) -> Path | None:
 @dataclass(frozen=True)
 class ServerSettings:
     """gunicorn's settings (gunicorn.conf.py): `HOST`, `PORT`, `WEB_CONCURRENCY` (default:
-    the CPUs this process may use), `THREADS`, `TIMEOUT`, `LOG_LEVEL`."""
+    the CPUs this process may use), `THREADS`, `TIMEOUT`, `LOG_LEVEL`; `GRPC_PORT`: the
+    Open Inference Protocol over gRPC on that port too (None: not served)."""
 
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
@@ -88,15 +89,22 @@ class ServerSettings:
     threads: int = 1
     timeout: int = 30
     log_level: str = "info"
+    grpc_port: int | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str], cpus: int) -> ServerSettings:
-        return cls(host=env.get("HOST") or cls.host,
-                   port=port(env, "PORT", cls.port),
-                   workers=positive_int(env, "WEB_CONCURRENCY", cpus),
-                   threads=positive_int(env, "THREADS", cls.threads),
-                   timeout=positive_int(env, "TIMEOUT", cls.timeout),
-                   log_level=env.get("LOG_LEVEL") or cls.log_level)
+        settings = cls(host=env.get("HOST") or cls.host,
+                       port=port(env, "PORT", cls.port),
+                       workers=positive_int(env, "WEB_CONCURRENCY", cpus),
+                       threads=positive_int(env, "THREADS", cls.threads),
+                       timeout=positive_int(env, "TIMEOUT", cls.timeout),
+                       log_level=env.get("LOG_LEVEL") or cls.log_level,
+                       # every worker binds it (SO_REUSEPORT): 0, a port each, cannot be used
+                       grpc_port=_integer(env, "GRPC_PORT", 0, 1, 65535,
+                                          "a port number (1 to 65535)") or None)
+        if settings.grpc_port is not None and settings.grpc_port == settings.port:
+            raise ConfigError(f"GRPC_PORT must differ from PORT, both are {settings.port}")
+        return settings
 
     @property
     def bind(self) -> str:

@@ -18,7 +18,8 @@ from tabserve.web.open_inference import v2
 from tabserve.web.openapi import endpoint_index
 from tabserve.web.middleware import (PLAIN_REFUSED, EndpointRequest, PlainPredictions,
                                      RequestAccounting, predictions)
-from tabserve.web.responses import INTERNAL_ERROR, json_response, problem_response
+from tabserve.web.responses import (INTERNAL_ERROR, error_response, is_open_inference,
+                                    json_response, problem_response)
 from tabserve.web.service import Service, service
 
 log = logging.getLogger(__name__)
@@ -146,8 +147,8 @@ def _request_error(err: RequestError) -> Response:
     """A client mistake, counted by field, in the shape of the protocol it came by: the Open
     Inference Protocol's `{"error": ...}` with 400, problem+json elsewhere."""
     service().metrics.observe_problems([p.field for p in err.problems])
-    if request.blueprint == "v2":
-        return json_response({"error": "; ".join(str(p) for p in err.problems[:20])}, 400)
+    if is_open_inference(request.path):
+        return error_response("; ".join(str(p) for p in err.problems[:20]))
     title = err.title or "Unprocessable Content"
     shown = "; ".join(str(p) for p in err.problems[:3])
     more = len(err.problems) - 3
@@ -164,7 +165,10 @@ def _http_error(err: HTTPException) -> Response:
         allowed = " or ".join(m for m in err.valid_methods if m not in ("HEAD", "OPTIONS"))
         detail = f"{request.method} is not allowed on {request.path}: use {allowed}" + \
             (" with a JSON body" if allowed == "POST" else "")
-    response = problem_response(err.code or 500, err.name, detail)
+    if is_open_inference(request.path):
+        response = error_response(detail, err.code or 500)
+    else:
+        response = problem_response(err.code or 500, err.name, detail)
     if err.code == 405 and err.valid_methods:
         response.headers["Allow"] = ", ".join(err.valid_methods)
     return response
@@ -172,6 +176,8 @@ def _http_error(err: HTTPException) -> Response:
 
 def _unexpected_error(err: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.path, exc_info=err)
+    if is_open_inference(request.path):
+        return error_response(INTERNAL_ERROR[2], 500)
     return problem_response(*INTERNAL_ERROR)
 
 

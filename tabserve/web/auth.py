@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from tabserve.model.secrets import read_secret
-from tabserve.web.responses import problem_response
+from tabserve.web.responses import error_response, is_open_inference, problem_response
 
 # the probes (an orchestrator has no key) and the page that asks the user for one
 OPEN_PATHS = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready", "/docs"})
@@ -76,12 +76,13 @@ def _digest(entry: str, where: str, number: int) -> bytes:
     return hashlib.sha256(entry.encode()).digest()
 
 
-def presented_key(environ: dict) -> str | None:
-    """The key a request carries, from `Authorization: Bearer` or `X-API-Key`."""
-    scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+def presented_key(authorization: str, api_key: str) -> str | None:
+    """The key a request carries, from `Authorization: Bearer` or `X-API-Key` (HTTP headers,
+    or gRPC metadata of those names)."""
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return environ.get("HTTP_X_API_KEY", "").strip() or None
+    return api_key.strip() or None
 
 
 class KeyGate:
@@ -100,19 +101,23 @@ class KeyGate:
         length = environ.get("CONTENT_LENGTH", "")
         if length.isdigit() and int(length) > self.service.settings.max_body_bytes:
             return self.wsgi_app(environ, start_response)  # the app answers 413, unread
-        presented = presented_key(environ)
+        presented = presented_key(environ.get("HTTP_AUTHORIZATION", ""),
+                                  environ.get("HTTP_X_API_KEY", ""))
         key = None if presented is None else keys.match(presented)
         if key is None:
             environ["tabserve.endpoint"] = "(unauthenticated)"
-            return _unauthorized(presented is not None)(environ, start_response)
+            return _unauthorized(presented is not None, environ["PATH_INFO"])(environ,
+                                                                               start_response)
         environ["tabserve.key_id"] = key
         return self.wsgi_app(environ, start_response)
 
 
-def _unauthorized(wrong: bool):
+def _unauthorized(wrong: bool, path: str):
     detail = ("the API key is not valid" if wrong else "this endpoint needs an API key") + \
         ": send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
-    response = problem_response(401, "Unauthorized", detail)
+    # the Open Inference Protocol's clients read its error shape only
+    response = error_response(detail, 401) if is_open_inference(path) else \
+        problem_response(401, "Unauthorized", detail)
     response.headers["WWW-Authenticate"] = 'Bearer realm="tabserve"' + \
         (', error="invalid_token"' if wrong else "")
     return response

@@ -1,7 +1,7 @@
 """One JSON line per request, written by gunicorn's access logger (`logger_class` in
 gunicorn.conf.py) or, on AWS Lambda, by `aws_lambda`, with what the app left in the WSGI
 environ: records, model version and request id. A probe that succeeds (`/health`, `/ready`,
-the v2 health paths) is logged only at LOG_LEVEL=debug: Docker's health check and
+the v2 health paths and their gRPC calls) is logged only at LOG_LEVEL=debug: Docker's health check and
 Kubernetes' probes would otherwise write a line every few seconds each."""
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from datetime import datetime, timezone
 
 from gunicorn.glogging import Logger
 
-PROBES = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready"})
+PROBES = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready",
+                    "/inference.GRPCInferenceService/ServerLive",
+                    "/inference.GRPCInferenceService/ServerReady"})
 
 
 def access_record(environ: dict, status: int, seconds: float, debug: bool) -> dict | None:

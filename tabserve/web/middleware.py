@@ -31,6 +31,11 @@ SECURITY_HEADERS = (
 )
 
 
+def valid_request_id(given: str) -> bool:
+    """Whether a client's request id is sane enough to echo and log."""
+    return _REQUEST_ID.fullmatch(given) is not None
+
+
 def predictions(service, body: Body, environ: dict) -> bytes:
     """The /predict answer for a parsed body (JSON), counted for the metrics and the log."""
     answers = service.answers.for_body(body, service.drift)
@@ -55,7 +60,7 @@ class RequestAccounting:
         request_id = environ.get(REQUEST_ID)
         if request_id is None:
             given = environ.get("HTTP_X_REQUEST_ID", "")
-            request_id = given if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
+            request_id = given if valid_request_id(given) else os.urandom(16).hex()
         model_version = self.service.bundle.version
         environ[REQUEST_ID] = request_id
         environ["tabserve.model_version"] = model_version

@@ -1,37 +1,36 @@
-"""The Open Inference Protocol v2 (KServe / Seldon MLServer) over HTTP, beside /predict: the
-routes, translating tensors (`serving.codecs.tensors`) to and from the serving core.
+"""The Open Inference Protocol v2 (KServe, Triton, Seldon MLServer) over HTTP, beside /predict:
+the routes, and the body in JSON or in the binary tensor extension (a JSON header, then the
+tensors' bytes; `Inference-Header-Content-Length` says where the JSON ends), in both
+directions. The inference itself is `web.inference`'s, shared with gRPC.
 
-Errors are `{"error": "..."}` with a 4xx, as the protocol specifies (invalid values are
-answered by the app's `RequestError` handler in that shape too).
+Every answer under /v2 that is an error is `{"error": "..."}`, as the protocol specifies: the
+routes' own here, and the app's handlers for invalid values, unknown routes and methods.
 """
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 import msgspec
 from flask import Blueprint, Response, request
 
 from tabserve import __version__
-from tabserve.model.validation import validate_columns
 from tabserve.serving.codecs import tensors
-from tabserve.web.responses import json_response
+from tabserve.web.inference import Inference, check_model, infer
+from tabserve.web.responses import error_response, json_response
 from tabserve.web.service import service
 
 v2 = Blueprint("v2", __name__, url_prefix="/v2")
 
-
-def _error(message: str, status: int = 400) -> Response:
-    return json_response({"error": message}, status)
-
-
-def _check_model(name: str) -> None:
-    served = service().model_name
-    if name != served:
-        raise LookupError(f"model {name!r} not found; this server serves {served!r}")
+HEADER_LENGTH = "Inference-Header-Content-Length"
+EXTENSIONS = ["binary_tensor_data"]
 
 
 @v2.get("")
 def server_metadata() -> Response:
-    return json_response({"name": "tabserve", "version": __version__, "extensions": []})
+    return json_response({"name": "tabserve", "version": __version__,
+                          "extensions": EXTENSIONS})
 
 
 @v2.get("/health/live")
@@ -45,9 +44,10 @@ def ready() -> Response:
 
 
 @v2.get("/models/<name>")
-def model_metadata(name: str) -> Response:
-    _check_model(name)
+@v2.get("/models/<name>/versions/<version>")
+def model_metadata(name: str, version: str | None = None) -> Response:
     current = service()
+    check_model(current, name, version)
     bundle = current.bundle
     return json_response({
         "name": name, "versions": [bundle.version],
@@ -59,42 +59,108 @@ def model_metadata(name: str) -> Response:
 
 
 @v2.get("/models/<name>/ready")
-def model_ready(name: str) -> Response:
-    _check_model(name)
+@v2.get("/models/<name>/versions/<version>/ready")
+def model_ready(name: str, version: str | None = None) -> Response:
+    check_model(service(), name, version)
     return json_response({"name": name, "ready": True})
 
 
 @v2.post("/models/<name>/infer")
-def infer(name: str) -> Response:
-    _check_model(name)
+@v2.post("/models/<name>/versions/<version>/infer")
+def infer_route(name: str, version: str | None = None) -> Response:
     current = service()
-    schema = current.bundle.schema
+    check_model(current, name, version)
     try:
-        body = msgspec.json.decode(request.get_data(cache=False))
-        values, count, unknown = tensors.input_values(body, schema.names,
-                                                      current.settings.max_batch_records)
-    except (msgspec.DecodeError, UnicodeDecodeError) as err:
-        return _error(f"the body is not valid JSON: {err}")
-    except RecursionError:
-        return _error("the body is not valid JSON: nested too deeply")
+        body = _request_body(request.get_data(cache=False), request.headers.get(HEADER_LENGTH))
+        wanted = body.get("outputs")
+        if wanted is not None and (not isinstance(wanted, list) or not all(
+                isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted)):
+            raise ValueError("'outputs' must be a list of objects with a 'name'")
+        answer = infer(current, body, [o["name"] for o in wanted or []])
     except ValueError as err:
-        return _error(str(err))
-    validated = validate_columns(schema, values)
-    scored = current.predictor.score_validated(validated)
-    current.count_drift(validated.columns, scored, validated.unseen)
-    request.environ["tabserve.records"] = count
-    current.metrics.observe_labels(scored.labels)
-    answer = {"model_name": name, "model_version": scored.shape.version,
-              "id": body.get("id") if isinstance(body.get("id"), str) else
-              request.environ.get("tabserve.request_id"),
-              "outputs": tensors.outputs(scored)}
-    warnings = tensors.warnings(scored, unknown)
-    if warnings:
-        answer["parameters"] = {"warnings": warnings}
-    return json_response(answer)
+        return error_response(str(err))
+    request.environ["tabserve.records"] = answer.records
+    given_id = body.get("id")
+    head = {"model_name": name, "model_version": answer.model_version,
+            "id": given_id if isinstance(given_id, str) else
+            request.environ.get("tabserve.request_id")}
+    if answer.warnings:
+        head["parameters"] = {"warnings": answer.warnings}
+    return _answer(head, answer, _binary_outputs(body))
+
+
+def _request_body(raw: bytes, header_length: str | None) -> dict[str, Any]:
+    """The request's JSON, with the data of binary input tensors decoded into `data`."""
+    if header_length is None:
+        return _json_object(raw)
+    if not header_length.isdigit() or int(header_length) > len(raw):
+        raise ValueError(f"{HEADER_LENGTH} must be the length of the JSON at the start of the "
+                         f"body (at most {len(raw)} bytes), got {header_length!r}")
+    split = int(header_length)
+    body, binary = _json_object(raw[:split]), memoryview(raw)[split:]
+    offset = 0
+    for tensor in body.get("inputs") if isinstance(body.get("inputs"), list) else []:
+        parameters = tensor.get("parameters") if isinstance(tensor, dict) else None
+        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if size is None:
+            continue
+        name = tensor.get("name")
+        if type(size) is not int or size < 0 or offset + size > len(binary):
+            raise ValueError(f"input {name!r}: binary_data_size {size!r} does not fit the "
+                             f"{len(binary) - offset} bytes left in the body")
+        tensor["data"] = tensors.decode_raw(name, str(tensor.get("datatype")),
+                                            bytes(binary[offset:offset + size]))
+        offset += size
+    if offset != len(binary):
+        raise ValueError(f"the body has {len(binary) - offset} bytes after the binary data "
+                         "its inputs declare (binary_data_size)")
+    return body
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError) as err:
+        # Python's reader takes what msgspec refuses and some clients write: NaN, Infinity
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise ValueError(f"the body is not valid JSON: {err}") from None
+    except RecursionError:
+        raise ValueError("the body is not valid JSON: nested too deeply") from None
+    if not isinstance(body, dict):
+        raise ValueError("expected an object with a list of 'inputs'")
+    return body
+
+
+def _binary_outputs(body: dict[str, Any]) -> set[str] | bool:
+    """The outputs asked for as binary data: all (`binary_data_output` on the request), or
+    those named with `binary_data` in their own parameters."""
+    parameters = body.get("parameters")
+    if isinstance(parameters, dict) and parameters.get("binary_data_output") is True:
+        return True
+    return {o["name"] for o in body.get("outputs") or []
+            if isinstance(o.get("parameters"), dict) and o["parameters"].get("binary_data")}
+
+
+def _answer(head: dict[str, Any], answer: Inference, binary: set[str] | bool) -> Response:
+    chunks = []
+    outputs = []
+    for tensor in answer.outputs:
+        if binary is True or tensor["name"] in binary:
+            raw = tensors.encode_raw(tensor)
+            chunks.append(raw)
+            tensor = {**{k: v for k, v in tensor.items() if k != "data"},
+                      "parameters": {"binary_data_size": len(raw)}}
+        outputs.append(tensor)
+    encoded = msgspec.json.encode({**head, "outputs": outputs})
+    if not chunks:
+        return Response(encoded, mimetype="application/json")
+    response = Response(b"".join([encoded, *chunks]), mimetype="application/octet-stream")
+    response.headers[HEADER_LENGTH] = str(len(encoded))
+    return response
 
 
 @v2.errorhandler(LookupError)
 def _not_found(err: LookupError) -> Response:
-    return _error(str(err.args[0]), 404)
-
+    return error_response(str(err.args[0]), 404)

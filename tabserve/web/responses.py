@@ -28,5 +28,15 @@ def problem_response(status: int, title: str, detail: str,
     return json_response(body, status, "application/problem+json")
 
 
+def is_open_inference(path: str) -> bool:
+    """Whether a path is the Open Inference Protocol's, whose errors take its shape."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def error_response(message: str, status: int = 400) -> Response:
+    """An error in the Open Inference Protocol's shape, the only one its clients read."""
+    return json_response({"error": message}, status)
+
+
 INTERNAL_ERROR = (500, "Internal Server Error",
                   "the server failed to answer; the error is in its log")

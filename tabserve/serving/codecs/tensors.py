@@ -4,16 +4,28 @@ core's `Scored` as output tensors, apart from the transport that carries them.
 Tabular input is one tensor per field (BYTES for text, FP64/INT64 for numbers, BOOL or INT64
 for booleans); the outputs are the predicted label, the class probabilities, and for a binary
 model the positive class's probability.
+
+Binary tensor data (HTTP's binary extension, gRPC's raw contents) has one layout in both
+transports: numbers little-endian, BOOL one byte each, BYTES each element as its length
+(4 bytes, little-endian) then its bytes.
 """
 
 from __future__ import annotations
 
+import struct
 from typing import Any
+
+import numpy as np
 
 from tabserve.model.schema import Schema
 from tabserve.serving.core import AnswerShape, Scored
 
 DATATYPES = {"numeric": "FP64", "categorical": "BYTES", "boolean": "INT64"}
+# the fixed-size datatypes a client may send, as numpy reads their raw bytes
+RAW_DTYPES = {"BOOL": "?", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
+              "INT8": "<i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
+              "FP32": "<f4", "FP64": "<f8"}
+_LENGTH = struct.Struct("<I")
 
 
 def input_tensors(schema: Schema) -> list[dict[str, Any]]:
@@ -58,6 +70,61 @@ def input_values(body: Any, names: list[str], limit: int) -> tuple[dict[str, lis
     return {name: tensors[name] for name in names}, count, sorted(set(tensors) - set(names))
 
 
+def decode_raw(name: str, datatype: str, raw: bytes) -> list:
+    """The values of one tensor's binary data; `ValueError` naming the tensor when the bytes
+    do not fit its datatype."""
+    if datatype == "BYTES":
+        return _decode_bytes_elements(name, raw)
+    dtype = RAW_DTYPES.get(datatype)
+    if dtype is None:
+        raise ValueError(f"input {name!r}: datatype {datatype!r} is not one of "
+                         f"{', '.join(['BYTES', *RAW_DTYPES])}")
+    size = np.dtype(dtype).itemsize
+    if len(raw) % size:
+        raise ValueError(f"input {name!r}: {len(raw)} bytes is not a whole number of "
+                         f"{datatype} elements ({size} bytes each)")
+    return np.frombuffer(raw, dtype=dtype).tolist()
+
+
+def _decode_bytes_elements(name: str, raw: bytes) -> list[str]:
+    values, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise ValueError(f"input {name!r}: BYTES data ends inside an element's length")
+        (length,), offset = _LENGTH.unpack_from(raw, offset), offset + 4
+        if offset + length > len(raw):
+            raise ValueError(f"input {name!r}: a BYTES element of {length} bytes runs past "
+                             "the end of the data")
+        try:
+            values.append(raw[offset:offset + length].decode())
+        except UnicodeDecodeError:
+            raise ValueError(f"input {name!r}: element {len(values)} is not UTF-8 "
+                             "text") from None
+        offset += length
+    return values
+
+
+def encode_raw(tensor: dict[str, Any]) -> bytes:
+    """The binary data of an output tensor (its `data` as `outputs` made it)."""
+    if tensor["datatype"] == "BYTES":
+        encoded = [value.encode() for value in tensor["data"]]
+        return b"".join(_LENGTH.pack(len(item)) + item for item in encoded)
+    return np.asarray(tensor["data"], dtype=RAW_DTYPES[tensor["datatype"]]).tobytes()
+
+
+def requested_outputs(tensors: list[dict[str, Any]], names: list[str] | None) -> list[dict[str, Any]]:
+    """The output tensors a request asked for, in its order (all when it named none);
+    `ValueError` for a name the model has not."""
+    if not names:
+        return tensors
+    by_name = {tensor["name"]: tensor for tensor in tensors}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise ValueError(f"unknown output {unknown[0]!r}: this model's outputs are "
+                         f"{', '.join(map(repr, by_name))}")
+    return [by_name[name] for name in dict.fromkeys(names)]
+
+
 def outputs(scored: Scored) -> list[dict[str, Any]]:
     """The output tensors of scored records."""
     count, classes = len(scored), len(scored.shape.classes)
@@ -72,7 +139,9 @@ def outputs(scored: Scored) -> list[dict[str, Any]]:
     return tensors
 
 
-def warnings(scored: Scored, unknown: list[str]) -> list[str]:
-    """The answer's warnings: unknown inputs ignored, then each record's, by record."""
-    return [f"unknown input {name!r} ignored" for name in unknown] + \
+def warnings(scored: Scored, unknown: list[str]) -> str | None:
+    """The answer's warnings as one string (a parameter's value is a string, a number or a
+    boolean): unknown inputs ignored, then each record's, by record; None without any."""
+    listed = [f"unknown input {name!r} ignored" for name in unknown] + \
         [f"records[{i}]: {w}" for i, ws in sorted(scored.warnings.items()) for w in ws]
+    return "; ".join(listed) or None

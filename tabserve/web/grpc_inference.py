@@ -1,0 +1,232 @@
+"""The Open Inference Protocol over gRPC (KServe's and Triton's `GRPCInferenceService`), with
+the protocol's published stubs (`open-inference-grpc`). With `GRPC_PORT` set, every gunicorn
+worker serves it beside HTTP (gunicorn.conf.py starts it after the fork): the workers share
+the port (SO_REUSEPORT, the kernel spreads connections), the model, the settings, the API
+keys and the metrics files, and the inference is `web.inference`'s, as over HTTP.
+
+Each call is accounted as an HTTP request is: a request id (`x-request-id` metadata, else
+generated) and the model version in the initial metadata, a JSON access line, and the
+request counter and histogram, labelled with the method's path and the HTTP status the same
+failure has over HTTP (so the alerting rules see both transports).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from open_inference.grpc import protocol as pb
+from open_inference.grpc.service import (GRPCInferenceServiceServicer,
+                                         add_GRPCInferenceServiceServicer_to_server)
+
+from tabserve import __version__
+from tabserve.model.validation import RequestError
+from tabserve.serving.codecs import tensors
+from tabserve.web.auth import presented_key
+from tabserve.web.inference import check_model, infer
+from tabserve.web.logs import access_record
+from tabserve.web.middleware import valid_request_id
+from tabserve.web.open_inference import EXTENSIONS
+from tabserve.web.responses import INTERNAL_ERROR
+from tabserve.web.service import Service
+
+log = logging.getLogger(__name__)
+# gunicorn's loggers, in every worker: the access log, and the error log whose level is LOG_LEVEL
+access_log = logging.getLogger("gunicorn.access")
+error_log = logging.getLogger("gunicorn.error")
+
+SERVICE = "inference.GRPCInferenceService"
+OPEN_METHODS = frozenset({"ServerLive", "ServerReady"})  # the probes, as /v2/health/* is
+# the HTTP status of each outcome, for the metrics' `status` label
+HTTP_STATUS = {grpc.StatusCode.OK: 200, grpc.StatusCode.INVALID_ARGUMENT: 400,
+               grpc.StatusCode.UNAUTHENTICATED: 401, grpc.StatusCode.NOT_FOUND: 404,
+               grpc.StatusCode.INTERNAL: 500}
+# where each datatype's values are in a tensor's typed contents
+CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
+            "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
+            "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
+            "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents"}
+
+
+class Refused(Exception):
+    """A call answered with a status other than OK, and why."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class InferenceServicer(GRPCInferenceServiceServicer):
+    """The protocol's six calls, over one service."""
+
+    def __init__(self, current: Service):
+        self.current = current
+
+    def ServerLive(self, request, context):  # noqa: N802 - the protocol's names
+        return self._call("ServerLive", context, lambda call: pb.ServerLiveResponse(live=True))
+
+    def ServerReady(self, request, context):  # noqa: N802
+        return self._call("ServerReady", context,
+                          lambda call: pb.ServerReadyResponse(ready=True))
+
+    def ModelReady(self, request, context):  # noqa: N802
+        def answer(call):
+            check_model(self.current, request.name, request.version)
+            return pb.ModelReadyResponse(ready=True)
+        return self._call("ModelReady", context, answer)
+
+    def ServerMetadata(self, request, context):  # noqa: N802
+        return self._call("ServerMetadata", context, lambda call: pb.ServerMetadataResponse(
+            name="tabserve", version=__version__, extensions=EXTENSIONS))
+
+    def ModelMetadata(self, request, context):  # noqa: N802
+        return self._call("ModelMetadata", context, lambda call: self._metadata(request))
+
+    def ModelInfer(self, request, context):  # noqa: N802
+        return self._call("ModelInfer", context, lambda call: self._infer(request, call))
+
+    def _metadata(self, request) -> pb.ModelMetadataResponse:
+        current = self.current
+        check_model(current, request.name, request.version)
+        bundle = current.bundle
+        return pb.ModelMetadataResponse(
+            name=request.name, versions=[bundle.version],
+            platform=f"tabserve/{bundle.metrics.get('chosen')}",
+            inputs=[_tensor_metadata(t) for t in tensors.input_tensors(bundle.schema)],
+            outputs=[_tensor_metadata(t) for t in
+                     tensors.output_tensors(current.predictor.shape)])
+
+    def _infer(self, request, call: dict[str, Any]) -> pb.ModelInferResponse:
+        current = self.current
+        check_model(current, request.model_name, request.model_version)
+        body = {"inputs": _input_tensors(request)}
+        answer = infer(current, body, [o.name for o in request.outputs])
+        call["tabserve.records"] = answer.records
+        response = pb.ModelInferResponse(
+            model_name=request.model_name, model_version=answer.model_version,
+            id=request.id or call["tabserve.request_id"],
+            outputs=[pb.ModelInferResponse.InferOutputTensor(
+                name=t["name"], datatype=t["datatype"], shape=t["shape"])
+                for t in answer.outputs],
+            # as Triton answers: its client reads only raw contents for numbers
+            raw_output_contents=[tensors.encode_raw(t) for t in answer.outputs])
+        if answer.warnings:
+            response.parameters["warnings"].string_param = answer.warnings
+        return response
+
+    def _call(self, method: str, context: grpc.ServicerContext,
+              answer: Callable[[dict[str, Any]], Any]):
+        """One call, accounted; `answer` gets the call's record (its request id, records...)
+        and its errors become statuses."""
+        started = time.perf_counter()
+        current = self.current
+        metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        given = metadata.get("x-request-id", "")
+        call = {"PATH_INFO": f"/{SERVICE}/{method}", "REQUEST_METHOD": "GRPC",
+                "REMOTE_ADDR": context.peer(), "tabserve.model_version": current.bundle.version,
+                "tabserve.request_id": given if valid_request_id(given) else os.urandom(16).hex()}
+        context.send_initial_metadata((("x-request-id", call["tabserve.request_id"]),
+                                       ("x-model-version", call["tabserve.model_version"])))
+        code = grpc.StatusCode.OK
+        try:
+            if method not in OPEN_METHODS:
+                call["tabserve.key_id"] = self._key_id(metadata)
+            return answer(call)
+        except Refused as err:
+            code, message = err.code, str(err)
+        except LookupError as err:
+            code, message = grpc.StatusCode.NOT_FOUND, str(err.args[0])
+        except RequestError as err:
+            current.metrics.observe_problems([p.field for p in err.problems])
+            code = grpc.StatusCode.INVALID_ARGUMENT
+            message = "; ".join(str(p) for p in err.problems[:20])
+        except ValueError as err:
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(err)
+        except Exception:  # a bug: logged with its cause, answered as HTTP answers one
+            log.exception("unhandled error on gRPC %s", method)
+            code, message = grpc.StatusCode.INTERNAL, INTERNAL_ERROR[2]
+        finally:
+            seconds = time.perf_counter() - started
+            status = HTTP_STATUS.get(code, 500)
+            current.metrics.observe_request(call["PATH_INFO"], "GRPC", status, seconds)
+            _log_access(call, status, code, seconds)
+        context.abort(code, message)
+
+    def _key_id(self, metadata: dict[str, str]) -> str | None:
+        """The id of the call's API key (None when keys are off); `Refused` without a valid
+        one."""
+        keys = self.current.keys
+        if keys is None:
+            return None
+        presented = presented_key(metadata.get("authorization", ""),
+                                  metadata.get("x-api-key", ""))
+        key = None if presented is None else keys.match(presented)
+        if key is None:
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED,
+                          ("the API key is not valid" if presented else
+                           "this call needs an API key") +
+                          ": send it as 'authorization: Bearer <key>' or 'x-api-key: <key>' "
+                          "metadata")
+        return key
+
+
+def _tensor_metadata(tensor: dict[str, Any]) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(name=tensor["name"],
+                                                   datatype=tensor["datatype"],
+                                                   shape=tensor["shape"])
+
+
+def _input_tensors(request) -> list[dict[str, Any]]:
+    """The request's input tensors as `tensors.input_values` reads them, from raw contents
+    (what Triton's and KServe's clients send) or typed contents."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise ValueError(f"raw_input_contents holds {len(raw)} tensors for "
+                         f"{len(request.inputs)} inputs")
+    inputs = []
+    for i, tensor in enumerate(request.inputs):
+        if raw:
+            data = tensors.decode_raw(tensor.name, tensor.datatype, raw[i])
+        else:
+            data = _typed_contents(tensor)
+        inputs.append({"name": tensor.name, "data": data})
+    return inputs
+
+
+def _typed_contents(tensor) -> list:
+    field = CONTENTS.get(tensor.datatype)
+    if field is None:
+        raise ValueError(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not one of "
+                         f"{', '.join(CONTENTS)}")
+    values = list(getattr(tensor.contents, field))
+    if field != "bytes_contents":
+        return values
+    try:
+        return [value.decode() for value in values]
+    except UnicodeDecodeError:
+        raise ValueError(f"input {tensor.name!r}: an element is not UTF-8 text") from None
+
+
+def _log_access(call: dict[str, Any], status: int, code: grpc.StatusCode,
+                seconds: float) -> None:
+    line = access_record(call, status, seconds, error_log.isEnabledFor(logging.DEBUG))
+    if line is not None:
+        access_log.info(json.dumps({**line, "grpc_status": code.name}))
+
+
+def serve(current: Service, port: int, threads: int) -> grpc.Server:
+    """Start serving the protocol on `port`, in this process, beside its other workers."""
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
+        options=[("grpc.so_reuseport", 1),
+                 ("grpc.max_receive_message_length", current.settings.max_body_bytes)])
+    add_GRPCInferenceServiceServicer_to_server(InferenceServicer(current), server)
+    server.add_insecure_port(f"0.0.0.0:{port}")
+    server.start()
+    return server

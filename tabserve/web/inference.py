@@ -1,0 +1,51 @@
+"""One inference of the Open Inference Protocol, whichever transport carried it (HTTP in
+`open_inference`, gRPC in `grpc_inference`): input tensors in, with their data decoded;
+output tensors and warnings out. Validated, scored, and counted for drift and the metrics as
+/predict is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tabserve.model.validation import validate_columns
+from tabserve.serving.codecs import tensors
+from tabserve.web.service import Service
+
+
+@dataclass(frozen=True)
+class Inference:
+    """An answer's parts: the output tensors asked for (`data` as lists), its warnings as one
+    string, the model version that answered."""
+    records: int
+    outputs: list[dict[str, Any]]
+    warnings: str | None
+    model_version: str
+
+
+def check_model(current: Service, name: str, version: str | None = None) -> None:
+    """`LookupError` (a 404) unless `name` is the served model and `version`, when given, is
+    its version."""
+    if name != current.model_name:
+        raise LookupError(f"model {name!r} not found; this server serves "
+                          f"{current.model_name!r}")
+    served = current.bundle.version
+    if version and version != served:
+        raise LookupError(f"version {version!r} of model {name!r} not found; this server "
+                          f"serves version {served!r}")
+
+
+def infer(current: Service, body: dict[str, Any], output_names: list[str] | None) -> Inference:
+    """Score a request's input tensors; `ValueError` for tensors that do not fit the model
+    (`RequestError` for invalid values), both before any scoring."""
+    predictor = current.predictor  # one model for the whole request, even across a reload
+    schema = predictor.bundle.schema
+    values, count, unknown = tensors.input_values(body, schema.names,
+                                                  current.settings.max_batch_records)
+    tensors.requested_outputs(tensors.output_tensors(predictor.shape), output_names)
+    validated = validate_columns(schema, values)
+    scored = predictor.score_validated(validated)
+    current.count_drift(validated.columns, scored, validated.unseen)
+    current.metrics.observe_labels(scored.labels)
+    return Inference(count, tensors.requested_outputs(tensors.outputs(scored), output_names),
+                     tensors.warnings(scored, unknown), scored.shape.version)
