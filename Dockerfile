@@ -46,7 +46,8 @@ WORKDIR /app
 COPY gunicorn.conf.py predict.py model.bin ./
 COPY tabserve ./tabserve
 USER app
-EXPOSE 9696
+# 9697: the conventional GRPC_PORT (gRPC is served only when GRPC_PORT is set)
+EXPOSE 9696 9697
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/health', timeout=2)"]
 # exec form: gunicorn is PID 1 and gets SIGTERM itself, so it drains requests before exiting

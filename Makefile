@@ -42,9 +42,21 @@ $(VENV)/.dev: $(VENV)/.runtime
 	$(BIN)/pip install --disable-pip-version-check --require-hashes -r $(VENV)/requirements-dev.txt
 	@touch $@
 
+# KServe's SDK in a virtualenv of its own (its Pipfile says why), for the v2 client tests
+KSERVE_VENV := .venv-kserve
+KSERVE_PIPFILE := tests/clients/kserve/Pipfile
+$(KSERVE_VENV)/.installed: $(KSERVE_PIPFILE) $(KSERVE_PIPFILE).lock | $(PIPENV)
+	PIPENV_PIPFILE=$(KSERVE_PIPFILE) $(PIPENV) verify
+	@[ -x $(KSERVE_VENV)/bin/python ] || $(TOOLS)/bin/python -m virtualenv --quiet \
+	    --python "$$(python3 -c 'import sys; print(sys.executable)')" $(KSERVE_VENV)
+	PIPENV_PIPFILE=$(KSERVE_PIPFILE) $(PIPENV) requirements --hash > $(KSERVE_VENV)/requirements.txt
+	$(KSERVE_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes \
+	    -r $(KSERVE_VENV)/requirements.txt
+	@touch $@
+
 install-runtime: $(VENV)/.runtime ## install the locked runtime packages and the tools beside serving into .venv (what the README's commands need)
 
-install: $(VENV)/.dev ## install the locked runtime and dev packages into .venv
+install: $(VENV)/.dev $(KSERVE_VENV)/.installed ## install the locked runtime and dev packages into .venv
 
 run: install-runtime ## serve model.bin on port 9696 (MODEL_PATH, PORT, WEB_CONCURRENCY to change)
 	$(BIN)/gunicorn predict:app

@@ -94,8 +94,12 @@ def post_worker_init(worker):
         return
     from tabserve.web.grpc_inference import serve
 
-    worker.grpc_server = serve(worker.app.wsgi().extensions["tabserve"],
-                               server_settings.grpc_port, server_settings.threads)
+    try:
+        worker.grpc_server = serve(worker.app.wsgi().extensions["tabserve"],
+                                   server_settings.grpc_port, server_settings.threads)
+    except OSError as err:
+        worker.log.error("error: %s", err)
+        sys.exit(3)  # gunicorn's "worker failed to boot": the master stops, as it should
 
 
 def worker_exit(server, worker):

@@ -5,9 +5,10 @@
     make bench ARGS=--api-keys       # and with API keys on: with the key, without (401s), /health
 
 Each round starts every server in turn (ours, a constant-answer Flask app, the course-style
-DictVectorizer app, a bare WSGI app that only parses the body with the stdlib's json), drives
-it with wrk on loopback (1 thread, 8 connections) with one record and with a batch of 1,000,
-and stops it. Figures are medians over rounds; CPU is read from /proc for the server's
+DictVectorizer app, a bare WSGI app that only parses the body with the stdlib's json, and ours
+again over the Open Inference Protocol: JSON tensors, binary tensors, gRPC), drives it with
+wrk on loopback (1 thread, 8 connections; gRPC with bench/grpc_load.py, 8 calls in flight)
+with one record and with a batch of 1,000, and stops it. Figures are medians over rounds; CPU is read from /proc for the server's
 processes and from rusage for wrk. The Markdown table is appended to bench/RESULTS.md.
 """
 
@@ -53,6 +54,16 @@ BENCH_KEY = "bench-api-key-0123456789abcdef"
 KEYS_ON, KEYS_REFUSED = "tabserve, API keys on", "tabserve, API keys on, no key sent (401)"
 KEYS_HEALTH = "tabserve, API keys on, GET /health"
 MONITORING_OFF = "tabserve, monitoring off"
+V2_JSON, V2_BINARY, V2_GRPC = ("tabserve, /v2 JSON tensors", "tabserve, /v2 binary tensors",
+                               "tabserve, gRPC (raw tensors)")
+V2_DATATYPES = {Kind.NUMERIC: "FP64", Kind.CATEGORICAL: "BYTES", Kind.BOOLEAN: "INT64"}
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A body that is not JSON: its bytes, and the headers that say what they are."""
+    data: bytes
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def records_body(records: list[dict]) -> object:
@@ -72,6 +83,7 @@ class Server:
     body: Callable[[list[dict]], object] = records_body
     method: str = "POST"
     key: str | None = None  # the API key the load sends (X-API-Key)
+    grpc_port: int | None = None  # driven over gRPC on this port, not over HTTP
 
 
 def alternative_bin(name: str, packages: list[str]) -> Path:
@@ -135,6 +147,57 @@ def v2_body(records: list[dict]) -> dict:
     return {"parameters": {"content_type": "pd"},
             "inputs": [{"name": name, "shape": [len(values)], "datatype": datatype(values),
                         "data": values} for name, values in columns.items()]}
+
+
+def v2_tensors(bundle: ModelBundle) -> Callable[[list[dict]], object]:
+    """Our Open Inference Protocol request, one JSON tensor per field, as tritonclient sends
+    with binary_data=False."""
+    def body(records: list[dict]) -> object:
+        return {"inputs": [{"name": f.name, "shape": [len(records)],
+                            "datatype": V2_DATATYPES[f.kind],
+                            "data": [r[f.name] for r in records]} for f in bundle.schema.fields]}
+    return body
+
+
+def raw_tensors(bundle: ModelBundle, records: list[dict]) -> list[tuple[dict, bytes]]:
+    """Each field as a tensor's metadata and its binary data (the protocol's layout)."""
+    from tabserve.serving.codecs.tensors import encode_raw
+
+    tensors = []
+    for f in bundle.schema.fields:
+        tensor = {"name": f.name, "shape": [len(records)], "datatype": V2_DATATYPES[f.kind],
+                  "data": [r[f.name] for r in records]}
+        tensors.append((tensor, encode_raw(tensor)))
+    return tensors
+
+
+def v2_binary(bundle: ModelBundle) -> Callable[[list[dict]], Encoded]:
+    """The binary tensor extension both ways, as tritonclient's default path sends it."""
+    def body(records: list[dict]) -> Encoded:
+        tensors = raw_tensors(bundle, records)
+        head = json.dumps({"inputs": [
+            {**{k: v for k, v in t.items() if k != "data"},
+             "parameters": {"binary_data_size": len(raw)}} for t, raw in tensors],
+            "parameters": {"binary_data_output": True}}).encode()
+        return Encoded(head + b"".join(raw for _, raw in tensors),
+                       {"Content-Type": "application/octet-stream",
+                        "Inference-Header-Content-Length": str(len(head))})
+    return body
+
+
+def grpc_request(bundle: ModelBundle) -> Callable[[list[dict]], Encoded]:
+    """A serialized ModelInferRequest with raw input contents, as tritonclient sends it."""
+    def body(records: list[dict]) -> Encoded:
+        from open_inference.grpc import protocol as pb
+
+        tensors = raw_tensors(bundle, records)
+        request = pb.ModelInferRequest(
+            model_name=bundle.schema.target,
+            inputs=[pb.ModelInferRequest.InferInputTensor(
+                name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t, _ in tensors],
+            raw_input_contents=[raw for _, raw in tensors])
+        return Encoded(request.SerializeToString())
+    return body
 
 
 def free_port() -> int:
@@ -221,15 +284,32 @@ def to_ms(value: str) -> float:
     return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
 
 
+def drive_grpc(server: Server, body_file: Path, seconds: float,
+               connections: int) -> dict[str, float]:
+    """One bench/grpc_load.py run; its figures and its own CPU time."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("grpc_load.py")),
+         f"127.0.0.1:{server.grpc_port}", str(body_file), f"{seconds:g}", str(connections)],
+        capture_output=True, text=True, timeout=seconds + 60, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {**json.loads(done.stdout),
+            "wrk_cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)}
+
+
 def drive(port: int, server: Server, body_file: Path, seconds: float,
-          connections: int) -> dict[str, float]:
+          connections: int, headers: dict[str, str]) -> dict[str, float]:
     """One wrk run; its figures and its own CPU time."""
+    if server.grpc_port is not None:
+        return drive_grpc(server, body_file, seconds, connections)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s",
          str(Path(__file__).with_name("post.lua")), f"http://127.0.0.1:{port}{server.path}"],
         env={**os.environ, "BODY_FILE": str(body_file), "METHOD": server.method,
-             **({"API_KEY": server.key} if server.key else {})},
+             **({"API_KEY": server.key} if server.key else {}),
+             **({"HEADER_LENGTH": headers["Inference-Header-Content-Length"]}
+                if "Inference-Header-Content-Length" in headers else {})},
         capture_output=True, text=True, timeout=seconds + 60, check=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = done.stdout
@@ -330,6 +410,16 @@ def main() -> int:
     # the cost of counting for drift, measured beside ours in every run
     servers.append(Server(MONITORING_OFF, "predict:app", ROOT,
                           {"MODEL_PATH": str(args.model.resolve()), "MONITORING": "off"}))
+    # the Open Inference Protocol's three ways in, beside /predict
+    model_env = {"MODEL_PATH": str(args.model.resolve())}
+    v2_path = f"/v2/models/{bundle.schema.target}/infer"
+    grpc_port = free_port()
+    servers += [Server(V2_JSON, "predict:app", ROOT, model_env, path=v2_path,
+                       body=v2_tensors(bundle)),
+                Server(V2_BINARY, "predict:app", ROOT, model_env, path=v2_path,
+                       body=v2_binary(bundle)),
+                Server(V2_GRPC, "predict:app", ROOT, {**model_env, "GRPC_PORT": str(grpc_port)},
+                       body=grpc_request(bundle), grpc_port=grpc_port)]
     if args.alternatives:
         servers += alternatives(course_model, work)
     if args.api_keys:
@@ -354,21 +444,16 @@ def main() -> int:
             try:
                 for body_name, sent in (("single", records[:1]), ("batch", records)):
                     body_file = work / f"{body_name}.json"
-                    body_file.write_text(json.dumps(server.body(sent)))
-                    for _ in range(20):  # warm up every worker
-                        request = urllib.request.Request(
-                            f"http://127.0.0.1:{port}{server.path}", method=server.method,
-                            data=body_file.read_bytes() if server.method == "POST" else None,
-                            headers={"Content-Type": "application/json",
-                                     **({"X-API-Key": server.key} if server.key else {})})
-                        try:
-                            urllib.request.urlopen(request, timeout=30).read()
-                        except urllib.error.HTTPError as err:  # the refusals measured below
-                            if err.code != 401:
-                                raise
+                    payload = server.body(sent)
+                    encoded = payload if isinstance(payload, Encoded) else \
+                        Encoded(json.dumps(payload).encode(),
+                                {"Content-Type": "application/json"})
+                    body_file.write_bytes(encoded.data)
+                    warm_up(server, port, encoded)
                     pids = [process.pid, *descendants(process.pid)]
                     cpu_before, faults_before = cpu_seconds(pids), page_faults(pids)
-                    figures = drive(port, server, body_file, args.seconds, args.connections)
+                    figures = drive(port, server, body_file, args.seconds, args.connections,
+                                    encoded.headers)
                     figures["server_cpu"] = cpu_seconds(pids) - cpu_before
                     figures["faults"] = page_faults(pids) - faults_before
                     samples.setdefault((server.name, body_name), []).append(figures)
@@ -384,6 +469,28 @@ def main() -> int:
         f.write(report + "\n")
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def warm_up(server: Server, port: int, encoded: Encoded) -> None:
+    """Requests to every worker before measuring (gRPC: until each worker serves it)."""
+    if server.grpc_port is not None:
+        import grpc
+
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+            for _ in range(20):
+                infer(encoded.data, timeout=30, wait_for_ready=True)
+        return
+    for _ in range(20):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}{server.path}", method=server.method,
+            data=encoded.data if server.method == "POST" else None,
+            headers={**encoded.headers, **({"X-API-Key": server.key} if server.key else {})})
+        try:
+            urllib.request.urlopen(request, timeout=30).read()
+        except urllib.error.HTTPError as err:  # the refusals measured below
+            if err.code != 401:
+                raise
 
 
 def render(args, bundle, servers, samples, startups, memory) -> str:
@@ -410,7 +517,9 @@ def render(args, bundle, servers, samples, startups, memory) -> str:
         f"gunicorn.conf.py for ours and the reference apps: {args.workers} sync workers, "
         f"1 thread, preload, access log to /dev/null. wrk -t1 -c{args.connections}, "
         f"{args.seconds:g} s per run, medians of {args.rounds} rounds. CPU per request: the "
-        f"server's processes / requests."
+        f"server's processes / requests. gRPC is driven by bench/grpc_load.py (Python, "
+        f"{args.connections} calls in flight) instead of wrk: its client CPU is in the wrk "
+        f"column, and on two shared cores it takes from the server's."
         + (" BentoML, MLflow and MLServer serve the course app's model with their own servers "
            "and 2 workers each, in their own request formats (bench/alternatives)."
            if any(s.command for s in servers) else ""),
@@ -465,6 +574,16 @@ def render(args, bundle, servers, samples, startups, memory) -> str:
         f"- Drift monitoring on (the default) against MONITORING=off: **{monitoring:.2f}×** "
         f"one-record req/s, goal ≥ 0.95: {verdict(monitoring >= 0.95)}; **{monitoring_batch:.2f}×"
         f"** 1,000-record records/s, goal ≥ 0.90: {verdict(monitoring_batch >= 0.9)}."]
+    for name in (V2_JSON, V2_BINARY, V2_GRPC):
+        single = figure(name, "single", "rps") / figure(ours, "single", "rps")
+        batch = figure(name, "batch", "rps") / figure(ours, "batch", "rps")
+        cpu_single = (figure(ours, "single", "server_cpu_per_request")
+                      / figure(name, "single", "server_cpu_per_request"))
+        cpu_batch = (figure(ours, "batch", "server_cpu_per_request")
+                     / figure(name, "batch", "server_cpu_per_request"))
+        lines.append(f"- {name.removeprefix('tabserve, ')} against /predict: **{single:.2f}×** "
+                     f"req/s with one record, **{batch:.2f}×** with 1,000; by server CPU per "
+                     f"request {cpu_single:.2f}× and {cpu_batch:.2f}×.")
     if KEYS_ON in {s.name for s in servers}:
         keys_on = figure(KEYS_ON, "single", "rps") / figure(ours, "single", "rps")
         lines += [

@@ -292,7 +292,7 @@ def test_every_route_is_described_once_and_every_description_is_a_route(telco_bu
     from tabserve.web.openapi import ENDPOINTS
 
     app = create_app(telco_bundle, Settings())
-    served = {(method, rule.rule.replace("<name>", "{model}"))
+    served = {(method, rule.rule.replace("<name>", "{model}").replace("<version>", "{version}"))
               for rule in app.url_map.iter_rules() if rule.endpoint != "static"
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     described = [(e.method, e.path) for e in ENDPOINTS]
@@ -301,4 +301,6 @@ def test_every_route_is_described_once_and_every_description_is_a_route(telco_bu
     document = app.test_client().get("/openapi.json").get_json()
     operations = {(method.upper(), path) for path, ops in document["paths"].items()
                   for method in ops}
-    assert operations == {(m, p.replace("{model}", "churn")) for m, p in described}
+    version = telco_bundle.version
+    assert operations == {(m, p.replace("{model}", "churn").replace("{version}", version))
+                          for m, p in described}

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -68,6 +69,8 @@ def test_no_model_no_service(tmp_path, content, message):
     ("PORT", "http", "PORT must be a port number (0 to 65535), got 'http'"),
     ("WEB_CONCURRENCY", "0", "WEB_CONCURRENCY must be a positive integer, got '0'"),
     ("TIMEOUT", "30s", "TIMEOUT must be a positive integer, got '30s'"),
+    ("GRPC_PORT", "0", "GRPC_PORT must be a port number (1 to 65535), got '0'"),
+    ("GRPC_PORT", "h2c", "GRPC_PORT must be a port number (1 to 65535), got 'h2c'"),
 ])
 def test_a_server_setting_it_cannot_use_stops_the_start_in_one_line(setting, value, message):
     env = {**os.environ, "PORT": str(free_port()), "HOST": "127.0.0.1", setting: value}
@@ -259,3 +262,17 @@ def test_docs_page_asks_for_the_api_key(tmp_path):
     finally:
         browser.quit()
         assert stop(process) == 0
+
+
+def test_a_grpc_port_another_program_holds_stops_the_start_in_one_line():
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        done = subprocess.run([GUNICORN, "predict:app"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60,
+                              env={**os.environ, "PORT": str(free_port()), "HOST": "127.0.0.1",
+                                   "GRPC_PORT": str(taken), "WEB_CONCURRENCY": "1"})
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"error: cannot serve gRPC on GRPC_PORT={taken}: another program holds the port" \
+        in done.stderr

@@ -115,6 +115,16 @@ def test_a_rollout_never_drops_below_the_replicas_nor_cuts_requests(overlay):
     assert settings["data"]["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
 
 
+def test_grpc_is_declared_from_the_container_to_the_service(overlay):
+    container = of_kind(overlay, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    settings = of_kind(overlay, "ConfigMap")[0]["data"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["grpc"] == int(settings["GRPC_PORT"]) != ports["http"]
+    service = {p["name"]: p for p in of_kind(overlay, "Service")[0]["spec"]["ports"]}
+    assert service["grpc"]["targetPort"] == "grpc"
+    assert service["grpc"]["appProtocol"] == "kubernetes.io/h2c"
+
+
 def test_autoscaling_disruption_budget_and_scraping(overlay):
     hpa = of_kind(overlay, "HorizontalPodAutoscaler")[0]
     assert hpa["apiVersion"] == "autoscaling/v2" and hpa["spec"]["minReplicas"] >= 2
@@ -193,6 +203,11 @@ def test_inference_services_are_what_kserve_documents(path, mode):
     assert settings["PROTOCOL"] == "v2" and settings["MODEL_NAME"]
     port = container["ports"][0]["containerPort"]
     assert settings["PORT"] == str(port) == "8080"
+    if mode == "Serverless":  # Knative takes one port per container
+        assert len(container["ports"]) == 1 and "GRPC_PORT" not in settings
+    else:  # KServe makes each further port a Service port; "h2c" in its name marks HTTP/2
+        grpc = container["ports"][1]
+        assert "h2c" in grpc["name"] and settings["GRPC_PORT"] == str(grpc["containerPort"])
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     if mode == "Serverless":
         assert predictor["minReplicas"] == 0  # scale to zero

@@ -121,7 +121,7 @@ def index() -> Response:
         "service": "tabserve: a tabular classifier behind a JSON API",
         "model_version": bundle.version,
         "target": bundle.schema.target,
-        "endpoints": endpoint_index(current.model_name),
+        "endpoints": endpoint_index(current.model_name, bundle.version),
         "example": {"POST /predict": bundle.example},
     })
 

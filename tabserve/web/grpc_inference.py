@@ -77,7 +77,11 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 
     def ModelReady(self, request, context):  # noqa: N802
         def answer(call):
-            check_model(self.current, request.name, request.version)
+            # not ready rather than NOT_FOUND for another model: the clients read it so
+            try:
+                check_model(self.current, request.name, request.version)
+            except LookupError:
+                return pb.ModelReadyResponse(ready=False)
             return pb.ModelReadyResponse(ready=True)
         return self._call("ModelReady", context, answer)
 
@@ -227,6 +231,10 @@ def serve(current: Service, port: int, threads: int) -> grpc.Server:
         options=[("grpc.so_reuseport", 1),
                  ("grpc.max_receive_message_length", current.settings.max_body_bytes)])
     add_GRPCInferenceServiceServicer_to_server(InferenceServicer(current), server)
-    server.add_insecure_port(f"0.0.0.0:{port}")
+    try:
+        server.add_insecure_port(f"0.0.0.0:{port}")
+    except RuntimeError:
+        raise OSError(f"cannot serve gRPC on GRPC_PORT={port}: another program holds the "
+                      "port; choose another GRPC_PORT") from None
     server.start()
     return server

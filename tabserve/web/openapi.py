@@ -9,6 +9,7 @@ from tabserve.model.bundle import ModelBundle
 from tabserve.model.schema import Field, Kind
 from tabserve.serving.core import AnswerShape
 from tabserve.web.auth import ApiKeys
+from tabserve.web.responses import is_open_inference
 
 PROBLEM_RESPONSES = {
     "400": "The body is not JSON, or not a record or a list of records",
@@ -24,7 +25,8 @@ DRIFT_UNAVAILABLE = ("Drift is not counted: monitoring is off (MONITORING=off), 
 @dataclass(frozen=True)
 class Endpoint:
     """One route, described once: the OpenAPI document and `GET /`'s index are built from
-    these. `{model}` in a path stands for the served model's name."""
+    these. `{model}` in a path stands for the served model's name, `{version}` for its
+    version."""
 
     method: str
     path: str
@@ -33,8 +35,8 @@ class Endpoint:
     answer: str  # what a 200 holds
     index: str | None = None  # the line in `GET /`'s index, for the endpoints it lists
 
-    def route(self, model_name: str) -> str:
-        return self.path.replace("{model}", model_name)
+    def route(self, model_name: str, version: str) -> str:
+        return self.path.replace("{model}", model_name).replace("{version}", version)
 
 
 ENDPOINTS = (
@@ -71,15 +73,23 @@ ENDPOINTS = (
     Endpoint("POST", "/v2/models/{model}/infer", "v2Infer",
              "Open Inference Protocol: infer (one input tensor per field)",
              "Label and class probabilities"),
+    Endpoint("GET", "/v2/models/{model}/versions/{version}", "v2ModelVersion",
+             "Open Inference Protocol: model metadata, of the served version", "Metadata"),
+    Endpoint("GET", "/v2/models/{model}/versions/{version}/ready", "v2ModelVersionReady",
+             "Open Inference Protocol: the served version is ready", "Ready"),
+    Endpoint("POST", "/v2/models/{model}/versions/{version}/infer", "v2InferVersion",
+             "Open Inference Protocol: infer with the served version",
+             "Label and class probabilities"),
 )
 
 
 ENDPOINT = {e.operation_id: e.answer for e in ENDPOINTS}  # what each one's 200 holds
 
 
-def endpoint_index(model_name: str) -> dict[str, str]:
+def endpoint_index(model_name: str, version: str) -> dict[str, str]:
     """`GET /`'s index: the endpoints a newcomer wants, by method and path."""
-    return {f"{e.method} {e.route(model_name)}": e.index for e in ENDPOINTS if e.index}
+    return {f"{e.method} {e.route(model_name, version)}": e.index for e in ENDPOINTS
+            if e.index}
 
 
 def field_schema(f: Field) -> dict[str, Any]:
@@ -246,6 +256,17 @@ def openapi_document(bundle: ModelBundle, *, max_batch: int, model_name: str,
 
     oip_error = {"description": "Bad request", "content": {"application/json": {"schema": {
         "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}}
+    v2_infer = {
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
+            "application/octet-stream": {"schema": {
+                "type": "string", "format": "binary",
+                "description": "The binary tensor extension: the JSON request (inputs with "
+                               "parameters.binary_data_size instead of data), then each such "
+                               "input's bytes; the header Inference-Header-Content-Length "
+                               "gives the JSON's length"}}}},
+        "responses": {**plain_json(ENDPOINT["v2Infer"]), "400": oip_error,
+                      "404": {**oip_error, "description": "No such model or version"}}}
     # what differs from a JSON object answer, by operation
     special: dict[str, dict[str, Any]] = {
         "predict": {"requestBody": body("Record"),
@@ -261,13 +282,11 @@ def openapi_document(bundle: ModelBundle, *, max_batch: int, model_name: str,
             "type": "object", "required": ["status", "records_before"],
             "properties": {"status": {"const": "reset"},
                            "records_before": {"type": "integer", "minimum": 0}}})},
-        "v2Infer": {"requestBody": {"required": True, "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/InferenceRequest"}}}},
-                    "responses": {**plain_json(ENDPOINT["v2Infer"]), "400": oip_error}},
+        "v2Infer": v2_infer, "v2InferVersion": v2_infer,
     }
     paths: dict[str, dict[str, Any]] = {}
     for e in ENDPOINTS:
-        paths.setdefault(e.route(model_name), {})[e.method.lower()] = {
+        paths.setdefault(e.route(model_name, bundle.version), {})[e.method.lower()] = {
             "summary": e.summary, "operationId": e.operation_id,
             **special.get(e.operation_id, {"responses": plain_json(e.answer)})}
     document = {
@@ -291,7 +310,7 @@ def openapi_document(bundle: ModelBundle, *, max_batch: int, model_name: str,
                     "properties": {
                         "id": {"type": "string"},
                         "inputs": {"type": "array", "items": {
-                            "type": "object", "required": ["name", "shape", "datatype", "data"],
+                            "type": "object", "required": ["name", "shape", "datatype"],
                             "properties": {"name": {"type": "string"},
                                            "shape": {"type": "array",
                                                      "items": {"type": "integer"}},
@@ -325,7 +344,13 @@ def _declare_keys(document: dict[str, Any], keys: ApiKeys) -> None:
     document["security"] = [{"bearer": []}, {"apiKey": []}]
     for path, operations in document["paths"].items():
         for operation in operations.values():
-            if keys.needed(path):
+            if keys.needed(path) and is_open_inference(path):
+                operation["responses"]["401"] = {
+                    "description": "No API key, or one that is not valid",
+                    "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["error"],
+                        "properties": {"error": {"type": "string"}}}}}}
+            elif keys.needed(path):
                 operation["responses"]["401"] = {"$ref": "#/components/responses/Problem401"}
             else:
                 operation["security"] = []
