@@ -87,21 +87,23 @@ def decode_raw(name: str, datatype: str, raw: bytes) -> list:
 
 
 def _decode_bytes_elements(name: str, raw: bytes) -> list[str]:
-    values, offset = [], 0
-    while offset < len(raw):
-        if offset + 4 > len(raw):
-            raise ValueError(f"input {name!r}: BYTES data ends inside an element's length")
-        (length,), offset = _LENGTH.unpack_from(raw, offset), offset + 4
-        if offset + length > len(raw):
-            raise ValueError(f"input {name!r}: a BYTES element of {length} bytes runs past "
-                             "the end of the data")
-        try:
-            values.append(raw[offset:offset + length].decode())
-        except UnicodeDecodeError:
-            raise ValueError(f"input {name!r}: element {len(values)} is not UTF-8 "
-                             "text") from None
-        offset += length
-    return values
+    pieces, offset, end, unpack = [], 0, len(raw), _LENGTH.unpack_from
+    try:
+        while offset < end:
+            start = offset + 4
+            offset = start + unpack(raw, offset)[0]
+            pieces.append(raw[start:offset])
+    except struct.error:
+        raise ValueError(f"input {name!r}: BYTES data ends inside an element's length") from None
+    if offset > end:
+        raise ValueError(f"input {name!r}: a BYTES element of {len(pieces[-1]) + offset - end} "
+                         "bytes runs past the end of the data")
+    texts: dict[bytes, str] = {}  # a categorical field repeats a few levels
+    try:
+        return [texts[p] if p in texts else texts.setdefault(p, p.decode()) for p in pieces]
+    except UnicodeDecodeError:
+        bad = next(i for i, p in enumerate(pieces) if p not in texts)
+        raise ValueError(f"input {name!r}: element {bad} is not UTF-8 text") from None
 
 
 def encode_raw(tensor: dict[str, Any]) -> bytes:
