@@ -56,7 +56,7 @@ $(KSERVE_VENV)/.installed: $(KSERVE_PIPFILE) $(KSERVE_PIPFILE).lock | $(PIPENV)
 
 install-runtime: $(VENV)/.runtime ## install the locked runtime packages and the tools beside serving into .venv (what the README's commands need)
 
-install: $(VENV)/.dev $(KSERVE_VENV)/.installed ## install the locked runtime and dev packages into .venv
+install: $(VENV)/.dev $(KSERVE_VENV)/.installed ## install the locked runtime and dev packages into .venv (and KServe's SDK into .venv-kserve, for its tests)
 
 run: install-runtime ## serve model.bin on port 9696 (MODEL_PATH, PORT, WEB_CONCURRENCY to change)
 	$(BIN)/gunicorn predict:app
@@ -84,7 +84,7 @@ test-fast: install ## the suite without the slow, Docker and browser tests (real
 test-unit: install ## the tests that start no server and no process (starting one fails the test; fuzzing with 50 examples, not 300)
 	TABSERVE_FUZZ_EXAMPLES=50 $(BIN)/python -m pytest -q -m unit
 
-bench: install ## benchmark against reference apps with wrk (~2.5 min; ARGS=--alternatives adds BentoML, MLflow, MLServer, --ablation each speed mechanism off, --api-keys keys on); appends to bench/RESULTS.md
+bench: install ## benchmark against reference apps with wrk, and the Open Inference Protocol over HTTP and gRPC (~4.5 min; ARGS=--alternatives adds BentoML, MLflow, MLServer, --ablation each speed mechanism off, --api-keys keys on); appends to bench/RESULTS.md
 	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(BIN)/python bench/run.py $(ARGS)
 
@@ -100,6 +100,6 @@ notebooks: install ## re-execute the notebooks and save their outputs
 audit: install ## look up known vulnerabilities of the installed packages (pip-audit; needs PyPI's JSON API)
 	$(BIN)/pip-audit --progress-spinner off
 
-clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) $(TOOLS) .pytest_cache
+clean: ## remove the virtualenvs and caches
+	rm -rf $(VENV) $(TOOLS) $(KSERVE_VENV) .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -12,11 +12,13 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 
 from helpers import (IMAGE_UID, PYTHON, ROOT, build, docker, free_port, logs, need_tool,
                      wait_for)
+from tabserve.model.bundle import ModelBundle
 from tabserve.serving.codecs.json_answers import JsonAnswers
 from tabserve.serving.core import Predictor
 
@@ -167,6 +169,66 @@ def test_the_kubernetes_restricted_profile_serves_explains_counts_and_reloads(
         assert requests.get(f"{url}/drift", timeout=10).status_code == 501
         logged = logs(name)
     finally:
+        docker("rm", "-f", name, check=False)
+    assert "[ERROR]" not in logged and "Traceback" not in logged, logged
+
+
+def test_the_image_serves_grpc_with_grpc_port_through_a_reload(image, tmp_path, telco_bundle,
+                                                               telco_record):
+    """The image's default command with GRPC_PORT, restricted as the Kubernetes pods run it:
+    Triton's gRPC client is answered as /predict answers, and again by the new workers after
+    SIGHUP (they bind the port the old ones held), and SIGTERM ends it cleanly."""
+    import tritonclient.grpc as triton_grpc
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(ROOT / "model.bin", models / "model.bin")
+    models.chmod(0o755)
+    (models / "model.bin").chmod(0o644)
+    port, grpc_port = free_port(), free_port()
+    name = f"tabserve-test-{uuid.uuid4().hex[:8]}"
+    docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:9696",
+           "-p", f"127.0.0.1:{grpc_port}:9697", "-e", "GRPC_PORT=9697",
+           "--read-only", "--tmpfs", "/tmp", "--user", f"{IMAGE_UID}:{IMAGE_UID}",
+           "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+           "-v", f"{models}:/models:ro", "-e", "MODEL_PATH=/models/model.bin", image)
+    url = f"http://127.0.0.1:{port}"
+    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    try:
+        wait_healthy(url, name)
+        expected = requests.post(f"{url}/predict", json=telco_record, timeout=10).json()
+        inputs = []
+        for f in telco_bundle.schema.fields:
+            datatype = {"numeric": "FP64", "categorical": "BYTES", "boolean": "INT64"}[
+                f.kind.value]
+            tensor = triton_grpc.InferInput(f.name, [1], datatype)
+            tensor.set_data_from_numpy(np.array([telco_record[f.name]], dtype={
+                "FP64": np.float64, "BYTES": np.object_, "INT64": np.int64}[datatype]))
+            inputs.append(tensor)
+
+        def ready() -> bool:
+            try:
+                return client.is_model_ready("churn", telco_bundle.version)
+            except Exception:  # noqa: BLE001 - the workers are not listening yet
+                return False
+
+        wait_for(ready, 60, "gRPC to answer")
+        result = client.infer("churn", inputs)
+        assert abs(result.as_numpy("churn_probability")[0]
+                   - expected["churn_probability"]) < 1e-9
+        # another churn model (an older bundle): the new workers serve its version
+        shutil.copy(ROOT / "tests" / "fixtures" / "legacy" / "telco.bin", models / "model.bin")
+        (models / "model.bin").chmod(0o644)
+        new = ModelBundle.load(models / "model.bin").version
+        assert new != telco_bundle.version
+        docker("kill", "--signal", "HUP", name)
+        wait_for(lambda: client.is_model_ready("churn", new), 60, "gRPC from the new workers")
+        assert not client.is_model_ready("churn", telco_bundle.version)
+        docker("stop", name, timeout=60)
+        assert docker("inspect", "--format", "{{.State.ExitCode}}", name) == "0"
+        logged = logs(name)
+    finally:
+        client.close()
         docker("rm", "-f", name, check=False)
     assert "[ERROR]" not in logged and "Traceback" not in logged, logged
 
