@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from itertools import repeat
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -101,18 +102,29 @@ def strict_type(f: Field, level: Any = None) -> Any:
 def validate(schema: Schema, records: list[dict[str, Any]], indexed: bool = True) -> Validated:
     """Check records against the schema, column by column, collecting every problem.
 
-    Errors: a missing field (with the key sent instead, when one differs from its name only
-    in spelling), a wrong JSON type, a non-finite number, a null where training had no missing
-    values. Warnings: unknown fields, unseen categories, levels read by their loose spelling,
+    A field missing from a record is read from a key that has its loose spelling (case,
+    spaces, `-` and `_` aside: `SeniorCitizen` or `senior-citizen` for `senior_citizen`), with
+    one warning per record naming each such key.
+    Errors: a missing field (with the key sent instead, when more than one key could be it),
+    a wrong JSON type, a non-finite number, a null where training had no missing values.
+    Warnings: unknown fields, unseen categories, levels read by their loose spelling,
     numbers outside the training range.
     With `indexed=False` (a single record) problems carry no record index.
     """
-    values = {f.name: [record.get(f.name, _MISSING) for record in records]
-              for f in schema.fields}
-    out = validate_columns(schema, values, indexed)
+    known = set(schema.names)
+    out = validate_columns(schema, _columns_of(schema, records), indexed)
+    renamed = {}
+    if any(p.message == _REQUIRED for p in out.problems):
+        renamed = _loosely_named(schema, records, known)
+    if renamed:
+        records = [_renamed(record, renamed[i]) if i in renamed else record
+                   for i, record in enumerate(records)]
+        out = validate_columns(schema, _columns_of(schema, records), indexed)
+        for i, keys in renamed.items():
+            out.warn(i, "fields read by their loose spelling: " + ", ".join(
+                f"{_short(key)!r} as {name!r}" for key, name in keys.items()))
     # a record with every field and no more keys than fields has no unknown ones
     if set(map(len, records)) != {len(schema.fields)} or out.problems:
-        known = set(schema.names)
         for i, record in enumerate(records):
             for name in sorted(record.keys() - known):
                 why = "the target is not an input" if name == schema.target else \
@@ -122,9 +134,47 @@ def validate(schema: Schema, records: list[dict[str, Any]], indexed: bool = True
     return out
 
 
+def _columns_of(schema: Schema, records: list[dict[str, Any]]) -> dict[str, list]:
+    return {f.name: [record.get(f.name, _MISSING) for record in records]
+            for f in schema.fields}
+
+
+@lru_cache(maxsize=8)
+def _loose_names(names: tuple[str, ...]) -> dict[str, str]:
+    """Each field by its loose spelling, where only one field has it."""
+    by_spelling: dict[str, list[str]] = {}
+    for name in names:
+        by_spelling.setdefault(loose_spelling(name), []).append(name)
+    return {spelling: found[0] for spelling, found in by_spelling.items() if len(found) == 1}
+
+
+def _loosely_named(schema: Schema, records: list[dict[str, Any]],
+                   known: set[str]) -> dict[int, dict[str, str]]:
+    """For each record missing a field, the key it sent in its place ({key: field}): one key
+    only, of the same loose spelling (two candidates are left for the error to name)."""
+    loose = _loose_names(tuple(schema.names))
+    renamed: dict[int, dict[str, str]] = {}
+    for i, record in enumerate(records):
+        if known <= record.keys():
+            continue
+        candidates: dict[str, list[str]] = {}
+        for key in record.keys() - known:
+            name = loose.get(loose_spelling(key)) if isinstance(key, str) else None
+            if name is not None and name not in record:
+                candidates.setdefault(name, []).append(key)
+        keys = {sent[0]: name for name, sent in candidates.items() if len(sent) == 1}
+        if keys:
+            renamed[i] = dict(sorted(keys.items()))
+    return renamed
+
+
+def _renamed(record: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
+    return {keys.get(key, key): value for key, value in record.items()}
+
+
 def _with_near_key(problem: Problem, records: list[dict[str, Any]], known: set[str]) -> Problem:
-    """A missing field's problem, naming the unknown key sent in its place, if any: the
-    course's clients send `seniorcitizen` for `senior_citizen`."""
+    """A missing field's problem, naming the unknown keys alike in spelling that were not
+    taken for it (two of them, or a spelling two fields share)."""
     if problem.message != _REQUIRED:
         return problem
     wanted = loose_spelling(problem.field)
@@ -133,7 +183,9 @@ def _with_near_key(problem: Problem, records: list[dict[str, Any]], known: set[s
             if isinstance(key, str) and loose_spelling(key) == wanted]
     if not near:
         return problem
-    return replace(problem, message=f"{_REQUIRED} (got {_short(near[0])!r}; did you mean it?)")
+    shown = " or ".join(repr(_short(key)) for key in sorted(near))
+    return replace(problem, message=f"{_REQUIRED} (got {shown}, alike in spelling but "
+                                    "ambiguous: send the field's exact name)")
 
 
 def validate_columns(schema: Schema, values: dict[str, list], indexed: bool = True) -> Validated:
