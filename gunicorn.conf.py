@@ -4,6 +4,7 @@ import gc
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run from any directory
@@ -22,7 +23,8 @@ if not os.environ.get("TABSERVE_METRICS_STARTED"):
         metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
                            or tempfile.mkdtemp(prefix="tabserve-metrics-"))
         metrics_dir.mkdir(parents=True, exist_ok=True)
-        for stale in [*metrics_dir.glob("*.db"), *metrics_dir.glob("drift_*")]:
+        for stale in [*metrics_dir.glob("*.db"), *metrics_dir.glob("drift_*"),
+                      *metrics_dir.glob("grpc-*")]:
             stale.unlink()
     except OSError as err:  # a read-only container without a writable /tmp
         sys.exit(f"error: cannot write the metrics directory {err.filename or ''} "
@@ -69,6 +71,10 @@ def on_reload(server):
     from tabserve.model.bundle import ModelLoadError
     from tabserve.web.app import reload_keys, reload_model, reset_drift
     from tabserve.web.auth import ApiKeyError
+    from tabserve.web.handover import Handover
+
+    if server_settings.grpc_port is not None:  # the old workers hold gRPC until new ones serve
+        Handover(os.environ["PROMETHEUS_MULTIPROC_DIR"]).reload_begins()
 
     try:
         keys = reload_keys(server.app.wsgi())
@@ -93,21 +99,33 @@ def post_worker_init(worker):
     if server_settings.grpc_port is None:
         return
     from tabserve.web.grpc_inference import serve
+    from tabserve.web.handover import Handover
 
+    worker.grpc_started = time.time()
     try:
         worker.grpc_server = serve(worker.app.wsgi().extensions["tabserve"],
                                    server_settings.grpc_port, server_settings.threads)
     except OSError as err:
         worker.log.error("error: %s", err)
         sys.exit(3)  # gunicorn's "worker failed to boot": the master stops, as it should
+    Handover(os.environ["PROMETHEUS_MULTIPROC_DIR"]).serving(worker.pid)
 
 
 def worker_exit(server, worker):
     """SIGTERM (and SIGHUP's old workers): once HTTP has finished, gRPC refuses new calls and
-    gives those under way the same grace."""
+    gives those under way the same grace; on SIGHUP, only once a new worker serves gRPC (see
+    `tabserve.web.handover`)."""
     grpc_server = getattr(worker, "grpc_server", None)
-    if grpc_server is not None:
-        grpc_server.stop(graceful_timeout).wait()
+    if grpc_server is None:
+        return
+    from tabserve.web.handover import Handover
+
+    handover = Handover(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    handover.leaving(worker.pid)
+    if not handover.await_successor(worker.grpc_started, graceful_timeout):
+        worker.log.warning("SIGHUP: no new worker served gRPC within %d s; stopping anyway",
+                           graceful_timeout)
+    grpc_server.stop(graceful_timeout).wait()
 
 
 def child_exit(server, worker):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 # the speed mechanisms that `SPEEDUPS_OFF` may switch off, to measure what each earns
 # (`make bench ARGS=--ablation`; docs/performance.md)
-SPEEDUPS = ("tree_tables", "packed_levels", "heap_reuse")
+SPEEDUPS = ("tree_tables", "packed_levels", "heap_reuse", "tensor_rows")
 DEFAULT_PORT = 9696
 MAX_BATCH_RECORDS = 10_000
 # Below this many records a drift report judges nothing: a sample of n records drawn from the

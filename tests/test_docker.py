@@ -206,13 +206,13 @@ def test_the_image_serves_grpc_with_grpc_port_through_a_reload(image, tmp_path, 
                 "FP64": np.float64, "BYTES": np.object_, "INT64": np.int64}[datatype]))
             inputs.append(tensor)
 
-        def ready() -> bool:
+        def ready(version: str) -> bool:
             try:
-                return client.is_model_ready("churn", telco_bundle.version)
-            except Exception:  # noqa: BLE001 - the workers are not listening yet
-                return False
+                return client.is_model_ready("churn", version)
+            except Exception:  # noqa: BLE001 - not listening yet (calls through a reload are
+                return False   # tests/test_open_inference.py's, without Docker's port proxy)
 
-        wait_for(ready, 60, "gRPC to answer")
+        wait_for(lambda: ready(telco_bundle.version), 60, "gRPC to answer")
         result = client.infer("churn", inputs)
         assert abs(result.as_numpy("churn_probability")[0]
                    - expected["churn_probability"]) < 1e-9
@@ -222,7 +222,7 @@ def test_the_image_serves_grpc_with_grpc_port_through_a_reload(image, tmp_path, 
         new = ModelBundle.load(models / "model.bin").version
         assert new != telco_bundle.version
         docker("kill", "--signal", "HUP", name)
-        wait_for(lambda: client.is_model_ready("churn", new), 60, "gRPC from the new workers")
+        wait_for(lambda: ready(new), 60, "gRPC from the new workers")
         assert not client.is_model_ready("churn", telco_bundle.version)
         docker("stop", name, timeout=60)
         assert docker("inspect", "--format", "{{.State.ExitCode}}", name) == "0"

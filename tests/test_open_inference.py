@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
-from helpers import PYTHON, ROOT, free_port, start_gunicorn, stop, wait_for
+from helpers import PYTHON, ROOT, free_port, start_gunicorn, stop, wait_for, workers
 from tabserve.web.app import create_app
 from tabserve.web.config import Settings
 from tabserve.web.auth import ApiKeys
@@ -232,6 +233,31 @@ def test_binary_tensors_that_do_not_fit_their_datatype_are_400s(client, telco_bu
     assert message in response.get_json()["error"]
 
 
+def test_one_record_answers_alike_on_the_row_path_and_the_column_path(telco_bundle,
+                                                                    telco_record):
+    """`tensor_rows` (one record valid as it stands scores as lists) changes no answer, no
+    warning and no drift count: the same requests against the app with it switched off."""
+    apps = [create_app(telco_bundle, Settings(speedups_off=off)).test_client()
+            for off in (frozenset(), frozenset({"tensor_rows"}))]
+    records = [*varied(telco_record, 12), {**telco_record, "contract": "one year"},
+               {**telco_record, "tenure": 500}, {**telco_record, "payment_method": "Cash"}]
+    for record in records:
+        answers = []
+        for app in apps:
+            response, result = post_triton(app, triton_inputs(triton_http, [record],
+                                                              telco_bundle))
+            assert response.status_code == 200
+            head = result.get_response()
+            answers.append((result.as_numpy("label").tolist(),
+                            result.as_numpy("probabilities").tolist(),
+                            head.get("parameters", {}).get("warnings")))
+        assert answers[0][0] == answers[1][0] and answers[0][2] == answers[1][2]
+        assert np.allclose(answers[0][1], answers[1][1], rtol=0, atol=1e-12)
+    drift = [app.get("/drift").get_json() for app in apps]
+    assert drift[0]["records"] == drift[1]["records"] == len(records)
+    assert drift[0]["fields"] == drift[1]["fields"]
+
+
 def test_server_metadata_lists_the_binary_extension(client):
     assert client.get("/v2").get_json()["extensions"] == ["binary_tensor_data"]
 
@@ -349,6 +375,40 @@ def test_grpc_with_api_keys(telco_bundle, telco_record):
             assert "'authorization: Bearer <key>'" in refused.value.message()
         for headers in ({"authorization": f"Bearer {KEY}"}, {"x-api-key": KEY}):
             assert client.infer("churn", inputs, headers=headers).as_numpy("label").size == 1
+    finally:
+        client.close()
+        assert stop(process) == 0
+
+
+@pytest.mark.process
+def test_grpc_keeps_answering_while_sighup_replaces_the_workers(telco_bundle, telco_record):
+    """HTTP's socket is the master's; gRPC's port is bound by each worker. Calls made one
+    after another through a SIGHUP reload all succeed: the old workers stop serving gRPC
+    only once a new one does (`web.handover`)."""
+    grpc_port = free_port()
+    process, url = start_gunicorn(ROOT / "model.bin", GRPC_PORT=str(grpc_port))
+    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    inputs = triton_inputs(triton_grpc, [telco_record], telco_bundle)
+    try:
+        wait_for(lambda: _live(client), 60, "gRPC to answer ServerLive")
+        old = set(workers(process.pid))
+        failures, calls = [], 0
+
+        def replaced_and_answering() -> bool:
+            nonlocal calls
+            try:
+                client.infer("churn", inputs)
+            except InferenceServerException as err:
+                failures.append(str(err))
+            calls += 1
+            now = set(workers(process.pid))
+            return len(now) == 2 and not now & old and calls >= 50
+
+        process.send_signal(signal.SIGHUP)
+        wait_for(replaced_and_answering, 60, "new workers, answering gRPC", every=0.01)
+        for _ in range(20):  # the old workers are gone: the new ones answer alone
+            client.infer("churn", inputs)
+        assert failures == [], f"{len(failures)} of {calls} calls failed: {failures[:3]}"
     finally:
         client.close()
         assert stop(process) == 0

@@ -28,6 +28,7 @@ from tabserve.model.schema import MISSING_CODE, Field, Kind, Schema
 from tabserve.model.validation import Problem, RequestError, strict_type
 
 PACKED_LEVELS = "packed_levels"  # the name for `speedups_off`
+TENSOR_ROWS = "tensor_rows"  # the name for `speedups_off`: see `BodyDecoder.row_of`
 
 _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number",
                bool: "boolean", type(None): "null"}
@@ -89,8 +90,10 @@ class BodyDecoder:
         self.max_records = max_records
         self.packed = PACKED_LEVELS not in speedups_off
         # one record keeps its levels as text for `Encoder.encode_row`; a batch's are packed
-        self._typed = msgspec.json.Decoder(Union[self._record(batch=False),
+        self._one = self._record(batch=False)
+        self._typed = msgspec.json.Decoder(Union[self._one,
                                                  list[self._record(batch=self.packed)]])
+        self.tensor_rows = TENSOR_ROWS not in speedups_off
         self._any_json = msgspec.json.Decoder()  # the general path: any JSON at all
 
     def _record(self, batch: bool) -> type:
@@ -149,6 +152,17 @@ class BodyDecoder:
             return Body(True, len(typed),
                         plain=self.columns(values[at::width] for at in range(width)))
         return None
+
+    def row_of(self, record: dict[str, Any]) -> tuple | None:
+        """One record's values in field order when they are valid as they stand (the plain
+        path's rule, checked by msgspec in C), else None: the Open Inference Protocol's single
+        record then scores as /predict's plain record does (`Predictor.score_row`)."""
+        if not self.tensor_rows:
+            return None
+        try:
+            return msgspec.structs.astuple(msgspec.convert(record, self._one))
+        except msgspec.ValidationError:
+            return None
 
     def _refuse_wrapped_batch(self, body: dict) -> None:
         """`{"records": [{...}, ...]}` is a batch put in an object (as other servers want it):

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from tabserve.model.validation import validate_columns
 from tabserve.serving.codecs import tensors
 from tabserve.web.service import Service
@@ -43,9 +45,17 @@ def infer(current: Service, body: dict[str, Any], output_names: list[str] | None
     values, count, unknown = tensors.input_values(body, schema.names,
                                                   current.settings.max_batch_records)
     tensors.requested_outputs(tensors.output_tensors(predictor.shape), output_names)
-    validated = validate_columns(schema, values)
-    scored = predictor.score_validated(validated)
-    current.count_drift(validated.columns, scored, validated.unseen)
+    row = current.decoder.row_of({name: column[0] for name, column in values.items()}) \
+        if count == 1 else None
+    if row is not None:  # one record valid as it stands: lists, no numpy, as /predict
+        probabilities = predictor.score_row(row)
+        if current.drift is not None:
+            current.drift.count_row(row, probabilities)
+        scored = predictor.scored(np.array([probabilities]), {})
+    else:
+        validated = validate_columns(schema, values)
+        scored = predictor.score_validated(validated)
+        current.count_drift(validated.columns, scored, validated.unseen)
     current.metrics.observe_labels(scored.labels)
     return Inference(count, tensors.requested_outputs(tensors.outputs(scored), output_names),
                      tensors.warnings(scored, unknown), scored.shape.version)
