@@ -93,6 +93,11 @@ def on_reload(server):
     server.log.info("SIGHUP: now serving model %s; the drift report starts afresh", version)
 
 
+def post_fork(server, worker):
+    """In the new worker: when it was forked (for the gRPC hand-over on SIGHUP)."""
+    worker.born = time.time()
+
+
 def post_worker_init(worker):
     """With GRPC_PORT: this worker serves the Open Inference Protocol over gRPC too, on the
     port every worker binds (started after the fork: gRPC's threads do not survive one)."""
@@ -101,14 +106,13 @@ def post_worker_init(worker):
     from tabserve.web.grpc_inference import serve
     from tabserve.web.handover import Handover
 
-    worker.grpc_started = time.time()
     try:
         worker.grpc_server = serve(worker.app.wsgi().extensions["tabserve"],
                                    server_settings.grpc_port, server_settings.threads)
     except OSError as err:
         worker.log.error("error: %s", err)
         sys.exit(3)  # gunicorn's "worker failed to boot": the master stops, as it should
-    Handover(os.environ["PROMETHEUS_MULTIPROC_DIR"]).serving(worker.pid)
+    Handover(os.environ["PROMETHEUS_MULTIPROC_DIR"]).serving(worker.pid, worker.born)
 
 
 def worker_exit(server, worker):
@@ -122,7 +126,7 @@ def worker_exit(server, worker):
 
     handover = Handover(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     handover.leaving(worker.pid)
-    if not handover.await_successor(worker.grpc_started, graceful_timeout):
+    if not handover.await_successor(worker.born, graceful_timeout):
         worker.log.warning("SIGHUP: no new worker served gRPC within %d s; stopping anyway",
                            graceful_timeout)
     grpc_server.stop(graceful_timeout).wait()

@@ -29,19 +29,20 @@ class Handover:
         """The master, on SIGHUP, before it forks the new workers."""
         (self.directory / RELOAD).write_text(repr(time.time()))
 
-    def serving(self, pid: int) -> None:
-        """A worker whose gRPC server has started."""
-        (self.directory / f"{READY}{pid}").write_text(repr(time.time()))
+    def serving(self, pid: int, born: float) -> None:
+        """A worker whose gRPC server has started; `born`: when it was forked (a worker
+        forked before a reload is an old one, even if SIGHUP came while it was starting)."""
+        (self.directory / f"{READY}{pid}").write_text(repr(born))
 
     def leaving(self, pid: int) -> None:
         (self.directory / f"{READY}{pid}").unlink(missing_ok=True)
 
-    def await_successor(self, started: float, timeout: float) -> bool:
-        """For a worker leaving since it started at `started`: when a reload came after that,
-        wait until a worker started after the reload serves; True when one does (or no reload
-        is under way), False at the timeout."""
+    def await_successor(self, born: float, timeout: float) -> bool:
+        """For a leaving worker forked at `born`: when a reload came after that, wait until a
+        worker forked after the reload serves; True when one does (or no reload is under
+        way), False at the timeout."""
         reload = self._time(self.directory / RELOAD)
-        if reload is None or reload < started:
+        if reload is None or reload < born:
             return True  # a shutdown, not a hand-over
         deadline = time.monotonic() + timeout
         while True:

@@ -39,7 +39,7 @@ class Endpoint:
         return self.path.replace("{model}", model_name).replace("{version}", version)
 
 
-ENDPOINTS = (
+SERVICE_ENDPOINTS = (
     Endpoint("POST", "/predict", "predict", "Predict one record or a batch",
              "One answer per record, in order",
              "one record (object) or a batch (list of objects)"),
@@ -66,6 +66,8 @@ ENDPOINTS = (
     Endpoint("GET", "/v2/health/live", "v2Live", "Open Inference Protocol: live", "Live"),
     Endpoint("GET", "/v2/health/ready", "v2Ready", "Open Inference Protocol: ready", "Ready"),
     Endpoint("GET", "/v2", "v2Server", "Open Inference Protocol: server metadata", "Metadata"),
+)
+MODEL_ENDPOINTS = (
     Endpoint("GET", "/v2/models/{model}", "v2Model", "Open Inference Protocol: model metadata",
              "Metadata", "Open Inference Protocol v2"),
     Endpoint("GET", "/v2/models/{model}/ready", "v2ModelReady",
@@ -73,14 +75,17 @@ ENDPOINTS = (
     Endpoint("POST", "/v2/models/{model}/infer", "v2Infer",
              "Open Inference Protocol: infer (one input tensor per field)",
              "Label and class probabilities"),
-    Endpoint("GET", "/v2/models/{model}/versions/{version}", "v2ModelVersion",
-             "Open Inference Protocol: model metadata, of the served version", "Metadata"),
-    Endpoint("GET", "/v2/models/{model}/versions/{version}/ready", "v2ModelVersionReady",
-             "Open Inference Protocol: the served version is ready", "Ready"),
-    Endpoint("POST", "/v2/models/{model}/versions/{version}/infer", "v2InferVersion",
-             "Open Inference Protocol: infer with the served version",
-             "Label and class probabilities"),
 )
+
+
+def _of_the_version(e: Endpoint) -> Endpoint:
+    """A model route's versioned twin, which answers for the served version only."""
+    return Endpoint(e.method, e.path.replace("{model}", "{model}/versions/{version}"),
+                    f"{e.operation_id}Version", f"{e.summary}, of the served version",
+                    e.answer)
+
+
+ENDPOINTS = (*SERVICE_ENDPOINTS, *MODEL_ENDPOINTS, *map(_of_the_version, MODEL_ENDPOINTS))
 
 
 ENDPOINT = {e.operation_id: e.answer for e in ENDPOINTS}  # what each one's 200 holds
