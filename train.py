@@ -11,7 +11,7 @@ STARTED = time.perf_counter()  # run as a script, the budget counts the ~1.5 s o
 # before numpy/xgboost load OpenMP: idle threads sleep instead of spinning on a shared machine
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from tabserve.model.bundle import SigningKeyError, key_id, signing_key  # noqa: E402
+from tabserve.model.trust import TrustSettingError, key_id, signing_key  # noqa: E402
 from tabserve.tables import DataError, file_sha256, load_csv  # noqa: E402
 from tabserve.training.thresholds import RULES, parse_rule  # noqa: E402
 from tabserve.training.reports import write_reports  # noqa: E402
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
     progress = progress_printer(args.quiet)
     try:
         key = signing_key(os.environ)  # before the work: a bad key setting fails at once
-    except SigningKeyError as err:
+    except TrustSettingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     try:

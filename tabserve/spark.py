@@ -23,7 +23,8 @@ import pandas as pd
 
 from tabserve.batch.job import kept_name
 from tabserve.batch.scoring import ChunkScorer
-from tabserve.model.bundle import ModelBundle, signing_key
+from tabserve.model.bundle import ModelBundle
+from tabserve.model.trust import Trust
 from tabserve.serving.codecs.columns import answer_types
 from tabserve.serving.core import AnswerShape
 
@@ -34,7 +35,7 @@ _loaded: dict[str, ChunkScorer] = {}  # per executor process: bundle path → sc
 def _scorer(path: str) -> ChunkScorer:
     scorer = _loaded.get(path)
     if scorer is None:
-        scorer = _loaded[path] = ChunkScorer(ModelBundle.load(path, signing_key(os.environ)))
+        scorer = _loaded[path] = ChunkScorer(ModelBundle.load(path, Trust.from_env(os.environ)))
     return scorer
 
 
@@ -72,7 +73,7 @@ def predict(df, model_path: str | Path):
     path = str(Path(model_path).resolve())
     # loaded here too (no scorer compiled): a bad file fails at once, on the driver, and
     # the answer's shape names the columns
-    bundle = ModelBundle.load(path, signing_key(os.environ))
+    bundle = ModelBundle.load(path, Trust.from_env(os.environ))
     answers = answer_types(AnswerShape.of(bundle))
     missing = [name for name in bundle.schema.names if name not in df.columns]
     if missing:

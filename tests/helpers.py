@@ -177,14 +177,31 @@ def workers(master: int) -> list[int]:
 
 
 def alter_keeping_checksum(path: Path, old: bytes, new: bytes) -> None:
-    """Replace `old` by `new` in a bundle's pickled content and write the checksum that fits,
-    keeping any signature: what someone who can write the file, but has no key, can do."""
+    """Replace `old` by `new` in a bundle's `bundle.json` and write the archive and the
+    checksum that fit, keeping any signature: what someone who can write the file, but has no
+    key, can do."""
+    rewrite_payload(path, lambda members: {
+        **members, "bundle.json": members["bundle.json"].replace(old, new, 1)})
+
+
+def rewrite_payload(path: Path, change, header_change=lambda fields: fields) -> None:
+    """Rewrite a bundle's archive members (`change`: members → members, `bundle.json` first)
+    and header fields (after the format), with the checksum that fits."""
+    import io
+    import zipfile
+
+    from tabserve.model import archive
     from tabserve.model.bundle import MAGIC
+
     header, _, payload = path.read_bytes().partition(b"\n")
-    payload = payload.replace(old, new, 1)
-    fields = header[len(MAGIC):].split(b" ")
-    fields[0] = hashlib.sha256(payload).hexdigest().encode()
-    path.write_bytes(MAGIC + b" ".join(fields) + b"\n" + payload)
+    with zipfile.ZipFile(io.BytesIO(payload)) as zipped:
+        members = {info.filename: zipped.read(info) for info in zipped.infolist()}
+    members = change(members)
+    payload = archive.write(members.pop("bundle.json"), members)
+    version, *fields = header[len(MAGIC):].split(b" ")
+    fields = [b"sha256=" + hashlib.sha256(payload).hexdigest().encode()
+              if f.startswith(b"sha256=") else f for f in header_change(fields)]
+    path.write_bytes(MAGIC + b" ".join([version, *fields]) + b"\n" + payload)
 
 
 

@@ -233,7 +233,7 @@ def test_explain_names_a_model_kind_it_cannot_explain(loan_csv):
     assert response.status_code == 501
     assert response.get_json()["detail"] == ("explanations are available for logistic "
                                              "regression, XGBoost and blends of them; this "
-                                             "model is a RandomForestClassifier")
+                                             "model is a random forest")
 
 
 def test_explain_validates_like_predict(client, telco_record):

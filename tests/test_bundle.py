@@ -9,8 +9,8 @@ import pytest
 
 from helpers import ROOT, alter_keeping_checksum
 from tabserve.model import bundle as bundle_module
-from tabserve.model.bundle import (MAGIC, ModelBundle, ModelLoadError, SigningKeyError, key_id,
-                                  signing_key)
+from tabserve.model.bundle import MAGIC, ModelBundle, ModelLoadError
+from tabserve.model.trust import Trust, TrustSettingError, key_id, signing_key
 from tabserve.web.app import create_app
 from tabserve.web.config import Settings
 
@@ -26,14 +26,15 @@ def test_round_trip_keeps_everything(tmp_path, loan_bundle):
 def test_a_failed_save_leaves_the_old_model_and_no_partial_file(tmp_path, loan_bundle):
     path = tmp_path / "m.bin"
     path.write_bytes(b"old")
-    unpicklable = replace(loan_bundle, metadata={**loan_bundle.metadata, "f": lambda: None})
-    with pytest.raises((pickle.PicklingError, AttributeError), match="pickle"):
-        unpicklable.save(path)
+    unwritable = replace(loan_bundle, metadata={**loan_bundle.metadata, "f": lambda: None})
+    with pytest.raises(TypeError, match="a bundle cannot hold a function"):
+        unwritable.save(path)
     assert path.read_bytes() == b"old" and not list(tmp_path.glob("*.partial"))
 
 
-def _write_with_valid_header(path, payload: bytes):
-    path.write_bytes(MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+def _write_with_valid_header(path, payload: bytes, version: bytes = b"2"):
+    path.write_bytes(MAGIC + version + b" sha256=" + hashlib.sha256(payload).hexdigest().encode()
+                     + b"\n" + payload)
 
 
 @pytest.mark.parametrize("make, message", [
@@ -42,8 +43,11 @@ def _write_with_valid_header(path, payload: bytes):
     (lambda p, good: p.write_bytes(b"PK\x03\x04 a zip file"), "not a tabserve model bundle"),
     (lambda p, good: p.write_bytes(good[: len(good) // 2]), "corrupted or truncated"),
     (lambda p, good: p.write_bytes(good[:-1] + bytes([good[-1] ^ 1])), "corrupted or truncated"),
-    (lambda p, good: _write_with_valid_header(p, b"\x80\x05garbage"), "cannot be loaded with"),
-    (lambda p, good: _write_with_valid_header(p, pickle.dumps({"a": 1})), "holds a dict"),
+    (lambda p, good: _write_with_valid_header(p, b"PK garbage"), "not a readable archive"),
+    (lambda p, good: _write_with_valid_header(p, b"", b"9"), "bundle format '9'; this tabserve "
+                                                             "reads formats 1 and 2: upgrade"),
+    (lambda p, good: _write_with_valid_header(p, pickle.dumps({"a": 1}), b"1"),
+     "is an older bundle, a pickle, and pickle runs code as it loads: convert it with"),
 ])
 def test_bad_model_files_are_refused(tmp_path, loan_bundle, make, message):
     good_path = tmp_path / "good.bin"
@@ -52,7 +56,18 @@ def test_bad_model_files_are_refused(tmp_path, loan_bundle, make, message):
     make(path, good_path.read_bytes())
     with pytest.raises(ModelLoadError, match=message) as caught:
         ModelBundle.load(path)
-    assert str(path) in str(caught.value) and "python train.py" in str(caught.value)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("payload, message", [
+    (b"\x80\x05garbage", "cannot be loaded with"),
+    (pickle.dumps({"a": 1}), "holds a dict"),
+])
+def test_trusted_older_files_that_are_not_bundles_are_refused(tmp_path, payload, message):
+    path = tmp_path / "model.bin"
+    _write_with_valid_header(path, payload, b"1")
+    with pytest.raises(ModelLoadError, match=message):
+        ModelBundle.load(path, Trust(allow_pickle=True))
 
 
 def test_library_version_mismatch_is_reported(tmp_path, loan_bundle, caplog):
@@ -74,7 +89,7 @@ def test_a_bundle_from_the_flat_layout_answers_as_it_did(name):
     raw = (LEGACY / name).read_bytes()
     assert b"tabserve.schema" in raw and b"tabserve.model" not in raw  # truly the old layout
     recorded = json.loads((LEGACY / "answers.json").read_text())[name]
-    bundle = ModelBundle.load(LEGACY / name)
+    bundle = ModelBundle.load(LEGACY / name, Trust(allow_pickle=True))
     client = create_app(bundle, Settings()).test_client()
     records = recorded["records"]
     assert_same([client.post("/predict", json=r).get_json() for r in records[:10]],
@@ -102,7 +117,7 @@ def assert_same(got, want, where: str = "answer") -> None:
         assert type(got) is type(want) and got == want, where
 
 
-# --- signed bundles: refused before unpickling unless signed with the server's key, unaltered
+# --- signed bundles: refused before reading unless signed with the server's key, unaltered
 
 KEY, OTHER_KEY = b"k" * 32, b"o" * 32
 
@@ -116,18 +131,18 @@ def resign_checksum(path) -> None:
     (OTHER_KEY, None, "is signed with another key"),
     (KEY, resign_checksum, "was altered after it was signed"),
 ])
-def test_a_server_with_a_key_refuses_other_bundles_before_unpickling(
+def test_a_server_with_a_key_refuses_other_bundles_before_reading_them(
         tmp_path, loan_bundle, monkeypatch, save_key, change, message):
     path = tmp_path / "m.bin"
     loan_bundle.save(path, signing_key=save_key)
     if change:
         change(path)
-        ModelBundle.load(path)  # the checksum fits: without a key it would be unpickled
+        ModelBundle.load(path)  # the checksum fits: without a key it would be read
     def never(*args):
-        raise AssertionError("unpickled a file the key should have refused")
-    monkeypatch.setattr(bundle_module, "_Unpickler", never)
+        raise AssertionError("read a file the key should have refused")
+    monkeypatch.setattr(bundle_module, "_decoded_bundle", never)
     with pytest.raises(ModelLoadError, match=message) as refused:
-        ModelBundle.load(path, signing_key=KEY)
+        ModelBundle.load(path, Trust(KEY))
     assert KEY.decode() not in str(refused.value) and "train it again" in str(refused.value)
 
 
@@ -136,7 +151,7 @@ def test_a_signed_bundle_loads_with_its_key_and_without_one(tmp_path, loan_bundl
     loan_bundle.save(path, signing_key=KEY)
     header = path.read_bytes().partition(b"\n")[0].decode()
     assert f" key={key_id(KEY)} hmac-sha256=" in header and KEY.decode() not in header
-    assert ModelBundle.load(path, signing_key=KEY).version == loan_bundle.version
+    assert ModelBundle.load(path, Trust(KEY)).version == loan_bundle.version
     assert ModelBundle.load(path).version == loan_bundle.version  # no key: as before
 
 
@@ -146,7 +161,7 @@ def test_a_signed_bundle_loads_with_its_key_and_without_one(tmp_path, loan_bundl
     ({"MODEL_SIGNING_KEY_FILE": "/nonexistent/key"}, "cannot be read"),
 ])
 def test_signing_key_settings_are_checked(env, message):
-    with pytest.raises(SigningKeyError, match=message):
+    with pytest.raises(TrustSettingError, match=message):
         signing_key(env)
 
 
@@ -154,7 +169,7 @@ def test_the_signing_key_is_read_from_a_file_and_never_shown(tmp_path):
     secret = tmp_path / "key"
     secret.write_bytes(KEY + b"\n")
     settings = Settings.from_env({"MODEL_SIGNING_KEY_FILE": str(secret)})
-    assert settings.signing_key == KEY and KEY.decode() not in repr(settings)
+    assert settings.trust.signing_key == KEY and KEY.decode() not in repr(settings)
     assert signing_key({}) is None
 
 
@@ -173,7 +188,7 @@ def test_the_version_id_hashes_values_not_pickle_bytes(loan_bundle):
 
 
 def _nudge_a_coefficient(bundle) -> None:
-    bundle.pipeline[-1].coef_[0, 0] += 1e-12
+    bundle.model.coef[0, 0] += 1e-12
 
 
 @pytest.mark.parametrize("change", [

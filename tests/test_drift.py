@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import json
 import shutil
 import signal
@@ -21,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.profile import psi
+from tabserve.model.trust import Trust
 from tabserve.serving.drift import MIN_RECORDS, UNSEEN_KEPT, CountLayout, keep_frequent
 from tabserve.tables import load_csv
 from tabserve.training.trainer import split_rows
@@ -93,7 +95,7 @@ def test_get_model_shows_the_profile(client, telco_bundle):
 
 @pytest.mark.parametrize("name", ["telco", "loans", "flowers"])
 def test_old_bundles_load_and_say_drift_is_unavailable(name):
-    bundle = ModelBundle.load(LEGACY / f"{name}.bin")
+    bundle = ModelBundle.load(LEGACY / f"{name}.bin", Trust(allow_pickle=True))
     assert bundle.profile is None
     client = create_app(bundle, Settings()).test_client()
     assert client.post("/predict", json=bundle.example).status_code == 200
@@ -480,9 +482,9 @@ def test_prometheus_computes_the_drift_from_the_real_server(telco_bundle, telco_
 
 # --- offline: monitor.py ------------------------------------------------------------------
 
-def run_monitor(*args: str) -> subprocess.CompletedProcess:
+def run_monitor(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([PYTHON, "monitor.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, env={**os.environ, **(env or {})})
 
 
 @pytest.mark.slow
@@ -534,7 +536,8 @@ def test_monitor_refuses_what_it_cannot_use(tmp_path):
     done = run_monitor("--data", str(csv))
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith("error: ") and "the model needs columns" in done.stderr
-    done = run_monitor("--model", str(LEGACY / "telco.bin"), "--data", str(TELCO))
+    done = run_monitor("--model", str(LEGACY / "telco.bin"), "--data", str(TELCO),
+                       env={"ALLOW_PICKLE": "1"})
     assert done.returncode == 1 and "has no reference profile" in done.stderr
     done = run_monitor("--data", str(tmp_path / "absent.csv"))
     assert done.returncode == 1 and "not found" in done.stderr

@@ -56,8 +56,9 @@ def test_served_probabilities_equal_the_pipeline(request, csv_name, target, cand
         np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6, err_msg=path)
 
 
-def test_the_shipped_model_serves_its_pipeline_on_every_telco_row(telco_bundle):
-    """The committed model, whose trees a batch scores by table lookups (`TreeTables`)."""
+def test_the_shipped_model_serves_its_boosters_answers_on_every_telco_row(telco_bundle):
+    """The committed model, whose trees a batch scores by table lookups (`TreeTables`), gives
+    what XGBoost's own walk of its booster gives (the tables turned off)."""
     from tabserve.serving.scorers import BoosterScorer
 
     predictor = Predictor(telco_bundle)
@@ -65,12 +66,17 @@ def test_the_shipped_model_serves_its_pipeline_on_every_telco_row(telco_bundle):
                 if isinstance(m, BoosterScorer)]
     assert boosters and all(b.tables is not None for b in boosters)
     frame = load_csv(ROOT / "data" / "telco_churn.csv")
-    expected = telco_bundle.predict_proba(frame)
     records = records_from_csv(frame, telco_bundle.schema)
     decoder = BodyDecoder(telco_bundle.schema, max_records=len(records))
-    answers = msgspec.to_builtins(JsonAnswers(predictor).for_body(decoder.decode(msgspec.json.encode(records))))
-    served = np.array([[a["probabilities"][c] for c in telco_bundle.classes] for a in answers])
-    np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6)
+    body = msgspec.json.encode(records)
+
+    def served(predictor) -> np.ndarray:
+        answers = msgspec.to_builtins(JsonAnswers(predictor).for_body(decoder.decode(body)))
+        return np.array([[a["probabilities"][c] for c in telco_bundle.classes] for a in answers])
+
+    by_booster = Predictor(telco_bundle, speedups_off=frozenset({"tree_tables"}))
+    assert all(m.tables is None for m in by_booster.scorer.members if isinstance(m, BoosterScorer))
+    np.testing.assert_allclose(served(predictor), served(by_booster), rtol=0, atol=1e-6)
 
 
 def test_a_plain_single_record_takes_the_row_path(telco_bundle, telco_record, monkeypatch):
@@ -145,6 +151,7 @@ def test_batch_tree_tables_equal_the_booster(classes):
     booster."""
     from xgboost import XGBClassifier
 
+    from tabserve.model.from_sklearn import boosted_trees
     from tabserve.serving.scorers.trees import BoosterScorer, TreeArrays, TreeTables
 
     rng = np.random.default_rng(1)
@@ -170,11 +177,11 @@ def test_batch_tree_tables_equal_the_booster(classes):
         np.testing.assert_allclose(tables.margins(served), expected, rtol=0, atol=1e-5)
         np.testing.assert_allclose(tables.margins(served[:3]), expected[:3], rtol=0, atol=1e-5)
         assert tables.margins(served[:0]).shape == (0, 1 if classes == 2 else classes)
-        assert BoosterScorer(model).tables is not None
+        assert BoosterScorer(boosted_trees([model])).tables is not None
     assert tables.offsets.dtype == np.int32  # the 520 trees
     deep = XGBClassifier(n_estimators=5, max_depth=5, n_jobs=1).fit(matrix, y)
     assert not TreeTables(TreeArrays(deep.get_booster(), classes)).fits
-    assert BoosterScorer(deep).tables is None
+    assert BoosterScorer(boosted_trees([deep])).tables is None
 
 
 @pytest.mark.parametrize("classes", [2, 3])
@@ -185,7 +192,8 @@ def test_forest_single_records_equal_scikit_learn(classes):
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
     from sklearn.pipeline import Pipeline
 
-    from tabserve.serving.scorers import compile_steps
+    from tabserve.model.from_sklearn import translated
+    from tabserve.serving.scorers import compile_model
     from tabserve.serving.scorers.pipeline import ForestScorer
 
     rng = np.random.default_rng(2)
@@ -198,7 +206,7 @@ def test_forest_single_records_equal_scikit_learn(classes):
              with_missing),
             (ExtraTreesClassifier(n_estimators=20, random_state=0), matrix)):
         forest.fit(matrix, y)
-        scorer = compile_steps(Pipeline([("model", forest)]))
+        scorer = compile_model(translated(Pipeline([("model", forest)])))
         assert isinstance(scorer, ForestScorer)
         tree = forest.estimators_[0].tree_
         edges = []  # a record on the float32 at or below each root-tree threshold, and above

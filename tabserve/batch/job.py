@@ -111,12 +111,13 @@ _load_error: Exception | None = None  # why the model could not be loaded, told 
 
 def _start_worker(model_path: Path) -> None:
     from tabserve.batch.scoring import ChunkScorer
-    from tabserve.model.bundle import ModelBundle, ModelLoadError, SigningKeyError, signing_key
+    from tabserve.model.bundle import ModelBundle, ModelLoadError
+    from tabserve.model.trust import Trust, TrustSettingError
 
     global _scorer, _load_error
     try:
-        _scorer = ChunkScorer(ModelBundle.load(model_path, signing_key(os.environ)))
-    except (ModelLoadError, SigningKeyError) as err:  # one line for the parent to show
+        _scorer = ChunkScorer(ModelBundle.load(model_path, Trust.from_env(os.environ)))
+    except (ModelLoadError, TrustSettingError) as err:  # one line for the parent to show
         _load_error = BatchError(str(err))
     except Exception as err:  # kept for the parent: a failed initializer only breaks the pool
         _load_error = err

@@ -1,23 +1,30 @@
-"""The model bundle (`model.bin`): the fitted pipeline, its schema, classes, threshold, metrics
-and metadata, written atomically and checked before it is unpickled.
+"""The model bundle (`model.bin`): the fitted model as data, its schema, classes, threshold,
+metrics and metadata, written atomically and checked before any of it is read.
 
-File layout: one header line `tabserve-bundle 1 sha256=<hex digest of the payload>`, then the
-pickled bundle. Loading verifies the header and the digest before unpickling, so a
-truncated, corrupted or foreign file is refused with a clear message instead of half-loading.
+File layout: one header line, `tabserve-bundle 2 sha256=<hex digest of the payload>`, then the
+payload: a stored ZIP archive (`model.archive`) of `bundle.json` (everything but the large
+numbers) and the model's arrays as `.npy` files, XGBoost boosters in XGBoost's UBJSON. Nothing
+in it is pickle, so opening a file runs no code from it (`model.fitted` says what each kind of
+model is made of). Loading checks the header and the digest, then reads every part as hostile
+input: typed JSON, plain dtypes, shapes against sizes, trees that are trees.
 
-Unpickling runs code, so a model file is as trusted as whoever could write it. A signed
-bundle (trained with `MODEL_SIGNING_KEY` set) adds ` key=<key id> hmac-sha256=<hex>` to the
-header: an HMAC of the payload with the key. A server given the key refuses, before
-unpickling, a file that is unsigned, signed with another key, or altered after signing (the
-checksum alone can be recomputed by anyone; the HMAC only with the key). Files written before the
-package had wings name their classes by the old flat modules (`tabserve.schema`, ...); the
-loader finds them where they live now (`MOVED_MODULES`).
+What still needs pickle says so in its header (` pickle`): a model whose steps could not be
+translated to data (`PickledSteps`), and every format-1 file (the header, then the pickled
+bundle, written before this format). Such a file is refused before its payload is read unless
+the server trusts it (`Trust`): `ALLOW_PICKLE=1`, or a valid signature from the server's key.
+`import_model.py --model old.bin --output new.bin` converts a format-1 file.
+
+A signed bundle (trained with `MODEL_SIGNING_KEY` set) adds ` key=<key id> hmac-sha256=<hex>`
+to the header: an HMAC of the payload with the key. A server given the key refuses, before
+reading the payload, a file that is unsigned, signed with another key, or altered after signing
+(the checksum alone can be recomputed by anyone; the HMAC only with the key). Format-1 files
+written before the package had wings name their classes by the old flat modules
+(`tabserve.schema`, ...); the loader finds them where they live now (`MOVED_MODULES`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import io
 import logging
 import pickle
@@ -28,19 +35,24 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
-from sklearn.pipeline import Pipeline
 
+from tabserve.model import archive
 from tabserve.model.decision import Calibration, calibrate
 from tabserve.model.digest import value_digest
+from tabserve.model.encoding import Encoder
+from tabserve.model.fitted import Blob, FittedModel, ModelFileError, Pickled, PickledSteps
 from tabserve.model.profile import Profile
 from tabserve.model.schema import Schema
-from tabserve.model.secrets import read_secret
+from tabserve.model.trust import Trust, key_id, signature, signature_problem
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"tabserve-bundle 1 sha256="
-MIN_KEY_BYTES = 16
+MAGIC = b"tabserve-bundle "
+FORMAT = "2"          # data only
+PICKLE_FORMAT = "1"   # the header, then the pickled bundle: read only when trusted
+MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 TRACKED_PACKAGES = ("scikit-learn", "xgboost-cpu", "numpy", "pandas")
 # where the classes of bundles written by the flat layout (up to commit 0db92fe) live now
 MOVED_MODULES = {
@@ -56,34 +68,8 @@ class ModelLoadError(RuntimeError):
     """A model file that cannot be served; the message names the path and the fix."""
 
 
-class SigningKeyError(ValueError):
-    """The signing key's settings cannot be used; the message says which and why."""
-
-
-def signing_key(env: dict[str, str]) -> bytes | None:
-    """The key that signs bundles (training) and checks them (serving): `MODEL_SIGNING_KEY`,
-    or the content of the file `MODEL_SIGNING_KEY_FILE` (a mounted secret); None without."""
-    secret = read_secret(env, "MODEL_SIGNING_KEY", SigningKeyError)
-    if secret is None or not secret.strip():
-        return None
-    key = secret.strip().encode()
-    if len(key) < MIN_KEY_BYTES:
-        raise SigningKeyError(f"the model signing key has {len(key)} bytes; use at least "
-                              f"{MIN_KEY_BYTES} (for example: openssl rand -hex 32)")
-    return key
-
-
-def key_id(key: bytes) -> str:
-    """A short public name for a key, shown in headers and logs; it does not reveal the key."""
-    return hashlib.sha256(b"tabserve signing key id\0" + key).hexdigest()[:8]
-
-
-def _signature(key: bytes, payload: bytes) -> str:
-    return hmac.new(key, payload, hashlib.sha256).hexdigest()
-
-
 def library_versions() -> dict[str, str]:
-    """Versions of Python and the libraries whose pickles the bundle holds."""
+    """Versions of Python and the libraries that trained the model."""
     versions = {"python": platform.python_version()}
     for name in TRACKED_PACKAGES:
         try:
@@ -97,11 +83,21 @@ def _minor(version: str) -> str:
     return ".".join(version.split(".")[:2])
 
 
+def pickled_steps(steps: Any, width: int) -> PickledSteps:
+    """Fitted steps that have no data form, pickled (read back only from a trusted file)."""
+    return PickledSteps(Pickled(pickle.dumps(steps, protocol=5)), width)
+
+
+def unpickled_steps(model: PickledSteps) -> Any:
+    """The steps of a `PickledSteps` that `ModelBundle.load` let through (a trusted file)."""
+    return _Unpickler(io.BytesIO(model.steps.data)).load()
+
+
 @dataclass
 class ModelBundle:
     """Everything `predict.py` needs to serve, and everything a user needs to trust it."""
 
-    pipeline: Pipeline
+    model: FittedModel   # the steps after the encoder (which the schema defines)
     schema: Schema
     classes: list[str]
     positive_class: str | None
@@ -112,8 +108,11 @@ class ModelBundle:
     metadata: dict[str, Any] = field(default_factory=dict)
     calibration: Calibration | None = None  # binary: Platt scaling of the positive class
     # the training rows' distributions, for drift; None in bundles written before it existed
-    # (a field missing from an old pickle reads this class default)
     profile: Profile | None = None
+
+    # training side only, never written: the fitted scikit-learn pipeline (encoder first),
+    # the reference that the served paths are tested against; None in a loaded bundle
+    pipeline = None
 
     def stamp(self, *, data_path: Path, data_sha256: str, seed: int) -> ModelBundle:
         """Itself, with its metadata and its content-derived version id set."""
@@ -129,12 +128,16 @@ class ModelBundle:
     def content_version(self) -> str:
         """A short hash of what decides the answers, read as values (`digest`): same data and
         seed give the same id, whichever Python build trained the model."""
-        return value_digest((self.pipeline, self.schema, self.classes, self.positive_class,
+        return value_digest((self.model, self.schema, self.classes, self.positive_class,
                              self.threshold, self.calibration))[:12]
 
     def predict_proba(self, frame) -> np.ndarray:
-        """Class probabilities for training-style rows (a frame of strings), calibrated: the
-        reference that the served fast paths are tested against."""
+        """Class probabilities for training-style rows (a frame of strings) from the fitted
+        scikit-learn pipeline, calibrated: the reference that the served paths are tested
+        against (a freshly trained bundle only: files hold data, not the pipeline)."""
+        if self.pipeline is None:
+            raise ValueError("a loaded bundle holds its model as data: score it with "
+                             "tabserve.serving.core.Predictor")
         return calibrate(np.asarray(self.pipeline.predict_proba(frame), dtype=np.float64),
                          self.calibration)
 
@@ -146,15 +149,21 @@ class ModelBundle:
     def task(self) -> str:
         return "binary" if len(self.classes) == 2 else "multiclass"
 
+    @property
+    def holds_pickle(self) -> bool:
+        return isinstance(self.model, PickledSteps)
+
     def save(self, path: Path | str, signing_key: bytes | None = None) -> None:
         """Write atomically: a crash or a full disk never leaves half a model at `path`.
         With `signing_key`, the header carries the payload's HMAC."""
         path = Path(path)
-        payload = pickle.dumps(self, protocol=5)
-        header = MAGIC + hashlib.sha256(payload).hexdigest().encode()
+        payload = self._payload()
+        header = MAGIC + f"{FORMAT} sha256={hashlib.sha256(payload).hexdigest()}".encode()
+        if self.holds_pickle:
+            header += b" pickle"
         if signing_key is not None:
             header += (f" key={key_id(signing_key)} "
-                       f"hmac-sha256={_signature(signing_key, payload)}").encode()
+                       f"hmac-sha256={signature(signing_key, payload)}").encode()
         header += b"\n"
         partial = path.with_name(path.name + ".partial")
         try:
@@ -165,10 +174,27 @@ class ModelBundle:
         finally:
             partial.unlink(missing_ok=True)
 
+    def _payload(self) -> bytes:
+        """The archive: the bundle as JSON, each array and blob in a member of its own."""
+        members: dict[str, bytes] = {}
+
+        def member(value: Any) -> str:
+            if isinstance(value, np.ndarray):
+                name, data = f"arrays/{len(members)}.npy", archive.npy_bytes(value)
+            elif isinstance(value, Blob):
+                name, data = f"blobs/{len(members)}{value.suffix}", value.data
+            else:
+                raise TypeError(f"a bundle cannot hold a {type(value).__name__}")
+            members[name] = data
+            return name
+
+        document = msgspec.json.encode(self, enc_hook=member)
+        return archive.write(document, members)
+
     @classmethod
-    def load(cls, path: Path | str, signing_key: bytes | None = None) -> ModelBundle:
-        """Read, verify and unpickle a bundle; `ModelLoadError` says why a file is refused.
-        With `signing_key`, only a file signed with that key and unaltered is unpickled."""
+    def load(cls, path: Path | str, trust: Trust = Trust()) -> ModelBundle:
+        """Read and verify a bundle; `ModelLoadError` says in one line why a file is refused.
+        `trust` decides whether a signature is required and whether pickle may be read."""
         path = Path(path)
         fix = "train one with `python train.py` (or set MODEL_PATH to a model file)"
         try:
@@ -180,26 +206,52 @@ class ModelBundle:
         header, _, payload = raw.partition(b"\n")
         if not header.startswith(MAGIC):
             raise ModelLoadError(f"model file {path} is not a tabserve model bundle: {fix}")
-        checksum, *signature = header[len(MAGIC):].decode("ascii", "replace").split(" ")
-        if hashlib.sha256(payload).hexdigest() != checksum:
+        version, *parts = header[len(MAGIC):].decode("ascii", "replace").split(" ")
+        if version not in (FORMAT, PICKLE_FORMAT):
+            raise ModelLoadError(f"model file {path} is in bundle format {version[:20]!r}; this "
+                                 f"tabserve reads formats {PICKLE_FORMAT} and {FORMAT}: "
+                                 "upgrade tabserve, or train the model again with this one")
+        fields = dict(part.partition("=")[::2] for part in parts)
+        holds_pickle = version == PICKLE_FORMAT or "pickle" in fields
+        signed = trust.signing_key is not None
+        if holds_pickle and not (trust.allow_pickle or signed):
+            raise ModelLoadError(_pickle_refusal(path, version))
+        if hashlib.sha256(payload).hexdigest() != fields.get("sha256"):
             raise ModelLoadError(f"model file {path} is corrupted or truncated "
                                  f"(its checksum does not match): {fix}")
-        if signing_key is not None:
-            _check_signature(path, dict(part.partition("=")[::2] for part in signature),
-                             signing_key, payload)
-        try:
-            bundle = _Unpickler(io.BytesIO(payload)).load()
-        except Exception as err:  # noqa: BLE001 - any unpickling failure means "incompatible"
-            raise ModelLoadError(
-                f"model file {path} cannot be loaded with the libraries installed here "
-                f"({', '.join(f'{k} {v}' for k, v in library_versions().items())}): "
-                f"{type(err).__name__}: {err}; retrain with `python train.py`") from err
-        if not isinstance(bundle, cls):
-            raise ModelLoadError(f"model file {path} holds a {type(bundle).__name__}, "
-                                 f"not a model bundle: {fix}")
+        problem = signed and signature_problem(fields, trust.signing_key, payload)
+        if problem:
+            raise ModelLoadError(f"model file {path} {problem}")
+        if version == PICKLE_FORMAT:
+            bundle = _unpickled_bundle(path, payload)
+        else:
+            bundle = _decoded_bundle(path, payload, holds_pickle)
         for message in bundle.version_mismatches():
             log.warning("%s: %s", path, message)
         return bundle
+
+    def check(self) -> None:
+        """Refuse (`ModelFileError`) a bundle whose parts do not fit together."""
+        problems = self.schema.problems()
+        if problems:
+            raise ModelFileError(f"its schema is unusable: {problems[0]}")
+        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
+            raise ModelFileError(f"a model needs two or more distinct classes; it has "
+                                 f"{self.classes}")
+        if self.task == "binary" and (self.positive_class not in self.classes
+                                      or self.threshold is None):
+            raise ModelFileError("a binary model needs its positive class and threshold")
+        self.model.check(len(Encoder(self.schema).feature_names), len(self.classes))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A format-1 bundle (the pickled object) holds its fitted pipeline: read as data."""
+        if "model" not in state:
+            from tabserve.model.from_sklearn import fitted_model
+
+            self.pipeline = state.pop("pipeline")
+            state["model"] = fitted_model(self.pipeline[1:],
+                                          len(Encoder(state["schema"]).feature_names))
+        self.__dict__.update(state)
 
     def version_mismatches(self) -> list[str]:
         """Libraries whose major.minor version differs from the one at training time."""
@@ -234,19 +286,65 @@ class ModelBundle:
         }
 
 
-def _check_signature(path: Path, signed: dict[str, str], key: bytes, payload: bytes) -> None:
-    """Refuse, saying which: an unsigned file, a file signed with another key, a file altered
-    after signing (its key id is ours, its HMAC is not)."""
-    fix = "train it again with the server's MODEL_SIGNING_KEY set"
-    if "hmac-sha256" not in signed:
-        raise ModelLoadError(f"model file {path} is not signed, and this server accepts only "
-                             f"models signed with its key (id {key_id(key)}): {fix}")
-    if signed.get("key") != key_id(key):
-        raise ModelLoadError(f"model file {path} is signed with another key (id "
-                             f"{signed.get('key', '?')}, this server's is {key_id(key)}): {fix}")
-    if not hmac.compare_digest(signed["hmac-sha256"], _signature(key, payload)):
-        raise ModelLoadError(f"model file {path} was altered after it was signed (its "
-                             f"signature does not match its content): {fix}")
+def _pickle_refusal(path: Path, version: str) -> str:
+    what = ("is an older bundle, a pickle" if version == PICKLE_FORMAT
+            else "holds a model part that is pickled")
+    return (f"model file {path} {what}, and pickle runs code as it loads: convert it with "
+            f"`python import_model.py --model {path} --output new.bin`, or trust it "
+            "explicitly with ALLOW_PICKLE=1 (or sign it with the server's MODEL_SIGNING_KEY)")
+
+
+def _decoded_bundle(path: Path, payload: bytes, pickle_declared: bool) -> ModelBundle:
+    """A format-2 payload, read as hostile input: one line for anything wrong in it."""
+    def refuse(problem: str) -> ModelLoadError:
+        return ModelLoadError(f"model file {path} cannot be read: {problem}")
+
+    try:
+        parts = archive.Archive(payload)
+        document = parts.read(archive.DOCUMENT)
+        if len(document) > MAX_DOCUMENT_BYTES:
+            raise refuse(f"its {archive.DOCUMENT} has {len(document)} bytes "
+                         f"(at most {MAX_DOCUMENT_BYTES})")
+
+        def member(kind: type, name: Any) -> Any:
+            if not isinstance(name, str):
+                raise TypeError("expected the name of a member")
+            if kind is np.ndarray:
+                return parts.array(name)
+            if issubclass(kind, Blob):
+                if kind is Pickled and not pickle_declared:
+                    raise TypeError("it holds pickle that its header does not declare")
+                return kind(parts.read(name))
+            raise NotImplementedError
+
+        bundle = msgspec.json.decode(document, type=ModelBundle, dec_hook=member)
+        if parts.unread():
+            raise refuse(f"it holds members nothing reads: {', '.join(parts.unread()[:3])}")
+        bundle.check()
+    except (archive.ArchiveError, ModelFileError) as err:
+        raise refuse(str(err)) from None
+    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        raise refuse(f"{archive.DOCUMENT}: {err}") from None
+    except RecursionError:
+        raise refuse(f"{archive.DOCUMENT} is nested too deeply") from None
+    except UnicodeDecodeError:
+        raise refuse(f"{archive.DOCUMENT} is not UTF-8") from None
+    return bundle
+
+
+def _unpickled_bundle(path: Path, payload: bytes) -> ModelBundle:
+    """A format-1 payload (a trusted file: `ModelBundle.load` checked)."""
+    try:
+        bundle = _Unpickler(io.BytesIO(payload)).load()
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means "incompatible"
+        raise ModelLoadError(
+            f"model file {path} cannot be loaded with the libraries installed here "
+            f"({', '.join(f'{k} {v}' for k, v in library_versions().items())}): "
+            f"{type(err).__name__}: {err}; retrain with `python train.py`") from err
+    if not isinstance(bundle, ModelBundle):
+        raise ModelLoadError(f"model file {path} holds a {type(bundle).__name__}, "
+                             "not a model bundle")
+    return bundle
 
 
 class _Unpickler(pickle.Unpickler):

@@ -152,3 +152,21 @@ class Schema:
 
     def field(self, name: str) -> Field:
         return next(f for f in self.fields if f.name == name)
+
+    def problems(self) -> list[str]:
+        """What makes a schema read from a file unusable (a crafted or damaged one): one
+        sentence each; none for every schema that training infers."""
+        found = [] if self.fields else ["it has no fields"]
+        if len(set(self.names)) != len(self.names):
+            found.append("it names a field twice")
+        for f in self.fields:
+            if f.kind is Kind.NUMERIC and (f.minimum is None) != (f.maximum is None):
+                found.append(f"field {f.name!r} has a minimum or a maximum, not both")
+            if f.kind is Kind.CATEGORICAL and (not f.categories
+                                               or len(set(f.categories)) != len(f.categories)):
+                found.append(f"field {f.name!r} needs distinct categories")
+            if f.order and sorted(f.order) != sorted(f.categories):
+                found.append(f"field {f.name!r} orders other levels than its categories")
+            if f.kind is Kind.BOOLEAN and len(set(f.spellings)) != 2:
+                found.append(f"field {f.name!r} spells true and false alike")
+        return found

@@ -58,7 +58,7 @@ class Predictor:
     shape: AnswerShape = field(init=False)
 
     def __post_init__(self) -> None:
-        self.encoder = self.bundle.pipeline.named_steps["encode"].encoder_
+        self.encoder = Encoder(self.bundle.schema)
         self.scorer = compile_scorer(self.bundle, self.speedups_off)
         self.shape = AnswerShape.of(self.bundle)
 

@@ -43,7 +43,7 @@ class Explainer:
     def _contributions(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         explain = getattr(self.predictor.scorer, "contributions", None)
         if explain is None:
-            model = type(self.predictor.bundle.pipeline.steps[-1][1]).__name__
+            model = self.predictor.bundle.model.name
             raise ExplanationsUnavailable(
                 "explanations are available for logistic regression, XGBoost and blends of "
                 f"them; this model is a {model}")

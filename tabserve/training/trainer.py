@@ -32,6 +32,7 @@ from tabserve.model.blend import MEMBERS, WEIGHTS
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.decision import Calibration, calibrate, label_codes
 from tabserve.model.encoding import FrameEncoder
+from tabserve.model.from_sklearn import fitted_model
 from tabserve.model.schema import Schema
 from tabserve.tables import DataError
 from tabserve.training.reference import reference_profile
@@ -393,12 +394,13 @@ def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
     final_steps, _ = fit_model(choice.chosen.family, choice.chosen.params, encoded.x,
                                encoded.y, n_classes, seed)
     bundle = ModelBundle(
-        pipeline=Pipeline([("encode", encoded.encoder), *final_steps.steps]), schema=schema,
+        model=fitted_model(final_steps, encoded.x.shape[1]), schema=schema,
         classes=labelled.classes, positive_class=labelled.positive_class,
         threshold=decision.threshold, threshold_rule=decision.rule,
         metrics=training_metrics(labelled, encoded, choice, decision, test, folds, time_budget),
         example=example_record(schema, encoded.features), calibration=decision.calibration,
         profile=profile)
+    bundle.pipeline = Pipeline([("encode", encoded.encoder), *final_steps.steps])
     test_rows = encoded.split.test
     return TrainingResult(
         bundle=bundle, trials=choice.trials, test_frame=labelled.rows.iloc[test_rows],

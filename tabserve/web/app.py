@@ -185,7 +185,7 @@ def create_app(bundle: ModelBundle | None = None, settings: Settings | None = No
     """The app for one bundle: loaded from `settings.model_path` unless given."""
     settings = settings or Settings.from_env()
     current = Service(settings)
-    current.install(bundle or ModelBundle.load(settings.model_path, settings.signing_key))
+    current.install(bundle or ModelBundle.load(settings.model_path, settings.trust))
     app = Flask(__name__)
     app.request_class = EndpointRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -204,7 +204,7 @@ def reload_model(app: Flask) -> str:
     """Load the model file again (gunicorn's SIGHUP); its version. On `ModelLoadError` the
     current model stays: a bad file never stops a running service."""
     current: Service = app.extensions["tabserve"]
-    bundle = ModelBundle.load(current.settings.model_path, current.settings.signing_key)
+    bundle = ModelBundle.load(current.settings.model_path, current.settings.trust)
     current.install(bundle)
     return bundle.version
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tabserve.model.trust import Trust, TrustSettingError
 from tabserve.settings import (DRIFT_MIN_RECORDS, MAX_BATCH_RECORDS, SPEEDUPS,  # noqa: F401
                                ConfigError, metrics_directory, positive_int, speedups_off,
                                switch)
@@ -24,8 +25,8 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     model_name: str = ""  # the Open Inference Protocol's model name; empty: the target's name
     speedups_off: frozenset[str] = frozenset()  # see SPEEDUPS
-    # with a key, only bundles signed with it are loaded (model.bundle); never shown
-    signing_key: bytes | None = field(default=None, repr=False)
+    # which model files are opened: signed with the key, holding pickle (model.bundle.Trust)
+    trust: Trust = field(default_factory=Trust)
     api_keys: ApiKeys | None = field(default=None, repr=False)  # None: no key needed
     monitoring: bool = True  # count records for drift (serving.drift)
     drift_min_records: int = DRIFT_MIN_RECORDS
@@ -34,16 +35,15 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """Settings from `MODEL_PATH`, `MAX_BATCH_RECORDS`, `MAX_BODY_BYTES`, `MODEL_NAME`,
-        `SPEEDUPS_OFF`, `MODEL_SIGNING_KEY` or `MODEL_SIGNING_KEY_FILE`, `API_KEYS_FILE` or
+        `SPEEDUPS_OFF`, `MODEL_SIGNING_KEY` or `MODEL_SIGNING_KEY_FILE`, `ALLOW_PICKLE`, `API_KEYS_FILE` or
         `API_KEYS` (and `METRICS_WITHOUT_KEY`), `MONITORING`, `DRIFT_MIN_RECORDS`,
         `PROMETHEUS_MULTIPROC_DIR`."""
-        from tabserve.model.bundle import SigningKeyError, signing_key
         from tabserve.web.auth import ApiKeyError, ApiKeys
 
         env = os.environ if env is None else env
         try:
-            key, api_keys = signing_key(env), ApiKeys.from_env(env)
-        except (SigningKeyError, ApiKeyError) as err:
+            trust, api_keys = Trust.from_env(env), ApiKeys.from_env(env)
+        except (TrustSettingError, ApiKeyError) as err:
             raise ConfigError(str(err)) from None
         return cls(
             model_path=Path(env.get("MODEL_PATH") or "model.bin"),
@@ -51,7 +51,7 @@ class Settings:
             max_body_bytes=positive_int(env, "MAX_BODY_BYTES", cls.max_body_bytes),
             model_name=env.get("MODEL_NAME", "").strip(),
             speedups_off=speedups_off(env),
-            signing_key=key,
+            trust=trust,
             api_keys=api_keys,
             monitoring=switch(env, "MONITORING", cls.monitoring),
             drift_min_records=positive_int(env, "DRIFT_MIN_RECORDS", cls.drift_min_records),

@@ -6,11 +6,8 @@ from __future__ import annotations
 import operator
 
 import numpy as np
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
-from tabserve.model.encoding import Hinges
+from tabserve.model.fitted import LinearModel
 from tabserve.serving.scorers.base import probabilities_from_margins, probability_matrix
 
 
@@ -18,23 +15,21 @@ class LinearScorer:
     """Median imputation, optional hinge terms (see `encoding.Hinges`), standardisation and a
     logistic model folded into one affine map of the imputed, hinged record."""
 
-    def __init__(self, imputer: SimpleImputer, scaler: StandardScaler, model: LogisticRegression,
-                 hinges: Hinges | None = None):
-        self.fill = imputer.statistics_.astype(np.float64)
-        self.hinge_columns = hinges.columns_ if hinges is not None else np.zeros(0, np.intp)
-        self.hinge_knots = hinges.knots_ if hinges is not None else np.zeros(0)
+    def __init__(self, model: LinearModel):
+        self.fill = model.fill
+        self.hinge_columns = model.hinge_columns.astype(np.intp)
+        self.hinge_knots = model.hinge_knots
         # the encoded column behind each column of the expanded record, as a 0/1 matrix
         # (expanded × encoded): a hinge term's contribution is its column's too
         source_columns = np.concatenate([np.arange(len(self.fill)), self.hinge_columns])
         width = len(source_columns)
         self.to_encoded = np.zeros((width, len(self.fill)))
         self.to_encoded[np.arange(width), source_columns] = 1.0
-        mean = scaler.mean_ if scaler.with_mean else np.zeros(width)
+        mean, scale = model.mean, model.scale
         self.mean = mean  # of the expanded training matrix: the explanations' reference record
-        scale = scaler.scale_ if scaler.with_std else np.ones(width)
         # ((x - mean) / scale) @ coef.T + intercept  ==  x @ weights + bias
-        self.weights = (model.coef_ / scale).T
-        self.bias = model.intercept_ - (mean / scale) @ model.coef_.T
+        self.weights = (model.coef / scale).T
+        self.bias = model.intercept - (mean / scale) @ model.coef.T
 
         # plain-Python copies for `row`: one record costs less without numpy's per-call overhead
         self._fill_list = self.fill.tolist()

@@ -1,18 +1,29 @@
-"""Fitted steps the other scorers do not know, called through scikit-learn; and scikit-learn's
-forests, whose single records walk the trees as arrays."""
+"""Fitted steps that have no data form (pickled, from a trusted file), called through
+scikit-learn; and scikit-learn's forests, whose single records walk the trees as arrays."""
 
 from __future__ import annotations
 
-import numpy as np
-from sklearn.pipeline import Pipeline
+import copy
 
-from tabserve.serving.scorers.trees import TreeArrays
+import numpy as np
+
+from tabserve.model.bundle import unpickled_steps
+from tabserve.model.fitted import Forest, PickledSteps
+from tabserve.serving.scorers.trees import TreeArrays, tree_spans
 
 
 class PipelineScorer:
     """Any fitted steps, called through scikit-learn."""
 
-    def __init__(self, steps: Pipeline):
+    def __init__(self, model: PickledSteps):
+        steps = unpickled_steps(model)
+        name, last = steps.steps[-1]
+        if hasattr(last, "n_jobs"):
+            # workers are processes: one thread each, set on a shallow copy (the fitted parts
+            # are shared)
+            last = copy.copy(last)
+            last.n_jobs = 1
+            steps = type(steps)([*steps.steps[:-1], (name, last)])
         self.steps = steps
 
     def row(self, x: list[float]) -> list[float]:
@@ -22,16 +33,16 @@ class PipelineScorer:
         return np.asarray(self.steps.predict_proba(matrix), dtype=np.float64)
 
 
-class ForestScorer(PipelineScorer):
-    """A scikit-learn forest (RandomForest, ExtraTrees): one record walks its trees as arrays
-    (`TreeArrays.from_forest`) instead of `predict_proba` calling each tree in turn; a batch
-    calls each tree's own C walk, as the forest does, without joblib's set-up per tree: the
-    same numbers, to the bit."""
+class ForestScorer:
+    """A scikit-learn forest (RandomForest, ExtraTrees), from its node arrays: one record walks
+    its trees as arrays (`TreeArrays.from_forest`); a batch calls each tree's own C walk, as the
+    forest's `predict_proba` does, without joblib's set-up per tree: the same numbers, to the
+    bit."""
 
-    def __init__(self, steps: Pipeline):
-        super().__init__(steps)
-        self.forest = steps.steps[0][1]
-        self.arrays = TreeArrays.from_forest(self.forest)
+    def __init__(self, forest: Forest):
+        self.n_classes = forest.n_classes
+        self.arrays = TreeArrays.from_forest(forest)
+        self.trees = sklearn_trees(forest)
 
     def row(self, x: list[float]) -> list[float]:
         return self.arrays.margins_row(x).tolist()  # the leaves hold fractions: the sum is proba
@@ -43,7 +54,25 @@ class ForestScorer(PipelineScorer):
         # the forest's `predict_proba` step by step: its input check's float32 copy, each
         # tree's fractions added up in order, the mean (so the sums are the same to the bit)
         records = np.ascontiguousarray(np.clip(matrix, -limit, limit), dtype=np.float32)
-        total = np.zeros((len(records), self.forest.n_classes_))
-        for tree in self.forest.estimators_:
-            total += tree.predict_proba(records, check_input=False)
-        return total / len(self.forest.estimators_)
+        total = np.zeros((len(records), self.n_classes))
+        for tree in self.trees:
+            total += tree.predict(records)[:, :self.n_classes]
+        return total / len(self.trees)
+
+
+def sklearn_trees(forest: Forest) -> list:
+    """scikit-learn's own tree structures, filled from the arrays (as scikit-learn fills them
+    when it unpickles a tree, here without pickle), for their C walk over a batch."""
+    from sklearn.tree._tree import NODE_DTYPE, Tree
+
+    trees = []
+    for (start, stop), depth in zip(tree_spans(forest), forest.depths().tolist()):
+        nodes = np.zeros(stop - start, NODE_DTYPE)
+        nodes["left_child"], nodes["right_child"] = forest.left[start:stop], forest.right[start:stop]
+        nodes["feature"], nodes["threshold"] = forest.feature[start:stop], forest.threshold[start:stop]
+        nodes["missing_go_to_left"] = forest.missing_left[start:stop]
+        tree = Tree(forest.n_features, np.array([forest.n_classes], np.intp), 1)
+        tree.__setstate__({"max_depth": depth, "node_count": stop - start, "nodes": nodes,
+                           "values": np.ascontiguousarray(forest.value[start:stop, None, :])})
+        trees.append(tree)
+    return trees

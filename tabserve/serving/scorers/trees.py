@@ -11,6 +11,7 @@ import math
 import numpy as np
 import xgboost
 
+from tabserve.model.fitted import BoostedTrees, Forest
 from tabserve.serving.scorers.base import probabilities_from_margins, probability_matrix
 
 TREE_TABLES = "tree_tables"  # its name for `speedups_off`
@@ -51,35 +52,37 @@ class TreeArrays:
         self.leaf = np.zeros(count if leaf_width is None else (count, leaf_width), np.float64)
 
     @classmethod
-    def from_forest(cls, forest) -> TreeArrays:
-        """A scikit-learn forest's trees (RandomForest, ExtraTrees), their leaves holding class
-        fractions divided by the number of trees: the walk's sum is `predict_proba` of one
-        record. scikit-learn reads values as float32 and sends `x <= t` left, so a split's
-        "no" side starts at the smallest float32 above t; a NaN goes where the tree says."""
+    def from_forest(cls, forest: Forest) -> TreeArrays:
+        """A scikit-learn forest's trees (RandomForest, ExtraTrees, as `model.fitted.Forest`),
+        their leaves holding class fractions divided by the number of trees: the walk's sum is
+        `predict_proba` of one record. scikit-learn reads values as float32 and sends
+        `x <= t` left, so a split's "no" side starts at the smallest float32 above t; a NaN
+        goes where the tree says."""
         arrays = cls.__new__(cls)
-        trees = [estimator.tree_ for estimator in forest.estimators_]
-        arrays._allocate(len(trees), max(tree.node_count for tree in trees), forest.n_classes_)
-        arrays.outputs, arrays.base_margin = forest.n_classes_, np.zeros(forest.n_classes_)
-        arrays.depth = max(tree.max_depth for tree in trees)
-        for root, tree in zip(arrays.roots.tolist(), trees):
+        counts = forest.node_counts.tolist()
+        arrays._allocate(len(counts), max(counts), forest.n_classes)
+        arrays.outputs, arrays.base_margin = forest.n_classes, np.zeros(forest.n_classes)
+        arrays.depth = int(forest.depths().max())
+        for root, (start, stop) in zip(arrays.roots.tolist(), tree_spans(forest)):
+            left, right = forest.left[start:stop], forest.right[start:stop]
             # scikit-learn numbers a parent before its children, so the k-th split in that
             # order puts its two children at root + 1 + 2k and the one after
-            split = np.flatnonzero(tree.children_left >= 0)
+            split = np.flatnonzero(left >= 0)
             children = root + 1 + 2 * np.arange(len(split))
-            at = np.empty(tree.node_count, np.intp)  # scikit-learn's node id → its place here
+            at = np.empty(stop - start, np.intp)  # scikit-learn's node id → its place here
             at[0] = root
-            at[tree.children_left[split]], at[tree.children_right[split]] = children, children + 1
+            at[left[split]], at[right[split]] = children, children + 1
             arrays.left[at[split]] = children
-            arrays.feature[at[split]] = tree.feature[split]
-            threshold = tree.threshold[split]
+            arrays.feature[at[split]] = forest.feature[start:stop][split]
+            threshold = forest.threshold[start:stop][split]
             above = threshold.astype(np.float32)
             above = np.where(above > threshold, above, np.nextafter(above, np.float32(np.inf)))
             # an infinite threshold parts the missing values from all numbers: every number goes
             # "yes" (left), as `x >= NaN` is False
             arrays.threshold[at[split]] = np.where(np.isinf(threshold), np.nan, above)
-            arrays.missing_no[at[split]] = tree.missing_go_to_left[split] == 0
-            leaf = np.flatnonzero(tree.children_left < 0)
-            arrays.leaf[at[leaf]] = tree.value[leaf, 0, :forest.n_classes_] / len(trees)
+            arrays.missing_no[at[split]] = forest.missing_left[start:stop][split] == 0
+            leaf = np.flatnonzero(left < 0)
+            arrays.leaf[at[leaf]] = forest.value[start:stop][leaf] / len(counts)
         return arrays
 
     def _fill(self, at: int, node: dict, free: list[int]) -> int:
@@ -228,6 +231,12 @@ class TreeTables:
         return leaves.reshape(-1, self.outputs, records).sum(axis=0)
 
 
+def tree_spans(forest: Forest) -> list[tuple[int, int]]:
+    """Where each tree's nodes start and stop in the forest's arrays."""
+    stops = np.cumsum(forest.node_counts).tolist()
+    return list(zip([0, *stops[:-1]], stops))
+
+
 def _count_nodes(tree: dict) -> int:
     return 1 + sum(_count_nodes(child) for child in tree.get("children", ()))
 
@@ -238,12 +247,9 @@ class BoosterScorer:
     every tree is small, unless `speedups_off` names `TREE_TABLES` (the benchmark's ablation
     runs)."""
 
-    def __init__(self, model, speedups_off: frozenset[str] = frozenset()):
-        # a copy: its thread count changes, and the bundle's model must stay as saved (its
-        # bytes are the model version)
-        self.booster = model.get_booster().copy()
-        self.booster.set_param({"nthread": 1})  # one thread per worker process
-        self.arrays = TreeArrays(self.booster, len(model.classes_))
+    def __init__(self, model: BoostedTrees, speedups_off: frozenset[str] = frozenset()):
+        self.booster = model.load()
+        self.arrays = TreeArrays(self.booster, model.n_classes)
         tables = TreeTables(self.arrays)
         self.tables = tables if tables.fits and TREE_TABLES not in speedups_off else None
 

@@ -1,0 +1,49 @@
+"""Write a model trained elsewhere as a bundle that holds no pickle: `python import_model.py
+--help`. Today it converts older tabserve bundles (a pickle) to the current format; reading an
+older bundle unpickles it, which runs code from the file: import only files you trust."""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from tabserve.model.trust import TrustSettingError, key_id, signing_key
+from tabserve.tables import DataError, load_csv
+from tabserve.training.importing import ImportRefused, import_model
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", type=Path, required=True,
+                        help="the model file to import: a tabserve bundle of any format")
+    parser.add_argument("--output", type=Path, required=True,
+                        help="where to write the bundle (signed when MODEL_SIGNING_KEY is set)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="a CSV of rows as the model receives them: answers are checked on "
+                             "them (default: the bundle's example record)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        key = signing_key(os.environ)
+        rows = None if args.data is None else load_csv(args.data)
+        imported = import_model(args.model, rows)
+        imported.bundle.save(args.output, signing_key=key)
+    except (TrustSettingError, DataError, ImportRefused) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"error: cannot write {err.filename or args.output}: {err.strerror}",
+              file=sys.stderr)
+        return 1
+    signed = f", signed with key {key_id(key)}" if key else ""
+    print(f"Wrote {args.output} (model version {imported.bundle.version}{signed}): no pickle; "
+          f"answers checked on {imported.checked_rows} rows, largest difference "
+          f"{imported.largest_difference:.2g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

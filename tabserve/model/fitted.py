@@ -1,0 +1,221 @@
+"""The fitted model as data: what each kind of model the service scores is made of, as arrays
+and numbers, so that a bundle holds no Python objects (`model.archive` writes it, the scorers in
+`serving.scorers` are built from it).
+
+Every kind checks itself against the encoded width and the number of classes (`check`): a
+crafted or damaged file is refused in one line at load, before a scorer indexes an array out of
+range or walks a tree that loops. `model.from_sklearn` makes these from fitted scikit-learn and
+XGBoost objects (training, import); the arrays are theirs, so the answers are theirs.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Union
+
+import msgspec
+import numpy as np
+
+
+class ModelFileError(ValueError):
+    """The model part of a bundle is inconsistent; the message says what, in one line."""
+
+
+class Blob:
+    """Bytes kept as a member of their own in the bundle (not inside its JSON)."""
+
+    suffix: ClassVar[str] = ".bin"
+
+    def __init__(self, data: bytes):
+        self.data = bytes(data)
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and other.data == self.data
+
+    def __reduce__(self):  # read by `model.digest` for the version id; never pickled
+        return type(self), (self.data,)
+
+
+class Ubjson(Blob):
+    """An XGBoost booster saved by XGBoost itself (`save_raw("ubj")`)."""
+
+    suffix = ".ubj"
+
+
+class Pickled(Blob):
+    """A pickle: read only when the server is told to trust it (see `model.bundle`)."""
+
+    suffix = ".pkl"
+
+
+def outputs_of(n_classes: int) -> int:
+    """Raw scores per record: the log-odds of the positive class when binary, one per class
+    otherwise."""
+    return 1 if n_classes == 2 else n_classes
+
+
+def _expect(ok: bool, message: str) -> None:
+    if not ok:
+        raise ModelFileError(message)
+
+
+def _vector(array: np.ndarray, name: str, length: int, kind: str = "f") -> None:
+    _expect(array.ndim == 1 and len(array) == length and array.dtype.kind in kind,
+            f"{name} must be {length} values of kind {kind!r}; it holds {array.shape} "
+            f"{array.dtype}")
+
+
+class LinearModel(msgspec.Struct, tag="linear", frozen=True):
+    """Imputation by fixed values, hinge terms (`encoding.Hinges`), standardisation and a
+    logistic model: a record's raw scores are `((expanded - mean) / scale) @ coef.T + intercept`,
+    `expanded` being the imputed record followed by its hinge terms."""
+
+    name: ClassVar[str] = "logistic regression"
+    fill: np.ndarray            # per encoded column
+    hinge_columns: np.ndarray   # per hinge term: the encoded column it bends
+    hinge_knots: np.ndarray
+    mean: np.ndarray            # per expanded column
+    scale: np.ndarray
+    coef: np.ndarray            # outputs × expanded columns
+    intercept: np.ndarray       # per output
+
+    def check(self, width: int, n_classes: int) -> None:
+        _vector(self.fill, "linear fill", width)
+        hinges = len(self.hinge_knots)
+        _vector(self.hinge_columns, "linear hinge columns", hinges, "iu")
+        _vector(self.hinge_knots, "linear hinge knots", hinges)
+        _expect(bool(np.all((self.hinge_columns >= 0) & (self.hinge_columns < width))),
+                "a linear hinge term bends a column the encoder does not have")
+        expanded, outputs = width + hinges, outputs_of(n_classes)
+        _vector(self.mean, "linear mean", expanded)
+        _vector(self.scale, "linear scale", expanded)
+        _expect(bool(np.all(self.scale != 0)), "a linear scale is 0")
+        _expect(self.coef.shape == (outputs, expanded) and self.coef.dtype.kind == "f",
+                f"linear coefficients must be {outputs} × {expanded}; they are "
+                f"{self.coef.shape}")
+        _vector(self.intercept, "linear intercept", outputs)
+
+
+class BoostedTrees(msgspec.Struct, tag="xgboost", frozen=True):
+    """An XGBoost booster, as XGBoost saves it, and the classes it was trained for."""
+
+    name: ClassVar[str] = "XGBoost"
+    booster: Ubjson
+    n_classes: int
+    n_features: int
+
+    def check(self, width: int, n_classes: int) -> None:
+        _expect(self.n_features == width and self.n_classes == n_classes,
+                f"the XGBoost model reads {self.n_features} columns for {self.n_classes} "
+                f"classes; the schema encodes {width} columns for {n_classes}")
+
+    def load(self):
+        """The booster, read by XGBoost from its own format (one thread: workers are
+        processes)."""
+        import xgboost
+
+        try:
+            booster = xgboost.Booster(model_file=bytearray(self.booster.data))
+        except xgboost.core.XGBoostError as err:
+            raise ModelFileError(f"XGBoost cannot read the model's booster: "
+                                 f"{str(err).splitlines()[0]}") from None
+        booster.set_param({"nthread": 1})
+        _expect(booster.num_features() == self.n_features,
+                f"the XGBoost booster reads {booster.num_features()} columns, "
+                f"the bundle says {self.n_features}")
+        return booster
+
+
+class Forest(msgspec.Struct, tag="forest", frozen=True):
+    """A scikit-learn random forest (or extra trees): its trees' nodes, tree after tree, each
+    tree numbered as scikit-learn numbers it (a parent before its children; -1 for a leaf's
+    children), its leaves holding class fractions. A record's probabilities are the mean of its
+    leaves' fractions."""
+
+    name: ClassVar[str] = "random forest"
+    n_classes: int
+    n_features: int
+    node_counts: np.ndarray     # per tree
+    left: np.ndarray            # per node, within its tree; -1 at a leaf
+    right: np.ndarray
+    feature: np.ndarray         # at a split: the column it reads
+    threshold: np.ndarray       # at a split: `x <= threshold` goes left
+    missing_left: np.ndarray    # at a split: whether a missing value goes left
+    value: np.ndarray           # nodes × classes
+
+    def check(self, width: int, n_classes: int) -> None:
+        _expect(self.n_features == width and self.n_classes == n_classes,
+                f"the forest reads {self.n_features} columns for {self.n_classes} classes; "
+                f"the schema encodes {width} columns for {n_classes}")
+        counts = self.node_counts
+        _expect(counts.ndim == 1 and len(counts) > 0 and counts.dtype.kind in "iu"
+                and bool(np.all(counts > 0)), "a forest needs trees of one node or more")
+        nodes = int(counts.sum())
+        for name in ("left", "right", "feature"):
+            _vector(getattr(self, name), f"forest {name}", nodes, "iu")
+        _vector(self.threshold, "forest threshold", nodes)
+        _vector(self.missing_left, "forest missing_left", nodes, "ub")
+        _expect(self.value.shape == (nodes, n_classes) and self.value.dtype.kind == "f",
+                f"forest values must be {nodes} × {n_classes}; they are {self.value.shape}")
+        self.depths()  # every tree is a tree
+
+    def depths(self) -> np.ndarray:
+        """Each tree's depth, found by walking all trees level by level; refuses nodes that
+        are not one tree each (a child numbered before its parent, outside its tree, reached
+        twice or never), which could make a walk loop or read out of range."""
+        counts = self.node_counts.astype(np.int64)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        tree_of = np.repeat(np.arange(len(counts)), counts)
+        split = self.left >= 0
+        _expect(bool(np.all(split == (self.right >= 0))),
+                "a forest node has one child: nodes have two or none")
+        at = np.flatnonzero(split)
+        for children in (self.left[at], self.right[at]):
+            _expect(bool(np.all((children > at - starts[tree_of[at]])
+                                & (children < counts[tree_of[at]]))),
+                    "a forest node's child lies outside its tree or before it")
+        _expect(bool(np.all((self.feature[at] >= 0) & (self.feature[at] < self.n_features))),
+                "a forest split reads a column the encoder does not have")
+        reached = np.zeros(len(tree_of), np.int64)
+        depth = np.zeros(len(counts), np.int64)
+        level = starts
+        while len(level):
+            reached[level] += 1
+            depth[np.unique(tree_of[level])] += 1
+            inner = level[split[level]]
+            offset = starts[tree_of[inner]]
+            level = np.concatenate([self.left[inner] + offset, self.right[inner] + offset])
+        _expect(bool(np.all(reached == 1)), "a forest node is reached twice or never")
+        return depth - 1
+
+
+class PickledSteps(msgspec.Struct, tag="pickled", frozen=True):
+    """Fitted scikit-learn steps that are not translated to data (a custom transformer, say),
+    pickled: served through their own `predict_proba`, and read only when trusted."""
+
+    name: ClassVar[str] = "scikit-learn pipeline"
+    steps: Pickled
+    n_features: int
+
+    def check(self, width: int, n_classes: int) -> None:
+        _expect(self.n_features == width, f"the pickled steps read {self.n_features} columns; "
+                                          f"the schema encodes {width}")
+
+
+MarginModel = Union[LinearModel, BoostedTrees]
+
+
+class BlendModel(msgspec.Struct, tag="blend", frozen=True):
+    """Members whose raw scores are mixed by weight (`model.blend`)."""
+
+    name: ClassVar[str] = "blend"
+    members: list[MarginModel]
+    weights: list[float]
+
+    def check(self, width: int, n_classes: int) -> None:
+        _expect(len(self.members) == len(self.weights) > 0,
+                f"a blend has {len(self.members)} members and {len(self.weights)} weights")
+        for member in self.members:
+            member.check(width, n_classes)
+
+
+FittedModel = Union[LinearModel, BoostedTrees, Forest, BlendModel, PickledSteps]
