@@ -9,7 +9,7 @@ PIPENV_VERSION := 2026.10.3
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 
-.PHONY: help install install-runtime system-tools run train score monitor test test-fast test-unit bench bench-lambda bench-score notebooks audit clean
+.PHONY: help install install-runtime system-tools run train score monitor test test-fast test-unit bench bench-lambda bench-score bench-load notebooks audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -93,6 +93,9 @@ bench-lambda: install ## the Lambda image's size, cold start and warm latency (n
 
 bench-score: install-runtime ## score.py on 1M and 10M generated rows: rows/s, peak memory, against a naive script, 3 runs each (~8 min); appends to bench/RESULTS.md
 	$(BIN)/python bench/score.py $(ARGS)
+
+bench-load: install ## opening a model file: load time and size, data-only bundle against the older pickle one, default model and a large forest (~1 min); appends to bench/RESULTS.md
+	$(BIN)/python bench/load.py
 
 notebooks: install ## re-execute the notebooks and save their outputs
 	$(BIN)/python notebooks/execute.py --save

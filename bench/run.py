@@ -359,11 +359,13 @@ def train_course_model(bundle: ModelBundle, path: Path) -> None:
     y = (frame[bundle.schema.target] == bundle.classes[-1]).astype(int).to_numpy()
     dv = DictVectorizer(sparse=False)
     X = dv.fit_transform(records_from_frame(bundle, frame))
-    fitted = bundle.pipeline.steps[-1][1]
-    if bundle.metrics["chosen"] == "blend":
-        fitted = fitted.members[-1][-1]  # its XGBoost member
-    if hasattr(fitted, "get_booster"):
-        model = XGBClassifier(**{**fitted.get_params(), "n_jobs": 1})
+    family, params = bundle.metrics["chosen"], bundle.metrics["chosen_params"]
+    if family == "blend":  # its XGBoost member
+        family, params = next((m["family"], m["params"]) for m in params["members"]
+                              if m["family"] == "xgboost")
+    if family == "xgboost":
+        model = XGBClassifier(**params, tree_method="hist", n_jobs=1,
+                              random_state=bundle.metadata.get("seed", 1))
     else:
         model = LogisticRegression(C=1.0, max_iter=5000)
     model.fit(X, y)

@@ -42,9 +42,11 @@ DATA = ROOT / "bench" / ".data"
 NAIVE = """
 import sys, pandas as pd
 from tabserve.model.bundle import ModelBundle
+from tabserve.model.frames import columns_from_frame
+from tabserve.serving.core import Predictor
 bundle = ModelBundle.load(sys.argv[1])
 frame = pd.read_csv(sys.argv[2])
-proba = bundle.pipeline.predict_proba(frame)
+proba = Predictor(bundle).probabilities(columns_from_frame(bundle.schema, frame))
 for i, label in enumerate(bundle.classes):
     frame[f"probability_{label}"] = proba[:, i]
 frame.to_csv(sys.argv[3], index=False)
