@@ -1,6 +1,7 @@
-"""Write a model trained elsewhere as a bundle that holds no pickle: `python import_model.py
---help`. Today it converts older tabserve bundles (a pickle) to the current format; reading an
-older bundle unpickles it, which runs code from the file: import only files you trust."""
+"""Serve a model you trained yourself: write it as a tabserve bundle (data only, no pickle).
+Reads the ML Zoomcamp course's (DictVectorizer, model) pickle, scikit-learn Pipelines, XGBoost
+models and older tabserve bundles (see docs/import.md). Reading a pickle runs code from the
+file: import only files you trust."""
 
 import argparse
 import os
@@ -15,12 +16,17 @@ from tabserve.training.importing import ImportRefused, import_model
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, required=True,
-                        help="the model file to import: a tabserve bundle of any format")
+                        help="the model file: a pickle or joblib file, an XGBoost .json/.ubj, "
+                             "or a tabserve bundle of any format")
     parser.add_argument("--output", type=Path, required=True,
                         help="where to write the bundle (signed when MODEL_SIGNING_KEY is set)")
     parser.add_argument("--data", type=Path, default=None,
-                        help="a CSV of rows as the model receives them: answers are checked on "
-                             "them (default: the bundle's example record)")
+                        help="a CSV of rows as the model receives them (the training frame "
+                             "before any encoding): the schema is read from it and the answers "
+                             "checked on it; needed unless the file is a tabserve bundle")
+    parser.add_argument("--target", default=None,
+                        help="a column of --data holding the outcome: the bundle then carries "
+                             "metrics on these rows")
     return parser.parse_args(argv)
 
 
@@ -29,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         key = signing_key(os.environ)
         rows = None if args.data is None else load_csv(args.data)
-        imported = import_model(args.model, rows)
+        imported = import_model(args.model, rows, args.target)
         imported.bundle.save(args.output, signing_key=key)
     except (TrustSettingError, DataError, ImportRefused) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -93,6 +93,14 @@ def unpickled_steps(model: PickledSteps) -> Any:
     return _Unpickler(io.BytesIO(model.steps.data)).load()
 
 
+def read_pickled_model(path: Path) -> Any:
+    """A model a user pickled (`pickle.dump` or `joblib.dump`), for `import_model.py`: this
+    runs code from the file, as every unpickling does; the caller says so."""
+    import joblib
+
+    return joblib.load(path)
+
+
 @dataclass
 class ModelBundle:
     """Everything `predict.py` needs to serve, and everything a user needs to trust it."""

@@ -218,4 +218,36 @@ class BlendModel(msgspec.Struct, tag="blend", frozen=True):
             member.check(width, n_classes)
 
 
-FittedModel = Union[LinearModel, BoostedTrees, Forest, BlendModel, PickledSteps]
+InnerModel = Union[LinearModel, BoostedTrees, Forest]
+
+
+class Adapted(msgspec.Struct, tag="adapted", frozen=True):
+    """A model trained elsewhere on its own columns (`import_model.py`), behind the steps that
+    make them from the encoded record: each of its columns is one encoded column (a number or
+    a level's 0/1), a missing value filled, then centred and scaled, as the user's
+    `DictVectorizer`, `OneHotEncoder`, `SimpleImputer`, `StandardScaler` or `MinMaxScaler`
+    made it: `(fill if missing else x - center) / scale`."""
+
+    name: ClassVar[str] = "imported model"
+    source: np.ndarray      # per model column: the encoded column it reads
+    fill: np.ndarray        # per model column: the value of a missing one (NaN: left missing)
+    center: np.ndarray
+    scale: np.ndarray
+    model: InnerModel
+
+    @property
+    def inner_name(self) -> str:
+        return self.model.name
+
+    def check(self, width: int, n_classes: int) -> None:
+        columns = len(self.source)
+        _vector(self.source, "adapted source", columns, "iu")
+        _expect(bool(np.all((self.source >= 0) & (self.source < width))),
+                "an imported model reads a column the encoder does not have")
+        for name in ("fill", "center", "scale"):
+            _vector(getattr(self, name), f"adapted {name}", columns)
+        _expect(bool(np.all(self.scale != 0)), "an imported model's scale is 0")
+        self.model.check(columns, n_classes)
+
+
+FittedModel = Union[LinearModel, BoostedTrees, Forest, BlendModel, Adapted, PickledSteps]

@@ -43,7 +43,8 @@ class Explainer:
     def _contributions(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         explain = getattr(self.predictor.scorer, "contributions", None)
         if explain is None:
-            model = self.predictor.bundle.model.name
+            fitted = self.predictor.bundle.model
+            model = getattr(fitted, "inner_name", fitted.name)
             raise ExplanationsUnavailable(
                 "explanations are available for logistic regression, XGBoost and blends of "
                 f"them; this model is a {model}")

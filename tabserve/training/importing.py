@@ -1,27 +1,55 @@
 """Models trained elsewhere, written as bundles that hold no pickle (`import_model.py`).
 
-Today: tabserve bundles of any format; an older one (format 1, a pickle) is unpickled, its
-fitted pipeline translated to data (`model.from_sklearn`), and the translation's answers
-checked against the pipeline's own before anything is written. Unpickling runs code from the
-file: import only files you trust (docs/security.md).
+What can be imported (docs/import.md):
+- a tabserve bundle of any format (an older one is a pickle: its fitted pipeline is
+  translated to data, and checked against its own answers);
+- the ML Zoomcamp course's pair `(DictVectorizer, classifier)`, or a `Pipeline` that starts
+  with a `DictVectorizer`;
+- a scikit-learn `Pipeline` of a `ColumnTransformer` (`OneHotEncoder`, `StandardScaler`,
+  `MinMaxScaler`, `SimpleImputer`, pipelines of them, passthrough, drop) and/or scalers and
+  imputers, then a classifier;
+- a bare classifier fitted on a frame (`feature_names_in_`), or an XGBoost booster saved as
+  JSON or UBJSON;
+where the classifier is a `LogisticRegression`, an `XGBClassifier` or a scikit-learn
+`RandomForestClassifier` / `ExtraTreesClassifier`.
+
+The user's steps become data: each column the classifier reads is one column of tabserve's
+encoded record (a number, or a level's 0/1), filled, centred and scaled
+(`model.fitted.Adapted`); the classifier becomes the same arrays a trained model is made of.
+The schema comes from the sample (`--data`, the rows as the model receives them) and the
+model together: the model decides which fields are numbers and which are levels, and the
+levels it knows join the sample's. The served probabilities are checked against the user's own
+`predict_proba` on the sample before anything is written.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from tabserve.model.bundle import ModelBundle, ModelLoadError
+from tabserve.model.bundle import (MAGIC, ModelBundle, ModelLoadError, library_versions,
+                                   read_pickled_model)
+from tabserve.model.encoding import MAX_ONE_HOT_LEVELS, Encoder
+from tabserve.model.fitted import Adapted, BoostedTrees, LinearModel, Ubjson
 from tabserve.model.frames import columns_from_frame
+from tabserve.model.schema import Dropped, Field, Kind, Schema
 from tabserve.model.trust import Trust
 from tabserve.serving.core import Predictor
+from tabserve.training.reference import reference_profile
+from tabserve.training.schema_inference import example_record, infer_schema
 
-# served probabilities may differ from the pipeline's own by this much: a blend's pipeline
-# mixes clipped probabilities in log space, its scorer the members' raw scores (docs/import.md)
-TOLERANCE = 1e-6
+# the largest difference allowed between served probabilities and the model's own: float64
+# models to 1e-9; XGBoost's own `predict_proba` answers in float32, whose resolution near 1 is
+# 6e-8; an older tabserve blend mixed clipped probabilities in log space (docs/import.md)
+TOLERANCE = 1e-9
+FLOAT32_TOLERANCE = 1e-6
 
 
 class ImportRefused(ValueError):
@@ -35,28 +63,484 @@ class Imported:
     largest_difference: float
 
 
-def import_model(model_path: Path, rows: pd.DataFrame | None = None) -> Imported:
+@dataclass
+class Column:
+    """One column the user's classifier reads: a field's number, or a level's 0/1 (`level`),
+    a missing value filled, then centred and scaled."""
+
+    field: str
+    level: str | None = None
+    fill: float = math.nan
+    center: float = 0.0
+    scale: float = 1.0
+
+
+@dataclass
+class UserModel:
+    """What the user's model reads, its classifier, and its own answers."""
+
+    columns: list[Column]
+    classifier: Any
+    classes: list[str]
+    description: str
+    own_proba: Callable[[pd.DataFrame], np.ndarray]  # on rows typed as the model receives them
+    takes_records: bool = False  # a DictVectorizer reads dicts, the others a frame
+    categorical_levels: dict[str, list[str]] = field(default_factory=dict)
+
+
+def import_model(model_path: Path, rows: pd.DataFrame | None = None,
+                 target: str | None = None) -> Imported:
     """The model at `model_path` as a bundle of data, its answers checked on `rows` (a frame of
-    training-style rows; the bundle's example when None) against the model's own."""
+    trimmed strings, as `tables.load_csv` reads them)."""
+    try:
+        head = model_path.read_bytes()[:len(MAGIC)]
+    except OSError as err:
+        raise ImportRefused(f"model file {model_path} cannot be read ({err.strerror})") from None
+    if head == MAGIC:
+        return _import_bundle(model_path, rows)
+    if rows is None:
+        raise ImportRefused("--data is needed: a sample of the rows as the model receives them "
+                            "(the schema is read from it and the answers checked on it)")
+    features = rows.drop(columns=[target]) if target in rows.columns else rows
+    user = user_model(_read_model(model_path), list(features.columns))
+    if target is not None and target not in rows.columns:
+        raise ImportRefused(f"the target column {target!r} is not in the data; its columns "
+                            f"are: {', '.join(rows.columns[:20])}")
+    schema = reconcile_schema(features, user, target or "prediction")
+    typed = typed_rows(features, schema, user)
+    try:
+        own = np.asarray(user.own_proba(typed), dtype=np.float64)
+    except Exception as err:  # noqa: BLE001 - the user's model refusing its own sample
+        raise ImportRefused(f"the model cannot score the sample itself: {type(err).__name__}: "
+                            f"{str(err).splitlines()[0] if str(err) else ''}") from None
+    bundle = _bundle(model_path, rows, features, target, schema, user, own)
+    served = Predictor(bundle).probabilities(columns_from_frame(schema, features))
+    difference = float(np.max(np.abs(served - own), initial=0.0))
+    tolerance = FLOAT32_TOLERANCE if isinstance(bundle.model.model, BoostedTrees) else TOLERANCE
+    if not difference <= tolerance:
+        raise ImportRefused(f"the imported model's answers differ from the model's own by "
+                            f"{difference:.3g} on the sample (more than {tolerance:g}): "
+                            "nothing written")
+    return Imported(bundle, len(rows), difference)
+
+
+def _import_bundle(model_path: Path, rows: pd.DataFrame | None) -> Imported:
+    """A tabserve bundle; an older one (a pickle) is translated and checked against its own
+    pipeline."""
     try:
         bundle = ModelBundle.load(model_path, Trust(allow_pickle=True))
     except ModelLoadError as err:
         raise ImportRefused(str(err)) from None
-    rows = pd.DataFrame([bundle.example]) if rows is None else rows
-    difference = largest_difference(bundle, rows)
-    if difference > TOLERANCE:
-        raise ImportRefused(f"the imported model's answers differ from the original's by "
-                            f"{difference:.3g} on these rows (more than {TOLERANCE:g})")
-    return Imported(bundle, len(rows), difference)
-
-
-def largest_difference(bundle: ModelBundle, rows: pd.DataFrame) -> float:
-    """The largest difference between the served probabilities and the original model's on
-    `rows` (0 for a bundle that was data already: there is nothing else to compare with)."""
+    rows = pd.DataFrame([bundle.example]).astype(str) if rows is None else rows
     if bundle.pipeline is None:
-        return 0.0
+        return Imported(bundle, 0, 0.0)
     missing = [name for name in bundle.schema.names if name not in rows.columns]
     if missing:
         raise ImportRefused(f"the rows lack fields the model reads: {', '.join(missing[:5])}")
     served = Predictor(bundle).probabilities(columns_from_frame(bundle.schema, rows))
-    return float(np.max(np.abs(served - bundle.predict_proba(rows)), initial=0.0))
+    difference = float(np.max(np.abs(served - bundle.predict_proba(rows)), initial=0.0))
+    # its blends mixed clipped probabilities in log space; the scorer mixes raw scores
+    if difference > FLOAT32_TOLERANCE:
+        raise ImportRefused(f"the converted model's answers differ from the original's by "
+                            f"{difference:.3g} on these rows: nothing written")
+    return Imported(bundle, len(rows), difference)
+
+
+def _read_model(path: Path) -> Any:
+    """The user's model object: an XGBoost booster file, or a pickle (which runs its code)."""
+    import sklearn
+    import xgboost
+
+    if path.suffix.lower() in (".json", ".ubj"):
+        try:
+            return xgboost.Booster(model_file=str(path))
+        except xgboost.core.XGBoostError as err:
+            raise ImportRefused(f"{path} is not an XGBoost model XGBoost {xgboost.__version__} "
+                                f"can read: {str(err).splitlines()[0]}") from None
+    try:
+        return read_pickled_model(path)
+    except Exception as err:  # noqa: BLE001 - any failure means "not readable here"
+        raise ImportRefused(
+            f"{path} cannot be unpickled with scikit-learn {sklearn.__version__} and XGBoost "
+            f"{xgboost.__version__} here ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); save it with these versions, "
+            "or XGBoost's own save_model") from None
+
+
+# --- what the user's model reads ----------------------------------------------------------------
+
+def user_model(model: Any, sample_columns: list[str]) -> UserModel:
+    """The columns, classifier and answers of a model object; `ImportRefused` for what is not
+    a fitted classifier made of the supported pieces. A booster saved without feature names
+    reads the sample's columns in order."""
+    from sklearn.feature_extraction import DictVectorizer
+    from sklearn.pipeline import Pipeline
+    import xgboost
+
+    if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], DictVectorizer):
+        return _dict_model(model[0], model[1], "the course's pair (DictVectorizer, {})")
+    if isinstance(model, Pipeline):
+        return _pipeline_model(model)
+    if isinstance(model, xgboost.Booster):
+        return _booster_model(model, sample_columns)
+    _check_classifier(model)
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        raise ImportRefused(f"a bare {type(model).__name__} does not say which columns it reads: "
+                            "fit it on a DataFrame (so it has feature_names_in_), or import a "
+                            "Pipeline or (DictVectorizer, model) pair")
+    columns = [Column(str(name)) for name in names]
+    return UserModel(columns, model, _classes(model), type(model).__name__,
+                     lambda frame: model.predict_proba(frame[list(names)]))
+
+
+def _check_classifier(model: Any) -> None:
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    if not hasattr(model, "predict_proba") or not hasattr(model, "fit"):
+        kind = "regressor" if hasattr(model, "predict") else "Python object"
+        raise ImportRefused(f"the file holds a {type(model).__name__} (a {kind}), not a "
+                            "classifier with predict_proba")
+    try:
+        check_is_fitted(model)
+    except NotFittedError:
+        raise ImportRefused(f"the {type(model).__name__} in the file is not fitted") from None
+    except TypeError as err:
+        raise ImportRefused(f"the file holds a {type(model).__name__}: {err}") from None
+
+
+def _classes(model: Any) -> list[str]:
+    return [str(c) for c in model.classes_]
+
+
+def _dict_model(vectorizer, classifier, description: str, steps=None) -> UserModel:
+    """A DictVectorizer's features: `field=level` for text values, `field` for numbers."""
+    _check_classifier(classifier if steps is None else steps)
+    separator = vectorizer.separator
+    columns, levels = [], {}
+    names = list(vectorizer.feature_names_)
+    fields_with_levels = {name.split(separator, 1)[0] for name in names if separator in name}
+    for name in names:
+        field_name, _, level = name.partition(separator)
+        if separator in name and field_name in fields_with_levels:
+            columns.append(Column(field_name, level))
+            levels.setdefault(field_name, []).append(level)
+        else:
+            columns.append(Column(name))
+    model = steps if steps is not None else classifier
+
+    def own(frame: pd.DataFrame) -> np.ndarray:
+        records = frame.to_dict(orient="records")
+        records = [{k: v for k, v in r.items() if not _is_missing(v)} for r in records]
+        if steps is not None:
+            return model.predict_proba(records)
+        return classifier.predict_proba(vectorizer.transform(records))
+
+    user = UserModel(columns, classifier, _classes(model),
+                     description.format(type(classifier).__name__), own, takes_records=True,
+                     categorical_levels=levels)
+    return user
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _pipeline_model(pipeline) -> UserModel:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction import DictVectorizer
+
+    _check_classifier(pipeline)
+    steps = [step for _, step in pipeline.steps]
+    first, *middle, classifier = steps
+    if isinstance(first, DictVectorizer):
+        if middle:
+            raise ImportRefused("a Pipeline with steps between its DictVectorizer and its "
+                                "classifier is not supported yet")
+        return _dict_model(first, classifier, "a Pipeline (DictVectorizer, {})", pipeline)
+    if isinstance(first, ColumnTransformer):
+        columns, levels = _column_transformer(first)
+    else:
+        names = getattr(first, "feature_names_in_", None)
+        if names is None:
+            raise ImportRefused("the Pipeline does not say which columns it reads: fit it on a "
+                                "DataFrame (so it has feature_names_in_)")
+        columns, levels, middle = [Column(str(n)) for n in names], {}, steps[:-1]
+    for step in middle:
+        columns = _elementwise(step, columns)
+    names = list(getattr(pipeline, "feature_names_in_", []))
+    description = (f"a Pipeline ({', '.join(type(s).__name__ for s in steps[:-1])}, "
+                   f"{type(classifier).__name__})")
+    return UserModel(columns, classifier, _classes(pipeline), description,
+                     lambda frame: pipeline.predict_proba(frame[names] if names else frame),
+                     categorical_levels=levels)
+
+
+def _column_transformer(transformer) -> tuple[list[Column], dict[str, list[str]]]:
+    """The columns a fitted ColumnTransformer makes, in its output's order."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    columns: list[Column] = []
+    levels: dict[str, list[str]] = {}
+    names_in = list(transformer.feature_names_in_)
+    for name, step, selected in transformer.transformers_:
+        fields = [names_in[c] if isinstance(c, (int, np.integer)) else str(c)
+                  for c in np.atleast_1d(selected)] if len(np.atleast_1d(selected)) else []
+        if step == "drop" or not fields:
+            continue
+        parts = list(step) if isinstance(step, Pipeline) else [step]
+        encoders = [p for p in parts if isinstance(p, OneHotEncoder)]
+        if encoders:
+            if parts[-1] is not encoders[0] or len(encoders) > 1:
+                raise ImportRefused(f"transformer {name!r}: only imputers may come before a "
+                                    "OneHotEncoder, and nothing after it")
+            made = _one_hot(encoders[0], fields, levels)
+            for part in parts[:-1]:
+                _imputer_before_one_hot(part, name)
+        else:
+            made = [Column(f) for f in fields]
+            for part in parts:
+                made = _elementwise(part, made)
+        columns += made
+    return columns, levels
+
+
+def _one_hot(encoder, fields: list[str], levels: dict[str, list[str]]) -> list[Column]:
+    if encoder.drop is not None:
+        raise ImportRefused("a OneHotEncoder with drop= is not supported yet (leave drop=None)")
+    if getattr(encoder, "min_frequency", None) or getattr(encoder, "max_categories", None):
+        raise ImportRefused("a OneHotEncoder that groups infrequent levels is not supported yet")
+    columns = []
+    for name, known in zip(fields, encoder.categories_):
+        known = [str(level) for level in known if not _is_missing(level)]
+        levels[name] = known
+        columns += [Column(name, level) for level in known]
+    return columns
+
+
+def _imputer_before_one_hot(step, name: str) -> None:
+    from sklearn.impute import SimpleImputer
+
+    if not isinstance(step, SimpleImputer) or step.add_indicator:
+        raise ImportRefused(f"transformer {name!r}: a {type(step).__name__} before a "
+                            "OneHotEncoder is not supported")
+    # it fills missing levels; a field missing in the sample is refused by the schema check
+
+
+def _elementwise(step, columns: list[Column]) -> list[Column]:
+    """Columns after an imputer or a scaler, one column at a time."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+    if step == "passthrough" or step is None:
+        return columns
+    if isinstance(step, SimpleImputer):
+        if step.add_indicator:
+            raise ImportRefused("a SimpleImputer with add_indicator=True is not supported yet")
+        fills = np.asarray(step.statistics_, dtype=np.float64)
+        return [_filled(c, fill) for c, fill in zip(columns, fills)]
+    if isinstance(step, StandardScaler):
+        mean = step.mean_ if step.with_mean else np.zeros(len(columns))
+        scale = step.scale_ if step.with_std else np.ones(len(columns))
+        return [_scaled(c, m, s) for c, m, s in zip(columns, mean.tolist(), scale.tolist())]
+    if isinstance(step, MinMaxScaler):
+        if step.clip:
+            raise ImportRefused("a MinMaxScaler with clip=True is not supported yet")
+        # x * scale_ + min_  ==  (x - (-min_ / scale_)) / (1 / scale_)
+        return [_scaled(c, -low / s, 1 / s)
+                for c, low, s in zip(columns, step.min_.tolist(), step.scale_.tolist())]
+    raise ImportRefused(f"a {type(step).__name__} step is not supported yet: import supports "
+                        "DictVectorizer, ColumnTransformer, OneHotEncoder, SimpleImputer, "
+                        "StandardScaler and MinMaxScaler before the classifier")
+
+
+def _filled(column: Column, fill: float) -> Column:
+    if column.center != 0.0 or column.scale != 1.0:
+        raise ImportRefused("an imputer after a scaler is not supported yet")
+    return Column(column.field, column.level, fill if column.level is None else 0.0)
+
+
+def _scaled(column: Column, center: float, scale: float) -> Column:
+    # ((x - c1) / s1 - c2) / s2  ==  (x - (c1 + c2 s1)) / (s1 s2)
+    return Column(column.field, column.level, column.fill,
+                  column.center + center * column.scale, column.scale * scale)
+
+
+def _booster_model(booster, sample_columns: list[str]) -> UserModel:
+    import json
+
+    import xgboost
+
+    config = json.loads(booster.save_config())
+    objective = config["learner"]["objective"]["name"]
+    if objective not in ("binary:logistic", "multi:softprob", "multi:softmax"):
+        raise ImportRefused(f"the XGBoost booster's objective is {objective}: import supports "
+                            "classifiers (binary:logistic, multi:softprob)")
+    n_classes = max(2, int(config["learner"]["learner_model_param"]["num_class"]))
+    names = booster.feature_names or sample_columns
+    if len(names) != booster.num_features():
+        raise ImportRefused(f"the XGBoost booster reads {booster.num_features()} columns; the "
+                            f"sample has {len(names)} besides the target")
+
+    def own(frame: pd.DataFrame) -> np.ndarray:
+        matrix = frame[names].to_numpy(dtype=np.float64)
+        raw = booster.predict(xgboost.DMatrix(matrix, missing=np.nan))
+        return np.column_stack([1 - raw, raw]) if n_classes == 2 else raw
+
+    return UserModel([Column(str(n)) for n in names], booster,
+                     [str(c) for c in range(n_classes)], "an XGBoost booster", own)
+
+
+# --- the schema: the sample's, as the model reads it ----------------------------------------
+
+def reconcile_schema(features: pd.DataFrame, user: UserModel, target: str) -> Schema:
+    """The sample's inferred schema, with each field's kind as the model reads it and the
+    levels the model knows; `ImportRefused` when the model and the sample disagree on fields."""
+    needed = list(dict.fromkeys(c.field for c in user.columns))
+    missing = [name for name in needed if name not in features.columns]
+    if missing:
+        raise ImportRefused(f"the model reads fields the sample lacks: {', '.join(missing[:8])}")
+    unread = [name for name in features.columns if name not in needed]
+    if unread:
+        raise ImportRefused(f"the sample has columns the model does not read: "
+                            f"{', '.join(unread[:8])} (give the rows as the model receives "
+                            "them, with --target naming the outcome)")
+    inferred = infer_schema(features, target="")
+    by_name = {f.name: f for f in (*inferred.fields, *inferred.dropped)}
+    read_as_levels = {c.field for c in user.columns if c.level is not None}
+    read_as_number = {c.field for c in user.columns if c.level is None}
+    both = read_as_levels & read_as_number
+    if both:
+        raise ImportRefused(f"the model reads {sorted(both)[0]!r} both as a number and as levels")
+    fields = []
+    for name in needed:
+        column = features[name]
+        if name in read_as_levels:
+            fields.append(_levels_field(name, column, user.categorical_levels.get(name, [])))
+        else:
+            fields.append(_number_field(name, column, by_name[name]))
+    return Schema(target=target, fields=tuple(fields), dropped=())
+
+
+def _levels_field(name: str, column: pd.Series, known: list[str]) -> Field:
+    present = column.dropna()
+    counts = present.value_counts()
+    seen = sorted(counts.index, key=lambda level: (-counts[level], level))
+    levels = [*seen, *[level for level in known if level not in counts.index]]
+    if len(levels) > MAX_ONE_HOT_LEVELS:
+        raise ImportRefused(f"field {name!r} has {len(levels)} levels; import supports at most "
+                            f"{MAX_ONE_HOT_LEVELS} per field")
+    return Field(name, Kind.CATEGORICAL, len(present) < len(column), categories=tuple(levels))
+
+
+def _number_field(name: str, column: pd.Series, inferred: Field | Dropped) -> Field:
+    if isinstance(inferred, Field) and (inferred.kind is Kind.NUMERIC or (
+            inferred.kind is Kind.BOOLEAN and set(inferred.spellings) == {"1", "0"})):
+        return inferred
+    present = column.dropna()
+    numbers = pd.to_numeric(present, errors="coerce")
+    if numbers.isna().any():
+        example = present[numbers.isna()].iloc[0]
+        raise ImportRefused(f"the model reads {name!r} as a number; the sample has "
+                            f"{example!r} in it")
+    if numbers.empty:
+        raise ImportRefused(f"field {name!r} has no values in the sample")
+    return Field(name, Kind.NUMERIC, len(present) < len(column),
+                 minimum=float(numbers.min()), maximum=float(numbers.max()))
+
+
+def typed_rows(features: pd.DataFrame, schema: Schema, user: UserModel) -> pd.DataFrame:
+    """The sample as the model receives it: numbers as floats, levels as text, missing as NaN."""
+    typed = {}
+    for f in schema.fields:
+        if f.kind is Kind.CATEGORICAL:
+            typed[f.name] = features[f.name].astype(object)
+        else:
+            typed[f.name] = pd.to_numeric(features[f.name], errors="coerce").astype(np.float64)
+    return pd.DataFrame(typed, index=features.index)
+
+
+# --- the bundle -----------------------------------------------------------------------------
+
+def adapted_model(schema: Schema, user: UserModel, features: pd.DataFrame) -> Adapted:
+    """The user's columns as encoded columns, and the classifier as data."""
+    encoder = Encoder(schema)
+    source = np.array([encoder.feature_names.index(
+        c.field if c.level is None else f"{c.field}={c.level}") for c in user.columns], np.int64)
+    fill, center, scale = (np.array([getattr(c, name) for c in user.columns], np.float64)
+                           for name in ("fill", "center", "scale"))
+    gathered = encoder.encode(columns_from_frame(schema, features))[:, source]
+    with np.errstate(invalid="ignore"):
+        made = (np.where(np.isnan(gathered), fill, gathered) - center) / scale
+    return Adapted(source=source, fill=fill, center=center, scale=scale,
+                   model=inner_model(user.classifier, np.nanmean(made, axis=0),
+                                     len(user.classes)))
+
+
+def inner_model(classifier: Any, mean: np.ndarray, n_classes: int):
+    """The classifier as the arrays a trained model is made of; `mean`, the sample's mean
+    of each column, is a linear model's reference record for explanations."""
+    width = len(mean)
+    import xgboost
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    from tabserve.model.from_sklearn import forest
+
+    if isinstance(classifier, LogisticRegression):
+        coef = np.asarray(classifier.coef_, np.float64)
+        mean = np.nan_to_num(mean)
+        # (x - mean) @ coef + (intercept + mean @ coef): the same map, explained from the mean
+        return LinearModel(fill=np.zeros(width), hinge_columns=np.zeros(0, np.int64),
+                           hinge_knots=np.zeros(0), mean=mean, scale=np.ones(width), coef=coef,
+                           intercept=np.asarray(classifier.intercept_, np.float64) + coef @ mean)
+    if isinstance(classifier, (xgboost.XGBClassifier, xgboost.Booster)):
+        booster = classifier if isinstance(classifier, xgboost.Booster) \
+            else classifier.get_booster()
+        booster = booster.copy()
+        booster.feature_names = None  # served matrices are unnamed
+        booster.feature_types = None
+        return BoostedTrees(Ubjson(booster.save_raw("ubj")), n_classes, width)
+    if type(classifier) in (RandomForestClassifier, ExtraTreesClassifier):
+        return forest([classifier])
+    raise ImportRefused(f"the classifier is a {type(classifier).__name__}: import supports "
+                        "LogisticRegression, XGBClassifier, RandomForestClassifier and "
+                        "ExtraTreesClassifier")
+
+
+def _bundle(model_path: Path, rows: pd.DataFrame, features: pd.DataFrame, target: str | None,
+            schema: Schema, user: UserModel, own: np.ndarray) -> ModelBundle:
+    from tabserve.training.trainer import _scores
+
+    binary = len(user.classes) == 2
+    threshold = 0.5 if binary else None
+    metrics: dict[str, Any] = {
+        "task": "binary" if binary else "multiclass", "chosen": "imported",
+        "imported": {"kind": user.description, "file": model_path.name},
+        "rows": {"sample": len(rows)}, "test": None}
+    if target is not None:
+        codes = {label: code for code, label in enumerate(user.classes)}
+        truth = rows[target].map(codes)
+        if truth.isna().any():
+            raise ImportRefused(f"the target {target!r} holds values that are not the model's "
+                                f"classes ({', '.join(user.classes)}): "
+                                f"{rows[target][truth.isna()].iloc[0]!r}")
+        metrics["test"] = _scores(truth.to_numpy(dtype=int), own, threshold)
+        metrics["test_rows"] = "the --data sample (not held out from the model's training)"
+    bundle = ModelBundle(
+        model=adapted_model(schema, user, features), schema=schema, classes=user.classes,
+        positive_class=user.classes[1] if binary else None, threshold=threshold,
+        threshold_rule="fixed:0.5" if binary else None, metrics=metrics,
+        example=example_record(schema, features),
+        profile=reference_profile(schema, features, own, user.classes, threshold))
+    bundle.check()
+    bundle.metadata = {
+        "model_version": bundle.content_version(),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "imported_from": {"path": str(model_path),
+                          "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest()},
+        "libraries": library_versions(),
+    }
+    return bundle

@@ -11,7 +11,10 @@ and one new class here that meets `base.Scorer` (and `base.MarginScorer` to join
 from __future__ import annotations
 
 from tabserve.model.bundle import ModelBundle
-from tabserve.model.fitted import BlendModel, BoostedTrees, FittedModel, Forest, LinearModel
+from tabserve.model.encoding import Encoder
+from tabserve.model.fitted import (Adapted, BlendModel, BoostedTrees, FittedModel, Forest,
+                                   LinearModel)
+from tabserve.serving.scorers.adapted import AdaptedScorer
 from tabserve.serving.scorers.base import MarginScorer, Scorer
 from tabserve.serving.scorers.blend import BlendScorer
 from tabserve.serving.scorers.calibrated import CalibratedScorer
@@ -25,14 +28,16 @@ __all__ = ["Scorer", "MarginScorer", "compile_scorer", "compile_model", "LinearS
 
 def compile_scorer(bundle: ModelBundle, speedups_off: frozenset[str] = frozenset()) -> Scorer:
     """The fastest exact scorer for the bundle's model, calibrated."""
-    scorer = compile_model(bundle.model, speedups_off)
+    scorer = compile_model(bundle.model, speedups_off, len(Encoder(bundle.schema).feature_names))
     if bundle.calibration is not None:
         scorer = CalibratedScorer(scorer, bundle.calibration)
     return scorer
 
 
-def compile_model(model: FittedModel, speedups_off: frozenset[str] = frozenset()) -> Scorer:
-    """The fastest exact scorer for one kind of fitted model."""
+def compile_model(model: FittedModel, speedups_off: frozenset[str] = frozenset(),
+                  width: int = 0) -> Scorer:
+    """The fastest exact scorer for one kind of fitted model (`width`: the encoded record's,
+    which an imported model's columns are made from)."""
     if isinstance(model, BlendModel):
         return BlendScorer([compile_model(member, speedups_off) for member in model.members],
                            model.weights)
@@ -42,4 +47,6 @@ def compile_model(model: FittedModel, speedups_off: frozenset[str] = frozenset()
         return BoosterScorer(model, speedups_off)
     if isinstance(model, Forest):
         return ForestScorer(model)
+    if isinstance(model, Adapted):
+        return AdaptedScorer(model, compile_model(model.model, speedups_off), width)
     return PipelineScorer(model)

@@ -1,0 +1,298 @@
+"""import_model.py: models our users trained themselves (the course's pair, scikit-learn
+Pipelines, XGBoost), served with their own answers, and each refusal in one line (issue 29)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from helpers import (COURSE_CATEGORICAL, COURSE_NUMERICAL, PYTHON, ROOT, course_frame,
+                     start_gunicorn, stop)
+from tabserve.model.bundle import MAGIC, ModelBundle
+from tabserve.model.fitted import Adapted
+from tabserve.tables import load_csv
+from tabserve.training.importing import ImportRefused, import_model
+from tabserve.web.app import create_app
+from tabserve.web.config import Settings
+from test_app import COURSE_CUSTOMER
+
+SAMPLE_ROWS = 4000  # the rest of the rows are the ones answers are compared on
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    """The course's frame as a CSV (the sample: its first rows), and the rows held out."""
+    folder = tmp_path_factory.mktemp("course")
+    frame = course_frame()
+    frame.iloc[:SAMPLE_ROWS].to_csv(folder / "sample.csv", index=False)
+    return folder, frame
+
+
+def _dicts(frame: pd.DataFrame) -> list[dict]:
+    return frame[COURSE_CATEGORICAL + COURSE_NUMERICAL].to_dict(orient="records")
+
+
+def course_pair(frame, classifier):
+    from sklearn.feature_extraction import DictVectorizer
+
+    train = frame.iloc[:SAMPLE_ROWS]
+    vectorizer = DictVectorizer(sparse=False)
+    classifier.fit(vectorizer.fit_transform(_dicts(train)), train.churn)
+    return (vectorizer, classifier), lambda rows: classifier.predict_proba(
+        vectorizer.transform(_dicts(rows)))
+
+
+def dict_pipeline(frame):
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.feature_extraction import DictVectorizer
+    from sklearn.pipeline import make_pipeline
+
+    model = make_pipeline(DictVectorizer(sparse=False),
+                          RandomForestClassifier(n_estimators=20, min_samples_leaf=3,
+                                                 random_state=0))
+    model.fit(_dicts(frame.iloc[:SAMPLE_ROWS]), frame.churn.iloc[:SAMPLE_ROWS])
+    return model, lambda rows: model.predict_proba(_dicts(rows))
+
+
+def column_pipeline(frame, scaler: str):
+    """A ColumnTransformer: levels one-hot, numbers imputed (some are missing) and scaled."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import ExtraTreesClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
+
+    numbers = Pipeline([("impute", SimpleImputer(strategy="median")),
+                        ("scale", StandardScaler() if scaler == "standard" else MinMaxScaler())])
+    prepare = ColumnTransformer([
+        ("levels", OneHotEncoder(handle_unknown="ignore"), COURSE_CATEGORICAL[2:]),
+        ("numbers", numbers, COURSE_NUMERICAL)])
+    classifier = LogisticRegression(max_iter=2000) if scaler == "standard" else \
+        ExtraTreesClassifier(n_estimators=15, random_state=0)
+    model = Pipeline([("prepare", prepare), ("model", classifier)])
+    columns = COURSE_CATEGORICAL[2:] + COURSE_NUMERICAL
+    model.fit(frame[columns].iloc[:SAMPLE_ROWS], frame.churn.iloc[:SAMPLE_ROWS])
+    return model, lambda rows: model.predict_proba(rows[columns])
+
+
+def bare_xgboost(frame):
+    """A multiclass XGBClassifier fitted on a frame of numbers: the contract from the rest."""
+    from xgboost import XGBClassifier
+
+    columns = ["seniorcitizen", *COURSE_NUMERICAL]
+    y = frame.contract.map({"month-to-month": 0, "one_year": 1, "two_year": 2})
+    model = XGBClassifier(n_estimators=25, max_depth=3, n_jobs=1)
+    model.fit(frame[columns].iloc[:SAMPLE_ROWS], y.iloc[:SAMPLE_ROWS])
+    return model, lambda rows: model.predict_proba(rows[columns])
+
+
+def _with_missing_numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.loc[frame.index[::17], "totalcharges"] = np.nan
+    return frame
+
+
+KINDS = {
+    "course LogisticRegression": (lambda f: course_pair(f, _lr()), None),
+    "course XGBoost": (lambda f: course_pair(f, _xgb()), None),
+    "Pipeline(DictVectorizer, RandomForest)": (dict_pipeline, None),
+    "ColumnTransformer, StandardScaler, LogisticRegression": (
+        lambda f: column_pipeline(f, "standard"), _with_missing_numbers),
+    "ColumnTransformer, MinMaxScaler, ExtraTrees": (
+        lambda f: column_pipeline(f, "minmax"), _with_missing_numbers),
+    "bare multiclass XGBClassifier": (bare_xgboost, None),
+}
+
+
+def _lr():
+    from sklearn.linear_model import LogisticRegression
+    return LogisticRegression(max_iter=5000)
+
+
+def _xgb():
+    from xgboost import XGBClassifier
+    return XGBClassifier(n_estimators=30, max_depth=3, n_jobs=1)
+
+
+def _sample_columns(name: str, frame: pd.DataFrame) -> list[str]:
+    if name.startswith("ColumnTransformer"):
+        return COURSE_CATEGORICAL[2:] + COURSE_NUMERICAL + ["churn"]
+    if name.startswith("bare"):
+        return ["seniorcitizen", *COURSE_NUMERICAL]
+    return COURSE_CATEGORICAL + COURSE_NUMERICAL + ["churn"]
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=list(KINDS))
+def test_an_imported_model_serves_its_own_answers(course, tmp_path, kind):
+    """Imported from a file as a user saves it; served answers on rows the sample did not
+    hold equal the user's own `predict_proba` (1e-9; XGBoost's own answers are float32)."""
+    folder, frame = course
+    make, change = KINDS[kind]
+    frame = change(frame) if change else frame
+    model, own = make(frame)
+    model_file = tmp_path / "model.pkl"
+    model_file.write_bytes(pickle.dumps(model))
+    sample = tmp_path / "sample.csv"
+    frame[_sample_columns(kind, frame)].iloc[:SAMPLE_ROWS].to_csv(sample, index=False)
+    rows = load_csv(sample)
+    target = "churn" if "churn" in rows.columns else None
+    imported = import_model(model_file, rows, target)
+    bundle = imported.bundle
+    assert isinstance(bundle.model, Adapted) and imported.checked_rows == SAMPLE_ROWS
+    out = tmp_path / "served.bin"
+    bundle.save(out)
+    served = ModelBundle.load(out)
+    held_out = frame.iloc[SAMPLE_ROWS:]
+    records = [{k: (None if isinstance(v, float) and np.isnan(v) else v)
+                for k, v in r.items()}
+               for r in held_out[served.schema.names].to_dict(orient="records")]
+    client = create_app(served, Settings()).test_client()
+    answers = client.post("/predict", json=records).get_json()
+    got = np.array([[a["probabilities"][c] for c in served.classes] for a in answers])
+    tolerance = 1e-6 if "XGB" in kind else 1e-9
+    np.testing.assert_allclose(got, own(held_out), rtol=0, atol=tolerance)
+    one = client.post("/predict", json=records[0]).get_json()
+    assert one["probabilities"] == pytest.approx(answers[0]["probabilities"], abs=1e-12)
+    explained = client.post("/explain", json=records[:3])
+    assert explained.status_code == (501 if "Forest" in kind or "Trees" in kind else 200)
+
+
+@pytest.fixture(scope="module")
+def course_bundle(course, tmp_path_factory):
+    """The course's pair, pickled as its notebook does, imported by the command line."""
+    folder, frame = course
+    (vectorizer, model), own = course_pair(frame, _lr())
+    model_file = folder / "model_C=1.0.bin"
+    with model_file.open("wb") as f_out:
+        pickle.dump((vectorizer, model), f_out)
+    out = folder / "served.bin"
+    done = subprocess.run([PYTHON, "import_model.py", "--model", str(model_file), "--data",
+                           str(folder / "sample.csv"), "--target", "churn", "--output", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "no pickle; answers checked on 4000 rows" in done.stdout
+    return out, own
+
+
+@pytest.mark.process
+def test_the_courses_client_gets_the_courses_answer_from_gunicorn_and_score_py(
+        course, course_bundle, tmp_path):
+    out, own = course_bundle
+    _, frame = course
+    assert out.read_bytes().startswith(MAGIC + b"2 ")
+    expected = own(pd.DataFrame([COURSE_CUSTOMER]))[0, 1]
+    process, url = start_gunicorn(out)
+    try:
+        answer = requests.post(f"{url}/predict", json=COURSE_CUSTOMER, timeout=10).json()
+        card = requests.get(f"{url}/model", timeout=10).json()
+    finally:
+        stop(process)
+    assert answer["churn_probability"] == pytest.approx(expected, abs=1e-9)
+    assert answer["churn"] == (expected >= 0.5) and "warnings" not in answer
+    assert card["metrics"]["imported"]["kind"] == \
+        "the course's pair (DictVectorizer, LogisticRegression)"
+    assert card["metrics"]["test"]["roc_auc"] > 0.8
+    held_out = frame.iloc[SAMPLE_ROWS:]
+    held_out.to_csv(tmp_path / "in.csv", index=False)
+    done = subprocess.run([PYTHON, "score.py", "--model", str(out), "--input",
+                           str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv")],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    scored = pd.read_csv(tmp_path / "out.csv")
+    np.testing.assert_allclose(scored["churn_probability"], own(held_out)[:, 1], rtol=0,
+                               atol=1e-9)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".ubj"])
+def test_an_xgboost_booster_saved_by_xgboost_is_imported(course, tmp_path, suffix):
+    import xgboost
+
+    _, frame = course
+    columns = ["seniorcitizen", *COURSE_NUMERICAL]
+    data = xgboost.DMatrix(frame[columns].iloc[:SAMPLE_ROWS].to_numpy(dtype=float),
+                           label=frame.churn.iloc[:SAMPLE_ROWS])
+    booster = xgboost.train({"objective": "binary:logistic", "max_depth": 3}, data, 20)
+    path = tmp_path / f"booster{suffix}"
+    booster.save_model(path)
+    frame[columns].iloc[:SAMPLE_ROWS].to_csv(tmp_path / "sample.csv", index=False)
+    bundle = import_model(path, load_csv(tmp_path / "sample.csv")).bundle
+    assert bundle.classes == ["0", "1"] and bundle.schema.names == columns
+    matrix = frame[columns].iloc[SAMPLE_ROWS:].to_numpy(dtype=float)
+    own = booster.predict(xgboost.DMatrix(matrix))
+    client = create_app(bundle, Settings()).test_client()
+    records = frame[columns].iloc[SAMPLE_ROWS:].to_dict(orient="records")
+    got = [a["probabilities"]["1"] for a in client.post("/predict", json=records).get_json()]
+    np.testing.assert_allclose(got, own, rtol=0, atol=1e-6)
+
+
+# --- refusals: one line, nothing written -----------------------------------------------------
+
+def _regressor():
+    from sklearn.linear_model import LinearRegression
+    return LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0])
+
+
+def _unfitted():
+    from sklearn.linear_model import LogisticRegression
+    return LogisticRegression()
+
+
+REFUSALS = {
+    "a regressor": (_regressor, None, "holds a LinearRegression (a regressor), not a classifier"),
+    "a function": (lambda: len, None, "holds a builtin_function_or_method (a Python object), not a classifier"),
+    "an unfitted model": (_unfitted, None, "the LogisticRegression in the file is not fitted"),
+    "a sample without a field": (
+        "course", lambda f: f.drop(columns=["tenure"]), "the model reads fields the sample "
+                                                         "lacks: tenure"),
+    "a sample with an extra column": (
+        "course", lambda f: f.assign(nickname="x"), "the sample has columns the model does not "
+                                                    "read: nickname"),
+    "a target the sample lacks": ("course", lambda f: f.drop(columns=["churn"]),
+                                  "the target column 'churn' is not in the data"),
+    "text where the model reads a number": (
+        "course", lambda f: f.assign(tenure="long"), "the model reads 'tenure' as a number; "
+                                                      "the sample has 'long' in it"),
+}
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("case", REFUSALS, ids=list(REFUSALS))
+def test_what_cannot_be_imported_is_refused_in_one_line(course, tmp_path, case):
+    make, change, message = REFUSALS[case]
+    _, frame = course
+    model = course_pair(frame, _lr())[0] if make == "course" else make()
+    model_file = tmp_path / "model.pkl"
+    model_file.write_bytes(pickle.dumps(model))
+    sample = frame[COURSE_CATEGORICAL + COURSE_NUMERICAL + ["churn"]].iloc[:200]
+    (change(sample) if change else sample).to_csv(tmp_path / "sample.csv", index=False)
+    out = tmp_path / "out.bin"
+    done = subprocess.run([PYTHON, "import_model.py", "--model", str(model_file), "--data",
+                           str(tmp_path / "sample.csv"), "--target", "churn", "--output",
+                           str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_a_pickle_this_environment_cannot_read_names_the_versions(tmp_path):
+    import sklearn
+    import xgboost
+
+    model_file = tmp_path / "model.pkl"
+    # a pickle of a class from a module this environment does not have
+    model_file.write_bytes(b"\x80\x04\x95\x1b\x00\x00\x00\x00\x00\x00\x00\x8c\x0bnot_sklearn"
+                           b"\x94\x8c\x05Model\x94\x93\x94.")
+    pd.DataFrame({"a": [1, 2], "b": [3, 4]}).to_csv(tmp_path / "sample.csv", index=False)
+    with pytest.raises(ImportRefused) as refused:
+        import_model(model_file, load_csv(tmp_path / "sample.csv"))
+    assert f"scikit-learn {sklearn.__version__} and XGBoost {xgboost.__version__}" in \
+        str(refused.value) and "ModuleNotFoundError" in str(refused.value)
+    with pytest.raises(ImportRefused, match="--data is needed"):
+        import_model(model_file, None)
