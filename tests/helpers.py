@@ -298,3 +298,14 @@ def course_frame() -> pd.DataFrame:
     frame["totalcharges"] = frame["totalcharges"].fillna(0)
     frame["churn"] = (ours["churn"] == "Yes").astype(int)
     return frame
+
+
+# The ML Zoomcamp course's client: the original column names and lowercase values
+COURSE_CUSTOMER = {
+    "gender": "female", "seniorcitizen": 0, "partner": "yes", "dependents": "no",
+    "phoneservice": "no", "multiplelines": "no_phone_service", "internetservice": "dsl",
+    "onlinesecurity": "no", "onlinebackup": "yes", "deviceprotection": "no",
+    "techsupport": "no", "streamingtv": "no", "streamingmovies": "no",
+    "contract": "month-to-month", "paperlessbilling": "yes",
+    "paymentmethod": "electronic_check", "tenure": 1, "monthlycharges": 29.85,
+    "totalcharges": 29.85}

@@ -5,6 +5,7 @@ import math
 import msgspec
 import pytest
 
+from helpers import COURSE_CUSTOMER
 from tabserve.web.app import create_app
 from tabserve.web.config import Settings
 
@@ -170,16 +171,6 @@ def test_unknown_route_and_wrong_method_are_problem_json(client):
     assert problems(response)["detail"] == \
         "GET is not allowed on /predict: use POST with a JSON body"
 
-
-# The ML Zoomcamp course's client: the original column names and lowercase values
-COURSE_CUSTOMER = {
-    "gender": "female", "seniorcitizen": 0, "partner": "yes", "dependents": "no",
-    "phoneservice": "no", "multiplelines": "no_phone_service", "internetservice": "dsl",
-    "onlinesecurity": "no", "onlinebackup": "yes", "deviceprotection": "no",
-    "techsupport": "no", "streamingtv": "no", "streamingmovies": "no",
-    "contract": "month-to-month", "paperlessbilling": "yes",
-    "paymentmethod": "electronic_check", "tenure": 1, "monthlycharges": 29.85,
-    "totalcharges": 29.85}
 
 
 def test_keys_alike_in_spelling_are_read_as_the_fields_with_one_warning(client, telco_record):

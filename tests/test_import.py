@@ -12,15 +12,14 @@ import pandas as pd
 import pytest
 import requests
 
-from helpers import (COURSE_CATEGORICAL, COURSE_NUMERICAL, PYTHON, ROOT, course_frame,
-                     start_gunicorn, stop)
+from helpers import (COURSE_CATEGORICAL, COURSE_CUSTOMER, COURSE_NUMERICAL, PYTHON, ROOT,
+                     course_frame, start_gunicorn, stop)
 from tabserve.model.bundle import MAGIC, ModelBundle
 from tabserve.model.fitted import Adapted
 from tabserve.tables import load_csv
 from tabserve.training.importing import ImportRefused, import_model
 from tabserve.web.app import create_app
 from tabserve.web.config import Settings
-from test_app import COURSE_CUSTOMER
 
 SAMPLE_ROWS = 4000  # the rest of the rows are the ones answers are compared on
 
