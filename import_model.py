@@ -8,7 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from tabserve.model.trust import TrustSettingError, key_id, signing_key
+from tabserve.cli import cannot_write, refuse, signed_with
+from tabserve.model.trust import TrustSettingError, signing_key
 from tabserve.tables import DataError, load_csv
 from tabserve.training.importing import ImportRefused, import_model
 
@@ -35,17 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         key = signing_key(os.environ)
         rows = None if args.data is None else load_csv(args.data)
-        imported = import_model(args.model, rows, args.target)
+        imported = import_model(args.model, rows, args.target, args.data)
         imported.bundle.save(args.output, signing_key=key)
     except (TrustSettingError, DataError, ImportRefused) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return refuse(str(err))
     except OSError as err:
-        print(f"error: cannot write {err.filename or args.output}: {err.strerror}",
-              file=sys.stderr)
-        return 1
-    signed = f", signed with key {key_id(key)}" if key else ""
-    print(f"Wrote {args.output} (model version {imported.bundle.version}{signed}): no pickle; "
+        return cannot_write(err, args.output)
+    print(f"Wrote {args.output} (model version {imported.bundle.version}"
+          f"{signed_with(key)}): no pickle; "
           f"answers checked on {imported.checked_rows} rows, largest difference "
           f"{imported.largest_difference:.2g}")
     return 0

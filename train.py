@@ -11,7 +11,8 @@ STARTED = time.perf_counter()  # run as a script, the budget counts the ~1.5 s o
 # before numpy/xgboost load OpenMP: idle threads sleep instead of spinning on a shared machine
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from tabserve.model.trust import TrustSettingError, key_id, signing_key  # noqa: E402
+from tabserve.cli import cannot_write, refuse, signed_with  # noqa: E402
+from tabserve.model.trust import TrustSettingError, signing_key  # noqa: E402
 from tabserve.tables import DataError, file_sha256, load_csv  # noqa: E402
 from tabserve.training.thresholds import RULES, parse_rule  # noqa: E402
 from tabserve.training.reports import write_reports  # noqa: E402
@@ -111,8 +112,7 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
     try:
         key = signing_key(os.environ)  # before the work: a bad key setting fails at once
     except TrustSettingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return refuse(str(err))
     try:
         say(f"Reading {args.data}")
         frame = load_csv(args.data, max_rows=args.max_rows, seed=args.seed)
@@ -132,15 +132,11 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
         written = write_reports(bundle, result, args.reports, args.output,
                                 seconds=deadline - time.perf_counter())
     except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return refuse(str(err))
     except OSError as err:
-        print(f"error: cannot write {err.filename or args.output}: {err.strerror}",
-              file=sys.stderr)
-        return 1
-    signed = f", signed with key {key_id(key)}" if key else ""
-    say(f"Wrote {args.output} (model version {bundle.version}{signed}) and {len(written)} "
-        f"report files in {args.reports} in {time.perf_counter() - started:.1f} s")
+        return cannot_write(err, args.output)
+    say(f"Wrote {args.output} (model version {bundle.version}{signed_with(key)}) and "
+        f"{len(written)} report files in {args.reports} in {time.perf_counter() - started:.1f} s")
     return 0
 
 

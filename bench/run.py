@@ -401,7 +401,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     records = records_from_frame(bundle, complete_rows(bundle).sample(BATCH, random_state=0))
     course_model = work / "course.bin"
-    train_course_model(bundle, course_model)
+    imported = bundle.metrics.get("imported", {})
+    if imported.get("kind", "").startswith("the course's pair"):
+        # an imported course model: the course's app serves the user's own pickle
+        course_model = Path(bundle.metadata["imported_from"]["path"])
+    else:
+        train_course_model(bundle, course_model)
     servers = [
         Server("tabserve", "predict:app", ROOT, {"MODEL_PATH": str(args.model.resolve())}),
         Server("Flask, constant answer", "constant_flask:app", APPS),

@@ -89,9 +89,9 @@ class UserModel:
 
 
 def import_model(model_path: Path, rows: pd.DataFrame | None = None,
-                 target: str | None = None) -> Imported:
+                 target: str | None = None, data_path: Path | None = None) -> Imported:
     """The model at `model_path` as a bundle of data, its answers checked on `rows` (a frame of
-    trimmed strings, as `tables.load_csv` reads them)."""
+    trimmed strings, as `tables.load_csv` reads them, from `data_path` if a file)."""
     try:
         head = model_path.read_bytes()[:len(MAGIC)]
     except OSError as err:
@@ -113,7 +113,7 @@ def import_model(model_path: Path, rows: pd.DataFrame | None = None,
     except Exception as err:  # noqa: BLE001 - the user's model refusing its own sample
         raise ImportRefused(f"the model cannot score the sample itself: {type(err).__name__}: "
                             f"{str(err).splitlines()[0] if str(err) else ''}") from None
-    bundle = _bundle(model_path, rows, features, target, schema, user, own)
+    bundle = _bundle(model_path, rows, features, target, schema, user, own, data_path)
     served = Predictor(bundle).probabilities(columns_from_frame(schema, features))
     difference = float(np.max(np.abs(served - own), initial=0.0))
     tolerance = FLOAT32_TOLERANCE if isinstance(bundle.model.model, BoostedTrees) else TOLERANCE
@@ -462,6 +462,10 @@ def typed_rows(features: pd.DataFrame, schema: Schema, user: UserModel) -> pd.Da
     return pd.DataFrame(typed, index=features.index)
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 # --- the bundle -----------------------------------------------------------------------------
 
 def adapted_model(schema: Schema, user: UserModel, features: pd.DataFrame) -> Adapted:
@@ -511,7 +515,8 @@ def inner_model(classifier: Any, mean: np.ndarray, n_classes: int):
 
 
 def _bundle(model_path: Path, rows: pd.DataFrame, features: pd.DataFrame, target: str | None,
-            schema: Schema, user: UserModel, own: np.ndarray) -> ModelBundle:
+            schema: Schema, user: UserModel, own: np.ndarray,
+            data_path: Path | None) -> ModelBundle:
     from tabserve.training.trainer import _scores
 
     binary = len(user.classes) == 2
@@ -527,7 +532,9 @@ def _bundle(model_path: Path, rows: pd.DataFrame, features: pd.DataFrame, target
             raise ImportRefused(f"the target {target!r} holds values that are not the model's "
                                 f"classes ({', '.join(user.classes)}): "
                                 f"{rows[target][truth.isna()].iloc[0]!r}")
-        metrics["test"] = _scores(truth.to_numpy(dtype=int), own, threshold)
+        # XGBoost's own float32 probabilities may not add up to 1 exactly
+        metrics["test"] = _scores(truth.to_numpy(dtype=int), own / own.sum(axis=1, keepdims=True),
+                                  threshold)
         metrics["test_rows"] = "the --data sample (not held out from the model's training)"
     bundle = ModelBundle(
         model=adapted_model(schema, user, features), schema=schema, classes=user.classes,
@@ -539,8 +546,9 @@ def _bundle(model_path: Path, rows: pd.DataFrame, features: pd.DataFrame, target
     bundle.metadata = {
         "model_version": bundle.content_version(),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "imported_from": {"path": str(model_path),
-                          "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest()},
+        "imported_from": {"path": str(model_path), "sha256": _sha256(model_path)},
+        "data": None if data_path is None else {"path": str(data_path),
+                                                "sha256": _sha256(data_path)},
         "libraries": library_versions(),
     }
     return bundle
