@@ -280,23 +280,11 @@ COURSE_NUMERICAL = ["tenure", "monthlycharges", "totalcharges"]
 
 
 def course_frame() -> pd.DataFrame:
-    """Our Telco rows in the ML Zoomcamp course's layout, as its notebook prepares them: its
-    column names, lower-case values with '_' for spaces, 'gender', 'seniorcitizen' as 0/1,
-    missing total charges as 0, and churn as 0/1."""
-    ours = pd.read_csv(ROOT / "data" / "telco_churn.csv")
-    frame = pd.DataFrame({"gender": ours["female"].map({1: "female", 0: "male"})})
-    for name in ours.columns:
-        if name in ("female", "churn"):
-            continue
-        course_name = name.replace("_", "")
-        column = ours[name]
-        if name in ("partner", "dependents", "phone_service", "paperless_billing"):
-            column = column.map({1: "yes", 0: "no"})
-        elif not pd.api.types.is_numeric_dtype(column):
-            column = column.str.lower().str.replace(" ", "_")
-        frame[course_name] = column
+    """Our Telco rows (in the ML Zoomcamp course's layout) as its notebook prepares them for
+    training: missing total charges as 0, and churn as 0/1."""
+    frame = pd.read_csv(ROOT / "data" / "telco_churn.csv")
     frame["totalcharges"] = frame["totalcharges"].fillna(0)
-    frame["churn"] = (ours["churn"] == "Yes").astype(int)
+    frame["churn"] = (frame["churn"] == "yes").astype(int)
     return frame
 
 

@@ -139,7 +139,7 @@ def test_v2_health_and_metadata(client, telco_bundle):
 
 
 def test_v2_infer_equals_predict(client, telco_bundle, telco_record):
-    records = [telco_record, {**telco_record, "tenure": 60, "contract": "Two year"}]
+    records = [telco_record, {**telco_record, "tenure": 60, "contract": "two_year"}]
     expected = client.post("/predict", json=records).get_json()
     response = client.post("/v2/models/churn/infer",
                            json={"id": "r1", "inputs": tensors(records, telco_bundle)})
@@ -154,14 +154,14 @@ def test_v2_infer_equals_predict(client, telco_bundle, telco_record):
 
 
 def test_v2_reads_loosely_spelled_levels_as_predict_does(client, telco_bundle, telco_record):
-    loose = {**telco_record, "contract": "month-to-month"}
+    loose = {**telco_record, "contract": "Month-to-month"}
     expected = client.post("/predict", json=telco_record).get_json()
     body = client.post("/v2/models/churn/infer",
                        json={"inputs": tensors([loose], telco_bundle)}).get_json()
     outputs = {o["name"]: o for o in body["outputs"]}
     assert outputs["churn_probability"]["data"] == pytest.approx(
         [expected["churn_probability"]], abs=1e-9)
-    assert "read as the known category 'Month-to-month'" in body["parameters"]["warnings"]
+    assert "read as the known category 'month-to-month'" in body["parameters"]["warnings"]
 
 
 def test_model_name_is_configurable(telco_bundle):
@@ -175,7 +175,7 @@ def test_model_name_is_configurable(telco_bundle):
     (b'{"inputs": 3}', "list of 'inputs'"),
     (b'{"inputs": [{"name": "tenure"}]}', "'data' list"),
     (b'{"inputs": [{"name": "tenure", "shape": [1], "datatype": "FP64", "data": [1]}]}',
-     "missing input tensors: female"),
+     "missing input tensors: gender"),
 ])
 def test_v2_bad_requests(client, body, message):
     response = client.post("/v2/models/churn/infer", data=body, content_type="application/json")

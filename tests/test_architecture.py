@@ -200,7 +200,7 @@ def test_the_request_path_never_calls_pandas(client, telco_record):
             calls.append(arg.__name__)
 
     requests_ = [("/predict", telco_record), ("/predict", [telco_record] * 3),
-                 ("/predict", {**telco_record, "contract": " Two year", "extra": 1}),
+                 ("/predict", {**telco_record, "contract": " two_year", "extra": 1}),
                  ("/predict", [{**telco_record, "tenure": None}]),
                  ("/predict", {**telco_record, "tenure": "x"}),
                  ("/explain", [telco_record] * 2)]

@@ -46,7 +46,7 @@ def rows(telco_bundle) -> pd.DataFrame:
     frame.loc[5, categoricals[1]] = f"{frame.loc[5, categoricals[1]].upper()}  "
     frame.loc[9, "tenure"] = "900"  # outside the training range: a warning
     frame.loc[11, "tenure"] = "twelve"  # refused: text in a number
-    frame.loc[13, "monthly_charges"] = ""  # refused unless nullable
+    frame.loc[13, "monthlycharges"] = ""  # refused unless nullable
     for i, name in enumerate(nullable):
         frame.loc[20 + i, name] = "NA"
     return frame
@@ -256,7 +256,7 @@ def test_spark_answers_each_row_as_the_api_and_score_py_do(spark, rows, tmp_path
     assert len(scored) == len(rows)  # a bad row never fails the job, nor disappears
     good = scored[scored["error"].isna()]
     bad = scored[scored["error"].notna()]
-    assert bad[["label", "probability_Yes"]].isna().all().all()
+    assert bad[["label", "probability_yes"]].isna().all().all()
     expected = api_answers(telco_server, rows, telco_bundle.schema)
     assert_matches_the_api(good, bad, expected, telco_bundle, error_column="error")
     assert "churn_input" in scored.columns  # the file's own target, beside the answer

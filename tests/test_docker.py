@@ -62,7 +62,7 @@ def container(image):
 
 def test_image_answers_like_the_in_process_model(container, telco_bundle, telco_record):
     _, url = container
-    long_tenure = {**telco_record, "tenure": 60, "contract": "Two year"}
+    long_tenure = {**telco_record, "tenure": 60, "contract": "two_year"}
     expected = JsonAnswers(Predictor(telco_bundle)).for_records([telco_record, long_tenure])
     single = requests.post(f"{url}/predict", json=telco_record, timeout=10).json()
     batch = requests.post(f"{url}/predict", json=[telco_record, long_tenure], timeout=10).json()

@@ -25,7 +25,6 @@ from tabserve.web.app import create_app
 from tabserve.web.config import Settings
 from tabserve.web.auth import ApiKeys
 
-DATATYPES = {"numeric": "FP64", "categorical": "BYTES", "boolean": "INT64"}
 NUMPY = {"FP64": np.float64, "INT64": np.int64, "BYTES": np.object_}
 HEADER = "Inference-Header-Content-Length"
 KSERVE_PYTHON = ROOT / ".venv-kserve" / "bin" / "python"
@@ -33,7 +32,13 @@ KEY = "a-test-key-of-32-characters-long"
 
 
 def fields(bundle) -> list[tuple[str, str]]:
-    return [(f.name, DATATYPES[f.kind.value]) for f in bundle.schema.fields]
+    """Each field and its datatype, as the model's metadata declares them (a boolean written
+    1/0 in training is INT64, one written yes/no is BYTES: the example record's values)."""
+    metadata = create_app(bundle, Settings()).test_client().get(
+        f"/v2/models/{bundle.schema.target}").get_json()
+    declared = [(tensor["name"], tensor["datatype"]) for tensor in metadata["inputs"]]
+    assert dict(declared)["seniorcitizen"] == "INT64" and dict(declared)["partner"] == "BYTES"
+    return declared
 
 
 def triton_inputs(module, records: list[dict], bundle, binary: bool = True) -> list:
@@ -52,9 +57,9 @@ def triton_inputs(module, records: list[dict], bundle, binary: bool = True) -> l
 
 
 def varied(record: dict, count: int) -> list[dict]:
-    return [{**record, "tenure": i % 72, "monthly_charges": 20.0 + i,
-             "contract": ("Month-to-month", "One year", "Two year")[i % 3],
-             "total_charges": None if i % 7 == 0 else 20.0 * i} for i in range(count)]
+    return [{**record, "tenure": i % 72, "monthlycharges": 20.0 + i,
+             "contract": ("month-to-month", "one_year", "two_year")[i % 3],
+             "totalcharges": None if i % 7 == 0 else 20.0 * i} for i in range(count)]
 
 
 def post_triton(client, inputs, outputs=None, parameters=None, path="/v2/models/churn/infer"):
@@ -80,7 +85,7 @@ def assert_same_answers(outputs: dict, expected: list[dict]) -> None:
     assert np.allclose(np.ravel(outputs["churn_probability"]),
                        [a["churn_probability"] for a in expected], rtol=0, atol=1e-9)
     probabilities = np.asarray(outputs["probabilities"]).reshape(len(expected), 2)
-    assert np.allclose(probabilities, [[a["probabilities"]["No"], a["probabilities"]["Yes"]]
+    assert np.allclose(probabilities, [[a["probabilities"]["no"], a["probabilities"]["yes"]]
                                        for a in expected], rtol=0, atol=1e-9)
 
 
@@ -117,7 +122,7 @@ def test_requested_outputs_each_binary_or_json(client, telco_bundle, telco_recor
 
 def test_json_tensors_answer_json_and_warnings_are_one_string(client, telco_bundle,
                                                               telco_record):
-    loose = {**telco_record, "contract": "month-to-month"}
+    loose = {**telco_record, "contract": "Month-to-month"}
     inputs = [{"name": n, "datatype": d, "shape": [1], "data": [loose[n]]}
               for n, d in fields(telco_bundle)]
     inputs.append({"name": "nickname", "datatype": "BYTES", "shape": [1], "data": ["x"]})
@@ -126,7 +131,7 @@ def test_json_tensors_answer_json_and_warnings_are_one_string(client, telco_bund
     warnings = response.get_json()["parameters"]["warnings"]
     assert isinstance(warnings, str)
     assert "unknown input 'nickname' ignored" in warnings
-    assert "read as the known category 'Month-to-month'" in warnings
+    assert "read as the known category 'month-to-month'" in warnings
 
 
 def test_unknown_requested_output_is_a_400_naming_it(client, telco_bundle, telco_record):
@@ -139,14 +144,14 @@ def test_unknown_requested_output_is_a_400_naming_it(client, telco_bundle, telco
 
 def test_nan_from_a_json_tensor_is_a_missing_value_where_the_field_allows(
         client, telco_bundle, telco_record):
-    expected = client.post("/predict", json={**telco_record, "total_charges": None}).get_json()
-    record = {**telco_record, "total_charges": None}  # tritonclient writes NaN into the JSON
+    expected = client.post("/predict", json={**telco_record, "totalcharges": None}).get_json()
+    record = {**telco_record, "totalcharges": None}  # tritonclient writes NaN into the JSON
     response, result = post_triton(client, triton_inputs(triton_http, [record], telco_bundle,
                                                          binary=False))
     assert response.status_code == 200, response.data[:300]
     assert_same_answers({n: result.as_numpy(n) for n in ("label", "churn_probability",
                                                          "probabilities")}, [expected])
-    for value, field in ((math.inf, "total_charges"), (math.nan, "tenure")):
+    for value, field in ((math.inf, "totalcharges"), (math.nan, "tenure")):
         response, _ = post_triton(client, triton_inputs(
             triton_http, [{**telco_record, field: value}], telco_bundle, binary=False))
         assert response.status_code == 400
@@ -239,8 +244,8 @@ def test_one_record_answers_alike_on_the_row_path_and_the_column_path(telco_bund
     warning and no drift count: the same requests against the app with it switched off."""
     apps = [create_app(telco_bundle, Settings(speedups_off=off)).test_client()
             for off in (frozenset(), frozenset({"tensor_rows"}))]
-    records = [*varied(telco_record, 12), {**telco_record, "contract": "one year"},
-               {**telco_record, "tenure": 500}, {**telco_record, "payment_method": "Cash"}]
+    records = [*varied(telco_record, 12), {**telco_record, "contract": "One year"},
+               {**telco_record, "tenure": 500}, {**telco_record, "paymentmethod": "cash"}]
     for record in records:
         answers = []
         for app in apps:
@@ -451,7 +456,7 @@ def test_kserve_sdk_over_rest_and_grpc_with_api_keys(telco_bundle, telco_record)
     grpc_port = free_port()
     process, url = start_gunicorn(ROOT / "model.bin", GRPC_PORT=str(grpc_port), API_KEYS=KEY)
     try:
-        records = [*varied(telco_record, 9), {**telco_record, "contract": "one year"}]
+        records = [*varied(telco_record, 9), {**telco_record, "contract": "One year"}]
         expected = requests.post(f"{url}/predict", json=records, timeout=10,
                                  headers={"X-API-Key": KEY}).json()
         spec = {"rest": url, "grpc": f"127.0.0.1:{grpc_port}", "model": "churn",
@@ -464,8 +469,8 @@ def test_kserve_sdk_over_rest_and_grpc_with_api_keys(telco_bundle, telco_record)
             answer = results[transport]
             assert answer["ready"] is True and answer["id"] == "kserve-1"
             assert_same_answers(answer["outputs"], expected)
-            assert "records[9]: 'one year' for field 'contract' read as the known category " \
-                   "'One year'" in answer["warnings"]
+            assert "records[9]: 'One year' for field 'contract' read as the known category " \
+                   "'one_year'" in answer["warnings"]
         assert "error" in run_kserve_client({**spec, "api_key": None})["grpc"]
     finally:
         assert stop(process) == 0

@@ -55,5 +55,7 @@ def distributions_figure(distributions: list[dict[str, Any]], title: str):
 
 def _bin_label(name: str) -> str:
     """A bin's name on at most two lines of 18 characters (`0.0132631 to < 0.0241` whole),
-    cut with an ellipsis only beyond that."""
-    return "\n".join(textwrap.wrap(name, 18, max_lines=2, placeholder="…")) or name
+    broken at a space or after a `_` (`no_internet_` / `service`), cut with an ellipsis only
+    beyond that."""
+    lines = textwrap.wrap(name.replace("_", "_ "), 18, max_lines=2, placeholder="…")
+    return "\n".join(line.replace("_ ", "_") for line in lines) or name

@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from tabserve.model.schema import Schema
+from tabserve.model.schema import Field, Kind, Schema
 from tabserve.serving.core import AnswerShape, Scored
 
 DATATYPES = {"numeric": "FP64", "categorical": "BYTES", "boolean": "INT64"}
+NUMERIC_SPELLINGS = {("1", "0"), ("1.0", "0.0")}
 # the fixed-size datatypes a client may send, as numpy reads their raw bytes
 RAW_DTYPES = {"BOOL": "?", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
               "INT8": "<i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
@@ -28,10 +29,18 @@ RAW_DTYPES = {"BOOL": "?", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UI
 _LENGTH = struct.Struct("<I")
 
 
+def datatype(f: Field) -> str:
+    """A field's tensor datatype as its training values were written: a boolean spelled 1/0 is
+    INT64, one spelled in words ("yes"/"no") is BYTES, as the example record holds it (both,
+    and BOOL, are read either way)."""
+    if f.kind is Kind.BOOLEAN and tuple(f.spellings) not in NUMERIC_SPELLINGS:
+        return "BYTES"
+    return DATATYPES[f.kind.value]
+
+
 def input_tensors(schema: Schema) -> list[dict[str, Any]]:
     """The metadata of the input tensors, one per field."""
-    return [{"name": f.name, "datatype": DATATYPES[f.kind.value], "shape": [-1]}
-            for f in schema.fields]
+    return [{"name": f.name, "datatype": datatype(f), "shape": [-1]} for f in schema.fields]
 
 
 def output_tensors(shape: AnswerShape) -> list[dict[str, Any]]:
