@@ -77,7 +77,7 @@ def test_a_public_table_trains_serves_scores_and_monitors(tmp_path, tables, tabl
         assert answered.status_code == 200, answered.text
         explained = requests.post(f"{url}/explain", json=records[:5], timeout=60)
         if bundle.metrics["chosen"] == "random_forest":  # no contributions: said clearly
-            assert explained.status_code == 501 and "RandomForest" in explained.json()["detail"]
+            assert explained.status_code == 501 and "random forest" in explained.json()["detail"]
         else:
             assert explained.status_code == 200, explained.text
             assert len(explained.json()) == 5
