@@ -19,6 +19,7 @@ import requests
 from helpers import (IMAGE_UID, PYTHON, ROOT, build, docker, free_port, logs, need_tool,
                      wait_for)
 from tabserve.model.bundle import ModelBundle
+from tabserve.model.trust import Trust
 from tabserve.serving.codecs.json_answers import JsonAnswers
 from tabserve.serving.core import Predictor
 
@@ -128,6 +129,16 @@ def test_restricted_containers_serve_without_errors(image, telco_record, restric
     assert "[ERROR]" not in logged and "Traceback" not in logged, logged
 
 
+LEGACY = ROOT / "tests" / "fixtures" / "legacy"
+
+
+def _converted(older: Path, to: Path) -> None:
+    """An older (pickled) bundle written in the current format, as `import_model.py` does:
+    the image opens no pickle unless told to trust it."""
+    ModelBundle.load(older, Trust(allow_pickle=True)).save(to)
+    to.chmod(0o644)
+
+
 def test_the_kubernetes_restricted_profile_serves_explains_counts_and_reloads(
         image, tmp_path, telco_record):
     """The image run as deploy/kubernetes's pods run it: read-only with a /tmp volume, the
@@ -158,8 +169,7 @@ def test_the_kubernetes_restricted_profile_serves_explains_counts_and_reloads(
         # the manifests' preStop hook runs `sleep` in the container: the image has it
         subprocess.run(["docker", "exec", name, "sleep", "0"], check=True, timeout=30)
         old = requests.get(f"{url}/model", timeout=10).json()["model_version"]
-        shutil.copy(ROOT / "tests" / "fixtures" / "legacy" / "loans.bin", models / "model.bin")
-        (models / "model.bin").chmod(0o644)
+        _converted(LEGACY / "loans.bin", models / "model.bin")
         docker("kill", "--signal", "HUP", name)
         new = wait_for(lambda: (v := requests.get(f"{url}/model", timeout=10).json()[
             "model_version"]) != old and v, 60, "the reloaded model")
@@ -198,11 +208,10 @@ def test_the_image_serves_grpc_with_grpc_port_through_a_reload(image, tmp_path, 
         wait_healthy(url, name)
         expected = requests.post(f"{url}/predict", json=telco_record, timeout=10).json()
         inputs = []
-        for f in telco_bundle.schema.fields:
-            datatype = {"numeric": "FP64", "categorical": "BYTES", "boolean": "INT64"}[
-                f.kind.value]
-            tensor = triton_grpc.InferInput(f.name, [1], datatype)
-            tensor.set_data_from_numpy(np.array([telco_record[f.name]], dtype={
+        for declared in requests.get(f"{url}/v2/models/churn", timeout=10).json()["inputs"]:
+            name_, datatype = declared["name"], declared["datatype"]
+            tensor = triton_grpc.InferInput(name_, [1], datatype)
+            tensor.set_data_from_numpy(np.array([telco_record[name_]], dtype={
                 "FP64": np.float64, "BYTES": np.object_, "INT64": np.int64}[datatype]))
             inputs.append(tensor)
 
@@ -217,8 +226,7 @@ def test_the_image_serves_grpc_with_grpc_port_through_a_reload(image, tmp_path, 
         assert abs(result.as_numpy("churn_probability")[0]
                    - expected["churn_probability"]) < 1e-9
         # another churn model (an older bundle): the new workers serve its version
-        shutil.copy(ROOT / "tests" / "fixtures" / "legacy" / "telco.bin", models / "model.bin")
-        (models / "model.bin").chmod(0o644)
+        _converted(LEGACY / "telco.bin", models / "model.bin")
         new = ModelBundle.load(models / "model.bin").version
         assert new != telco_bundle.version
         docker("kill", "--signal", "HUP", name)
