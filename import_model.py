@@ -1,17 +1,19 @@
-"""Serve a model you trained yourself: write it as a tabserve bundle (data only, no pickle).
-Reads the ML Zoomcamp course's (DictVectorizer, model) pickle, scikit-learn Pipelines, XGBoost
-models and older tabserve bundles (see docs/import.md). Reading a pickle runs code from the
-file: import only files you trust."""
+"""Serve a model you trained yourself: write it as a tabserve bundle (data, no pickle, for the
+standard pieces). Reads the ML Zoomcamp course's (DictVectorizer, model) pickle, scikit-learn
+Pipelines, XGBoost models and older tabserve bundles (see docs/import.md); any other fitted
+classifier is kept pickled and served through its own predict_proba. Reading a pickle runs code
+from the file: import only files you trust."""
 
 import argparse
 import os
 import sys
 from pathlib import Path
 
-from tabserve.cli import cannot_write, refuse, signed_with
+from tabserve.cli import cannot_write, refuse, reports_folder, signed_with
 from tabserve.model.trust import TrustSettingError, signing_key
 from tabserve.tables import DataError, load_csv
 from tabserve.training.importing import ImportRefused, import_model
+from tabserve.training.reports import write_import_reports
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,8 +29,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "checked on it; needed unless the file is a tabserve bundle")
     parser.add_argument("--target", default=None,
                         help="a column of --data holding the outcome: the bundle then carries "
-                             "metrics on these rows")
-    return parser.parse_args(argv)
+                             "metrics on these rows, and a model card is written beside it")
+    parser.add_argument("--reports", type=Path, default=None,
+                        help="where --target's model card and plots go (default: beside the "
+                             "output, named after it: my.reports/ for my.bin)")
+    args = parser.parse_args(argv)
+    if args.reports is None:
+        args.reports = reports_folder(args.output)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,15 +46,26 @@ def main(argv: list[str] | None = None) -> int:
         rows = None if args.data is None else load_csv(args.data)
         imported = import_model(args.model, rows, args.target, args.data)
         imported.bundle.save(args.output, signing_key=key)
+        reports = [] if args.target is None else \
+            write_import_reports(imported.bundle, rows, args.reports)
     except (TrustSettingError, DataError, ImportRefused) as err:
         return refuse(str(err))
     except OSError as err:
         return cannot_write(err, args.output)
     print(f"Wrote {args.output} (model version {imported.bundle.version}"
-          f"{signed_with(key)}): no pickle; "
+          f"{signed_with(key)}): {holds(imported.bundle)}; "
           f"answers checked on {imported.checked_rows} rows, largest difference "
           f"{imported.largest_difference:.2g}")
+    if reports:
+        print(f"Report in {args.reports}/: {', '.join(reports)}")
     return 0
+
+
+def holds(bundle) -> str:
+    if not bundle.holds_pickle:
+        return "no pickle"
+    return (f"{bundle.metrics['imported']['kind']}, so the bundle holds it pickled: serve it "
+            "with ALLOW_PICKLE=1, or sign it (MODEL_SIGNING_KEY) and serve it with that key")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ STARTED = time.perf_counter()  # run as a script, the budget counts the ~1.5 s o
 # before numpy/xgboost load OpenMP: idle threads sleep instead of spinning on a shared machine
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from tabserve.cli import cannot_write, refuse, signed_with  # noqa: E402
+from tabserve.cli import cannot_write, refuse, reports_folder, signed_with  # noqa: E402
 from tabserve.model.trust import TrustSettingError, signing_key  # noqa: E402
 from tabserve.tables import DataError, file_sha256, load_csv  # noqa: E402
 from tabserve.training.thresholds import RULES, parse_rule  # noqa: E402
@@ -85,14 +85,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.reports is None:
         args.reports = reports_folder(args.output)
     return args
-
-
-def reports_folder(output: Path) -> Path:
-    """Reports go beside the model they describe, so training another model never overwrites
-    the default model's committed `reports/`."""
-    if output.name == "model.bin":
-        return output.parent / "reports"
-    return output.with_name(f"{output.stem}.reports")
 
 
 def progress_printer(quiet: bool):

@@ -3,6 +3,7 @@
     make bench                       # or: .venv/bin/python bench/run.py [--rounds 3 --seconds 4]
     make bench ARGS=--ablation       # and our service with each speed mechanism switched off
     make bench ARGS=--api-keys       # and with API keys on: with the key, without (401s), /health
+    make bench ARGS="--model my.bin" # another model (ALLOW_PICKLE=1 for one that holds pickle)
 
 Each round starts every server in turn (ours, a constant-answer Flask app, the course-style
 DictVectorizer app, a bare WSGI app that only parses the body with the stdlib's json, and ours
@@ -42,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from tabserve.model.bundle import ModelBundle  # noqa: E402
 from tabserve.model.schema import Kind  # noqa: E402
+from tabserve.model.trust import Trust  # noqa: E402
 from tabserve.tables import load_csv  # noqa: E402
 from tabserve.settings import SPEEDUPS  # noqa: E402
 
@@ -359,7 +361,8 @@ def train_course_model(bundle: ModelBundle, path: Path) -> None:
     y = (frame[bundle.schema.target] == bundle.classes[-1]).astype(int).to_numpy()
     dv = DictVectorizer(sparse=False)
     X = dv.fit_transform(records_from_frame(bundle, frame))
-    family, params = bundle.metrics["chosen"], bundle.metrics["chosen_params"]
+    # an imported model's family is "imported": the course's own LogisticRegression
+    family, params = bundle.metrics["chosen"], bundle.metrics.get("chosen_params", {})
     if family == "blend":  # its XGBoost member
         family, params = next((m["family"], m["params"]) for m in params["members"]
                               if m["family"] == "xgboost")
@@ -397,7 +400,7 @@ def main() -> int:
         print("error: wrk is not installed (apt-get install wrk; `make bench` does)",
               file=sys.stderr)
         return 1
-    bundle = ModelBundle.load(args.model)
+    bundle = ModelBundle.load(args.model, Trust.from_env(os.environ))  # ALLOW_PICKLE=1
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     records = records_from_frame(bundle, complete_rows(bundle).sample(BATCH, random_state=0))
     course_model = work / "course.bin"

@@ -1,5 +1,5 @@
-"""What the command-line scripts share: one error line and its exit status, and how a written
-model file is announced."""
+"""What the command-line scripts share: one error line and its exit status, how a written
+model file is announced, and where its reports go."""
 
 from __future__ import annotations
 
@@ -22,3 +22,11 @@ def cannot_write(err: OSError, path: Path) -> int:
 def signed_with(key: bytes | None) -> str:
     """The words a written model's line ends with when it is signed."""
     return f", signed with key {key_id(key)}" if key else ""
+
+
+def reports_folder(output: Path) -> Path:
+    """Reports go beside the model they describe, so training another model never overwrites
+    the default model's committed `reports/`."""
+    if output.name == "model.bin":
+        return output.parent / "reports"
+    return output.with_name(f"{output.stem}.reports")

@@ -14,8 +14,12 @@ import requests
 
 from helpers import (COURSE_CATEGORICAL, COURSE_CUSTOMER, COURSE_NUMERICAL, PYTHON, ROOT,
                      course_frame, start_gunicorn, stop)
-from tabserve.model.bundle import MAGIC, ModelBundle
-from tabserve.model.fitted import Adapted
+from tabserve.model.bundle import MAGIC, ModelBundle, ModelLoadError
+from tabserve.model.fitted import Adapted, OwnModel
+from tabserve.model.frames import columns_from_frame
+from tabserve.model.trust import Trust
+from tabserve.serving.core import Predictor
+from tabserve.serving.scorers.pipeline import UNSEEN_LEVEL
 from tabserve.tables import load_csv
 from tabserve.training.importing import ImportRefused, import_model
 from tabserve.web.app import create_app
@@ -177,6 +181,7 @@ def course_bundle(course, tmp_path_factory):
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "no pickle; answers checked on 4000 rows" in done.stdout
+    assert f"Report in {folder / 'served.reports'}/: metrics.json, model_card.md" in done.stdout
     return out, own
 
 
@@ -198,6 +203,15 @@ def test_the_courses_client_gets_the_courses_answer_from_gunicorn_and_score_py(
     assert card["metrics"]["imported"]["kind"] == \
         "the course's pair (DictVectorizer, LogisticRegression)"
     assert card["metrics"]["test"]["roc_auc"] > 0.8
+    reports = out.with_name("served.reports")
+    written = json.loads((reports / "metrics.json").read_text())
+    assert written["metrics"]["test"] == card["metrics"]["test"]
+    low, high = written["test_intervals_95"]["roc_auc"]
+    assert low < card["metrics"]["test"]["roc_auc"] < high
+    model_card = (reports / "model_card.md").read_text()
+    assert f"imported model {card['model_version']}" in model_card
+    assert "the course's pair (DictVectorizer, LogisticRegression), served as data" in model_card
+    assert "| tenure |" in model_card and (reports / "roc.png").stat().st_size > 0
     held_out = frame.iloc[SAMPLE_ROWS:]
     held_out.to_csv(tmp_path / "in.csv", index=False)
     done = subprocess.run([PYTHON, "score.py", "--model", str(out), "--input",
@@ -229,6 +243,102 @@ def test_an_xgboost_booster_saved_by_xgboost_is_imported(course, tmp_path, suffi
     records = frame[columns].iloc[SAMPLE_ROWS:].to_dict(orient="records")
     got = [a["probabilities"]["1"] for a in client.post("/predict", json=records).get_json()]
     np.testing.assert_allclose(got, own, rtol=0, atol=1e-6)
+
+
+# --- models without a data form: served through their own predict_proba ---------------------
+
+def ordinal_boosting(frame):
+    """An OrdinalEncoder (unseen levels as -1) before a HistGradientBoostingClassifier, whose
+    numbers may be missing: neither has a data form here."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    prepare = ColumnTransformer([
+        ("levels", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
+         COURSE_CATEGORICAL)], remainder="passthrough")
+    model = Pipeline([("prepare", prepare),
+                      ("model", HistGradientBoostingClassifier(max_iter=40, random_state=0))])
+    columns = COURSE_CATEGORICAL + COURSE_NUMERICAL
+    model.fit(frame[columns].iloc[:SAMPLE_ROWS], frame.churn.iloc[:SAMPLE_ROWS])
+    return model, lambda rows: model.predict_proba(rows[columns])
+
+
+def course_pair_boosting(frame):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    return course_pair(frame, HistGradientBoostingClassifier(max_iter=40, random_state=0))
+
+
+OWN = {"ColumnTransformer(OrdinalEncoder), HistGradientBoosting": (ordinal_boosting,
+                                                                 _with_missing_numbers),
+       "course pair, HistGradientBoosting": (course_pair_boosting, None)}
+
+
+@pytest.mark.parametrize("kind", OWN, ids=list(OWN))
+def test_a_model_without_a_data_form_is_served_through_its_own_predict_proba(
+        course, tmp_path, kind):
+    """Kept whole and pickled (so read only when trusted); its fields rebuilt from the
+    encoded record give the user's own answers, for a level it has never seen too."""
+    _, frame = course
+    make, change = OWN[kind]
+    frame = change(frame) if change else frame
+    model, own = make(frame)
+    model_file = tmp_path / "model.pkl"
+    model_file.write_bytes(pickle.dumps(model))
+    columns = COURSE_CATEGORICAL + COURSE_NUMERICAL
+    frame[columns + ["churn"]].iloc[:SAMPLE_ROWS].to_csv(tmp_path / "sample.csv", index=False)
+    imported = import_model(model_file, load_csv(tmp_path / "sample.csv"), "churn")
+    assert isinstance(imported.bundle.model, OwnModel) and imported.bundle.holds_pickle
+    out = tmp_path / "served.bin"
+    imported.bundle.save(out)
+    with pytest.raises(ModelLoadError, match="ALLOW_PICKLE=1"):
+        ModelBundle.load(out)
+    served = ModelBundle.load(out, Trust(allow_pickle=True))
+    held_out = frame.iloc[SAMPLE_ROWS:].copy()
+    held_out.loc[held_out.index[::50], "contract"] = "three_year"  # unseen by the model
+    records = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+               for r in held_out[columns].to_dict(orient="records")]
+    client = create_app(served, Settings(trust=Trust(allow_pickle=True))).test_client()
+    answers = client.post("/predict", json=records).get_json()
+    got = np.array([a["probabilities"]["1"] for a in answers])
+    np.testing.assert_allclose(got, own(held_out)[:, 1], rtol=0, atol=1e-9)
+    one = client.post("/predict", json=records[0]).get_json()
+    assert one["probabilities"]["1"] == pytest.approx(got[0], abs=1e-12)
+    assert client.post("/explain", json=records[:3]).status_code == 501
+    # the fields the model is given: the request's own, an unseen level as a text it never saw
+    predictor = Predictor(served)
+    given = predictor.scorer.fields(predictor.encoder.encode(
+        columns_from_frame(served.schema, held_out.astype(object).where(held_out.notna()))))
+    expected = held_out[columns].replace("three_year", UNSEEN_LEVEL).reset_index(drop=True)
+    pd.testing.assert_frame_equal(given, expected[given.columns], check_dtype=False)
+
+
+@pytest.mark.process
+def test_a_pickled_import_is_served_by_gunicorn_only_when_trusted(course, tmp_path):
+    _, frame = course
+    model, own = ordinal_boosting(frame)
+    model_file = tmp_path / "model.pkl"
+    model_file.write_bytes(pickle.dumps(model))
+    frame.iloc[:SAMPLE_ROWS].to_csv(tmp_path / "sample.csv", index=False)
+    out = tmp_path / "served.bin"
+    done = subprocess.run([PYTHON, "import_model.py", "--model", str(model_file), "--data",
+                           str(tmp_path / "sample.csv"), "--target", "churn", "--output",
+                           str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "served through its own predict_proba, so the bundle holds it pickled: serve it " \
+           "with ALLOW_PICKLE=1" in done.stdout
+    refused = subprocess.run([PYTHON, "score.py", "--model", str(out), "--input",
+                              str(tmp_path / "sample.csv"), "--output", str(tmp_path / "o.csv")],
+                             capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert refused.returncode != 0 and "ALLOW_PICKLE=1" in refused.stderr
+    process, url = start_gunicorn(out, ALLOW_PICKLE="1")
+    try:
+        answer = requests.post(f"{url}/predict", json=COURSE_CUSTOMER, timeout=10).json()
+    finally:
+        stop(process)
+    expected = own(pd.DataFrame([COURSE_CUSTOMER]))[0, 1]
+    assert answer["churn_probability"] == pytest.approx(expected, abs=1e-9)
 
 
 # --- refusals: one line, nothing written -----------------------------------------------------

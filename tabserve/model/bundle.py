@@ -42,7 +42,8 @@ from tabserve.model import archive
 from tabserve.model.decision import Calibration, calibrate
 from tabserve.model.digest import value_digest
 from tabserve.model.encoding import Encoder
-from tabserve.model.fitted import Blob, FittedModel, ModelFileError, Pickled, PickledSteps
+from tabserve.model.fitted import (Blob, FittedModel, ModelFileError, OwnModel, Pickled,
+                                   PickledSteps)
 from tabserve.model.profile import Profile
 from tabserve.model.schema import Schema
 from tabserve.model.trust import Trust, key_id, signature, signature_problem
@@ -85,12 +86,17 @@ def _minor(version: str) -> str:
 
 def pickled_steps(steps: Any, width: int) -> PickledSteps:
     """Fitted steps that have no data form, pickled (read back only from a trusted file)."""
-    return PickledSteps(Pickled(pickle.dumps(steps, protocol=5)), width)
+    return PickledSteps(pickled(steps), width)
 
 
-def unpickled_steps(model: PickledSteps) -> Any:
-    """The steps of a `PickledSteps` that `ModelBundle.load` let through (a trusted file)."""
-    return _Unpickler(io.BytesIO(model.steps.data)).load()
+def pickled(fitted: Any) -> Pickled:
+    """A fitted object that has no data form, pickled (read back only from a trusted file)."""
+    return Pickled(pickle.dumps(fitted, protocol=5))
+
+
+def unpickled(blob: Pickled) -> Any:
+    """The object in a `Pickled` part that `ModelBundle.load` let through (a trusted file)."""
+    return _Unpickler(io.BytesIO(blob.data)).load()
 
 
 def read_pickled_model(path: Path) -> Any:
@@ -159,7 +165,7 @@ class ModelBundle:
 
     @property
     def holds_pickle(self) -> bool:
-        return isinstance(self.model, PickledSteps)
+        return isinstance(self.model, (PickledSteps, OwnModel))
 
     def save(self, path: Path | str, signing_key: bytes | None = None) -> None:
         """Write atomically: a crash or a full disk never leaves half a model at `path`.

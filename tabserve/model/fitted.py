@@ -250,4 +250,29 @@ class Adapted(msgspec.Struct, tag="adapted", frozen=True):
         self.model.check(columns, n_classes)
 
 
-FittedModel = Union[LinearModel, BoostedTrees, Forest, BlendModel, Adapted, PickledSteps]
+class OwnModel(msgspec.Struct, tag="own", frozen=True):
+    """A model trained elsewhere whose steps have no data form (an `OrdinalEncoder`, a custom
+    transformer, a classifier tabserve does not rebuild): pickled whole, served through its own
+    `predict_proba` on its input fields rebuilt from the encoded record, and read only when
+    trusted (`import_model.py`). A field is a number (its encoded column) or levels (one 0/1
+    column each, from `columns[i]` on, and its "is missing" column, or -1)."""
+
+    name: ClassVar[str] = "imported model (served through its own predict_proba)"
+    model: Pickled
+    fields: list[str]           # the model's input fields, in the order it reads them
+    columns: list[int]          # per field: its number's encoded column, or its first level's
+    levels: list[list[str]]     # per field: its levels in encoded order ([] for a number)
+    missing: list[int]          # per field: its "is missing" column (-1: none)
+    takes_records: bool         # a DictVectorizer reads dicts (a missing value left out)
+
+    def check(self, width: int, n_classes: int) -> None:
+        count = len(self.fields)
+        _expect(len(self.columns) == len(self.levels) == len(self.missing) == count > 0,
+                "an imported model's fields, columns and levels differ in number")
+        for at, levels, missing in zip(self.columns, self.levels, self.missing):
+            _expect(0 <= at and at + max(len(levels), 1) <= width and -1 <= missing < width,
+                    "an imported model reads a column the encoder does not have")
+
+
+FittedModel = Union[LinearModel, BoostedTrees, Forest, BlendModel, Adapted, PickledSteps,
+                    OwnModel]

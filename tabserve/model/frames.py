@@ -1,6 +1,7 @@
 """Training-style rows (a pandas frame of trimmed strings, as `training.data.load_csv` reads
-them) as typed columns, for the pipeline's first step (`encoding.FrameEncoder`). Requests
-never come this way: pandas is imported on the first call, not when the server starts."""
+them) as typed columns, for the pipeline's first step (`encoding.FrameEncoder`); and columns
+as a frame, for an imported model that reads one. Requests of a trained model never come
+this way: pandas is imported on the first call, not when the server starts."""
 
 from __future__ import annotations
 
@@ -28,6 +29,13 @@ def columns_from_frame(schema: Schema, frame) -> dict[str, np.ndarray]:
             columns[f.name] = lowered.to_numpy(dtype=np.float64)
         else:
             text = column.astype("object").map(lambda v: v.strip() if isinstance(v, str) else v)
-            codes = pd.Categorical(text, categories=list(f.categories)).codes
+            codes = pd.Index(f.categories, dtype=object).get_indexer(text)  # unseen: -1
             columns[f.name] = np.where(text.isna(), MISSING_CODE, codes).astype(np.intp)
     return columns
+
+
+def frame_from_columns(columns: dict[str, np.ndarray]):
+    """A pandas DataFrame of `columns`, in their order (an imported model's own input)."""
+    import pandas as pd
+
+    return pd.DataFrame(columns)

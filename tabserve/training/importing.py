@@ -16,6 +16,10 @@ where the classifier is a `LogisticRegression`, an `XGBClassifier` or a scikit-l
 The user's steps become data: each column the classifier reads is one column of tabserve's
 encoded record (a number, or a level's 0/1), filled, centred and scaled
 (`model.fitted.Adapted`); the classifier becomes the same arrays a trained model is made of.
+Any other fitted classifier that says which fields it reads (an `OrdinalEncoder`, a custom
+transformer, a `HistGradientBoostingClassifier`...) is kept whole, pickled, and served through
+its own `predict_proba` on those fields (`model.fitted.OwnModel`): such a bundle is read only
+when trusted, as every pickle is.
 The schema comes from the sample (`--data`, the rows as the model receives them) and the
 model together: the model decides which fields are numbers and which are levels, and the
 levels it knows join the sample's. The served probabilities are checked against the user's own
@@ -35,9 +39,9 @@ import numpy as np
 import pandas as pd
 
 from tabserve.model.bundle import (MAGIC, ModelBundle, ModelLoadError, library_versions,
-                                   read_pickled_model)
+                                   pickled, read_pickled_model)
 from tabserve.model.encoding import MAX_ONE_HOT_LEVELS, Encoder
-from tabserve.model.fitted import Adapted, BoostedTrees, LinearModel, Ubjson
+from tabserve.model.fitted import Adapted, BoostedTrees, LinearModel, OwnModel, Ubjson
 from tabserve.model.frames import columns_from_frame
 from tabserve.model.schema import Dropped, Field, Kind, Schema
 from tabserve.model.trust import Trust
@@ -54,6 +58,11 @@ FLOAT32_TOLERANCE = 1e-6
 
 class ImportRefused(ValueError):
     """A model that cannot be imported; the message says why in one line."""
+
+
+class Untranslatable(ImportRefused):
+    """A classifier or step that has no data form here: the model is served through its own
+    `predict_proba` instead (`own_model`)."""
 
 
 @dataclass
@@ -86,6 +95,7 @@ class UserModel:
     own_proba: Callable[[pd.DataFrame], np.ndarray]  # on rows typed as the model receives them
     takes_records: bool = False  # a DictVectorizer reads dicts, the others a frame
     categorical_levels: dict[str, list[str]] = field(default_factory=dict)
+    translated: bool = True      # False: `classifier` is the whole model, kept as it is
 
 
 def import_model(model_path: Path, rows: pd.DataFrame | None = None,
@@ -102,7 +112,11 @@ def import_model(model_path: Path, rows: pd.DataFrame | None = None,
         raise ImportRefused("--data is needed: a sample of the rows as the model receives them "
                             "(the schema is read from it and the answers checked on it)")
     features = rows.drop(columns=[target]) if target in rows.columns else rows
-    user = user_model(_read_model(model_path), list(features.columns))
+    model = _read_model(model_path)
+    try:
+        user = user_model(model, list(features.columns))
+    except Untranslatable:
+        user = own_model(model, features)
     if target is not None and target not in rows.columns:
         raise ImportRefused(f"the target column {target!r} is not in the data; its columns "
                             f"are: {', '.join(rows.columns[:20])}")
@@ -184,6 +198,7 @@ def user_model(model: Any, sample_columns: list[str]) -> UserModel:
     if isinstance(model, xgboost.Booster):
         return _booster_model(model, sample_columns)
     _check_classifier(model)
+    _check_translatable(model)
     names = getattr(model, "feature_names_in_", None)
     if names is None:
         raise ImportRefused(f"a bare {type(model).__name__} does not say which columns it reads: "
@@ -210,6 +225,16 @@ def _check_classifier(model: Any) -> None:
         raise ImportRefused(f"the file holds a {type(model).__name__}: {err}") from None
 
 
+def _check_translatable(classifier: Any) -> None:
+    import xgboost
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    if not isinstance(classifier, (LogisticRegression, xgboost.XGBClassifier)) and \
+            type(classifier) not in (RandomForestClassifier, ExtraTreesClassifier):
+        raise Untranslatable(f"the classifier is a {type(classifier).__name__}")
+
+
 def _classes(model: Any) -> list[str]:
     return [str(c) for c in model.classes_]
 
@@ -217,6 +242,22 @@ def _classes(model: Any) -> list[str]:
 def _dict_model(vectorizer, classifier, description: str, steps=None) -> UserModel:
     """A DictVectorizer's features: `field=level` for text values, `field` for numbers."""
     _check_classifier(classifier if steps is None else steps)
+    _check_translatable(classifier)
+    columns, levels = _dict_columns(vectorizer)
+    model = steps if steps is not None else classifier
+
+    def own(frame: pd.DataFrame) -> np.ndarray:
+        if steps is not None:
+            return model.predict_proba(_records(frame))
+        return classifier.predict_proba(vectorizer.transform(_records(frame)))
+
+    user = UserModel(columns, classifier, _classes(model),
+                     description.format(type(classifier).__name__), own, takes_records=True,
+                     categorical_levels=levels)
+    return user
+
+
+def _dict_columns(vectorizer) -> tuple[list[Column], dict[str, list[str]]]:
     separator = vectorizer.separator
     columns, levels = [], {}
     names = list(vectorizer.feature_names_)
@@ -228,19 +269,13 @@ def _dict_model(vectorizer, classifier, description: str, steps=None) -> UserMod
             levels.setdefault(field_name, []).append(level)
         else:
             columns.append(Column(name))
-    model = steps if steps is not None else classifier
+    return columns, levels
 
-    def own(frame: pd.DataFrame) -> np.ndarray:
-        records = frame.to_dict(orient="records")
-        records = [{k: v for k, v in r.items() if not _is_missing(v)} for r in records]
-        if steps is not None:
-            return model.predict_proba(records)
-        return classifier.predict_proba(vectorizer.transform(records))
 
-    user = UserModel(columns, classifier, _classes(model),
-                     description.format(type(classifier).__name__), own, takes_records=True,
-                     categorical_levels=levels)
-    return user
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as a DictVectorizer receives them: a missing value left out."""
+    return [{k: v for k, v in r.items() if not _is_missing(v)}
+            for r in frame.to_dict(orient="records")]
 
 
 def _is_missing(value: Any) -> bool:
@@ -256,7 +291,7 @@ def _pipeline_model(pipeline) -> UserModel:
     first, *middle, classifier = steps
     if isinstance(first, DictVectorizer):
         if middle:
-            raise ImportRefused("a Pipeline with steps between its DictVectorizer and its "
+            raise Untranslatable("a Pipeline with steps between its DictVectorizer and its "
                                 "classifier is not supported yet")
         return _dict_model(first, classifier, "a Pipeline (DictVectorizer, {})", pipeline)
     if isinstance(first, ColumnTransformer):
@@ -267,6 +302,7 @@ def _pipeline_model(pipeline) -> UserModel:
             raise ImportRefused("the Pipeline does not say which columns it reads: fit it on a "
                                 "DataFrame (so it has feature_names_in_)")
         columns, levels, middle = [Column(str(n)) for n in names], {}, steps[:-1]
+    _check_translatable(classifier)
     for step in middle:
         columns = _elementwise(step, columns)
     names = list(getattr(pipeline, "feature_names_in_", []))
@@ -294,7 +330,7 @@ def _column_transformer(transformer) -> tuple[list[Column], dict[str, list[str]]
         encoders = [p for p in parts if isinstance(p, OneHotEncoder)]
         if encoders:
             if parts[-1] is not encoders[0] or len(encoders) > 1:
-                raise ImportRefused(f"transformer {name!r}: only imputers may come before a "
+                raise Untranslatable(f"transformer {name!r}: only imputers may come before a "
                                     "OneHotEncoder, and nothing after it")
             made = _one_hot(encoders[0], fields, levels)
             for part in parts[:-1]:
@@ -309,9 +345,9 @@ def _column_transformer(transformer) -> tuple[list[Column], dict[str, list[str]]
 
 def _one_hot(encoder, fields: list[str], levels: dict[str, list[str]]) -> list[Column]:
     if encoder.drop is not None:
-        raise ImportRefused("a OneHotEncoder with drop= is not supported yet (leave drop=None)")
+        raise Untranslatable("a OneHotEncoder with drop= is not supported yet (leave drop=None)")
     if getattr(encoder, "min_frequency", None) or getattr(encoder, "max_categories", None):
-        raise ImportRefused("a OneHotEncoder that groups infrequent levels is not supported yet")
+        raise Untranslatable("a OneHotEncoder that groups infrequent levels is not supported yet")
     columns = []
     for name, known in zip(fields, encoder.categories_):
         known = [str(level) for level in known if not _is_missing(level)]
@@ -324,7 +360,7 @@ def _imputer_before_one_hot(step, name: str) -> None:
     from sklearn.impute import SimpleImputer
 
     if not isinstance(step, SimpleImputer) or step.add_indicator:
-        raise ImportRefused(f"transformer {name!r}: a {type(step).__name__} before a "
+        raise Untranslatable(f"transformer {name!r}: a {type(step).__name__} before a "
                             "OneHotEncoder is not supported")
     # it fills missing levels; a field missing in the sample is refused by the schema check
 
@@ -338,7 +374,7 @@ def _elementwise(step, columns: list[Column]) -> list[Column]:
         return columns
     if isinstance(step, SimpleImputer):
         if step.add_indicator:
-            raise ImportRefused("a SimpleImputer with add_indicator=True is not supported yet")
+            raise Untranslatable("a SimpleImputer with add_indicator=True is not supported yet")
         fills = np.asarray(step.statistics_, dtype=np.float64)
         return [_filled(c, fill) for c, fill in zip(columns, fills)]
     if isinstance(step, StandardScaler):
@@ -347,18 +383,18 @@ def _elementwise(step, columns: list[Column]) -> list[Column]:
         return [_scaled(c, m, s) for c, m, s in zip(columns, mean.tolist(), scale.tolist())]
     if isinstance(step, MinMaxScaler):
         if step.clip:
-            raise ImportRefused("a MinMaxScaler with clip=True is not supported yet")
+            raise Untranslatable("a MinMaxScaler with clip=True is not supported yet")
         # x * scale_ + min_  ==  (x - (-min_ / scale_)) / (1 / scale_)
         return [_scaled(c, -low / s, 1 / s)
                 for c, low, s in zip(columns, step.min_.tolist(), step.scale_.tolist())]
-    raise ImportRefused(f"a {type(step).__name__} step is not supported yet: import supports "
+    raise Untranslatable(f"a {type(step).__name__} step is not supported yet: import supports "
                         "DictVectorizer, ColumnTransformer, OneHotEncoder, SimpleImputer, "
                         "StandardScaler and MinMaxScaler before the classifier")
 
 
 def _filled(column: Column, fill: float) -> Column:
     if column.center != 0.0 or column.scale != 1.0:
-        raise ImportRefused("an imputer after a scaler is not supported yet")
+        raise Untranslatable("an imputer after a scaler is not supported yet")
     return Column(column.field, column.level, fill if column.level is None else 0.0)
 
 
@@ -391,6 +427,48 @@ def _booster_model(booster, sample_columns: list[str]) -> UserModel:
 
     return UserModel([Column(str(n)) for n in names], booster,
                      [str(c) for c in range(n_classes)], "an XGBoost booster", own)
+
+
+def own_model(model: Any, features: pd.DataFrame) -> UserModel:
+    """A fitted classifier with steps that have no data form, kept whole and served through its
+    own `predict_proba` on the fields it reads: levels where its DictVectorizer or the sample
+    has text, numbers where the sample has only numbers."""
+    from sklearn.feature_extraction import DictVectorizer
+    from sklearn.pipeline import Pipeline, make_pipeline
+
+    if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], DictVectorizer):
+        model = make_pipeline(*model)  # fitted steps: one object that answers predict_proba
+    vectorizer = model.steps[0][1] if isinstance(model, Pipeline) else None
+    if isinstance(vectorizer, DictVectorizer):
+        columns, levels = _dict_columns(vectorizer)
+        return UserModel(columns, model, _classes(model), _own_description(model),
+                         lambda frame: model.predict_proba(_records(frame)), takes_records=True,
+                         categorical_levels=levels, translated=False)
+    names = [str(name) for name in getattr(model, "feature_names_in_", [])]
+    if not names:
+        raise ImportRefused(f"the {type(model).__name__} does not say which columns it reads: fit "
+                            "it on a DataFrame (so it has feature_names_in_)")
+    missing = [name for name in names if name not in features.columns]
+    if missing:
+        raise ImportRefused(f"the model reads fields the sample lacks: {', '.join(missing[:8])}")
+    columns = []
+    for name in names:
+        seen = features[name].dropna()
+        if pd.to_numeric(seen, errors="coerce").notna().all():
+            columns.append(Column(name))
+        else:
+            columns += [Column(name, str(level)) for level in seen.unique()]
+    return UserModel(columns, model, _classes(model), _own_description(model),
+                     lambda frame: model.predict_proba(frame[names]), translated=False)
+
+
+def _own_description(model: Any) -> str:
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(model, Pipeline):
+        return (f"a Pipeline ({', '.join(type(s).__name__ for _, s in model.steps)}) "
+                "served through its own predict_proba")
+    return f"a {type(model).__name__} served through its own predict_proba"
 
 
 # --- the schema: the sample's, as the model reads it ----------------------------------------
@@ -509,9 +587,20 @@ def inner_model(classifier: Any, mean: np.ndarray, n_classes: int):
         return BoostedTrees(Ubjson(booster.save_raw("ubj")), n_classes, width)
     if type(classifier) in (RandomForestClassifier, ExtraTreesClassifier):
         return forest([classifier])
-    raise ImportRefused(f"the classifier is a {type(classifier).__name__}: import supports "
-                        "LogisticRegression, XGBClassifier, RandomForestClassifier and "
-                        "ExtraTreesClassifier")
+    raise Untranslatable(f"the classifier is a {type(classifier).__name__}")
+
+
+def own_model_data(schema: Schema, user: UserModel) -> OwnModel:
+    """The whole model pickled, and where each field it reads lies in the encoded record."""
+    encoder = Encoder(schema)
+    at = {name: i for i, name in enumerate(encoder.feature_names)}
+    fields = [f for f in schema.fields]
+    levels = [list(f.categories) if f.kind is Kind.CATEGORICAL else [] for f in fields]
+    return OwnModel(
+        model=pickled(user.classifier), fields=[f.name for f in fields],
+        columns=[at[f"{f.name}={kept[0]}" if kept else f.name] for f, kept in zip(fields, levels)],
+        levels=levels, missing=[at.get(f"{f.name} is missing", -1) for f in fields],
+        takes_records=user.takes_records)
 
 
 def _bundle(model_path: Path, rows: pd.DataFrame, features: pd.DataFrame, target: str | None,
@@ -523,7 +612,8 @@ def _bundle(model_path: Path, rows: pd.DataFrame, features: pd.DataFrame, target
     threshold = 0.5 if binary else None
     metrics: dict[str, Any] = {
         "task": "binary" if binary else "multiclass", "chosen": "imported",
-        "imported": {"kind": user.description, "file": model_path.name},
+        "imported": {"kind": user.description, "file": model_path.name,
+                     "served": "as data" if user.translated else "its own predict_proba"},
         "rows": {"sample": len(rows)}, "test": None}
     if target is not None:
         codes = {label: code for code, label in enumerate(user.classes)}
@@ -537,7 +627,8 @@ def _bundle(model_path: Path, rows: pd.DataFrame, features: pd.DataFrame, target
                                   threshold)
         metrics["test_rows"] = "the --data sample (not held out from the model's training)"
     bundle = ModelBundle(
-        model=adapted_model(schema, user, features), schema=schema, classes=user.classes,
+        model=adapted_model(schema, user, features) if user.translated
+        else own_model_data(schema, user), schema=schema, classes=user.classes,
         positive_class=user.classes[1] if binary else None, threshold=threshold,
         threshold_rule="fixed:0.5" if binary else None, metrics=metrics,
         example=example_record(schema, features),

@@ -1,4 +1,5 @@
-"""The training report: metrics.json, model_card.md and the plots it links.
+"""The training report: metrics.json, model_card.md and the plots it links; and the shorter
+report of a model imported with a labelled sample (`write_import_reports`).
 
 Plots need matplotlib (a dev package: training tooling, not needed to serve); without it the
 card says so and the rest is still written. Test metrics come with 95% bootstrap intervals.
@@ -220,15 +221,16 @@ def group_checks(bundle: ModelBundle, result: TrainingResult, f: Field,
     return f"`{f.name}`:\n\n" + _table(rows, header)
 
 
-def _plots(bundle: ModelBundle, result: TrainingResult, importance: dict[str, float],
-           importance_how: str, folder: Path) -> list[str]:
+def _plots(bundle: ModelBundle, y: np.ndarray, proba: np.ndarray, importance: dict[str, float],
+           importance_how: str, folder: Path, rows: str) -> list[str]:
+    """The plots of `proba` against `y` on `rows` ("test split"), importance and profile."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: write files
     import matplotlib.pyplot as plt
     from sklearn.calibration import calibration_curve
 
-    y, proba, classes = result.test_y, result.test_proba, bundle.classes
+    classes = bundle.classes
     pairs = [(1, classes[1])] if bundle.task == "binary" else list(enumerate(classes))
     written = []
 
@@ -243,7 +245,7 @@ def _plots(bundle: ModelBundle, result: TrainingResult, importance: dict[str, fl
         fpr, tpr, _ = roc_curve(y == k, proba[:, k])
         ax.plot(fpr, tpr, label=f"{label} (AUC {roc_auc_score(y == k, proba[:, k]):.3f})")
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, test split")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, {rows}")
     ax.legend(loc="lower right")
     save(fig, "roc.png")
 
@@ -251,7 +253,7 @@ def _plots(bundle: ModelBundle, result: TrainingResult, importance: dict[str, fl
     for k, label in pairs:
         precision, recall, _ = precision_recall_curve(y == k, proba[:, k])
         ax.plot(recall, precision, label=f"{label} (base rate {np.mean(y == k):.2f})")
-    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall, test split")
+    ax.set(xlabel="recall", ylabel="precision", title=f"Precision-recall, {rows}")
     ax.legend(loc="upper right")
     save(fig, "precision_recall.png")
 
@@ -262,7 +264,7 @@ def _plots(bundle: ModelBundle, result: TrainingResult, importance: dict[str, fl
         ax.plot(predicted, observed, marker="o", label=label)
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
     ax.set(xlabel="predicted probability", ylabel="observed frequency",
-           title="Calibration, test split")
+           title=f"Calibration, {rows}")
     ax.legend(loc="upper left")
     save(fig, "calibration.png")
 
@@ -275,7 +277,7 @@ def _plots(bundle: ModelBundle, result: TrainingResult, importance: dict[str, fl
                 color="white" if count > matrix.max() / 2 else "black")
     ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes,
            yticklabels=classes, xlabel="predicted", ylabel="actual",
-           title="Confusion matrix, test split" + (f"\n(threshold {bundle.threshold:.3g})"
+           title=f"Confusion matrix, {rows}" + (f"\n(threshold {bundle.threshold:.3g})"
                                                    if bundle.threshold is not None else ""))
     save(fig, "confusion_matrix.png")
 
@@ -472,14 +474,27 @@ def write_reports(bundle: ModelBundle, result: TrainingResult, folder: Path,
     intervals = section("bootstrap intervals", lambda: bootstrap_intervals(
         result.test_y, result.test_proba, bundle.threshold, seed=bundle.metadata["seed"],
         seconds=left), failures, {})
+    plots, note = plots_or_note(bundle, result.test_y, result.test_proba, effects, folder,
+                                failures, "test split")
+    card = model_card(bundle, result, intervals, effects, plots, note, output, failures)
+    return [*_write_card(bundle, intervals, effects, failures, card, folder), *plots]
+
+
+def plots_or_note(bundle: ModelBundle, y: np.ndarray, proba: np.ndarray,
+                  effects: FieldEffects, folder: Path, failures: list[str],
+                  rows: str) -> tuple[list, str]:
+    """The plots written, or a note saying why there are none."""
     try:
-        plots, note = _plots(bundle, result, effects.importance, effects.how, folder), ""
+        return _plots(bundle, y, proba, effects.importance, effects.how, folder, rows), ""
     except ImportError:
-        plots, note = [], "(matplotlib is not installed: `make install` installs it)"
+        return [], "(matplotlib is not installed: `make install` installs it)"
     except Exception as err:  # noqa: BLE001 - said in the card; the rest is still written
         failures.append(f"plots: {type(err).__name__}: {' '.join(str(err).split())}"[:300])
-        plots, note = [], "(the plots could not be made: see the end of this card)"
-    card = model_card(bundle, result, intervals, effects, plots, note, output, failures)
+        return [], "(the plots could not be made: see the end of this card)"
+
+
+def _write_card(bundle: ModelBundle, intervals: dict, effects: FieldEffects,
+                failures: list[str], card: str, folder: Path) -> list[str]:
     (folder / "metrics.json").write_text(json.dumps({
         "model_version": bundle.version, "metrics": bundle.metrics,
         "test_intervals_95": intervals, "feature_importance": effects.importance,
@@ -488,4 +503,83 @@ def write_reports(bundle: ModelBundle, result: TrainingResult, folder: Path,
         "threshold": bundle.threshold, "threshold_rule": bundle.threshold_rule,
         "report_failures": failures}, indent=2) + "\n")
     (folder / "model_card.md").write_text(card)
-    return ["metrics.json", "model_card.md", *plots]
+    return ["metrics.json", "model_card.md"]
+
+
+class _Served:
+    """The served model as `permutation_effects` calls it: rows in, probabilities out."""
+
+    def __init__(self, bundle: ModelBundle):
+        self.predictor = Predictor(bundle)
+
+    def predict_proba(self, rows: pd.DataFrame) -> np.ndarray:
+        return self.predictor.probabilities(columns_from_frame(self.predictor.schema, rows))
+
+
+def write_import_reports(bundle: ModelBundle, rows: pd.DataFrame, folder: Path) -> list[str]:
+    """metrics.json, model_card.md and the plots of an imported model, from the labelled
+    sample it was imported with (rows its user may have trained on: the card says so)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    failures: list[str] = []
+    schema = bundle.schema
+    y = rows[schema.target].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy()
+    proba = _Served(bundle).predict_proba(rows)
+    effects = section("field importance", lambda: field_effects(bundle, rows, _Served(bundle)),
+                      failures, FieldEffects({}, "not computed"))
+    intervals = section("bootstrap intervals", lambda: bootstrap_intervals(
+        y, proba, bundle.threshold, seed=0), failures, {})
+    plots, note = plots_or_note(bundle, y, proba, effects, folder, failures, "the sample")
+    card = import_card(bundle, len(rows), intervals, effects, plots or note, failures)
+    return [*_write_card(bundle, intervals, effects, failures, card, folder), *plots]
+
+
+def import_card(bundle: ModelBundle, sample_rows: int, intervals: dict, effects: FieldEffects,
+                plots: list[str] | str, failures: list[str]) -> str:
+    m, meta, schema = bundle.metrics, bundle.metadata, bundle.schema
+    metrics = _table([[name, f"{m['test'][name]:.4f}",
+                       f"{intervals[name][0]:.4f} to {intervals[name][1]:.4f}"
+                       if name in intervals else "not computed"]
+                      for name in ("roc_auc", "accuracy", "log_loss")],
+                     ["metric", "the sample", "95% bootstrap interval"])
+    top = sorted(effects.importance.items(), key=lambda item: -item[1])[:10]
+    effect_rows = [[name, f"{value:.4f}", *([effects.direction[name]] if effects.direction
+                                            else [])] for name, value in top]
+    effect_header = ["field", "importance", *(["direction"] if effects.direction else [])]
+    served = ("as data, by the same scorers as a model `train.py` made (no pickle)"
+              if m["imported"]["served"] == "as data" else
+              "through its own `predict_proba`: the bundle holds it pickled, and is served only "
+              "with ALLOW_PICKLE=1 or a valid signature")
+    plots_md = "\n".join(f"![{name}]({name})" for name in plots) \
+        if isinstance(plots, list) else plots
+    failed = ("\n## Parts of this report that failed\n"
+              + "".join(f"- {failure}\n" for failure in failures)) if failures else ""
+    sensitive = sensitive_fields(schema)
+    return f"""# Model card: {schema.target!r}, imported model {bundle.version}
+
+Imported {meta['created_at']} by `import_model.py` from `{meta['imported_from']['path']}`
+(SHA-256 `{meta['imported_from']['sha256']}`): {m['imported']['kind']}, served {served}.
+Libraries: {', '.join(f'{k} {v}' for k, v in meta['libraries'].items())}.
+
+## Data
+- Sample `{meta['data']['path']}`, SHA-256 `{meta['data']['sha256']}`: {sample_rows} rows; the
+  schema (each field's kind and levels) comes from it and from what the model reads.
+- Target `{schema.target}`, {bundle.task}: classes {', '.join(map(repr, bundle.classes))}.
+
+## Quality on the sample
+These rows were given to `import_model.py`; tabserve does not know whether the model was
+trained on them. Figures from rows the model learnt flatter it: measure on rows it never saw
+(`score.py` on a held-out file gives the probabilities to score).
+
+{metrics}
+
+Decision: {f"threshold {bundle.threshold:.4g} on the probability of {bundle.positive_class!r}" if bundle.threshold is not None else "the most probable class"}.
+
+Most important fields ({effects.how}):
+{_table(effect_rows, effect_header)}
+
+## Plots
+{plots_md}
+
+## Sensitive inputs
+{('Fields whose names suggest a protected or sensitive attribute: ' + ', '.join(f'`{f.name}`' for f in sensitive) + '; using them, or fields that stand in for them, may be unlawful for some decisions.') if sensitive else 'No field name suggests a protected attribute; check the fields yourself, since others can stand in for one.'}
+{failed}"""

@@ -13,13 +13,13 @@ from __future__ import annotations
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.encoding import Encoder
 from tabserve.model.fitted import (Adapted, BlendModel, BoostedTrees, FittedModel, Forest,
-                                   LinearModel)
+                                   LinearModel, OwnModel)
 from tabserve.serving.scorers.adapted import AdaptedScorer
 from tabserve.serving.scorers.base import MarginScorer, Scorer
 from tabserve.serving.scorers.blend import BlendScorer
 from tabserve.serving.scorers.calibrated import CalibratedScorer
 from tabserve.serving.scorers.linear import LinearScorer
-from tabserve.serving.scorers.pipeline import ForestScorer, PipelineScorer
+from tabserve.serving.scorers.pipeline import ForestScorer, OwnModelScorer, PipelineScorer
 from tabserve.serving.scorers.trees import TREE_TABLES, BoosterScorer
 
 __all__ = ["Scorer", "MarginScorer", "compile_scorer", "compile_model", "LinearScorer",
@@ -49,4 +49,6 @@ def compile_model(model: FittedModel, speedups_off: frozenset[str] = frozenset()
         return ForestScorer(model)
     if isinstance(model, Adapted):
         return AdaptedScorer(model, compile_model(model.model, speedups_off), width)
+    if isinstance(model, OwnModel):
+        return OwnModelScorer(model)
     return PipelineScorer(model)

@@ -1,5 +1,6 @@
 """Fitted steps that have no data form (pickled, from a trusted file), called through
-scikit-learn; and scikit-learn's forests, whose single records walk the trees as arrays."""
+scikit-learn; an imported model served through its own `predict_proba`; and scikit-learn's
+forests, whose single records walk the trees as arrays."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import copy
 
 import numpy as np
 
-from tabserve.model.bundle import unpickled_steps
-from tabserve.model.fitted import Forest, PickledSteps
+from tabserve.model.bundle import unpickled
+from tabserve.model.fitted import Forest, OwnModel, PickledSteps
+from tabserve.model.frames import frame_from_columns
 from tabserve.serving.scorers.trees import TreeArrays, tree_spans
 
 
@@ -16,7 +18,7 @@ class PipelineScorer:
     """Any fitted steps, called through scikit-learn."""
 
     def __init__(self, model: PickledSteps):
-        steps = unpickled_steps(model)
+        steps = unpickled(model.steps)
         name, last = steps.steps[-1]
         if hasattr(last, "n_jobs"):
             # workers are processes: one thread each, set on a shallow copy (the fitted parts
@@ -31,6 +33,51 @@ class PipelineScorer:
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         return np.asarray(self.steps.predict_proba(matrix), dtype=np.float64)
+
+
+# what an imported model is given for a level it has never seen: no model knows this text,
+# so its encoders treat it as they would the request's own unseen text (docs/import.md)
+UNSEEN_LEVEL = "(unseen level)"
+
+
+class OwnModelScorer:
+    """An imported model whose steps have no data form: its input fields rebuilt from the
+    encoded record (a number as it came, a level from its 0/1 column, a missing value as NaN,
+    as pandas reads an empty cell, or left out of a DictVectorizer's dict), then the model's
+    own `predict_proba`."""
+
+    def __init__(self, model: OwnModel):
+        self.model = unpickled(model.model)
+        self.takes_records = model.takes_records
+        self.plan = [(name, at, np.array(levels, dtype=object), missing)
+                     for name, at, levels, missing
+                     in zip(model.fields, model.columns, model.levels, model.missing)]
+
+    def fields(self, matrix: np.ndarray):
+        """The records as the model receives them: a pandas DataFrame."""
+        fields = {}
+        for name, at, levels, missing in self.plan:
+            if not len(levels):
+                fields[name] = matrix[:, at]
+                continue
+            ones = matrix[:, at:at + len(levels)]
+            values = levels[ones.argmax(axis=1)]
+            values[ones.max(axis=1) == 0] = UNSEEN_LEVEL
+            if missing >= 0:
+                values[matrix[:, missing] == 1] = np.nan
+            fields[name] = values
+        return frame_from_columns(fields)
+
+    def row(self, x: list[float]) -> list[float]:
+        return self(np.array([x]))[0].tolist()
+
+    def __call__(self, matrix: np.ndarray) -> np.ndarray:
+        fields = self.fields(matrix)
+        if self.takes_records:
+            records = [{name: value for name, value in record.items() if value == value}
+                       for record in fields.to_dict(orient="records")]
+            return np.asarray(self.model.predict_proba(records), dtype=np.float64)
+        return np.asarray(self.model.predict_proba(fields), dtype=np.float64)
 
 
 class ForestScorer:
