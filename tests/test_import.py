@@ -85,6 +85,35 @@ def column_pipeline(frame, scaler: str):
     return model, lambda rows: model.predict_proba(rows[columns])
 
 
+def ordinal_pipeline(frame):
+    """OrdinalEncoder codes: after an imputer of the most frequent level (the contract is
+    sometimes missing), scaled, before a LogisticRegression; seniorcitizen's 0/1 are levels."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder, StandardScaler
+
+    levels = Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
+                       ("codes", OrdinalEncoder(handle_unknown="use_encoded_value",
+                                                unknown_value=-1)),
+                       ("scale", StandardScaler())])
+    prepare = ColumnTransformer([("levels", levels, COURSE_CATEGORICAL),
+                                 ("numbers", StandardScaler(), COURSE_NUMERICAL)])
+    model = Pipeline([("prepare", prepare), ("model", LogisticRegression(max_iter=3000))])
+    columns = COURSE_CATEGORICAL + COURSE_NUMERICAL
+    model.fit(frame[columns].iloc[:SAMPLE_ROWS], frame.churn.iloc[:SAMPLE_ROWS])
+    return model, lambda rows: model.predict_proba(rows[columns])
+
+
+def _with_missing_and_unseen_contracts(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.loc[frame.index[::13], "contract"] = np.nan
+    held_out = frame.index[SAMPLE_ROWS::41]
+    frame.loc[held_out, "paymentmethod"] = "bitcoin"  # a level the model never saw
+    return frame
+
+
 def bare_xgboost(frame):
     """A multiclass XGBClassifier fitted on a frame of numbers: the contract from the rest."""
     from xgboost import XGBClassifier
@@ -111,6 +140,8 @@ KINDS = {
     "ColumnTransformer, MinMaxScaler, ExtraTrees": (
         lambda f: column_pipeline(f, "minmax"), _with_missing_numbers),
     "bare multiclass XGBClassifier": (bare_xgboost, None),
+    "OrdinalEncoder (imputed, scaled), LogisticRegression": (
+        ordinal_pipeline, _with_missing_and_unseen_contracts),
 }
 
 
@@ -161,8 +192,9 @@ def test_an_imported_model_serves_its_own_answers(course, tmp_path, kind):
     got = np.array([[a["probabilities"][c] for c in served.classes] for a in answers])
     tolerance = 1e-6 if "XGB" in kind else 1e-9
     np.testing.assert_allclose(got, own(held_out), rtol=0, atol=tolerance)
-    one = client.post("/predict", json=records[0]).get_json()
-    assert one["probabilities"] == pytest.approx(answers[0]["probabilities"], abs=1e-12)
+    for record, answer in list(zip(records, answers))[:30]:  # one record: the row path
+        one = client.post("/predict", json=record).get_json()
+        assert one["probabilities"] == pytest.approx(answer["probabilities"], abs=1e-12)
     explained = client.post("/explain", json=records[:3])
     assert explained.status_code == (501 if "Forest" in kind or "Trees" in kind else 200)
 
@@ -339,6 +371,49 @@ def test_a_pickled_import_is_served_by_gunicorn_only_when_trusted(course, tmp_pa
         stop(process)
     expected = own(pd.DataFrame([COURSE_CUSTOMER]))[0, 1]
     assert answer["churn_probability"] == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["translated", "own predict_proba"])
+def test_an_imported_bundle_has_the_openapi_the_v2_protocol_and_signatures(course, tmp_path,
+                                                                          kind):
+    """What every bundle gets comes along: the OpenAPI document names the course's fields, the
+    Open Inference Protocol's metadata and inference answer, and a signature (which lets a
+    pickled import through without ALLOW_PICKLE, and a changed byte never)."""
+    _, frame = course
+    model, own = course_pair(frame, _lr()) if kind == "translated" else \
+        course_pair_boosting(frame)
+    model_file = tmp_path / "model.pkl"
+    model_file.write_bytes(pickle.dumps(model))
+    frame.iloc[:SAMPLE_ROWS].to_csv(tmp_path / "sample.csv", index=False)
+    bundle = import_model(model_file, load_csv(tmp_path / "sample.csv"), "churn").bundle
+    key = b"k" * 32
+    signed = tmp_path / "signed.bin"
+    bundle.save(signed, signing_key=key)
+    served = ModelBundle.load(signed, Trust(signing_key=key))
+    tampered = tmp_path / "tampered.bin"
+    data = bytearray(signed.read_bytes())
+    data[-100] ^= 1
+    tampered.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError):
+        ModelBundle.load(tampered, Trust(signing_key=key, allow_pickle=True))
+    client = create_app(served, Settings(trust=Trust(signing_key=key))).test_client()
+    document = client.get("/openapi.json").get_json()
+    text = json.dumps(document)
+    assert all(f'"{name}"' in text for name in COURSE_CATEGORICAL + COURSE_NUMERICAL)
+    metadata = client.get("/v2/models/churn").get_json()
+    assert {t["name"] for t in metadata["inputs"]} == set(COURSE_CATEGORICAL + COURSE_NUMERICAL)
+    inputs = [{"name": name, "shape": [1],
+               "datatype": "BYTES" if isinstance(value, str) else "FP64", "data": [value]}
+              for name, value in COURSE_CUSTOMER.items()]
+    for tensor in inputs:
+        declared = next(t for t in metadata["inputs"] if t["name"] == tensor["name"])
+        tensor["datatype"] = declared["datatype"]
+    answer = client.post("/v2/models/churn/infer", json={"inputs": inputs})
+    assert answer.status_code == 200, answer.get_json()
+    outputs = {o["name"]: o["data"] for o in answer.get_json()["outputs"]}
+    expected = own(pd.DataFrame([COURSE_CUSTOMER]))[0, 1]
+    assert outputs["churn_probability"] == pytest.approx([expected], abs=1e-9)
+    assert outputs["label"] == ["1" if expected >= 0.5 else "0"]
 
 
 # --- refusals: one line, nothing written -----------------------------------------------------

@@ -149,6 +149,23 @@ def test_categorical_codes_for_unseen_and_null():
     assert columns_from_frame(schema, frame)["c"][:4].tolist() == [0, 1, MISSING_CODE, 0]
 
 
+def test_levels_written_as_whole_numbers_are_found_by_number():
+    """An imported encoder that learnt 0/1 or codes: JSON numbers find their level, an
+    unseen number is an unseen level (a warning), text works as before."""
+    from tabserve.model.schema import Field
+
+    field = Field("grade", Kind.CATEGORICAL, False, categories=("1", "0", "12"))
+    schema = Schema(target="t", fields=(field,))
+    result = validate(schema, [{"grade": 1}, {"grade": 0.0}, {"grade": "12"}, {"grade": 5},
+                               {"grade": 2.5}])
+    assert not result.problems
+    assert result.columns["grade"].tolist() == [0, 1, 2, UNSEEN_CODE, UNSEEN_CODE]
+    assert "unseen category 5 for field 'grade'" in " ".join(result.warnings[3])
+    words = Schema(target="t", fields=(Field("c", Kind.CATEGORICAL, False,
+                                             categories=("1", "a")),))
+    assert "expected a string, got number 1" in validate(words, [{"c": 1}]).problems[0].message
+
+
 def test_validation_matches_training_columns(schema):
     """A record and the same row read from a CSV give identical columns."""
     frame = pd.DataFrame([{"age": "30", "income": "2.0", "colour": "red", "member": "Yes"}])

@@ -221,19 +221,49 @@ class BlendModel(msgspec.Struct, tag="blend", frozen=True):
 InnerModel = Union[LinearModel, BoostedTrees, Forest]
 
 
+class LevelCodes(msgspec.Struct, frozen=True):
+    """The model columns that hold a level's code, as an `OrdinalEncoder` made them: per such
+    column, its code when none of its field's levels is set (an unseen level) and when its
+    field is missing; per known level, its encoded 0/1 column and its code."""
+
+    columns: np.ndarray     # the model columns that are codes
+    unknown: np.ndarray     # per such column: an unseen level's code (NaN: missing)
+    missing: np.ndarray     # per such column: a missing value's code (NaN: missing)
+    missing_at: np.ndarray  # per such column: its field's "is missing" encoded column, or -1
+    level_of: np.ndarray    # per level: which of `columns` it codes (an index into it)
+    level_at: np.ndarray    # per level: its encoded 0/1 column
+    code: np.ndarray        # per level: its code
+
+    def check(self, width: int, model_columns: int) -> None:
+        count, levels = len(self.columns), len(self.level_at)
+        _vector(self.columns, "coded columns", count, "iu")
+        for name in ("unknown", "missing"):
+            _vector(getattr(self, name), f"codes' {name}", count)
+        _vector(self.missing_at, "codes' missing columns", count, "iu")
+        for name, kind in (("level_of", "iu"), ("level_at", "iu"), ("code", "f")):
+            _vector(getattr(self, name), f"codes' {name}", levels, kind)
+        _expect(bool(np.all((self.columns >= 0) & (self.columns < model_columns))
+                     & np.all((self.missing_at >= -1) & (self.missing_at < width))
+                     & np.all((self.level_of >= 0) & (self.level_of < count))
+                     & np.all((self.level_at >= 0) & (self.level_at < width))),
+                "an imported model's level codes point outside its columns")
+
+
 class Adapted(msgspec.Struct, tag="adapted", frozen=True):
     """A model trained elsewhere on its own columns (`import_model.py`), behind the steps that
     make them from the encoded record: each of its columns is one encoded column (a number or
-    a level's 0/1), a missing value filled, then centred and scaled, as the user's
-    `DictVectorizer`, `OneHotEncoder`, `SimpleImputer`, `StandardScaler` or `MinMaxScaler`
-    made it: `(fill if missing else x - center) / scale`."""
+    a level's 0/1) or a level's code (`codes`), a missing value filled, then centred and
+    scaled, as the user's `DictVectorizer`, `OneHotEncoder`, `OrdinalEncoder`, `SimpleImputer`,
+    `StandardScaler` or `MinMaxScaler` made it: `(fill if missing else x - center) / scale`."""
 
     name: ClassVar[str] = "imported model"
-    source: np.ndarray      # per model column: the encoded column it reads
+    source: np.ndarray      # per model column: the encoded column it reads (a code's: one of
+    #                         its field's levels, to credit explanations to)
     fill: np.ndarray        # per model column: the value of a missing one (NaN: left missing)
     center: np.ndarray
     scale: np.ndarray
     model: InnerModel
+    codes: LevelCodes | None = None
 
     @property
     def inner_name(self) -> str:
@@ -247,12 +277,14 @@ class Adapted(msgspec.Struct, tag="adapted", frozen=True):
         for name in ("fill", "center", "scale"):
             _vector(getattr(self, name), f"adapted {name}", columns)
         _expect(bool(np.all(self.scale != 0)), "an imported model's scale is 0")
+        if self.codes is not None:
+            self.codes.check(width, columns)
         self.model.check(columns, n_classes)
 
 
 class OwnModel(msgspec.Struct, tag="own", frozen=True):
-    """A model trained elsewhere whose steps have no data form (an `OrdinalEncoder`, a custom
-    transformer, a classifier tabserve does not rebuild): pickled whole, served through its own
+    """A model trained elsewhere whose steps have no data form (a custom transformer, a
+    classifier tabserve does not rebuild): pickled whole, served through its own
     `predict_proba` on its input fields rebuilt from the encoded record, and read only when
     trusted (`import_model.py`). A field is a number (its encoded column) or levels (one 0/1
     column each, from `columns[i]` on, and its "is missing" column, or -1)."""

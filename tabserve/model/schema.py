@@ -34,7 +34,7 @@ MISSING_TOKENS = frozenset(
 )
 UNSEEN_CODE = -1        # categorical codes for a level not seen in training, and for null
 MISSING_CODE = -2
-_LOOKUPS = ("category_codes", "loose_codes", "boolean_table",
+_LOOKUPS = ("category_codes", "numbered_levels", "loose_codes", "boolean_table",
             "packed_lookup")  # cached: never pickled
 _SEPARATORS = re.compile(r"[\s_-]+")
 
@@ -65,12 +65,23 @@ class Field:
     maximum: float | None = None
 
     @cached_property
-    def category_codes(self) -> dict[str | None, int]:
-        """A categorical's code for each level (its position), and for null if allowed."""
-        codes: dict[str | None, int] = {level: code for code, level in enumerate(self.categories)}
+    def category_codes(self) -> dict[str | int | None, int]:
+        """A categorical's code for each level (its position), and for null if allowed; a
+        level written as a whole number (a code, a 0/1 flag read as levels) is also found by
+        that number, as a JSON client sends it (`1` and `1.0` alike)."""
+        codes: dict[str | int | None, int] = {level: code
+                                              for code, level in enumerate(self.categories)}
+        if self.numbered_levels:
+            codes.update({int(level): code for code, level in enumerate(self.categories)})
         if self.nullable:
             codes[None] = MISSING_CODE
         return codes
+
+    @cached_property
+    def numbered_levels(self) -> bool:
+        """Whether every level is a whole number written plainly ("0", "12", "-3")."""
+        return bool(self.categories) and all(
+            level.lstrip("-").isdigit() and str(int(level)) == level for level in self.categories)
 
     @cached_property
     def loose_codes(self) -> dict[str, int]:

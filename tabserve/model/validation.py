@@ -91,6 +91,8 @@ def strict_type(f: Field, level: Any = None) -> Any:
         # outside the training range goes to `validate`, which warns about it
         kind = float if f.minimum is None else \
             Annotated[float, msgspec.Meta(ge=f.minimum, le=f.maximum)]
+    elif f.kind is Kind.CATEGORICAL and level is None and f.numbered_levels:
+        kind = Union[Literal[f.categories], Literal[tuple(int(c) for c in f.categories)]]
     elif f.kind is Kind.CATEGORICAL:
         kind = level or Literal[f.categories]
     else:
@@ -316,6 +318,10 @@ def _check_categorical(f: Field, values: list, out: Validated, indexed: bool) ->
             codes[i] = code
         elif value is None and f.nullable:
             codes[i] = MISSING_CODE
+        elif f.numbered_levels and type(value) in (int, float):
+            out.warn(i, f"unseen category {value!r} for field {f.name!r} "
+                        "(encoded as none of the known categories)")
+            out.unseen.append((i, f.name, repr(value)))
         else:
             _report(out, f, i, indexed, _type_problem(value, "a string"))
     return codes

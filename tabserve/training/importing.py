@@ -5,19 +5,19 @@ What can be imported (docs/import.md):
   translated to data, and checked against its own answers);
 - the ML Zoomcamp course's pair `(DictVectorizer, classifier)`, or a `Pipeline` that starts
   with a `DictVectorizer`;
-- a scikit-learn `Pipeline` of a `ColumnTransformer` (`OneHotEncoder`, `StandardScaler`,
-  `MinMaxScaler`, `SimpleImputer`, pipelines of them, passthrough, drop) and/or scalers and
-  imputers, then a classifier;
+- a scikit-learn `Pipeline` of a `ColumnTransformer` (`OneHotEncoder`, `OrdinalEncoder`,
+  `StandardScaler`, `MinMaxScaler`, `SimpleImputer`, pipelines of them, passthrough, drop)
+  and/or scalers and imputers, then a classifier;
 - a bare classifier fitted on a frame (`feature_names_in_`), or an XGBoost booster saved as
   JSON or UBJSON;
 where the classifier is a `LogisticRegression`, an `XGBClassifier` or a scikit-learn
 `RandomForestClassifier` / `ExtraTreesClassifier`.
 
 The user's steps become data: each column the classifier reads is one column of tabserve's
-encoded record (a number, or a level's 0/1), filled, centred and scaled
+encoded record (a number, or a level's 0/1) or a level's code, filled, centred and scaled
 (`model.fitted.Adapted`); the classifier becomes the same arrays a trained model is made of.
-Any other fitted classifier that says which fields it reads (an `OrdinalEncoder`, a custom
-transformer, a `HistGradientBoostingClassifier`...) is kept whole, pickled, and served through
+Any other fitted classifier that says which fields it reads (a custom transformer, a
+`HistGradientBoostingClassifier`...) is kept whole, pickled, and served through
 its own `predict_proba` on those fields (`model.fitted.OwnModel`): such a bundle is read only
 when trusted, as every pickle is.
 The schema comes from the sample (`--data`, the rows as the model receives them) and the
@@ -30,18 +30,20 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import msgspec
 import numpy as np
 import pandas as pd
 
 from tabserve.model.bundle import (MAGIC, ModelBundle, ModelLoadError, library_versions,
                                    pickled, read_pickled_model)
 from tabserve.model.encoding import MAX_ONE_HOT_LEVELS, Encoder
-from tabserve.model.fitted import Adapted, BoostedTrees, LinearModel, OwnModel, Ubjson
+from tabserve.model.fitted import (Adapted, BoostedTrees, LevelCodes, LinearModel, OwnModel,
+                                   Ubjson)
 from tabserve.model.frames import columns_from_frame
 from tabserve.model.schema import Dropped, Field, Kind, Schema
 from tabserve.model.trust import Trust
@@ -74,14 +76,21 @@ class Imported:
 
 @dataclass
 class Column:
-    """One column the user's classifier reads: a field's number, or a level's 0/1 (`level`),
-    a missing value filled, then centred and scaled."""
+    """One column the user's classifier reads: a field's number, a level's 0/1 (`level`) or
+    a level's code (`codes`), a missing value filled, then centred and scaled."""
 
     field: str
     level: str | None = None
     fill: float = math.nan
     center: float = 0.0
     scale: float = 1.0
+    codes: dict[str, float] | None = None  # an OrdinalEncoder's: level → code
+    unknown: float = math.nan              # its code for an unseen level
+    missing: float = math.nan              # its code for a missing value
+
+    @property
+    def reads_levels(self) -> bool:
+        return self.level is not None or self.codes is not None
 
 
 @dataclass
@@ -95,6 +104,7 @@ class UserModel:
     own_proba: Callable[[pd.DataFrame], np.ndarray]  # on rows typed as the model receives them
     takes_records: bool = False  # a DictVectorizer reads dicts, the others a frame
     categorical_levels: dict[str, list[str]] = field(default_factory=dict)
+    numeric_levels: set[str] = field(default_factory=set)  # levels its encoder knows as numbers
     translated: bool = True      # False: `classifier` is the whole model, kept as it is
 
 
@@ -310,13 +320,15 @@ def _pipeline_model(pipeline) -> UserModel:
                    f"{type(classifier).__name__})")
     return UserModel(columns, classifier, _classes(pipeline), description,
                      lambda frame: pipeline.predict_proba(frame[names] if names else frame),
-                     categorical_levels=levels)
+                     categorical_levels=levels,
+                     numeric_levels=_numeric_levels(first) if isinstance(first, ColumnTransformer)
+                     else set())
 
 
 def _column_transformer(transformer) -> tuple[list[Column], dict[str, list[str]]]:
     """The columns a fitted ColumnTransformer makes, in its output's order."""
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
     columns: list[Column] = []
     levels: dict[str, list[str]] = {}
@@ -327,20 +339,46 @@ def _column_transformer(transformer) -> tuple[list[Column], dict[str, list[str]]
         if step == "drop" or not fields:
             continue
         parts = list(step) if isinstance(step, Pipeline) else [step]
-        encoders = [p for p in parts if isinstance(p, OneHotEncoder)]
+        encoders = [p for p in parts if isinstance(p, (OneHotEncoder, OrdinalEncoder))]
+        if len(encoders) > 1:
+            raise Untranslatable(f"transformer {name!r} encodes levels twice")
         if encoders:
-            if parts[-1] is not encoders[0] or len(encoders) > 1:
-                raise Untranslatable(f"transformer {name!r}: only imputers may come before a "
-                                    "OneHotEncoder, and nothing after it")
-            made = _one_hot(encoders[0], fields, levels)
-            for part in parts[:-1]:
-                _imputer_before_one_hot(part, name)
+            at = parts.index(encoders[0])
+            fills = [_imputer_before_encoder(part, name) for part in parts[:at]]
+            if isinstance(encoders[0], OneHotEncoder):
+                if at != len(parts) - 1:
+                    raise Untranslatable(f"transformer {name!r}: a step after a OneHotEncoder")
+                made = _one_hot(encoders[0], fields, levels)
+            else:
+                made = _ordinal(encoders[0], fields, levels, fills[0] if fills else None)
+                for part in parts[at + 1:]:
+                    made = _elementwise(part, made)
         else:
             made = [Column(f) for f in fields]
             for part in parts:
                 made = _elementwise(part, made)
         columns += made
     return columns, levels
+
+
+def _numeric_levels(transformer) -> set[str]:
+    """The fields whose level encoder learnt numbers (a 0/1 flag one-hot encoded, say): the
+    model receives them as numbers."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    numeric = set()
+    names_in = list(transformer.feature_names_in_)
+    for _, step, selected in transformer.transformers_:
+        parts = list(step) if isinstance(step, Pipeline) else [step]
+        encoder = next((p for p in parts if isinstance(p, (OneHotEncoder, OrdinalEncoder))), None)
+        if encoder is None:
+            continue
+        fields = [names_in[c] if isinstance(c, (int, np.integer)) else str(c)
+                  for c in np.atleast_1d(selected)]
+        numeric |= {name for name, known in zip(fields, encoder.categories_)
+                    if all(isinstance(level, (int, float, np.number)) for level in known)}
+    return numeric
 
 
 def _one_hot(encoder, fields: list[str], levels: dict[str, list[str]]) -> list[Column]:
@@ -356,13 +394,38 @@ def _one_hot(encoder, fields: list[str], levels: dict[str, list[str]]) -> list[C
     return columns
 
 
-def _imputer_before_one_hot(step, name: str) -> None:
+def _ordinal(encoder, fields: list[str], levels: dict[str, list[str]],
+             fills: list | None) -> list[Column]:
+    """An OrdinalEncoder's codes: a level's place in its categories; an unseen level's code
+    is its `unknown_value` (missing, for handle_unknown="error", which would raise); a missing
+    value's, the code of the level an imputer before it fills in, else `encoded_missing_value`."""
+    if getattr(encoder, "min_frequency", None) or getattr(encoder, "max_categories", None):
+        raise Untranslatable("an OrdinalEncoder that groups infrequent levels")
+    unknown = encoder.unknown_value if encoder.handle_unknown == "use_encoded_value" else None
+    columns = []
+    for i, (name, known) in enumerate(zip(fields, encoder.categories_)):
+        codes = {str(level): float(code) for code, level in enumerate(known)
+                 if not _is_missing(level)}
+        levels[name] = list(codes)
+        missing = float(encoder.encoded_missing_value)
+        if fills is not None:  # the imputer's level, coded as the encoder codes it
+            missing = codes.get(str(fills[i]), math.nan if unknown is None else float(unknown))
+        columns.append(Column(name, codes=codes,
+                              unknown=math.nan if unknown is None else float(unknown),
+                              missing=missing))
+    return columns
+
+
+def _imputer_before_encoder(step, name: str) -> list:
+    """The levels an imputer before a level encoder fills in, one per field."""
     from sklearn.impute import SimpleImputer
 
     if not isinstance(step, SimpleImputer) or step.add_indicator:
         raise Untranslatable(f"transformer {name!r}: a {type(step).__name__} before a "
-                            "OneHotEncoder is not supported")
-    # it fills missing levels; a field missing in the sample is refused by the schema check
+                            "level encoder")
+    # a OneHotEncoder's columns cannot take the filled level: a field missing in the sample
+    # makes the answers differ, and the model is served through its own predict_proba
+    return list(step.statistics_)
 
 
 def _elementwise(step, columns: list[Column]) -> list[Column]:
@@ -395,13 +458,13 @@ def _elementwise(step, columns: list[Column]) -> list[Column]:
 def _filled(column: Column, fill: float) -> Column:
     if column.center != 0.0 or column.scale != 1.0:
         raise Untranslatable("an imputer after a scaler is not supported yet")
-    return Column(column.field, column.level, fill if column.level is None else 0.0)
+    return replace(column, fill=fill if column.level is None else 0.0)
 
 
 def _scaled(column: Column, center: float, scale: float) -> Column:
     # ((x - c1) / s1 - c2) / s2  ==  (x - (c1 + c2 s1)) / (s1 s2)
-    return Column(column.field, column.level, column.fill,
-                  column.center + center * column.scale, column.scale * scale)
+    return replace(column, center=column.center + center * column.scale,
+                   scale=column.scale * scale)
 
 
 def _booster_model(booster, sample_columns: list[str]) -> UserModel:
@@ -487,8 +550,8 @@ def reconcile_schema(features: pd.DataFrame, user: UserModel, target: str) -> Sc
                             "them, with --target naming the outcome)")
     inferred = infer_schema(features, target="")
     by_name = {f.name: f for f in (*inferred.fields, *inferred.dropped)}
-    read_as_levels = {c.field for c in user.columns if c.level is not None}
-    read_as_number = {c.field for c in user.columns if c.level is None}
+    read_as_levels = {c.field for c in user.columns if c.reads_levels}
+    read_as_number = {c.field for c in user.columns if not c.reads_levels}
     both = read_as_levels & read_as_number
     if both:
         raise ImportRefused(f"the model reads {sorted(both)[0]!r} both as a number and as levels")
@@ -530,10 +593,11 @@ def _number_field(name: str, column: pd.Series, inferred: Field | Dropped) -> Fi
 
 
 def typed_rows(features: pd.DataFrame, schema: Schema, user: UserModel) -> pd.DataFrame:
-    """The sample as the model receives it: numbers as floats, levels as text, missing as NaN."""
+    """The sample as the model receives it: numbers as floats, levels as text (as numbers
+    where the model's encoder learnt numbers), missing as NaN."""
     typed = {}
     for f in schema.fields:
-        if f.kind is Kind.CATEGORICAL:
+        if f.kind is Kind.CATEGORICAL and f.name not in user.numeric_levels:
             typed[f.name] = features[f.name].astype(object)
         else:
             typed[f.name] = pd.to_numeric(features[f.name], errors="coerce").astype(np.float64)
@@ -548,17 +612,45 @@ def _sha256(path: Path) -> str:
 
 def adapted_model(schema: Schema, user: UserModel, features: pd.DataFrame) -> Adapted:
     """The user's columns as encoded columns, and the classifier as data."""
+    from tabserve.serving.scorers.adapted import AdaptedScorer
+
     encoder = Encoder(schema)
-    source = np.array([encoder.feature_names.index(
-        c.field if c.level is None else f"{c.field}={c.level}") for c in user.columns], np.int64)
+    at = {name: i for i, name in enumerate(encoder.feature_names)}
+    source = np.array([at[_source_name(c, schema)] for c in user.columns], np.int64)
     fill, center, scale = (np.array([getattr(c, name) for c in user.columns], np.float64)
                            for name in ("fill", "center", "scale"))
-    gathered = encoder.encode(columns_from_frame(schema, features))[:, source]
+    adapted = Adapted(source=source, fill=fill, center=center, scale=scale,
+                      model=None, codes=level_codes(user.columns, at))  # model: below
+    # the sample's mean of each column: a linear model's reference record for explanations
     with np.errstate(invalid="ignore"):
-        made = (np.where(np.isnan(gathered), fill, gathered) - center) / scale
-    return Adapted(source=source, fill=fill, center=center, scale=scale,
-                   model=inner_model(user.classifier, np.nanmean(made, axis=0),
-                                     len(user.classes)))
+        made = AdaptedScorer(adapted, None, len(at)).columns(
+            encoder.encode(columns_from_frame(schema, features)))
+    return msgspec.structs.replace(adapted, model=inner_model(
+        user.classifier, np.nanmean(made, axis=0), len(user.classes)))
+
+
+def _source_name(column: Column, schema: Schema) -> str:
+    """The encoded column a model column reads (a code's: its field's first level)."""
+    if column.codes is not None:
+        return f"{column.field}={schema.field(column.field).categories[0]}"
+    return column.field if column.level is None else f"{column.field}={column.level}"
+
+
+def level_codes(columns: list[Column], at: dict[str, int]) -> LevelCodes | None:
+    """Where the coded columns' levels are in the encoded record; None without any."""
+    coded = [(i, c) for i, c in enumerate(columns) if c.codes is not None]
+    if not coded:
+        return None
+    levels = [(k, at[f"{c.field}={level}"], code) for k, (_, c) in enumerate(coded)
+              for level, code in c.codes.items() if f"{c.field}={level}" in at]
+    return LevelCodes(
+        columns=np.array([i for i, _ in coded], np.int64),
+        unknown=np.array([c.unknown for _, c in coded], np.float64),
+        missing=np.array([c.missing for _, c in coded], np.float64),
+        missing_at=np.array([at.get(f"{c.field} is missing", -1) for _, c in coded], np.int64),
+        level_of=np.array([k for k, _, _ in levels], np.int64),
+        level_at=np.array([a for _, a, _ in levels], np.int64),
+        code=np.array([code for _, _, code in levels], np.float64))
 
 
 def inner_model(classifier: Any, mean: np.ndarray, n_classes: int):
