@@ -4,6 +4,7 @@ Pipelines, XGBoost), served with their own answers, and each refusal in one line
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import subprocess
 
@@ -414,6 +415,54 @@ def test_an_imported_bundle_has_the_openapi_the_v2_protocol_and_signatures(cours
     expected = own(pd.DataFrame([COURSE_CUSTOMER]))[0, 1]
     assert outputs["churn_probability"] == pytest.approx([expected], abs=1e-9)
     assert outputs["label"] == ["1" if expected >= 0.5 else "0"]
+
+
+PROCESS_ROWS = 500  # held-out rows sent to gunicorn and score.py
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("kind", [*KINDS, *OWN], ids=[*KINDS, *OWN])
+def test_every_kind_is_served_by_gunicorn_and_score_py_with_its_own_answers(
+        course, tmp_path, kind):
+    """The real doors: gunicorn over HTTP and score.py over a CSV, on held-out rows, against
+    the user's own `predict_proba` (a model served through its own, with ALLOW_PICKLE=1)."""
+    _, frame = course
+    make, change = KINDS[kind] if kind in KINDS else OWN[kind]
+    frame = change(frame) if change else frame
+    model, own = make(frame)
+    model_file = tmp_path / "model.pkl"
+    model_file.write_bytes(pickle.dumps(model))
+    columns = _sample_columns(kind, frame) if kind in KINDS else \
+        COURSE_CATEGORICAL + COURSE_NUMERICAL + ["churn"]
+    frame[columns].iloc[:SAMPLE_ROWS].to_csv(tmp_path / "sample.csv", index=False)
+    rows = load_csv(tmp_path / "sample.csv")
+    bundle = import_model(model_file, rows, "churn" if "churn" in rows.columns else None).bundle
+    out = tmp_path / "served.bin"
+    bundle.save(out)
+    held_out = frame.iloc[SAMPLE_ROWS:SAMPLE_ROWS + PROCESS_ROWS]
+    expected = own(held_out)
+    tolerance = 1e-6 if "XGB" in kind else 1e-9
+    trust = {"ALLOW_PICKLE": "1"} if bundle.holds_pickle else {}
+    held_out[bundle.schema.names].to_csv(tmp_path / "in.csv", index=False)
+    done = subprocess.run([PYTHON, "score.py", "--model", str(out), "--input",
+                           str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv")],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, **trust})
+    assert done.returncode == 0, done.stderr
+    scored = pd.read_csv(tmp_path / "out.csv")
+    np.testing.assert_allclose(scored[[f"probability_{c}" for c in bundle.classes]],
+                               expected, rtol=0, atol=tolerance)
+    records = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+               for r in held_out[bundle.schema.names].to_dict(orient="records")]
+    process, url = start_gunicorn(out, **trust)
+    try:
+        answers = requests.post(f"{url}/predict", json=records, timeout=60).json()
+        one = requests.post(f"{url}/predict", json=records[1], timeout=10).json()
+    finally:
+        stop(process)
+    got = np.array([[a["probabilities"][c] for c in bundle.classes] for a in answers])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance)
+    assert one["probabilities"] == pytest.approx(answers[1]["probabilities"], abs=1e-12)
 
 
 # --- refusals: one line, nothing written -----------------------------------------------------
