@@ -164,16 +164,22 @@ def _sample_columns(name: str, frame: pd.DataFrame) -> list[str]:
     return COURSE_CATEGORICAL + COURSE_NUMERICAL + ["churn"]
 
 
+def users_model(kind: tuple, course, tmp_path) -> tuple:
+    """A kind's frame (changed as it says), the user's own answers, and the model pickled as
+    a user saves it."""
+    make, change = kind
+    frame = change(course[1]) if change else course[1]
+    model, own = make(frame)
+    model_file = tmp_path / "model.pkl"
+    model_file.write_bytes(pickle.dumps(model))
+    return frame, own, model_file
+
+
 @pytest.mark.parametrize("kind", KINDS, ids=list(KINDS))
 def test_an_imported_model_serves_its_own_answers(course, tmp_path, kind):
     """Imported from a file as a user saves it; served answers on rows the sample did not
     hold equal the user's own `predict_proba` (1e-9; XGBoost's own answers are float32)."""
-    folder, frame = course
-    make, change = KINDS[kind]
-    frame = change(frame) if change else frame
-    model, own = make(frame)
-    model_file = tmp_path / "model.pkl"
-    model_file.write_bytes(pickle.dumps(model))
+    frame, own, model_file = users_model(KINDS[kind], course, tmp_path)
     sample = tmp_path / "sample.csv"
     frame[_sample_columns(kind, frame)].iloc[:SAMPLE_ROWS].to_csv(sample, index=False)
     rows = load_csv(sample)
@@ -313,12 +319,7 @@ def test_a_model_without_a_data_form_is_served_through_its_own_predict_proba(
         course, tmp_path, kind):
     """Kept whole and pickled (so read only when trusted); its fields rebuilt from the
     encoded record give the user's own answers, for a level it has never seen too."""
-    _, frame = course
-    make, change = OWN[kind]
-    frame = change(frame) if change else frame
-    model, own = make(frame)
-    model_file = tmp_path / "model.pkl"
-    model_file.write_bytes(pickle.dumps(model))
+    frame, own, model_file = users_model(OWN[kind], course, tmp_path)
     columns = COURSE_CATEGORICAL + COURSE_NUMERICAL
     frame[columns + ["churn"]].iloc[:SAMPLE_ROWS].to_csv(tmp_path / "sample.csv", index=False)
     imported = import_model(model_file, load_csv(tmp_path / "sample.csv"), "churn")
@@ -426,12 +427,8 @@ def test_every_kind_is_served_by_gunicorn_and_score_py_with_its_own_answers(
         course, tmp_path, kind):
     """The real doors: gunicorn over HTTP and score.py over a CSV, on held-out rows, against
     the user's own `predict_proba` (a model served through its own, with ALLOW_PICKLE=1)."""
-    _, frame = course
-    make, change = KINDS[kind] if kind in KINDS else OWN[kind]
-    frame = change(frame) if change else frame
-    model, own = make(frame)
-    model_file = tmp_path / "model.pkl"
-    model_file.write_bytes(pickle.dumps(model))
+    frame, own, model_file = users_model(KINDS[kind] if kind in KINDS else OWN[kind], course,
+                                         tmp_path)
     columns = _sample_columns(kind, frame) if kind in KINDS else \
         COURSE_CATEGORICAL + COURSE_NUMERICAL + ["churn"]
     frame[columns].iloc[:SAMPLE_ROWS].to_csv(tmp_path / "sample.csv", index=False)

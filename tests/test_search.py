@@ -1,8 +1,10 @@
-"""The search's clock: trials cut at their share of the budget, in process (fast)."""
+"""The search's clock and accounting: trials cut at their share of the budget, screened on
+the first fold, scored on a holdout; in process (fast)."""
 
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.datasets import make_classification
 
@@ -71,3 +73,86 @@ def test_a_row_and_its_copies_share_one_fold(table):
         assert not set(copies[fit]) & set(copies[score])
         seen[score] += 1
     assert (seen == 1).all()
+
+
+# --- screening on the first fold (large tables) ----------------------------------------------
+
+def test_on_a_large_table_later_trials_are_screened_on_the_first_fold(table, monkeypatch):
+    """Each family's first trial is complete; a later one whose first fold trails the best
+    complete trial's first fold by more than the margin stops there, and is never the best."""
+    monkeypatch.setattr(search, "SCREENED_ROWS", 500)  # the fixture's 600 rows: screened
+    x, y = table
+    trials = search.search(x, y, 2, folds=5, seed=1, budget_seconds=math.inf, max_trials=14,
+                           families=("logistic_regression", "xgboost"))
+    assert len(trials) == 14
+    firsts = {}
+    for trial in trials:
+        firsts.setdefault(trial.family, trial)
+    assert all(t.complete and len(t.folds) == 5 for t in firsts.values())
+    screened = [t for t in trials if t.screened_out]
+    assert screened, "some configurations trail the best on the first fold"
+    for at, trial in enumerate(trials):
+        complete_before = [t for t in trials[:at] if t.complete]
+        if trial in firsts.values() or not complete_before:
+            continue
+        best_first = max(t.folds[0] for t in complete_before)
+        assert trial.screened_out == (trial.folds[0] < best_first - search.SCREEN_MARGIN)
+        assert len(trial.folds) == (1 if trial.screened_out else 5)
+        assert trial.describe().get("screened_out", False) == trial.screened_out
+    blend = search.blend_trial(trials, y, 5, 1)
+    assert all(not t.screened_out for t in trials if t.params in
+               [m["params"] for m in blend.params["members"]])
+
+
+def test_below_the_large_table_size_every_trial_is_complete(table):
+    x, y = table
+    trials = search.search(x, y, 2, folds=5, seed=1, budget_seconds=math.inf, max_trials=10,
+                           families=("logistic_regression", "xgboost"))
+    assert all(t.complete and len(t.folds) == 5 for t in trials)
+
+
+def test_the_refit_reserve_and_the_choice_ignore_screened_trials(table):
+    """A screened trial's one lucky fold must not plan the refits or be chosen."""
+    from tabserve.training.trainer import refit_seconds
+
+    x, y = table
+    whole = search.cross_validate("logistic_regression", {"C": 1.0, "knots": 0}, x, y, 2, 5, 1)
+    lucky = search.Trial("xgboost", {}, [1.0], 0.001, whole.out_of_fold, screened_out=True)
+    assert refit_seconds([whole, lucky], 5, blend=False) == \
+        refit_seconds([whole], 5, blend=False)
+
+
+def test_on_a_very_large_table_every_trial_is_scored_on_one_holdout(table, monkeypatch):
+    """One fit per trial, on the first fold's split: the blend, calibration and profile use
+    the holdout's rows, and the refit reserve counts one fit, not five."""
+    from tabserve.training.trainer import refit_seconds
+
+    monkeypatch.setattr(search, "HOLDOUT_ROWS", 500)
+    x, y = table
+    trials = search.search(x, y, 2, folds=5, seed=1, budget_seconds=math.inf, max_trials=6,
+                           families=("logistic_regression", "xgboost"))
+    holdout = search.fold_rows(y, 5, 1)[0][1]
+    assert all(len(t.folds) == 1 and t.complete and np.array_equal(t.scored, holdout)
+               for t in trials)
+    assert trials[0].folds[0] == pytest.approx(
+        search.roc_auc(y[holdout], trials[0].out_of_fold[holdout]))
+    blend = search.blend_trial(trials, y, 5, 1)
+    assert np.array_equal(blend.scored, holdout) and len(blend.folds) == 1
+    one_fit = trials[0].seconds * 5 / 4 * search.REFITS  # a fit on 4/5 of the rows, scaled
+    assert refit_seconds(trials[:1], 5, blend=False) == pytest.approx(one_fit)
+
+
+def test_a_model_trained_on_a_holdout_is_calibrated_and_profiled_on_its_rows(monkeypatch):
+    from tabserve.training.trainer import train
+
+    monkeypatch.setattr(search, "HOLDOUT_ROWS", 500)
+    x, y = make_classification(n_samples=900, n_features=4, random_state=3)
+    frame = pd.DataFrame(x, columns=list("abcd")).astype(str)
+    frame["outcome"] = np.where(y == 1, "yes", "no")
+    result = train(frame, "outcome", max_trials=4)
+    cv = result.bundle.metrics["cv"]
+    assert cv["scoring"] == "holdout" and all(len(t.folds) == 1 for t in result.trials)
+    train_rows = result.bundle.metrics["rows"]["train"]
+    assert result.bundle.profile.rows == train_rows  # the fields: every training row
+    assert sum(result.bundle.profile.score.shares) == pytest.approx(1.0)
+    assert result.bundle.metrics["calibration"]["method"] in ("none", "Platt scaling")

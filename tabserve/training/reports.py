@@ -337,6 +337,31 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _metrics_table(scores: dict, intervals: dict, rows: str) -> str:
+    return _table([[name, f"{scores[name]:.4f}",
+                    f"{intervals[name][0]:.4f} to {intervals[name][1]:.4f}"
+                    if name in intervals else "not computed"]
+                   for name in ("roc_auc", "accuracy", "log_loss")],
+                  ["metric", rows, "95% bootstrap interval"])
+
+
+def _effects_table(effects: FieldEffects) -> str:
+    """The ten most important fields, and which way each pushes when known."""
+    top = sorted(effects.importance.items(), key=lambda item: -item[1])[:10]
+    return _table([[name, f"{value:.4f}", *([effects.direction[name]] if effects.direction
+                                            else [])] for name, value in top],
+                  ["field", "importance", *(["direction"] if effects.direction else [])])
+
+
+def _scored_how(cv: dict) -> str:
+    """How the search scored its trials, in words (`search.scoring`)."""
+    screened = sum(bool(t.get("screened_out")) for t in cv["all_trials"])
+    return {"holdout": f"scored on a holdout of 1/{cv['folds']} of the rows (a large table)",
+            "screened": f"cross-validated ({cv['folds']}-fold; {screened} screened out on the "
+                        "first fold)"}.get(cv.get("scoring"), f"cross-validated "
+                                                               f"({cv['folds']}-fold)")
+
+
 def model_card(bundle: ModelBundle, result: TrainingResult, intervals: dict,
                effects: FieldEffects, plots: list[str], plots_note: str, output: Path,
                failures: list[str]) -> str:
@@ -358,15 +383,7 @@ def model_card(bundle: ModelBundle, result: TrainingResult, intervals: dict,
                         f"`{json.dumps(t['params'])}`"]
                        for family, t in m["cv"]["best_by_family"].items()],
                       ["family", "best CV ROC AUC", "trials", "best parameters"])
-    metrics = _table([[name, f"{test[name]:.4f}",
-                       f"{intervals[name][0]:.4f} to {intervals[name][1]:.4f}"
-                       if name in intervals else "not computed"]
-                      for name in ("roc_auc", "accuracy", "log_loss")],
-                     ["metric", "test split", "95% bootstrap interval"])
-    top = sorted(effects.importance.items(), key=lambda item: -item[1])[:10]
-    effect_rows = [[name, f"{value:.4f}", *([effects.direction[name]] if effects.direction
-                                            else [])] for name, value in top]
-    effect_header = ["field", "importance", *(["direction"] if effects.direction else [])]
+    metrics = _metrics_table(test, intervals, "test split")
     sensitive = sensitive_fields(schema)
     test_columns = section("the test split's columns", lambda: columns_from_frame(
         schema, result.test_frame), failures, {})
@@ -399,7 +416,7 @@ Dropped columns:
 {dropped}
 
 ## Model selection
-{m['cv']['trials']} configurations were cross-validated ({m['cv']['folds']}-fold, ROC AUC{' one-vs-rest macro' if bundle.task == 'multiclass' else ''}) on the training split ({m['rows']['train']} rows) within a budget of {m['cv']['time_budget_seconds']:g} s:
+{m['cv']['trials']} configurations were {_scored_how(m['cv'])} (ROC AUC{' one-vs-rest macro' if bundle.task == 'multiclass' else ''}) on the training split ({m['rows']['train']} rows) within a budget of {m['cv']['time_budget_seconds']:g} s:
 
 {families}
 
@@ -414,7 +431,7 @@ The shipped model is the chosen configuration refit on all rows; these figures c
 same configuration fit on the training split only.
 
 Most important fields ({effects.how}){'; the direction says which way each field pushes the probability of ' + repr(bundle.positive_class) + ' on the test rows' if effects.direction else ''}:
-{_table(effect_rows, effect_header)}
+{_effects_table(effects)}
 
 ## Plots
 {plots_md}
@@ -536,15 +553,7 @@ def write_import_reports(bundle: ModelBundle, rows: pd.DataFrame, folder: Path) 
 def import_card(bundle: ModelBundle, sample_rows: int, intervals: dict, effects: FieldEffects,
                 plots: list[str] | str, failures: list[str]) -> str:
     m, meta, schema = bundle.metrics, bundle.metadata, bundle.schema
-    metrics = _table([[name, f"{m['test'][name]:.4f}",
-                       f"{intervals[name][0]:.4f} to {intervals[name][1]:.4f}"
-                       if name in intervals else "not computed"]
-                      for name in ("roc_auc", "accuracy", "log_loss")],
-                     ["metric", "the sample", "95% bootstrap interval"])
-    top = sorted(effects.importance.items(), key=lambda item: -item[1])[:10]
-    effect_rows = [[name, f"{value:.4f}", *([effects.direction[name]] if effects.direction
-                                            else [])] for name, value in top]
-    effect_header = ["field", "importance", *(["direction"] if effects.direction else [])]
+    metrics = _metrics_table(m["test"], intervals, "the sample")
     served = ("as data, by the same scorers as a model `train.py` made (no pickle)"
               if m["imported"]["served"] == "as data" else
               "through its own `predict_proba`: the bundle holds it pickled, and is served only "
@@ -575,7 +584,7 @@ trained on them. Figures from rows the model learnt flatter it: measure on rows 
 Decision: {f"threshold {bundle.threshold:.4g} on the probability of {bundle.positive_class!r}" if bundle.threshold is not None else "the most probable class"}.
 
 Most important fields ({effects.how}):
-{_table(effect_rows, effect_header)}
+{_effects_table(effects)}
 
 ## Plots
 {plots_md}

@@ -9,6 +9,19 @@ stops adding trees when a validation part of each training fold stops improving.
 The budget decides how many trials run, so `trials` in the report (and `--trials N`)
 reproduces a run on any machine: exactly, unless a trial was cut short by the budget.
 
+How a trial is scored depends on the table's size (`scoring`):
+- below `SCREENED_ROWS` training rows, on every fold;
+- from `SCREENED_ROWS`, a trial past each family's first is scored on the first fold before the
+  others: it goes on to the other folds only if that fold's ROC AUC is within `SCREEN_MARGIN` of
+  the best complete trial's on the same fold (the same rows, so the comparison is paired), and
+  otherwise stops there, screened out (successive halving, the folds as rungs). Most random
+  configurations are worse than the best so far, so the budget buys more of them; the chosen
+  trial and the blend's members are complete trials;
+- from `HOLDOUT_ROWS`, every trial is scored on the first fold alone, a holdout of 1/folds of
+  the rows (2,000 or more): five fits per trial would leave a large table one trial per
+  family. Out-of-fold predictions, and so calibration, threshold and the profile's scores,
+  come from the holdout's rows (`Trial.scored`).
+
 The budget covers what comes after the search too: a trial starts only if it, and then the
 refits of the best model so far and the report (`reserve`), still fit. A first trial of a
 family that would not fit whole (a large table) gets a share of what is left, and XGBoost
@@ -46,6 +59,9 @@ TEST_SIZE = 0.2  # the share of rows `trainer.train` keeps aside for the test sc
 # the refits after the search, in training-split fits: one, then one on all rows
 REFITS = 1 + 1 / (1 - TEST_SIZE)
 FOREST_CHUNK = 50  # trees a RandomForest on a deadline grows between looks at the clock
+SCREENED_ROWS = 4_000   # training rows from which later trials are screened on the first fold
+SCREEN_MARGIN = 0.002   # ROC AUC a screened trial's first fold may trail the best's by
+HOLDOUT_ROWS = 10_000   # training rows from which every trial is scored on one holdout
 
 
 class StopAt(TrainingCallback):
@@ -72,6 +88,13 @@ class Trial:
     seconds: float
     out_of_fold: np.ndarray = field(repr=False)  # rows × classes, from the fold models
     cut: bool = False  # XGBoost stopped adding trees when its share of the budget was spent
+    screened_out: bool = False  # stopped after the first fold (`folds` holds its score only)
+    scored: np.ndarray | None = field(default=None, repr=False)  # rows `out_of_fold` holds
+    #                                                              (None: every row)
+
+    @property
+    def complete(self) -> bool:
+        return not self.screened_out
 
     @property
     def score(self) -> float:
@@ -81,10 +104,16 @@ class Trial:
     def sd(self) -> float:
         return float(np.std(self.folds))
 
+    def scored_rows(self) -> np.ndarray:
+        """The rows with out-of-fold predictions: all, or a holdout's."""
+        return np.arange(len(self.out_of_fold)) if self.scored is None else self.scored
+
     def describe(self) -> dict[str, Any]:
         return {"family": self.family, "params": self.params, "cv_roc_auc": self.score,
                 "cv_sd": self.sd, "seconds": round(self.seconds, 2),
-                **({"cut_by_budget": True} if self.cut else {})}
+                **({"cut_by_budget": True} if self.cut else {}),
+                **({"screened_out": True, "first_fold_roc_auc": self.folds[0]}
+                   if self.screened_out else {})}
 
 
 def build_model(family: str, params: dict[str, Any], n_classes: int, seed: int) -> Pipeline:
@@ -218,37 +247,49 @@ def fold_rows(y: np.ndarray, folds: int, seed: int, copies: np.ndarray | None = 
 
 def cross_validate(family: str, params: dict[str, Any], x: np.ndarray, y: np.ndarray,
                    n_classes: int, folds: int, seed: int, seconds: float = math.inf,
-                   copies: np.ndarray | None = None) -> Trial:
+                   copies: np.ndarray | None = None,
+                   go_on: Callable[[float], bool] | None = None, holdout: bool = False
+                   ) -> Trial:
     """Score one configuration on the folds; an XGBoost fold stops adding trees once its
-    share of `seconds` is spent."""
+    share of `seconds` is spent. With `go_on`, the first fold's ROC AUC decides whether the
+    other folds run (a trial stopped there is `screened_out`); with `holdout`, only the first
+    fold runs."""
     started = time.perf_counter()
     out_of_fold = np.zeros((len(y), n_classes))
     scores, trees, cut = [], [], False
-    for fold, (fit_rows, score_rows) in enumerate(fold_rows(y, folds, seed, copies), start=1):
+    splits = fold_rows(y, folds, seed, copies)[:1 if holdout else folds]
+    for fold, (fit_rows, score_rows) in enumerate(splits, start=1):
         model, fitted = fit_model(family, params, x[fit_rows], y[fit_rows], n_classes, seed,
-                                  deadline=started + seconds * fold / folds)
+                                  deadline=started + seconds * fold / len(splits))
         out_of_fold[score_rows] = model.predict_proba(x[score_rows])
         scores.append(roc_auc(y[score_rows], out_of_fold[score_rows]))
         # a fold of a forest left whole has its tree count in the model, not in `fitted`
         trees.append(fitted.get("n_estimators", getattr(model[-1], "n_estimators", None)))
         cut = cut or fitted.get("cut", False)
+        if fold == 1 and go_on is not None and not go_on(scores[0]):
+            return Trial(family, params, scores, time.perf_counter() - started, out_of_fold,
+                         cut, screened_out=True)
     if family == "xgboost" and "n_estimators" not in params or cut:
         # the refit on more rows gets the folds' median tree count
         params = {**params, "n_estimators": int(np.median(trees))}
-    return Trial(family, params, scores, time.perf_counter() - started, out_of_fold, cut)
+    return Trial(family, params, scores, time.perf_counter() - started, out_of_fold, cut,
+                 scored=splits[0][1] if holdout else None)
 
 
 def blend_trial(trials: list[Trial], y: np.ndarray, folds: int, seed: int,
                 copies: np.ndarray | None = None) -> Trial | None:
     """The best blend of the best linear and the best XGBoost trial (see `blend`), scored on
-    their out-of-fold predictions over the same folds; None without both."""
+    their out-of-fold predictions over the same folds (or holdout); None without both."""
     members = []
     for family in MEMBERS:
-        tried = [t for t in trials if t.family == family]
+        tried = [t for t in trials if t.family == family and t.complete]
         if not tried:
             return None
         members.append(max(tried, key=lambda t: t.score))
     scored_rows = [rows for _, rows in fold_rows(y, folds, seed, copies)]
+    holdout = members[0].scored
+    if holdout is not None:
+        scored_rows = [holdout]
     blends = []
     for share in WEIGHTS:
         weights = [share, 1.0 - share]
@@ -257,8 +298,23 @@ def blend_trial(trials: list[Trial], y: np.ndarray, folds: int, seed: int,
             "blend", {"members": [{"family": m.family, "params": m.params} for m in members],
                       "weights": weights},
             [roc_auc(y[rows], out_of_fold[rows]) for rows in scored_rows],
-            sum(m.seconds for m in members), out_of_fold))
+            sum(m.seconds for m in members), out_of_fold, scored=holdout))
     return max(blends, key=lambda t: t.score)
+
+
+def scoring(rows: int) -> str:
+    """How trials are scored on this many training rows: "folds" (every trial on every fold),
+    "screened" (later trials first on the first fold) or "holdout" (the first fold alone)."""
+    if rows >= HOLDOUT_ROWS:
+        return "holdout"
+    return "screened" if rows >= SCREENED_ROWS else "folds"
+
+
+def screen(trials: list[Trial]) -> Callable[[float], bool]:
+    """Whether a trial's first fold is good enough to score it on the others: within
+    `SCREEN_MARGIN` of the best first fold among complete trials."""
+    best_first = max(t.folds[0] for t in trials if t.complete)
+    return lambda first_fold: first_fold >= best_first - SCREEN_MARGIN
 
 
 def search(x: np.ndarray, y: np.ndarray, n_classes: int, *, folds: int, seed: int,
@@ -272,13 +328,15 @@ def search(x: np.ndarray, y: np.ndarray, n_classes: int, *, folds: int, seed: in
     before the search: `reserve(trials)` is what the steps after it will need, planned from
     the trials so far, and the search leaves it. The first configuration of each family always
     runs, on an even share of what is left among the families not yet tried (XGBoost and
-    RandomForest are cut at their share; LogisticRegression is not). Later, a trial starts only if a trial of its family,
-    as slow as the last one, still fits.
+    RandomForest are cut at their share; LogisticRegression is not). Later, a trial starts only
+    if a trial of its family as slow as the last complete one still fits (its first fold, when
+    trials are screened).
     """
     started = time.perf_counter() if started is None else started
     trials: list[Trial] = []
     last_seconds: dict[str, float] = {}
     firsts = set()
+    holdout, screening = scoring(len(y)) == "holdout", scoring(len(y)) == "screened"
     for family, params in configurations(seed):
         if family not in families:
             continue
@@ -286,20 +344,26 @@ def search(x: np.ndarray, y: np.ndarray, n_classes: int, *, folds: int, seed: in
             break
         left = budget_seconds - (time.perf_counter() - started) - reserve(trials)
         first = family not in firsts
-        if max_trials is None and not first and last_seconds.get(family, 0.0) > left:
-            if all(last_seconds[f] > left for f in last_seconds):
+        # a screened trial needs its first fold to fit; should it go on, its share cuts it
+        needed = {f: seconds / (folds if screening else 1) for f, seconds in last_seconds.items()}
+        if max_trials is None and not first and needed.get(family, 0.0) > left:
+            if all(needed[f] > left for f in needed):
                 break
             continue
         share = math.inf
         if max_trials is None:  # what is left, shared with the untried families' firsts and
             # with this trial's own refits should it win (see `run.refit_seconds`)
+            fits = 1 if holdout else folds  # the trial's; a refit is one on more rows
             share = max(left, 0.0) / (len(set(families) - firsts) if first else 1) \
-                / (1 + REFITS / (folds - 1))
+                / (1 + REFITS * folds / ((folds - 1) * fits))
         firsts.add(family)
-        trial = cross_validate(family, params, x, y, n_classes, folds, seed, share, copies)
+        trial = cross_validate(family, params, x, y, n_classes, folds, seed, share, copies,
+                               go_on=screen(trials) if screening and not first else None,
+                               holdout=holdout)
         trials.append(trial)
-        last_seconds[family] = trial.seconds
-        best = max(trials, key=lambda t: t.score)
+        if trial.complete:  # a screened trial's time says nothing of a whole one's
+            last_seconds[family] = trial.seconds
+        best = max((t for t in trials if t.complete), key=lambda t: t.score)
         progress(f"trial {len(trials):>3} {family:<19} ROC AUC {trial.score:.4f} ± "
                  f"{trial.sd:.4f} | {time.perf_counter() - started:5.1f} s of "
                  f"{budget_seconds:g} s | best {best.score:.4f} ({best.family})")

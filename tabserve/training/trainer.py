@@ -38,7 +38,7 @@ from tabserve.tables import DataError
 from tabserve.training.reference import reference_profile
 from tabserve.training.schema_inference import example_record, infer_schema
 from tabserve.training.search import (FAMILIES, REFITS, TEST_SIZE, Trial, blend_trial,
-                                      copies_together, fit_model, roc_auc, search)
+                                      copies_together, fit_model, roc_auc, scoring, search)
 from tabserve.training.thresholds import choose_calibration, choose_threshold
 
 CANDIDATES = (*FAMILIES, "blend")  # the kinds of model that may be chosen
@@ -54,12 +54,14 @@ def refit_seconds(trials: list[Trial], folds: int, blend: bool) -> float:
     """What the two refits after the search will take (on the training split for the test
     score, then on all rows), planned from the trials' own fits: a fold fits (folds-1)/folds
     of the training split, and all rows are 1/(1-TEST_SIZE) of it. For the leader, or the
-    blend of the best members when it may be chosen."""
+    blend of the best members when it may be chosen (complete trials only: a trial screened
+    out on its first fold is never chosen)."""
+    trials = [t for t in trials if t.complete]
     if not trials:
         return 0.0
 
-    def refits(trial: Trial) -> float:
-        return trial.seconds / (folds - 1) * REFITS
+    def refits(trial: Trial) -> float:  # its fits were each on (folds-1)/folds of the rows
+        return trial.seconds / len(trial.folds) * folds / (folds - 1) * REFITS
     best: dict[str, Trial] = {}
     for trial in trials:
         if trial.family not in best or trial.score > best[trial.family].score:
@@ -283,7 +285,11 @@ def choose_model(encoded: Encoded, n_classes: int, candidates: Sequence[str], *,
     train_rows, test_rows = encoded.split.train, encoded.split.test
     x, y = encoded.x[train_rows], encoded.y[train_rows]
     copies = _within(encoded.split.copies, train_rows)
-    log(f"Searching {', '.join(candidates)} by {folds}-fold cross-validated ROC AUC on "
+    how = {"folds": f"{folds}-fold cross-validated ROC AUC",
+           "screened": f"{folds}-fold cross-validated ROC AUC (later trials screened on the "
+                       "first fold)",
+           "holdout": f"ROC AUC on a holdout of 1/{folds} of the rows"}[scoring(len(train_rows))]
+    log(f"Searching {', '.join(candidates)} by {how} on "
         f"{len(train_rows)} rows (test split: {len(test_rows)} rows), budget "
         f"{f'{max_trials} trials' if max_trials else f'{time_budget:g} s for the whole run'}")
     # a blend needs its members searched, whether or not they may be chosen alone
@@ -295,7 +301,7 @@ def choose_model(encoded: Encoded, n_classes: int, candidates: Sequence[str], *,
                     reserve=lambda so_far: refit_seconds(so_far, folds, blend_allowed)
                     + report_seconds(time_budget))
     best: dict[str, Trial] = {}
-    for trial in trials:
+    for trial in (t for t in trials if t.complete):
         if trial.family not in best or trial.score > best[trial.family].score:
             best[trial.family] = trial
     blend = blend_trial(trials, y, folds, seed, copies) if blend_allowed else None
@@ -303,8 +309,11 @@ def choose_model(encoded: Encoded, n_classes: int, candidates: Sequence[str], *,
         best["blend"] = blend
     for family, trial in best.items():
         tried = sum(t.family == family for t in trials) if family != "blend" else len(WEIGHTS)
+        screened = sum(t.family == family and t.screened_out for t in trials)
+        tried_words = f"{tried} tried" + (f", {screened} screened out on the first fold"
+                                          if screened else "")
         log(f"  best {family:<19} ROC AUC {trial.score:.4f} ± {trial.sd:.4f} "
-            f"({tried} tried) {trial.params if family != 'blend' else trial.params['weights']}")
+            f"({tried_words}) {trial.params if family != 'blend' else trial.params['weights']}")
     eligible = [t for t in best.values() if t.family in candidates]
     if not eligible:  # only a blend was asked for, and too few trials ran to form one
         log("  no blend: it needs a linear and an XGBoost trial; choosing among those that ran")
@@ -320,13 +329,15 @@ def decide(chosen: Trial, y_train: np.ndarray, labelled: Labelled, threshold_rul
     probabilities; the most probable class otherwise."""
     if not labelled.binary:
         log("Decision: the most probable class")
-        return Decision(None, None, None, None, chosen.out_of_fold)
-    calibration, report = choose_calibration(chosen.out_of_fold[:, 1], y_train, seed)
+        return Decision(None, None, None, None, chosen.out_of_fold[chosen.scored_rows()])
+    scored = chosen.scored_rows()  # every training row, or the holdout's (a large table)
+    y_scored = y_train[scored]
+    calibration, report = choose_calibration(chosen.out_of_fold[scored, 1], y_scored, seed)
     log(f"Calibration: {'Platt scaling' if calibration else 'none'} (out-of-fold log loss "
         f"{report['log_loss_raw']:.4f} raw, "
         f"{report['log_loss_platt']:.4f} with Platt scaling)")
-    out_of_fold = calibrate(chosen.out_of_fold, calibration)
-    threshold, rule = choose_threshold(threshold_rule, out_of_fold[:, 1], y_train)
+    out_of_fold = calibrate(chosen.out_of_fold[scored], calibration)
+    threshold, rule = choose_threshold(threshold_rule, out_of_fold[:, 1], y_scored)
     log(f"Decision threshold: {threshold:.4g} ({rule}); positive class "
         f"{labelled.positive_class!r}")
     return Decision(calibration, threshold, rule, report, out_of_fold)
@@ -355,7 +366,8 @@ def training_metrics(labelled: Labelled, encoded: Encoded, choice: Choice, decis
         "rows": {"used": len(labelled.rows), "train": len(split.train), "test": len(split.test),
                  "left_out_without_target": labelled.unlabelled,
                  "copies": split.copied, "copies_kept_together": split.copies is not None},
-        "cv": {"folds": folds, "metric": "roc_auc" if labelled.binary else "roc_auc_ovr",
+        "cv": {"folds": folds, "scoring": scoring(len(split.train)),
+               "metric": "roc_auc" if labelled.binary else "roc_auc_ovr",
                "trials": len(choice.trials), "time_budget_seconds": time_budget,
                "best_by_family": {f: t.describe() for f, t in choice.best.items()},
                "all_trials": [t.describe() for t in choice.trials]},
