@@ -39,10 +39,11 @@ class HeldOutScore:
     accuracy: float
 
 
-def split(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The protocol's split: labelled rows, 80/20, stratified, random_state=1."""
+def split(frame: pd.DataFrame, target: str, seed: int = 1
+          ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The protocol's split: labelled rows, 80/20, stratified, random_state=1 (or `seed`)."""
     frame = frame[frame[target].notna()]
-    return train_test_split(frame, test_size=0.2, stratify=frame[target], random_state=1)
+    return train_test_split(frame, test_size=0.2, stratify=frame[target], random_state=seed)
 
 
 def roc_auc(y, proba) -> float:

@@ -250,3 +250,48 @@ def test_each_speed_mechanism_off_answers_the_same(telco_bundle, name):
 def test_an_unknown_speed_mechanism_is_a_config_error():
     with pytest.raises(ConfigError, match="SPEEDUPS_OFF names tree_cod; choose from"):
         Settings.from_env({"SPEEDUPS_OFF": "tree_cod"})
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_hist_gradient_boosting_is_served_as_a_booster_with_its_answers(classes):
+    """A HistGradientBoosting model, translated to an XGBoost booster, gives its own
+    `predict_proba` one record at a time and in batches, with missing values, a split of the
+    missing values from all numbers (an infinite threshold) and records on each split's
+    threshold (scikit-learn's thresholds are often values of the data); its explanations add
+    up to its raw scores."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+
+    from tabserve.model.fitted import BoostedTrees
+    from tabserve.model.from_sklearn import translated
+    from tabserve.serving.scorers import compile_model
+
+    rng = np.random.default_rng(3)
+    matrix = rng.normal(size=(1500, 5))
+    y = (matrix[:, 0] + matrix[:, 1] * matrix[:, 2] > 0).astype(int) + \
+        (matrix[:, 3] > 1 if classes == 3 else 0)
+    matrix[rng.random(matrix.shape) < 0.1] = np.nan
+    matrix[y == 1, 4] = np.where(rng.random((y == 1).sum()) < 0.6, np.nan, matrix[y == 1, 4])
+    model = HistGradientBoostingClassifier(max_iter=60, random_state=0).fit(matrix, y)
+    nodes = [p.nodes for round_ in model._predictors for p in round_]
+    assert any(np.isinf(n["num_threshold"][~n["is_leaf"].astype(bool)]).any() for n in nodes)
+    fitted = translated(Pipeline([("model", model)]))
+    assert isinstance(fitted, BoostedTrees)
+    scorer = compile_model(fitted)
+    edges = []  # a record on each of the first tree's thresholds, and just above it
+    first = nodes[0][~nodes[0]["is_leaf"].astype(bool)]
+    for feature, threshold in zip(first["feature_idx"], first["num_threshold"]):
+        for value in (threshold, threshold + 1e-4 * (1 + abs(threshold))):
+            record = np.nan_to_num(matrix[0])
+            record[feature] = value
+            edges.append(record)
+    records = np.vstack([matrix, np.array(edges)[np.isfinite(edges).all(axis=1)]])
+    expected = model.predict_proba(records)
+    for x, probabilities in zip(records.tolist(), expected):
+        np.testing.assert_allclose(scorer.row(x), probabilities, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(scorer(records), expected, rtol=0, atol=1e-6)
+    contributions, base = scorer.contributions(records)
+    margins = model._raw_predict(records)
+    np.testing.assert_allclose(contributions.sum(axis=2) + base,
+                               margins if classes == 3 else margins.reshape(-1, 1),
+                               rtol=0, atol=1e-5)
