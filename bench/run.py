@@ -352,12 +352,10 @@ def complete_rows(bundle: ModelBundle):
 
 def train_course_model(bundle: ModelBundle, path: Path) -> None:
     """The course's recipe on the same rows: DictVectorizer, then the bundle's model family
-    (a blend's boosted member)."""
+    (a blend's XGBoost member)."""
     from sklearn.feature_extraction import DictVectorizer
     from sklearn.linear_model import LogisticRegression
     from xgboost import XGBClassifier
-
-    from tabserve.training.search import BOOSTED, build_model
 
     frame = complete_rows(bundle)
     y = (frame[bundle.schema.target] == bundle.classes[-1]).astype(int).to_numpy()
@@ -365,14 +363,12 @@ def train_course_model(bundle: ModelBundle, path: Path) -> None:
     X = dv.fit_transform(records_from_frame(bundle, frame))
     # an imported model's family is "imported": the course's own LogisticRegression
     family, params = bundle.metrics["chosen"], bundle.metrics.get("chosen_params", {})
-    seed = bundle.metadata.get("seed", 1)
-    if family == "blend":  # its boosted member
+    if family == "blend":  # its XGBoost member
         family, params = next((m["family"], m["params"]) for m in params["members"]
-                              if m["family"] in BOOSTED)
+                              if m["family"] == "xgboost")
     if family == "xgboost":
-        model = XGBClassifier(**params, tree_method="hist", n_jobs=1, random_state=seed)
-    elif family == "hist_gradient_boosting":
-        model = build_model(family, params, 2, seed)[-1]
+        model = XGBClassifier(**params, tree_method="hist", n_jobs=1,
+                              random_state=bundle.metadata.get("seed", 1))
     else:
         model = LogisticRegression(C=1.0, max_iter=5000)
     model.fit(X, y)

@@ -194,8 +194,7 @@ def test_v2_invalid_values_name_the_field(client, telco_bundle, telco_record):
 
 @pytest.mark.parametrize("csv_name, target", [("loan_csv", "approved"),
                                               ("flower_csv", "species")])
-@pytest.mark.parametrize("candidate", ["logistic_regression", "xgboost", "hist_gradient_boosting",
-                                       "blend"])
+@pytest.mark.parametrize("candidate", ["logistic_regression", "xgboost", "blend"])
 def test_explanations_add_up_to_the_raw_score(request, csv_name, target, candidate):
     csv = request.getfixturevalue(csv_name)
     bundle = fit_bundle(csv, target, candidates=[candidate],

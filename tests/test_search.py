@@ -29,36 +29,14 @@ def test_a_forest_that_beats_its_deadline_is_the_forest_grown_without_one(table)
         assert np.array_equal(a.tree_.value, b.tree_.value)
 
 
-HIST = {"learning_rate": 0.01, "max_leaf_nodes": 7, "min_samples_leaf": 20,
-        "l2_regularization": 0.0, "max_features": 1.0}
-
-
-def test_a_hist_gradient_boosting_grown_in_chunks_is_the_model_of_one_fit(table):
-    """Grown `HIST_CHUNK` rounds at a time until its early stopping ends it: the rounds and
-    answers of one fit, and the refit takes that many rounds without early stopping."""
-    x, y = table
-    params = {**HIST, "learning_rate": 0.1}
-    timed, fitted = search.fit_model("hist_gradient_boosting", params, x, y, 2, seed=1,
-                                     deadline=10**9)
-    one = search.build_model("hist_gradient_boosting", params, 2, seed=1)
-    one.fit(x, y)  # one fit, MAX_TREES rounds at most
-    assert search.HIST_CHUNK < fitted["n_estimators"] == one[-1].n_iter_ < search.MAX_TREES
-    assert "cut" not in fitted and not timed[-1].warm_start
-    np.testing.assert_array_equal(timed.predict_proba(x), one.predict_proba(x))
-    refit, _ = search.fit_model("hist_gradient_boosting", fitted, x, y, 2, seed=1)
-    assert refit[-1].n_iter_ == fitted["n_estimators"] and not refit[-1].early_stopping
-
-
-@pytest.mark.parametrize("family", ["random_forest", "xgboost", "hist_gradient_boosting"])
+@pytest.mark.parametrize("family", ["random_forest", "xgboost"])
 def test_a_fit_past_its_deadline_stops_growing_and_says_so(table, family):
     x, y = table
-    params = {"random_forest": {"min_samples_leaf": 3, "max_features": "sqrt"},
-              "xgboost": {"max_depth": 3, "learning_rate": 0.01},
-              "hist_gradient_boosting": HIST}[family]
+    params = {"min_samples_leaf": 3, "max_features": "sqrt"} if family == "random_forest" \
+        else {"max_depth": 3, "learning_rate": 0.01}
     model, fitted = search.fit_model(family, params, x, y, 2, seed=1, deadline=-math.inf)
     assert fitted["cut"] is True
-    assert fitted["n_estimators"] == {"random_forest": search.FOREST_CHUNK, "xgboost": 1,
-                                      "hist_gradient_boosting": search.HIST_CHUNK}[family]
+    assert fitted["n_estimators"] == (search.FOREST_CHUNK if family == "random_forest" else 1)
     assert model[-1].get_params().get("callbacks") is None  # nothing of the clock is kept
 
 

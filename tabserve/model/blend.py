@@ -15,8 +15,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from tabserve.model.decision import TINY
 
-# a linear model and boosted trees, each the best trial of its families
-MEMBERS = (("logistic_regression",), ("xgboost", "hist_gradient_boosting"))
+MEMBERS = ("logistic_regression", "xgboost")
 WEIGHTS = (0.25, 0.5, 0.75)  # the linear member's share, tried in turn
 
 

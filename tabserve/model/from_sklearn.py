@@ -5,15 +5,12 @@ the arrays they hold, copied, so what is served is exactly what was fitted. Trai
 from __future__ import annotations
 
 import numpy as np
-import xgboost
-from sklearn.ensemble import (ExtraTreesClassifier, HistGradientBoostingClassifier,
-                              RandomForestClassifier)
+from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tabserve.model import hist_trees
 from tabserve.model.blend import Blend
 from tabserve.model.encoding import Hinges
 from tabserve.model.bundle import pickled_steps
@@ -57,16 +54,10 @@ def linear_model(fitted: list) -> LinearModel | None:
 
 
 def boosted_trees(fitted: list) -> BoostedTrees | None:
-    """An XGBoost classifier alone, its booster in XGBoost's own format; or a
-    HistGradientBoostingClassifier alone, as an XGBoost booster (`hist_trees`)."""
-    if len(fitted) != 1:
+    """An XGBoost classifier alone, its booster in XGBoost's own format."""
+    if len(fitted) != 1 or not hasattr(fitted[0], "get_booster"):
         return None
-    if type(fitted[0]) is HistGradientBoostingClassifier and hist_trees.is_translatable(fitted[0]):
-        booster = xgboost.Booster(model_file=bytearray(hist_trees.booster_json(fitted[0])))
-    elif hasattr(fitted[0], "get_booster"):
-        booster = fitted[0].get_booster()
-    else:
-        return None
+    booster = fitted[0].get_booster()
     return BoostedTrees(Ubjson(booster.save_raw("ubj")), n_classes=len(fitted[0].classes_),
                         n_features=booster.num_features())
 

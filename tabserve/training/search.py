@@ -1,13 +1,11 @@
 """Model search within a time budget: diverse candidates, tuned, compared by cross-validation.
 
-No single family wins on every tabular data set, so the search tries four, in a fixed order
+No single family wins on every tabular data set, so the search tries three, in a fixed order
 that the seed decides: the defaults of each first, then a small grid of LogisticRegression
-strengths (with piecewise-linear hinge terms for continuous columns, and two without), then
-random configurations of XGBoost (2 in 4), HistGradientBoosting (1 in 4: leaf-wise trees, as
-LightGBM grows them) and RandomForest (1 in 4) until the budget is spent. Every trial is
-scored by stratified k-fold ROC AUC on the same folds (a row and its exact copies in one fold,
-so a copy never scores the model that learned it); the boosted families stop adding trees when
-a validation part of each training fold stops improving.
+strengths (with piecewise-linear hinge terms for continuous columns, and two without), then random configurations of XGBoost (3 in 4) and RandomForest (1 in 4) until the
+budget is spent. Every trial is scored by stratified k-fold ROC AUC on the same folds (a row
+and its exact copies in one fold, so a copy never scores the model that learned it); XGBoost
+stops adding trees when a validation part of each training fold stops improving.
 The budget decides how many trials run, so `trials` in the report (and `--trials N`)
 reproduces a run on any machine: exactly, unless a trial was cut short by the budget.
 
@@ -26,9 +24,9 @@ How a trial is scored depends on the table's size (`scoring`):
 
 The budget covers what comes after the search too: a trial starts only if it, and then the
 refits of the best model so far and the report (`reserve`), still fit. A first trial of a
-family that would not fit whole (a large table) gets a share of what is left, and the tree
-families stop adding trees when that share is spent: the trial scores the trees it grew (its
-report entry says it was cut), so one family cannot eat the others' time.
+family that would not fit whole (a large table) gets a share of what is left, and XGBoost
+and RandomForest stop adding trees when that share is spent: the trial scores the trees it grew (its report
+entry says it was cut), so one family cannot eat the others' time.
 """
 
 from __future__ import annotations
@@ -40,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -53,18 +51,14 @@ from xgboost.callback import TrainingCallback
 from tabserve.model.blend import MEMBERS, WEIGHTS, Blend, combine
 from tabserve.model.encoding import Hinges
 
-FAMILIES = ("logistic_regression", "xgboost", "hist_gradient_boosting", "random_forest")
-BOOSTED = ("xgboost", "hist_gradient_boosting")  # trees added until a validation part stops
-#                                                  improving; "n_estimators" is their count
+FAMILIES = ("logistic_regression", "xgboost", "random_forest")
 EARLY_STOPPING_ROUNDS = 50
-HIST_STOPPING_ROUNDS = 20  # HistGradientBoosting keeps the rounds it waited for: wait less
 MAX_TREES = 2000
 HINGE_KNOTS = 4  # bends per continuous column for LogisticRegression (see Hinges)
 TEST_SIZE = 0.2  # the share of rows `trainer.train` keeps aside for the test score
 # the refits after the search, in training-split fits: one, then one on all rows
 REFITS = 1 + 1 / (1 - TEST_SIZE)
 FOREST_CHUNK = 50  # trees a RandomForest on a deadline grows between looks at the clock
-HIST_CHUNK = 50    # rounds a HistGradientBoosting on a deadline grows between looks
 SCREENED_ROWS = 4_000   # training rows from which later trials are screened on the first fold
 SCREEN_MARGIN = 0.002   # ROC AUC a screened trial's first fold may trail the best's by
 HOLDOUT_ROWS = 10_000   # training rows from which every trial is scored on one holdout
@@ -93,7 +87,7 @@ class Trial:
     folds: list[float]
     seconds: float
     out_of_fold: np.ndarray = field(repr=False)  # rows × classes, from the fold models
-    cut: bool = False  # trees stopped being added when its share of the budget was spent
+    cut: bool = False  # XGBoost stopped adding trees when its share of the budget was spent
     screened_out: bool = False  # stopped after the first fold (`folds` holds its score only)
     scored: np.ndarray | None = field(default=None, repr=False)  # rows `out_of_fold` holds
     #                                                              (None: every row)
@@ -136,15 +130,6 @@ def build_model(family: str, params: dict[str, Any], n_classes: int, seed: int) 
             n_estimators=params.get("n_estimators", 300),
             min_samples_leaf=params["min_samples_leaf"], max_features=params["max_features"],
             n_jobs=2, random_state=seed))])
-    if family == "hist_gradient_boosting":
-        settled = "n_estimators" in params  # a refit: the rounds the trial's folds chose
-        return Pipeline([("model", HistGradientBoostingClassifier(
-            learning_rate=params["learning_rate"], max_leaf_nodes=params["max_leaf_nodes"],
-            min_samples_leaf=params["min_samples_leaf"],
-            l2_regularization=params["l2_regularization"], max_features=params["max_features"],
-            max_iter=params.get("n_estimators", MAX_TREES), early_stopping=not settled,
-            validation_fraction=None if settled else 0.15,
-            n_iter_no_change=HIST_STOPPING_ROUNDS, random_state=seed))])
     return Pipeline([("model", XGBClassifier(
         **params, tree_method="hist", n_jobs=2, random_state=seed,
         objective="binary:logistic" if n_classes == 2 else "multi:softprob"))])
@@ -157,9 +142,6 @@ def configurations(seed: int) -> Iterator[tuple[str, dict[str, Any]]]:
     yield "xgboost", {"max_depth": 4, "learning_rate": 0.05, "min_child_weight": 1.0,
                       "subsample": 0.8, "colsample_bytree": 0.8, "reg_lambda": 1.0,
                       "reg_alpha": 0.0}
-    yield "hist_gradient_boosting", {"learning_rate": 0.1, "max_leaf_nodes": 31,
-                                     "min_samples_leaf": 20, "l2_regularization": 0.0,
-                                     "max_features": 1.0}
     yield "random_forest", {"min_samples_leaf": 3, "max_features": "sqrt"}
     for c in (0.01, 0.03, 0.1, 0.3, 3.0):
         yield "logistic_regression", {"C": c, "knots": HINGE_KNOTS}
@@ -170,13 +152,6 @@ def configurations(seed: int) -> Iterator[tuple[str, dict[str, Any]]]:
             yield "random_forest", {
                 "min_samples_leaf": int(rng.choice([1, 2, 5, 10, 20])),
                 "max_features": ["sqrt", "log2", 0.3, 0.5][int(rng.integers(4))]}
-        elif i % 4 == 1:
-            yield "hist_gradient_boosting", {
-                "learning_rate": float(10 ** rng.uniform(-2.0, -0.7)),
-                "max_leaf_nodes": int(2 ** rng.uniform(2, 7)),
-                "min_samples_leaf": int(rng.choice([5, 10, 20, 50, 100])),
-                "l2_regularization": float(rng.choice([0.0, 0.01, 0.1, 1.0, 10.0])),
-                "max_features": float(rng.uniform(0.3, 1.0))}
         else:
             yield "xgboost", {
                 "max_depth": int(rng.integers(2, 8)),
@@ -199,10 +174,10 @@ def roc_auc(y: np.ndarray, proba: np.ndarray) -> float:
 def fit_model(family: str, params: dict[str, Any], x: np.ndarray, y: np.ndarray,
               n_classes: int, seed: int, deadline: float | None = None
               ) -> tuple[Pipeline, dict[str, Any]]:
-    """Fit one configuration; the boosted families hold out 15% to decide their number of
-    trees, and stop at `deadline` if one is given.
+    """Fit one configuration; XGBoost holds out 15% to decide its number of trees, and
+    stops at `deadline` if one is given.
 
-    Returns the fitted steps and the parameters to refit with (a boosted tree count fixed;
+    Returns the fitted steps and the parameters to refit with (XGBoost's tree count fixed;
     `"cut": True` among them when the deadline stopped it). A blend fits each member with
     its own parameters.
     """
@@ -213,9 +188,6 @@ def fit_model(family: str, params: dict[str, Any], x: np.ndarray, y: np.ndarray,
     if family == "random_forest" and deadline is not None:
         return _grow_forest(build_model(family, params, n_classes, seed), x, y, params,
                             deadline)
-    if family == "hist_gradient_boosting" and "n_estimators" not in params:
-        return _grow_hist(build_model(family, params, n_classes, seed), x, y, params,
-                          math.inf if deadline is None else deadline)
     if family != "xgboost" or "n_estimators" in params:
         return build_model(family, params, n_classes, seed).fit(x, y), params
     x_fit, x_stop, y_fit, y_stop = train_test_split(x, y, test_size=0.15, stratify=y,
@@ -248,24 +220,6 @@ def _grow_forest(model: Pipeline, x: np.ndarray, y: np.ndarray, params: dict[str
     return model, params
 
 
-def _grow_hist(model: Pipeline, x: np.ndarray, y: np.ndarray, params: dict[str, Any],
-               deadline: float) -> tuple[Pipeline, dict[str, Any]]:
-    """A HistGradientBoosting grown `HIST_CHUNK` rounds at a time until its own early
-    stopping ends it (on 15% of the rows it holds out, the same each time) or `deadline`
-    has passed. Grown on with the same seed, it is the model of one fit: `--trials N`
-    scores it alike."""
-    boosting = model[-1]
-    boosting.set_params(warm_start=True, max_iter=0)
-    while True:
-        boosting.set_params(max_iter=min(MAX_TREES, boosting.max_iter + HIST_CHUNK))
-        model.fit(x, y)
-        stopped = boosting.n_iter_ < boosting.max_iter or boosting.max_iter == MAX_TREES
-        if stopped or time.perf_counter() > deadline:
-            boosting.set_params(warm_start=False)
-            fitted = {**params, "n_estimators": int(boosting.n_iter_)}
-            return model, (fitted if stopped else {**fitted, "cut": True})
-
-
 def copies_together(rows: np.ndarray, copies: np.ndarray | None) -> tuple[np.ndarray, list]:
     """The first row of each set of exact copies (`copies`: one id per distinct row; None
     when no row repeats), and a function from chosen first rows to all their rows, in order.
@@ -296,8 +250,8 @@ def cross_validate(family: str, params: dict[str, Any], x: np.ndarray, y: np.nda
                    copies: np.ndarray | None = None,
                    go_on: Callable[[float], bool] | None = None, holdout: bool = False
                    ) -> Trial:
-    """Score one configuration on the folds; a tree family's fold stops adding trees once
-    its share of `seconds` is spent. With `go_on`, the first fold's ROC AUC decides whether the
+    """Score one configuration on the folds; an XGBoost fold stops adding trees once its
+    share of `seconds` is spent. With `go_on`, the first fold's ROC AUC decides whether the
     other folds run (a trial stopped there is `screened_out`); with `holdout`, only the first
     fold runs."""
     started = time.perf_counter()
@@ -315,7 +269,7 @@ def cross_validate(family: str, params: dict[str, Any], x: np.ndarray, y: np.nda
         if fold == 1 and go_on is not None and not go_on(scores[0]):
             return Trial(family, params, scores, time.perf_counter() - started, out_of_fold,
                          cut, screened_out=True)
-    if family in BOOSTED and "n_estimators" not in params or cut:
+    if family == "xgboost" and "n_estimators" not in params or cut:
         # the refit on more rows gets the folds' median tree count
         params = {**params, "n_estimators": int(np.median(trees))}
     return Trial(family, params, scores, time.perf_counter() - started, out_of_fold, cut,
@@ -324,11 +278,11 @@ def cross_validate(family: str, params: dict[str, Any], x: np.ndarray, y: np.nda
 
 def blend_trial(trials: list[Trial], y: np.ndarray, folds: int, seed: int,
                 copies: np.ndarray | None = None) -> Trial | None:
-    """The best blend of the best linear and the best boosted trial (see `blend`), scored on
+    """The best blend of the best linear and the best XGBoost trial (see `blend`), scored on
     their out-of-fold predictions over the same folds (or holdout); None without both."""
     members = []
-    for families in MEMBERS:
-        tried = [t for t in trials if t.family in families and t.complete]
+    for family in MEMBERS:
+        tried = [t for t in trials if t.family == family and t.complete]
         if not tried:
             return None
         members.append(max(tried, key=lambda t: t.score))
@@ -373,8 +327,8 @@ def search(x: np.ndarray, y: np.ndarray, n_classes: int, *, folds: int, seed: in
     The budget runs from `started` (a `time.perf_counter()`; default: now), which may be
     before the search: `reserve(trials)` is what the steps after it will need, planned from
     the trials so far, and the search leaves it. The first configuration of each family always
-    runs, on an even share of what is left among the families not yet tried (the tree
-    families are cut at their share; LogisticRegression is not). Later, a trial starts only
+    runs, on an even share of what is left among the families not yet tried (XGBoost and
+    RandomForest are cut at their share; LogisticRegression is not). Later, a trial starts only
     if a trial of its family as slow as the last complete one still fits (its first fold, when
     trials are screened).
     """

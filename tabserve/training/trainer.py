@@ -67,10 +67,8 @@ def refit_seconds(trials: list[Trial], folds: int, blend: bool) -> float:
         if trial.family not in best or trial.score > best[trial.family].score:
             best[trial.family] = trial
     costs = [refits(max(trials, key=lambda t: t.score))]
-    members = [max((best[f] for f in families if f in best), key=lambda t: t.score,
-                   default=None) for families in MEMBERS]
-    if blend and None not in members:
-        costs.append(sum(refits(member) for member in members))
+    if blend and all(member in best for member in MEMBERS):
+        costs.append(sum(refits(best[member]) for member in MEMBERS))
     return max(costs)
 
 
@@ -295,8 +293,7 @@ def choose_model(encoded: Encoded, n_classes: int, candidates: Sequence[str], *,
         f"{len(train_rows)} rows (test split: {len(test_rows)} rows), budget "
         f"{f'{max_trials} trials' if max_trials else f'{time_budget:g} s for the whole run'}")
     # a blend needs its members searched, whether or not they may be chosen alone
-    searched = [f for f in FAMILIES if f in candidates
-                or ("blend" in candidates and any(f in families for families in MEMBERS))]
+    searched = [f for f in FAMILIES if f in candidates or ("blend" in candidates and f in MEMBERS)]
     blend_allowed = "blend" in candidates
     trials = search(x, y, n_classes, folds=folds, seed=seed, budget_seconds=time_budget,
                     started=started, max_trials=max_trials, families=searched,
@@ -319,7 +316,7 @@ def choose_model(encoded: Encoded, n_classes: int, candidates: Sequence[str], *,
             f"({tried_words}) {trial.params if family != 'blend' else trial.params['weights']}")
     eligible = [t for t in best.values() if t.family in candidates]
     if not eligible:  # only a blend was asked for, and too few trials ran to form one
-        log("  no blend: it needs a linear and a boosted trial; choosing among those that ran")
+        log("  no blend: it needs a linear and an XGBoost trial; choosing among those that ran")
         eligible = list(best.values())
     chosen = max(eligible, key=lambda t: t.score)
     log(f"Chosen: {chosen.family} {chosen.params}")
