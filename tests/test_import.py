@@ -132,6 +132,51 @@ def _with_missing_numbers(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def ordinal_boosting(frame, categorical: bool = False):
+    """An OrdinalEncoder (unseen levels as -1) before a HistGradientBoostingClassifier, the
+    numbers passed through (the remainder) and sometimes missing; `categorical`: the codes
+    split as levels (`categorical_features`), which have no data form here."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    prepare = ColumnTransformer([
+        ("levels", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
+         COURSE_CATEGORICAL)], remainder="passthrough")
+    levels = list(range(len(COURSE_CATEGORICAL))) if categorical else None
+    model = Pipeline([("prepare", prepare),
+                      ("model", HistGradientBoostingClassifier(
+                          max_iter=40, random_state=0, categorical_features=levels))])
+    columns = COURSE_CATEGORICAL + COURSE_NUMERICAL
+    model.fit(frame[columns].iloc[:SAMPLE_ROWS], frame.churn.iloc[:SAMPLE_ROWS])
+    return model, lambda rows: model.predict_proba(rows[columns])
+
+
+def course_pair_tree(frame):
+    """The course's pair with a DecisionTreeClassifier (its week on trees)."""
+    from sklearn.tree import DecisionTreeClassifier
+    return course_pair(frame, DecisionTreeClassifier(max_depth=6, min_samples_leaf=15,
+                                                     random_state=0))
+
+
+def course_pair_boosting(frame):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    return course_pair(frame, HistGradientBoostingClassifier(max_iter=40, random_state=0))
+
+
+def bare_boosting(frame):
+    """A multiclass HistGradientBoostingClassifier fitted on a frame of numbers, some missing:
+    the contract from the rest (one tree per class per round)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    columns = ["seniorcitizen", *COURSE_NUMERICAL]
+    y = frame.contract.map({"month-to-month": 0, "one_year": 1, "two_year": 2})
+    model = HistGradientBoostingClassifier(max_iter=30, random_state=0)
+    model.fit(frame[columns].iloc[:SAMPLE_ROWS], y.iloc[:SAMPLE_ROWS])
+    return model, lambda rows: model.predict_proba(rows[columns])
+
+
 KINDS = {
     "course LogisticRegression": (lambda f: course_pair(f, _lr()), None),
     "course XGBoost": (lambda f: course_pair(f, _xgb()), None),
@@ -143,7 +188,24 @@ KINDS = {
     "bare multiclass XGBClassifier": (bare_xgboost, None),
     "OrdinalEncoder (imputed, scaled), LogisticRegression": (
         ordinal_pipeline, _with_missing_and_unseen_contracts),
+    "Pipeline(ColumnTransformer(OrdinalEncoder, remainder), HistGradientBoosting)": (
+        ordinal_boosting, lambda f: _with_missing_numbers(_with_missing_and_unseen_contracts(f))),
+    "course HistGradientBoosting": (course_pair_boosting, None),
+    "course DecisionTree": (course_pair_tree, None),
+    "bare multiclass HistGradientBoosting": (bare_boosting, _with_missing_numbers),
 }
+
+
+def _tolerance(kind: str) -> float:
+    """XGBoost's own answers are float32, and a HistGradientBoosting model is served as an
+    XGBoost booster (float32 leaves)."""
+    return 1e-6 if "XGB" in kind or "HistGradientBoosting" in kind else 1e-9
+
+
+def _one_as_in_a_batch(kind: str) -> float:
+    """One record's trees are summed in float64; a batch of trees too deep for the tree tables
+    (HistGradientBoosting's 31 leaves) is XGBoost's own float32 sum."""
+    return 1e-6 if "HistGradientBoosting" in kind else 1e-12
 
 
 def _lr():
@@ -178,7 +240,7 @@ def users_model(kind: tuple, course, tmp_path) -> tuple:
 @pytest.mark.parametrize("kind", KINDS, ids=list(KINDS))
 def test_an_imported_model_serves_its_own_answers(course, tmp_path, kind):
     """Imported from a file as a user saves it; served answers on rows the sample did not
-    hold equal the user's own `predict_proba` (1e-9; XGBoost's own answers are float32)."""
+    hold equal the user's own `predict_proba` (1e-9; 1e-6 for float32 trees: `_tolerance`)."""
     frame, own, model_file = users_model(KINDS[kind], course, tmp_path)
     sample = tmp_path / "sample.csv"
     frame[_sample_columns(kind, frame)].iloc[:SAMPLE_ROWS].to_csv(sample, index=False)
@@ -197,13 +259,14 @@ def test_an_imported_model_serves_its_own_answers(course, tmp_path, kind):
     client = create_app(served, Settings()).test_client()
     answers = client.post("/predict", json=records).get_json()
     got = np.array([[a["probabilities"][c] for c in served.classes] for a in answers])
-    tolerance = 1e-6 if "XGB" in kind else 1e-9
-    np.testing.assert_allclose(got, own(held_out), rtol=0, atol=tolerance)
+    np.testing.assert_allclose(got, own(held_out), rtol=0, atol=_tolerance(kind))
     for record, answer in list(zip(records, answers))[:30]:  # one record: the row path
         one = client.post("/predict", json=record).get_json()
-        assert one["probabilities"] == pytest.approx(answer["probabilities"], abs=1e-12)
+        assert one["probabilities"] == pytest.approx(answer["probabilities"],
+                                                     abs=_one_as_in_a_batch(kind))
     explained = client.post("/explain", json=records[:3])
-    assert explained.status_code == (501 if "Forest" in kind or "Trees" in kind else 200)
+    assert explained.status_code == (501 if any(kind_ in kind for kind_ in
+                                                ("Forest", "Trees", "DecisionTree")) else 200)
 
 
 @pytest.fixture(scope="module")
@@ -284,34 +347,90 @@ def test_an_xgboost_booster_saved_by_xgboost_is_imported(course, tmp_path, suffi
     np.testing.assert_allclose(got, own, rtol=0, atol=1e-6)
 
 
+# --- HistGradientBoosting: served as an XGBoost booster -----------------------------------
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_hist_gradient_boosting_is_served_as_a_booster_with_its_answers(classes):
+    """Translated to an XGBoost booster (`model.hist_trees`), it gives its own `predict_proba`
+    one record at a time and in batches, with missing values, a split of the missing values
+    from all numbers (an infinite threshold) and records on each split's threshold
+    (scikit-learn sends `x <= t` left, XGBoost `x < t`); its explanations add up to its raw
+    scores."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from tabserve.model.fitted import BoostedTrees
+    from tabserve.serving.scorers import compile_model
+    from tabserve.training.importing import inner_model
+
+    rng = np.random.default_rng(3)
+    matrix = rng.normal(size=(1500, 5))
+    y = (matrix[:, 0] + matrix[:, 1] * matrix[:, 2] > 0).astype(int) + \
+        (matrix[:, 3] > 1 if classes == 3 else 0)
+    matrix[rng.random(matrix.shape) < 0.1] = np.nan
+    matrix[y == 1, 4] = np.where(rng.random((y == 1).sum()) < 0.6, np.nan, matrix[y == 1, 4])
+    model = HistGradientBoostingClassifier(max_iter=60, random_state=0).fit(matrix, y)
+    nodes = [p.nodes for round_ in model._predictors for p in round_]
+    assert any(np.isinf(n["num_threshold"][~n["is_leaf"].astype(bool)]).any() for n in nodes)
+    fitted = inner_model(model, np.zeros(5), classes)
+    assert isinstance(fitted, BoostedTrees)
+    scorer = compile_model(fitted)
+    edges = []  # a record on each of the first tree's thresholds, and just above it
+    first = nodes[0][~nodes[0]["is_leaf"].astype(bool)]
+    for feature, threshold in zip(first["feature_idx"], first["num_threshold"]):
+        for value in (threshold, threshold + 1e-4 * (1 + abs(threshold))):
+            record = np.nan_to_num(matrix[0])
+            record[feature] = value
+            edges.append(record)
+    records = np.vstack([matrix, np.array(edges)[np.isfinite(edges).all(axis=1)]])
+    expected = model.predict_proba(records)
+    for x, probabilities in zip(records.tolist(), expected):
+        np.testing.assert_allclose(scorer.row(x), probabilities, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(scorer(records), expected, rtol=0, atol=1e-6)
+    contributions, base = scorer.contributions(records)
+    margins = model._raw_predict(records)
+    np.testing.assert_allclose(contributions.sum(axis=2) + base,
+                               margins if classes == 3 else margins.reshape(-1, 1),
+                               rtol=0, atol=1e-5)
+
+
+def test_hist_gradient_boosting_float32_cannot_part_is_served_through_its_own(tmp_path):
+    """Amounts a cent apart near a million are one float32 (whose step there is 0.0625): as a
+    booster, the model would part them differently, so it is kept whole, says why, and still
+    gives its own answers."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(5)
+    amount = 1_000_000 + rng.integers(0, 200, 3000) * 0.01
+    frame = pd.DataFrame({"amount": amount, "tenure": rng.integers(0, 70, 3000).astype(float)})
+    y = ((amount - 1_000_000) * 7 % 2 > 1).astype(int)  # alternates within float32's step
+    model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(frame, y)
+    model_file = tmp_path / "model.pkl"
+    model_file.write_bytes(pickle.dumps(model))
+    frame.iloc[:2000].assign(y=y[:2000]).to_csv(tmp_path / "sample.csv", index=False)
+    imported = import_model(model_file, load_csv(tmp_path / "sample.csv"), "y")
+    assert isinstance(imported.bundle.model, OwnModel) and imported.bundle.holds_pickle
+    assert imported.bundle.metrics["imported"]["kind"].startswith(
+        "a HistGradientBoostingClassifier served through its own predict_proba (as an XGBoost "
+        "booster its answers differ by ")
+    assert "float32 does not tell some of the sample's values from its thresholds" in \
+        imported.bundle.metrics["imported"]["kind"]
+    client = create_app(imported.bundle, Settings(trust=Trust(allow_pickle=True))).test_client()
+    held_out = frame.iloc[2000:]
+    answers = client.post("/predict", json=held_out.to_dict(orient="records")).get_json()
+    np.testing.assert_allclose([a["probabilities"]["1"] for a in answers],
+                               model.predict_proba(held_out)[:, 1], rtol=0, atol=1e-9)
+
+
 # --- models without a data form: served through their own predict_proba ---------------------
 
-def ordinal_boosting(frame):
-    """An OrdinalEncoder (unseen levels as -1) before a HistGradientBoostingClassifier, whose
-    numbers may be missing: neither has a data form here."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OrdinalEncoder
-
-    prepare = ColumnTransformer([
-        ("levels", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
-         COURSE_CATEGORICAL)], remainder="passthrough")
-    model = Pipeline([("prepare", prepare),
-                      ("model", HistGradientBoostingClassifier(max_iter=40, random_state=0))])
-    columns = COURSE_CATEGORICAL + COURSE_NUMERICAL
-    model.fit(frame[columns].iloc[:SAMPLE_ROWS], frame.churn.iloc[:SAMPLE_ROWS])
-    return model, lambda rows: model.predict_proba(rows[columns])
+def course_pair_neighbours(frame):
+    from sklearn.neighbors import KNeighborsClassifier
+    return course_pair(frame, KNeighborsClassifier(n_neighbors=25))
 
 
-def course_pair_boosting(frame):
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    return course_pair(frame, HistGradientBoostingClassifier(max_iter=40, random_state=0))
-
-
-OWN = {"ColumnTransformer(OrdinalEncoder), HistGradientBoosting": (ordinal_boosting,
-                                                                 _with_missing_numbers),
-       "course pair, HistGradientBoosting": (course_pair_boosting, None)}
+OWN = {"ColumnTransformer(OrdinalEncoder), HistGradientBoosting(categorical_features)": (
+           lambda f: ordinal_boosting(f, categorical=True), _with_missing_numbers),
+       "course pair, KNeighbors": (course_pair_neighbours, None)}
 
 
 @pytest.mark.parametrize("kind", OWN, ids=list(OWN))
@@ -351,7 +470,7 @@ def test_a_model_without_a_data_form_is_served_through_its_own_predict_proba(
 @pytest.mark.process
 def test_a_pickled_import_is_served_by_gunicorn_only_when_trusted(course, tmp_path):
     _, frame = course
-    model, own = ordinal_boosting(frame)
+    model, own = ordinal_boosting(frame, categorical=True)
     model_file = tmp_path / "model.pkl"
     model_file.write_bytes(pickle.dumps(model))
     frame.iloc[:SAMPLE_ROWS].to_csv(tmp_path / "sample.csv", index=False)
@@ -360,7 +479,8 @@ def test_a_pickled_import_is_served_by_gunicorn_only_when_trusted(course, tmp_pa
                            str(tmp_path / "sample.csv"), "--target", "churn", "--output",
                            str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    assert "served through its own predict_proba, so the bundle holds it pickled: serve it " \
+    assert "served through its own predict_proba (the HistGradientBoostingClassifier splits " \
+           "levels natively (categorical_features)), so the bundle holds it pickled: serve it " \
            "with ALLOW_PICKLE=1" in done.stdout
     refused = subprocess.run([PYTHON, "score.py", "--model", str(out), "--input",
                               str(tmp_path / "sample.csv"), "--output", str(tmp_path / "o.csv")],
@@ -383,7 +503,7 @@ def test_an_imported_bundle_has_the_openapi_the_v2_protocol_and_signatures(cours
     pickled import through without ALLOW_PICKLE, and a changed byte never)."""
     _, frame = course
     model, own = course_pair(frame, _lr()) if kind == "translated" else \
-        course_pair_boosting(frame)
+        course_pair_neighbours(frame)
     model_file = tmp_path / "model.pkl"
     model_file.write_bytes(pickle.dumps(model))
     frame.iloc[:SAMPLE_ROWS].to_csv(tmp_path / "sample.csv", index=False)
@@ -438,7 +558,7 @@ def test_every_kind_is_served_by_gunicorn_and_score_py_with_its_own_answers(
     bundle.save(out)
     held_out = frame.iloc[SAMPLE_ROWS:SAMPLE_ROWS + PROCESS_ROWS]
     expected = own(held_out)
-    tolerance = 1e-6 if "XGB" in kind else 1e-9
+    tolerance = _tolerance(kind)
     trust = {"ALLOW_PICKLE": "1"} if bundle.holds_pickle else {}
     held_out[bundle.schema.names].to_csv(tmp_path / "in.csv", index=False)
     done = subprocess.run([PYTHON, "score.py", "--model", str(out), "--input",
@@ -459,7 +579,8 @@ def test_every_kind_is_served_by_gunicorn_and_score_py_with_its_own_answers(
         stop(process)
     got = np.array([[a["probabilities"][c] for c in bundle.classes] for a in answers])
     np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance)
-    assert one["probabilities"] == pytest.approx(answers[1]["probabilities"], abs=1e-12)
+    assert one["probabilities"] == pytest.approx(answers[1]["probabilities"],
+                                                 abs=_one_as_in_a_batch(kind))
 
 
 # --- refusals: one line, nothing written -----------------------------------------------------

@@ -10,6 +10,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.tree import DecisionTreeClassifier
 
 from tabserve.model.blend import Blend
 from tabserve.model.encoding import Hinges
@@ -63,11 +64,14 @@ def boosted_trees(fitted: list) -> BoostedTrees | None:
 
 
 def forest(fitted: list) -> Forest | None:
-    """A scikit-learn RandomForest or ExtraTrees alone: each tree's node arrays, in order."""
-    if len(fitted) != 1 or type(fitted[0]) not in (RandomForestClassifier, ExtraTreesClassifier):
+    """A scikit-learn RandomForest or ExtraTrees alone: each tree's node arrays, in order; a
+    DecisionTree alone is a forest of one tree."""
+    if len(fitted) != 1 or type(fitted[0]) not in (RandomForestClassifier, ExtraTreesClassifier,
+                                                   DecisionTreeClassifier):
         return None
     model = fitted[0]
-    trees = [estimator.tree_ for estimator in model.estimators_]
+    estimators = [model] if type(model) is DecisionTreeClassifier else model.estimators_
+    trees = [estimator.tree_ for estimator in estimators]
     joined = {name: np.concatenate([getattr(tree, name) for tree in trees])
               for name in ("children_left", "children_right", "feature", "threshold",
                            "missing_go_to_left")}

@@ -10,14 +10,16 @@ What can be imported (docs/import.md):
   and/or scalers and imputers, then a classifier;
 - a bare classifier fitted on a frame (`feature_names_in_`), or an XGBoost booster saved as
   JSON or UBJSON;
-where the classifier is a `LogisticRegression`, an `XGBClassifier` or a scikit-learn
-`RandomForestClassifier` / `ExtraTreesClassifier`.
+where the classifier is a `LogisticRegression`, an `XGBClassifier`, a scikit-learn
+`RandomForestClassifier` / `ExtraTreesClassifier` / `DecisionTreeClassifier` (a forest of one
+tree), or a `HistGradientBoostingClassifier` without natively categorical splits (as an XGBoost
+booster: `model.hist_trees`).
 
 The user's steps become data: each column the classifier reads is one column of tabserve's
 encoded record (a number, or a level's 0/1) or a level's code, filled, centred and scaled
 (`model.fitted.Adapted`); the classifier becomes the same arrays a trained model is made of.
-Any other fitted classifier that says which fields it reads (a custom transformer, a
-`HistGradientBoostingClassifier`...) is kept whole, pickled, and served through
+Any other fitted classifier that says which fields it reads (a custom transformer, an SVM,
+a HistGradientBoosting with categorical splits...) is kept whole, pickled, and served through
 its own `predict_proba` on those fields (`model.fitted.OwnModel`): such a bundle is read only
 when trusted, as every pickle is.
 The schema comes from the sample (`--data`, the rows as the model receives them) and the
@@ -39,6 +41,7 @@ import msgspec
 import numpy as np
 import pandas as pd
 
+from tabserve.model import hist_trees
 from tabserve.model.bundle import (MAGIC, ModelBundle, ModelLoadError, library_versions,
                                    pickled, read_pickled_model)
 from tabserve.model.encoding import MAX_ONE_HOT_LEVELS, Encoder
@@ -125,11 +128,21 @@ def import_model(model_path: Path, rows: pd.DataFrame | None = None,
     model = _read_model(model_path)
     try:
         user = user_model(model, list(features.columns))
-    except Untranslatable:
-        user = own_model(model, features)
+    except Untranslatable as reason:
+        user = own_model(model, features, reason)
     if target is not None and target not in rows.columns:
         raise ImportRefused(f"the target column {target!r} is not in the data; its columns "
                             f"are: {', '.join(rows.columns[:20])}")
+    try:
+        return _checked_import(model_path, rows, features, target, user, data_path)
+    except Untranslatable as reason:
+        return _checked_import(model_path, rows, features, target,
+                               own_model(model, features, reason), data_path)
+
+
+def _checked_import(model_path: Path, rows: pd.DataFrame, features: pd.DataFrame,
+                    target: str | None, user: UserModel, data_path: Path | None) -> Imported:
+    """The bundle, once its answers on the sample are the user's model's own."""
     schema = reconcile_schema(features, user, target or "prediction")
     typed = typed_rows(features, schema, user)
     try:
@@ -141,6 +154,12 @@ def import_model(model_path: Path, rows: pd.DataFrame | None = None,
     served = Predictor(bundle).probabilities(columns_from_frame(schema, features))
     difference = float(np.max(np.abs(served - own), initial=0.0))
     tolerance = FLOAT32_TOLERANCE if isinstance(bundle.model.model, BoostedTrees) else TOLERANCE
+    if not difference <= tolerance and user.translated and _is_hist_boosting(user.classifier):
+        # its float64 thresholds, moved to float32 in the booster, no longer part some of the
+        # sample's values as they did (values within float32's rounding of a threshold)
+        raise Untranslatable(f"as an XGBoost booster its answers differ by {difference:.2g}: "
+                             "float32 does not tell some of the sample's values from its "
+                             "thresholds")
     if not difference <= tolerance:
         raise ImportRefused(f"the imported model's answers differ from the model's own by "
                             f"{difference:.3g} on the sample (more than {tolerance:g}): "
@@ -239,10 +258,23 @@ def _check_translatable(classifier: Any) -> None:
     import xgboost
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
 
+    if _is_hist_boosting(classifier):
+        if not hist_trees.is_translatable(classifier):
+            raise Untranslatable("the HistGradientBoostingClassifier splits levels natively "
+                                 "(categorical_features)")
+        return
     if not isinstance(classifier, (LogisticRegression, xgboost.XGBClassifier)) and \
-            type(classifier) not in (RandomForestClassifier, ExtraTreesClassifier):
+            type(classifier) not in (RandomForestClassifier, ExtraTreesClassifier,
+                                     DecisionTreeClassifier):
         raise Untranslatable(f"the classifier is a {type(classifier).__name__}")
+
+
+def _is_hist_boosting(classifier: Any) -> bool:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return type(classifier) is HistGradientBoostingClassifier
 
 
 def _classes(model: Any) -> list[str]:
@@ -431,9 +463,11 @@ def _imputer_before_encoder(step, name: str) -> list:
 def _elementwise(step, columns: list[Column]) -> list[Column]:
     """Columns after an imputer or a scaler, one column at a time."""
     from sklearn.impute import SimpleImputer
-    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, StandardScaler
 
-    if step == "passthrough" or step is None:
+    # a ColumnTransformer's remainder="passthrough" is fitted as a FunctionTransformer of None
+    if step == "passthrough" or step is None or \
+            (type(step) is FunctionTransformer and step.func is None):
         return columns
     if isinstance(step, SimpleImputer):
         if step.add_indicator:
@@ -492,10 +526,10 @@ def _booster_model(booster, sample_columns: list[str]) -> UserModel:
                      [str(c) for c in range(n_classes)], "an XGBoost booster", own)
 
 
-def own_model(model: Any, features: pd.DataFrame) -> UserModel:
-    """A fitted classifier with steps that have no data form, kept whole and served through its
-    own `predict_proba` on the fields it reads: levels where its DictVectorizer or the sample
-    has text, numbers where the sample has only numbers."""
+def own_model(model: Any, features: pd.DataFrame, reason: Untranslatable) -> UserModel:
+    """A fitted classifier with steps that have no data form (`reason`), kept whole and served
+    through its own `predict_proba` on the fields it reads: levels where its DictVectorizer or
+    the sample has text, numbers where the sample has only numbers."""
     from sklearn.feature_extraction import DictVectorizer
     from sklearn.pipeline import Pipeline, make_pipeline
 
@@ -504,7 +538,7 @@ def own_model(model: Any, features: pd.DataFrame) -> UserModel:
     vectorizer = model.steps[0][1] if isinstance(model, Pipeline) else None
     if isinstance(vectorizer, DictVectorizer):
         columns, levels = _dict_columns(vectorizer)
-        return UserModel(columns, model, _classes(model), _own_description(model),
+        return UserModel(columns, model, _classes(model), _own_description(model, reason),
                          lambda frame: model.predict_proba(_records(frame)), takes_records=True,
                          categorical_levels=levels, translated=False)
     names = [str(name) for name in getattr(model, "feature_names_in_", [])]
@@ -521,17 +555,17 @@ def own_model(model: Any, features: pd.DataFrame) -> UserModel:
             columns.append(Column(name))
         else:
             columns += [Column(name, str(level)) for level in seen.unique()]
-    return UserModel(columns, model, _classes(model), _own_description(model),
+    return UserModel(columns, model, _classes(model), _own_description(model, reason),
                      lambda frame: model.predict_proba(frame[names]), translated=False)
 
 
-def _own_description(model: Any) -> str:
+def _own_description(model: Any, reason: Untranslatable) -> str:
     from sklearn.pipeline import Pipeline
 
     if isinstance(model, Pipeline):
         return (f"a Pipeline ({', '.join(type(s).__name__ for _, s in model.steps)}) "
-                "served through its own predict_proba")
-    return f"a {type(model).__name__} served through its own predict_proba"
+                f"served through its own predict_proba ({reason})")
+    return f"a {type(model).__name__} served through its own predict_proba ({reason})"
 
 
 # --- the schema: the sample's, as the model reads it ----------------------------------------
@@ -660,6 +694,7 @@ def inner_model(classifier: Any, mean: np.ndarray, n_classes: int):
     import xgboost
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
 
     from tabserve.model.from_sklearn import forest
 
@@ -677,8 +712,12 @@ def inner_model(classifier: Any, mean: np.ndarray, n_classes: int):
         booster.feature_names = None  # served matrices are unnamed
         booster.feature_types = None
         return BoostedTrees(Ubjson(booster.save_raw("ubj")), n_classes, width)
-    if type(classifier) in (RandomForestClassifier, ExtraTreesClassifier):
+    if type(classifier) in (RandomForestClassifier, ExtraTreesClassifier,
+                            DecisionTreeClassifier):
         return forest([classifier])
+    if _is_hist_boosting(classifier):
+        booster = xgboost.Booster(model_file=bytearray(hist_trees.booster_json(classifier)))
+        return BoostedTrees(Ubjson(booster.save_raw("ubj")), n_classes, width)
     raise Untranslatable(f"the classifier is a {type(classifier).__name__}")
 
 

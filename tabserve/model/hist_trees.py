@@ -1,0 +1,122 @@
+"""scikit-learn's HistGradientBoostingClassifier as an XGBoost booster, so that an imported one
+is served, explained and checked exactly as XGBoost's own models are (`fitted.BoostedTrees`).
+
+Both are sums of regression trees per output, turned into probabilities by the sigmoid (one
+output) or the softmax (one per class). The trees are copied node by node: a split's column,
+threshold and branch for missing values, a node's sample count as its cover (tree SHAP's
+weights), a leaf's value. Two things differ and are made equal:
+- scikit-learn sends `x <= t` left, XGBoost `x < t` on float32 values: the threshold becomes
+  the float32 just above t's float32 rounding (`float32_threshold`), so a value takes the
+  branch it took before unless it lies above t by less than float32's rounding;
+- scikit-learn starts from a baseline per output; it is added to the leaves of the first
+  round's trees, so the booster starts from a margin of 0.
+Leaf values are stored as float32, as XGBoost stores its own: margins agree to about 1e-6.
+Natively categorical splits (bitsets of levels) have no counterpart in the served trees: a
+model with them is served through its own `predict_proba` (`training.importing`).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+NO_PARENT = 2147483647  # XGBoost's parent of a root
+FLOAT32_MAX = np.finfo(np.float32).max
+
+
+def float32_threshold(threshold: np.ndarray) -> np.ndarray:
+    """XGBoost's threshold for scikit-learn's t: the float32 just above t's float32 rounding.
+    Rounding keeps order, so x <= t gives float32(x) < it; only an x above t that rounds to
+    the same float32 as t goes the other way. (scikit-learn's thresholds are often values of
+    the data: those go as they did.) An infinite t, which parts missing values from every
+    number, becomes float32's largest number: XGBoost's text dumps cannot say infinity."""
+    with np.errstate(over="ignore"):
+        rounded = np.asarray(threshold, np.float64).astype(np.float32)
+    return np.where(np.isinf(rounded), FLOAT32_MAX,
+                    np.nextafter(rounded, np.float32(np.inf))).astype(np.float32)
+
+
+def is_translatable(model) -> bool:
+    """A fitted HistGradientBoostingClassifier without natively categorical splits."""
+    return not any(predictor.nodes["is_categorical"].any()
+                   for round_ in model._predictors for predictor in round_)
+
+
+def booster_json(model) -> bytes:
+    """The model in XGBoost's JSON format (read with `xgboost.Booster(model_file=...)`)."""
+    outputs = model.n_trees_per_iteration_
+    n_classes = len(model.classes_)
+    baseline = np.asarray(model._baseline_prediction, np.float64).reshape(-1)
+    trees = []
+    for round_, predictors in enumerate(model._predictors):
+        for output, predictor in enumerate(predictors):
+            start = baseline[output] if round_ == 0 else 0.0
+            trees.append(_tree(predictor.nodes, len(trees), model.n_features_in_, start))
+    rounds = len(model._predictors)
+    objective = ({"name": "binary:logistic", "reg_loss_param": {"scale_pos_weight": "1"}}
+                 if n_classes == 2 else
+                 {"name": "multi:softprob", "softmax_multiclass_param": {"num_class":
+                                                                         str(n_classes)}})
+    learner = {
+        "attributes": {}, "feature_names": [], "feature_types": [],
+        "gradient_booster": {"name": "gbtree", "model": {
+            "cats": {"enc": [], "feature_segments": [], "sorted_idx": []},
+            "gbtree_model_param": {"num_parallel_tree": "1", "num_trees": str(len(trees))},
+            "iteration_indptr": [outputs * r for r in range(rounds + 1)],
+            "tree_info": [output for _ in range(rounds) for output in range(outputs)],
+            "trees": trees}},
+        # a margin of 0 to start from: the logit of 0.5; softmax reads it as a margin
+        "learner_model_param": {"base_score": "[5E-1]" if n_classes == 2 else
+                                "[" + ",".join(["0E0"] * n_classes) + "]",
+                                "boost_from_average": "0",
+                                "num_class": "0" if n_classes == 2 else str(n_classes),
+                                "num_feature": str(model.n_features_in_), "num_target": "1"},
+        "objective": objective}
+    return json.dumps({"learner": learner, "version": [3, 0, 0]}).encode()
+
+
+def _tree(nodes: np.ndarray, tree_id: int, n_features: int, start: float) -> dict:
+    """One tree in XGBoost's JSON layout; `start` is added to every leaf."""
+    nodes = nodes[_breadth_first(nodes)]
+    leaf = nodes["is_leaf"].astype(bool)
+    count = len(nodes)
+    split = np.flatnonzero(~leaf)
+    left = np.full(count, -1, np.int64)
+    left[split] = 1 + 2 * np.arange(len(split))  # children in pairs, in the splits' order
+    right = np.where(leaf, -1, left + 1)
+    parents = np.full(count, NO_PARENT, np.int64)
+    parents[left[split]] = parents[right[split]] = split
+    value = (nodes["value"] + start).astype(np.float32)
+    threshold = float32_threshold(nodes["num_threshold"])
+    # XGBoost keeps a leaf's value where a split keeps its threshold
+    conditions = np.where(leaf, value, threshold).astype(np.float32)
+    return {
+        "base_weights": _floats(value), "categories": [], "categories_nodes": [],
+        "categories_segments": [], "categories_sizes": [],
+        "default_left": np.where(leaf, 0, nodes["missing_go_to_left"]).astype(int).tolist(),
+        "id": tree_id, "left_children": left.tolist(),
+        "loss_changes": _floats(np.where(leaf, 0.0, nodes["gain"])),
+        "parents": parents.tolist(), "right_children": right.tolist(),
+        "split_conditions": _floats(conditions),
+        "split_indices": np.where(leaf, 0, nodes["feature_idx"]).astype(int).tolist(),
+        "split_type": [0] * count, "sum_hessian": _floats(nodes["count"]),
+        "tree_param": {"num_deleted": "0", "num_feature": str(n_features),
+                       "num_nodes": str(count), "size_leaf_vector": "1"}}
+
+
+def _breadth_first(nodes: np.ndarray) -> np.ndarray:
+    """The nodes' order level by level, a split's two children side by side, as XGBoost
+    numbers its own (its predictor relies on it)."""
+    order, at = [0], 0
+    while at < len(order):
+        node = nodes[order[at]]
+        if not node["is_leaf"]:
+            order += [int(node["left"]), int(node["right"])]
+        at += 1
+    return np.array(order, np.intp)
+
+
+def _floats(values: np.ndarray) -> list:
+    """float32 values as JSON numbers (exact: a float32 is a float64)."""
+    return np.asarray(values, np.float32).astype(np.float64).tolist()
