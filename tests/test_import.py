@@ -267,6 +267,8 @@ def test_an_imported_model_serves_its_own_answers(course, tmp_path, kind):
     explained = client.post("/explain", json=records[:3])
     assert explained.status_code == (501 if any(kind_ in kind for kind_ in
                                                 ("Forest", "Trees", "DecisionTree")) else 200)
+    if "DecisionTree" in kind:
+        assert explained.get_json()["detail"].endswith("this model is a decision tree")
 
 
 @pytest.fixture(scope="module")

@@ -126,12 +126,11 @@ class BoostedTrees(msgspec.Struct, tag="xgboost", frozen=True):
 
 
 class Forest(msgspec.Struct, tag="forest", frozen=True):
-    """A scikit-learn random forest (or extra trees): its trees' nodes, tree after tree, each
-    tree numbered as scikit-learn numbers it (a parent before its children; -1 for a leaf's
-    children), its leaves holding class fractions. A record's probabilities are the mean of its
-    leaves' fractions."""
+    """A scikit-learn random forest (or extra trees, or one imported decision tree): its trees'
+    nodes, tree after tree, each tree numbered as scikit-learn numbers it (a parent before its
+    children; -1 for a leaf's children), its leaves holding class fractions. A record's
+    probabilities are the mean of its leaves' fractions."""
 
-    name: ClassVar[str] = "random forest"
     n_classes: int
     n_features: int
     node_counts: np.ndarray     # per tree
@@ -141,6 +140,10 @@ class Forest(msgspec.Struct, tag="forest", frozen=True):
     threshold: np.ndarray       # at a split: `x <= threshold` goes left
     missing_left: np.ndarray    # at a split: whether a missing value goes left
     value: np.ndarray           # nodes × classes
+
+    @property
+    def name(self) -> str:
+        return "decision tree" if len(self.node_counts) == 1 else "random forest"
 
     def check(self, width: int, n_classes: int) -> None:
         _expect(self.n_features == width and self.n_classes == n_classes,
