@@ -26,6 +26,9 @@ if not os.environ.get("TABSERVE_METRICS_STARTED"):
         for stale in [*metrics_dir.glob("*.db"), *metrics_dir.glob("drift_*"),
                       *metrics_dir.glob("grpc-*")]:
             stale.unlink()
+        probe = metrics_dir / ".writable"  # a read-only directory fails here, in one line
+        probe.write_bytes(b"")
+        probe.unlink()
     except OSError as err:  # a read-only container without a writable /tmp
         sys.exit(f"error: cannot write the metrics directory {err.filename or ''} "
                  f"({err.strerror}): give the server a writable /tmp (docker run --tmpfs /tmp; "
@@ -85,8 +88,10 @@ def on_reload(server):
     reset_drift(server.app.wsgi())  # a new model's counts start from nothing anyway
     try:
         version = reload_model(server.app.wsgi())
-    except ModelLoadError as err:
-        server.log.error("SIGHUP: kept the current model: %s", err)
+    except Exception as err:  # noqa: BLE001 - whatever fails, the running model keeps serving
+        reason = str(err) if isinstance(err, ModelLoadError) else \
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        server.log.error("SIGHUP: kept the current model: %s", reason)
         return
     gc.collect()
     gc.freeze()
@@ -133,7 +138,15 @@ def worker_exit(server, worker):
 
 
 def child_exit(server, worker):
-    """A worker's samples stay counted after it exits; its live gauges do not."""
-    from prometheus_client import multiprocess
+    """A worker's samples stay counted after it exits, folded into the exited workers' files
+    (restarts do not pile files up); its live gauges do not. A failure is logged, never
+    raised: it would stop the master."""
+    from tabserve.serving.drift import collect_dead_counts
+    from tabserve.web.metrics import collect_dead_worker
 
-    multiprocess.mark_process_dead(worker.pid)
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    try:
+        collect_dead_worker(directory, worker.pid)
+        collect_dead_counts(directory, worker.pid)
+    except Exception as err:  # noqa: BLE001 - a full disk must not stop the master
+        server.log.error("the metrics of exited worker %d were not folded: %s", worker.pid, err)

@@ -112,6 +112,7 @@ _load_error: Exception | None = None  # why the model could not be loaded, told 
 def _start_worker(model_path: Path) -> None:
     from tabserve.batch.scoring import ChunkScorer
     from tabserve.model.bundle import ModelBundle, ModelLoadError
+    from tabserve.model.fitted import ModelFileError
     from tabserve.model.trust import Trust, TrustSettingError
 
     global _scorer, _load_error
@@ -119,6 +120,8 @@ def _start_worker(model_path: Path) -> None:
         _scorer = ChunkScorer(ModelBundle.load(model_path, Trust.from_env(os.environ)))
     except (ModelLoadError, TrustSettingError) as err:  # one line for the parent to show
         _load_error = BatchError(str(err))
+    except ModelFileError as err:
+        _load_error = BatchError(f"model file {model_path} cannot be served: {err}")
     except Exception as err:  # kept for the parent: a failed initializer only breaks the pool
         _load_error = err
 

@@ -3,10 +3,12 @@ metrics and metadata, written atomically and checked before any of it is read.
 
 File layout: one header line, `tabserve-bundle 2 sha256=<hex digest of the payload>`, then the
 payload: a stored ZIP archive (`model.archive`) of `bundle.json` (everything but the large
-numbers) and the model's arrays as `.npy` files, XGBoost boosters in XGBoost's UBJSON. Nothing
-in it is pickle, so opening a file runs no code from it (`model.fitted` says what each kind of
-model is made of). Loading checks the header and the digest, then reads every part as hostile
-input: typed JSON, plain dtypes, shapes against sizes, trees that are trees.
+numbers) and the model's arrays as `.npy` files, XGBoost's trees among them. Nothing in it is
+pickle, so opening a file runs no code from it (`model.fitted` says what each kind of model is
+made of). Loading checks the header and the digest, then reads every part as hostile input:
+typed JSON, plain dtypes, shapes against sizes, trees that are trees, numbers finite and in
+range; no other library parses the file's bytes (older bundles' XGBoost boosters, in
+XGBoost's UBJSON, are read by `model.ubjson`'s bounded reader and become arrays).
 
 What still needs pickle says so in its header (` pickle`): a model whose steps could not be
 translated to data (`PickledSteps`), and every format-1 file (the header, then the pickled
@@ -47,6 +49,7 @@ from tabserve.model.fitted import (Blob, FittedModel, ModelFileError, OwnModel, 
 from tabserve.model.profile import Profile
 from tabserve.model.schema import Schema
 from tabserve.model.trust import Trust, key_id, signature, signature_problem
+from tabserve.model.xgboost_trees import upgraded
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +337,7 @@ def _decoded_bundle(path: Path, payload: bytes, pickle_declared: bool) -> ModelB
         bundle = msgspec.json.decode(document, type=ModelBundle, dec_hook=member)
         if parts.unread():
             raise refuse(f"it holds members nothing reads: {', '.join(parts.unread()[:3])}")
+        bundle.model = upgraded(bundle.model)
         bundle.check()
     except (archive.ArchiveError, ModelFileError) as err:
         raise refuse(str(err)) from None

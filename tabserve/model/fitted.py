@@ -36,7 +36,7 @@ class Blob:
 
 
 class Ubjson(Blob):
-    """An XGBoost booster saved by XGBoost itself (`save_raw("ubj")`)."""
+    """An XGBoost booster saved by XGBoost itself (`save_raw("ubj")`), in older bundles."""
 
     suffix = ".ubj"
 
@@ -62,6 +62,17 @@ def _vector(array: np.ndarray, name: str, length: int, kind: str = "f") -> None:
     _expect(array.ndim == 1 and len(array) == length and array.dtype.kind in kind,
             f"{name} must be {length} values of kind {kind!r}; it holds {array.shape} "
             f"{array.dtype}")
+
+
+# XGBoost objectives whose trees a served model may hold (their margins are what is scored)
+BOOSTED_OBJECTIVES = ("binary:logistic", "multi:softprob", "multi:softmax")
+# a model's numbers beyond this are taken for a forged file: no fitted model needs them
+SANE = 1e30
+
+
+def _finite(array: np.ndarray, name: str, bound: float = SANE) -> None:
+    _expect(bool(np.all(np.abs(array) <= bound)),
+            f"{name} holds values that are not finite or beyond ±{bound:g}")
 
 
 class LinearModel(msgspec.Struct, tag="linear", frozen=True):
@@ -93,10 +104,105 @@ class LinearModel(msgspec.Struct, tag="linear", frozen=True):
                 f"linear coefficients must be {outputs} × {expanded}; they are "
                 f"{self.coef.shape}")
         _vector(self.intercept, "linear intercept", outputs)
+        for name in ("fill", "hinge_knots", "mean", "scale", "coef", "intercept"):
+            _finite(getattr(self, name), f"linear {name}")
 
 
-class BoostedTrees(msgspec.Struct, tag="xgboost", frozen=True):
-    """An XGBoost booster, as XGBoost saves it, and the classes it was trained for."""
+class BoostedTrees(msgspec.Struct, tag="boosted_trees", frozen=True):
+    """XGBoost's trees as arrays (`model.xgboost_trees` reads a booster into them and writes
+    back the document XGBoost reads, for batches and explanations). Nodes are numbered tree by
+    tree, each tree breadth-first with a split's two children side by side: the k-th split of a
+    tree has its children at 1 + 2k and 2 + 2k, so a tree of s splits has 1 + 2s nodes. Tree t
+    adds to output t % outputs; a split sends `x < threshold` (float32) left, a missing value
+    where `default_left` says; a leaf's `value` is what it adds. `cover` (the hessian sums
+    under each node) weighs tree SHAP. `base_score` is XGBoost's, as its objective reads it."""
+
+    name: ClassVar[str] = "XGBoost"
+    n_classes: int
+    n_features: int
+    objective: str
+    base_score: list[float]
+    node_counts: np.ndarray     # per tree
+    left: np.ndarray            # per node, within its tree; -1 at a leaf
+    feature: np.ndarray         # at a split: the column it reads
+    threshold: np.ndarray       # at a split (float32)
+    default_left: np.ndarray    # at a split: whether a missing value goes left
+    value: np.ndarray           # at a leaf: its value (float32); at a split, its base weight
+    cover: np.ndarray           # float32
+
+    @property
+    def outputs(self) -> int:
+        return outputs_of(self.n_classes)
+
+    def check(self, width: int, n_classes: int) -> None:
+        _expect(self.n_features == width and self.n_classes == n_classes,
+                f"the XGBoost model reads {self.n_features} columns for {self.n_classes} "
+                f"classes; the schema encodes {width} columns for {n_classes}")
+        _expect(self.objective in BOOSTED_OBJECTIVES,
+                f"the XGBoost model's objective is {self.objective[:40]!r}; served objectives "
+                f"are {', '.join(BOOSTED_OBJECTIVES)}")
+        base = np.asarray(self.base_score, np.float64)
+        _expect(len(base) in (1, self.outputs), f"the XGBoost model has {len(base)} base "
+                                                f"scores for {self.outputs} outputs")
+        _finite(base, "the XGBoost base score", 1e6)
+        if self.objective == "binary:logistic":
+            _expect(bool(np.all((base > 0) & (base < 1))),
+                    "the XGBoost base score of a binary model must lie between 0 and 1")
+        counts = self.node_counts
+        _expect(counts.ndim == 1 and len(counts) > 0 and counts.dtype.kind in "iu"
+                and bool(np.all(counts > 0)) and len(counts) % self.outputs == 0,
+                f"an XGBoost model needs trees of one node or more, {self.outputs} a round")
+        nodes = int(counts.sum())
+        _vector(self.left, "XGBoost left", nodes, "iu")
+        _vector(self.feature, "XGBoost feature", nodes, "iu")
+        _vector(self.default_left, "XGBoost default_left", nodes, "ub")
+        for name in ("threshold", "value", "cover"):
+            _vector(getattr(self, name), f"XGBoost {name}", nodes)
+            _finite(getattr(self, name), f"XGBoost {name}")
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        """Every tree breadth-first, children in pairs (see the class): a tree of s splits has
+        1 + 2s nodes, the k-th split's left child is 1 + 2k and the split lies before it, so
+        every node is reached once, from a node before it (no loop, nothing out of range)."""
+        counts = self.node_counts.astype(np.int64)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        tree_of = np.repeat(np.arange(len(counts)), counts)
+        local = np.arange(len(tree_of)) - starts[tree_of]
+        split = self.left >= 0
+        _expect(bool(np.all(split | (self.left == -1))), "an XGBoost leaf's left child is not -1")
+        splits_per_tree = np.bincount(tree_of, weights=split, minlength=len(counts))
+        _expect(bool(np.all(counts == 1 + 2 * splits_per_tree.astype(np.int64))),
+                "an XGBoost tree's nodes are not its splits' children and its root")
+        before = np.concatenate([[0], np.cumsum(split)[:-1]])  # splits before each node
+        rank = before - before[starts][tree_of]                 # k: the split's rank in its tree
+        at = np.flatnonzero(split)
+        _expect(bool(np.all((self.left[at] == 1 + 2 * rank[at]) & (local[at] <= 2 * rank[at]))),
+                "an XGBoost tree is not numbered breadth-first with children in pairs")
+        _expect(bool(np.all((self.feature[at] >= 0) & (self.feature[at] < self.n_features))),
+                "an XGBoost split reads a column the encoder does not have")
+        _expect(bool(np.all(self.default_left <= 1)), "XGBoost default_left must be 0 or 1")
+
+    def load(self):
+        """The booster, read by XGBoost from the document `model.xgboost_trees` writes from
+        these checked arrays (one thread: workers are processes)."""
+        import xgboost
+
+        from tabserve.model.xgboost_trees import booster_document
+
+        try:
+            booster = xgboost.Booster(model_file=bytearray(booster_document(self)))
+        except xgboost.core.XGBoostError as err:
+            raise ModelFileError(f"XGBoost cannot read the model's trees: "
+                                 f"{str(err).splitlines()[0]}") from None
+        booster.set_param({"nthread": 1})
+        return booster
+
+
+class XGBoostFile(msgspec.Struct, tag="xgboost", frozen=True):
+    """A booster as XGBoost saved it (UBJSON), as bundles held them before `BoostedTrees`:
+    read by this package's bounded reader (`model.ubjson`), never by XGBoost, and turned into
+    `BoostedTrees` as the bundle loads (`model.xgboost_trees.upgraded`)."""
 
     name: ClassVar[str] = "XGBoost"
     booster: Ubjson
@@ -104,25 +210,7 @@ class BoostedTrees(msgspec.Struct, tag="xgboost", frozen=True):
     n_features: int
 
     def check(self, width: int, n_classes: int) -> None:
-        _expect(self.n_features == width and self.n_classes == n_classes,
-                f"the XGBoost model reads {self.n_features} columns for {self.n_classes} "
-                f"classes; the schema encodes {width} columns for {n_classes}")
-
-    def load(self):
-        """The booster, read by XGBoost from its own format (one thread: workers are
-        processes)."""
-        import xgboost
-
-        try:
-            booster = xgboost.Booster(model_file=bytearray(self.booster.data))
-        except xgboost.core.XGBoostError as err:
-            raise ModelFileError(f"XGBoost cannot read the model's booster: "
-                                 f"{str(err).splitlines()[0]}") from None
-        booster.set_param({"nthread": 1})
-        _expect(booster.num_features() == self.n_features,
-                f"the XGBoost booster reads {booster.num_features()} columns, "
-                f"the bundle says {self.n_features}")
-        return booster
+        raise ModelFileError("an XGBoost booster in its own format was not converted")
 
 
 class Forest(msgspec.Struct, tag="forest", frozen=True):
@@ -159,6 +247,9 @@ class Forest(msgspec.Struct, tag="forest", frozen=True):
         _vector(self.missing_left, "forest missing_left", nodes, "ub")
         _expect(self.value.shape == (nodes, n_classes) and self.value.dtype.kind == "f",
                 f"forest values must be {nodes} × {n_classes}; they are {self.value.shape}")
+        _finite(self.value, "forest values", 1 + 1e-9)  # class fractions
+        # scikit-learn parts missing values from all numbers with an infinite threshold
+        _expect(not bool(np.any(np.isnan(self.threshold))), "a forest threshold is NaN")
         self.depths()  # every tree is a tree
 
     def depths(self) -> np.ndarray:
@@ -171,6 +262,9 @@ class Forest(msgspec.Struct, tag="forest", frozen=True):
         split = self.left >= 0
         _expect(bool(np.all(split == (self.right >= 0))),
                 "a forest node has one child: nodes have two or none")
+        # scikit-learn's walk knows a leaf by -1 alone (any other negative child loops it)
+        _expect(bool(np.all(split | ((self.left == -1) & (self.right == -1)))),
+                "a forest leaf's children are not -1")
         at = np.flatnonzero(split)
         for children in (self.left[at], self.right[at]):
             _expect(bool(np.all((children > at - starts[tree_of[at]])
@@ -204,7 +298,7 @@ class PickledSteps(msgspec.Struct, tag="pickled", frozen=True):
                                           f"the schema encodes {width}")
 
 
-MarginModel = Union[LinearModel, BoostedTrees]
+MarginModel = Union[LinearModel, BoostedTrees, XGBoostFile]
 
 
 class BlendModel(msgspec.Struct, tag="blend", frozen=True):
@@ -217,11 +311,15 @@ class BlendModel(msgspec.Struct, tag="blend", frozen=True):
     def check(self, width: int, n_classes: int) -> None:
         _expect(len(self.members) == len(self.weights) > 0,
                 f"a blend has {len(self.members)} members and {len(self.weights)} weights")
+        weights = np.asarray(self.weights, np.float64)
+        _expect(bool(np.all((weights >= 0) & (weights <= 1)))
+                and abs(float(weights.sum()) - 1) < 1e-6,
+                "a blend's weights must be shares between 0 and 1 that add up to 1")
         for member in self.members:
             member.check(width, n_classes)
 
 
-InnerModel = Union[LinearModel, BoostedTrees, Forest]
+InnerModel = Union[LinearModel, BoostedTrees, XGBoostFile, Forest]
 
 
 class LevelCodes(msgspec.Struct, frozen=True):
@@ -280,6 +378,9 @@ class Adapted(msgspec.Struct, tag="adapted", frozen=True):
         for name in ("fill", "center", "scale"):
             _vector(getattr(self, name), f"adapted {name}", columns)
         _expect(bool(np.all(self.scale != 0)), "an imported model's scale is 0")
+        for name in ("center", "scale"):
+            _finite(getattr(self, name), f"adapted {name}")
+        _expect(not bool(np.any(np.isinf(self.fill))), "an imported model's fill is infinite")
         if self.codes is not None:
             self.codes.check(width, columns)
         self.model.check(columns, n_classes)
@@ -309,5 +410,5 @@ class OwnModel(msgspec.Struct, tag="own", frozen=True):
                     "an imported model reads a column the encoder does not have")
 
 
-FittedModel = Union[LinearModel, BoostedTrees, Forest, BlendModel, Adapted, PickledSteps,
-                    OwnModel]
+FittedModel = Union[LinearModel, BoostedTrees, XGBoostFile, Forest, BlendModel, Adapted,
+                    PickledSteps, OwnModel]

@@ -15,7 +15,8 @@ from sklearn.tree import DecisionTreeClassifier
 from tabserve.model.blend import Blend
 from tabserve.model.encoding import Hinges
 from tabserve.model.bundle import pickled_steps
-from tabserve.model.fitted import BlendModel, BoostedTrees, FittedModel, Forest, LinearModel, Ubjson
+from tabserve.model.fitted import BlendModel, BoostedTrees, FittedModel, Forest, LinearModel
+from tabserve.model.xgboost_trees import trees_from_booster
 
 
 def fitted_model(steps: Pipeline, width: int) -> FittedModel:
@@ -55,12 +56,10 @@ def linear_model(fitted: list) -> LinearModel | None:
 
 
 def boosted_trees(fitted: list) -> BoostedTrees | None:
-    """An XGBoost classifier alone, its booster in XGBoost's own format."""
+    """An XGBoost classifier alone, its trees as arrays."""
     if len(fitted) != 1 or not hasattr(fitted[0], "get_booster"):
         return None
-    booster = fitted[0].get_booster()
-    return BoostedTrees(Ubjson(booster.save_raw("ubj")), n_classes=len(fitted[0].classes_),
-                        n_features=booster.num_features())
+    return trees_from_booster(fitted[0].get_booster(), len(fitted[0].classes_))
 
 
 def forest(fitted: list) -> Forest | None:

@@ -71,6 +71,9 @@ class Body:
     row: tuple | None = None                     # the plain path, one record: values in order
 
 
+VALUES_PER_RECORD = 64  # values a record may hold in a batch parsed as any JSON (at least)
+
+
 def _short_key(key: str) -> str:
     return key if len(key) <= 40 else key[:37] + "..."
 
@@ -95,6 +98,10 @@ class BodyDecoder:
                                                  list[self._record(batch=self.packed)]])
         self.tensor_rows = TENSOR_ROWS not in speedups_off
         self._any_json = msgspec.json.Decoder()  # the general path: any JSON at all
+        # the most values a body may hold before it is parsed as any JSON, where each value
+        # becomes a Python object (~25 times its bytes for `{}`): the largest batch of records
+        # of up to VALUES_PER_RECORD values (or twice the fields, if more) passes
+        self.max_values = max_records * max(VALUES_PER_RECORD, 2 * len(self.fields))
 
     def _record(self, batch: bool) -> type:
         # attribute names are positional, so any column name works as a JSON key
@@ -176,10 +183,24 @@ class BodyDecoder:
                     "list of records, [{...}, {...}], sent as the whole body"))],
                     status=400, title="Bad Request")
 
+    def too_many_values(self, raw: bytes) -> str | None:
+        """Why a body holds too many values to be parsed as any JSON, or None: every value
+        after a container's first follows a comma, so commas bound the values, counted in C
+        before a single object is made."""
+        commas = raw.count(b",")
+        if commas < self.max_values:
+            return None
+        return (f"the body holds more than {self.max_values} values: at most "
+                f"{self.max_records} records (MAX_BATCH_RECORDS) of up to "
+                f"{self.max_values // self.max_records} values each")
+
     def _decode_general(self, raw: bytes) -> Body:
         if not raw.strip():
             raise _bad_request("the body is empty: send one record as a JSON object, or a "
                                "batch as a JSON list of objects")
+        too_many = self.too_many_values(raw)
+        if too_many:
+            raise _bad_request(too_many, status=413, title="Content Too Large")
         try:
             body = self._any_json.decode(raw)
         except (msgspec.DecodeError, UnicodeDecodeError) as err:

@@ -16,6 +16,7 @@ counts), so the report can say what is new, not only how often.
 from __future__ import annotations
 
 import json
+import logging
 import mmap
 import os
 from collections import Counter
@@ -30,6 +31,8 @@ from tabserve.model.decision import label_code, label_codes
 from tabserve.model.profile import FieldProfile, Profile, drift_status, psi
 from tabserve.model.schema import Kind
 from tabserve.settings import DRIFT_MIN_RECORDS
+
+log = logging.getLogger(__name__)
 
 MIN_RECORDS = DRIFT_MIN_RECORDS  # below this many records the report judges nothing
 UNSEEN_KEPT = 20      # unseen levels a process keeps per field, the most frequent
@@ -180,9 +183,14 @@ class FileCountStore(CountStore):
 
     def _open_own_file(self) -> None:
         path = self.directory / f"{self.prefix}_{os.getpid()}.counts"
-        with path.open("w+b") as f:
-            f.truncate(self.size * 8)
-            self._map = mmap.mmap(f.fileno(), self.size * 8)
+        try:
+            with path.open("w+b") as f:
+                f.truncate(self.size * 8)
+                self._map = mmap.mmap(f.fileno(), self.size * 8)
+        except OSError as err:  # counted in this process alone: answers go on all the same
+            log.error("drift counts of worker %d stay in its memory: the metrics directory "
+                      "cannot be written (%s)", os.getpid(), err.strerror or err)
+            self._map = bytearray(self.size * 8)
         self._counts = np.frombuffer(self._map, dtype=np.int64)
         self._cells = memoryview(self._counts)
         self._unseen = {}  # a forked process's own, like its counts
@@ -214,8 +222,11 @@ class FileCountStore(CountStore):
         return self._unseen
 
     def _save_unseen(self, tally: Tally) -> None:
-        _write_whole(self.directory / f"{self.prefix}_{os.getpid()}.unseen",
-                     json.dumps(tally).encode())
+        try:
+            _write_whole(self.directory / f"{self.prefix}_{os.getpid()}.unseen",
+                         json.dumps(tally).encode())
+        except OSError:  # kept in memory; the counts' file said so once
+            pass
 
     def _write_baseline(self, totals: np.ndarray, unseen: Tally) -> None:
         _write_whole(self.directory / f"{self.prefix}.baseline", totals.tobytes())
@@ -234,6 +245,26 @@ def _read_tally(path: Path) -> Tally:
         return json.loads(path.read_bytes())
     except FileNotFoundError:
         return {}
+
+
+def collect_dead_counts(directory: Path, pid: int) -> None:
+    """Fold an exited worker's drift counts into the exited workers' file of each model
+    (`drift_<version>_exited.counts`, `.unseen`), which the totals read as any worker's."""
+    for path in directory.glob(f"drift_*_{pid}.counts"):
+        exited = path.with_name(path.name.replace(f"_{pid}.", "_exited."))
+        counts = np.fromfile(path, dtype=np.int64)
+        before = np.fromfile(exited, dtype=np.int64) if exited.exists() else np.zeros(0)
+        _write_whole(exited, (counts + before if len(before) == len(counts) else counts)
+                     .tobytes())
+        path.unlink()
+    for path in directory.glob(f"drift_*_{pid}.unseen"):
+        exited = path.with_name(path.name.replace(f"_{pid}.", "_exited."))
+        tally = _read_tally(exited)
+        for name, levels in _read_tally(path).items():
+            for level, records in levels.items():  # bounded as each worker's own tally
+                keep_frequent(tally.setdefault(name, {}), level, records)
+        _write_whole(exited, json.dumps(tally).encode())
+        path.unlink()
 
 
 def count_store(bundle: ModelBundle, directory: str | None) -> CountStore:

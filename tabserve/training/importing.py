@@ -31,6 +31,7 @@ levels it knows join the sample's. The served probabilities are checked against 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -45,8 +46,8 @@ from tabserve.model import hist_trees
 from tabserve.model.bundle import (MAGIC, ModelBundle, ModelLoadError, library_versions,
                                    pickled, read_pickled_model)
 from tabserve.model.encoding import MAX_ONE_HOT_LEVELS, Encoder
-from tabserve.model.fitted import (Adapted, BoostedTrees, LevelCodes, LinearModel, OwnModel,
-                                   Ubjson)
+from tabserve.model.fitted import Adapted, BoostedTrees, LevelCodes, LinearModel, OwnModel
+from tabserve.model.xgboost_trees import trees_from_booster, trees_from_document
 from tabserve.model.frames import columns_from_frame
 from tabserve.model.schema import Dropped, Field, Kind, Schema
 from tabserve.model.trust import Trust
@@ -708,16 +709,13 @@ def inner_model(classifier: Any, mean: np.ndarray, n_classes: int):
     if isinstance(classifier, (xgboost.XGBClassifier, xgboost.Booster)):
         booster = classifier if isinstance(classifier, xgboost.Booster) \
             else classifier.get_booster()
-        booster = booster.copy()
-        booster.feature_names = None  # served matrices are unnamed
-        booster.feature_types = None
-        return BoostedTrees(Ubjson(booster.save_raw("ubj")), n_classes, width)
+        return trees_from_booster(booster, n_classes)
     if type(classifier) in (RandomForestClassifier, ExtraTreesClassifier,
                             DecisionTreeClassifier):
         return forest([classifier])
     if _is_hist_boosting(classifier):
-        booster = xgboost.Booster(model_file=bytearray(hist_trees.booster_json(classifier)))
-        return BoostedTrees(Ubjson(booster.save_raw("ubj")), n_classes, width)
+        return trees_from_document(json.loads(hist_trees.booster_json(classifier)), n_classes,
+                                   width)
     raise Untranslatable(f"the classifier is a {type(classifier).__name__}")
 
 

@@ -8,7 +8,8 @@ import os
 from flask import Blueprint, Flask, Response, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from tabserve.model.bundle import ModelBundle
+from tabserve.model.bundle import ModelBundle, ModelLoadError
+from tabserve.model.fitted import ModelFileError
 from tabserve.model.validation import Problem, RequestError
 from tabserve.serving.drift import drift_report
 from tabserve.serving.explaining import ExplanationsUnavailable
@@ -174,18 +175,42 @@ def _http_error(err: HTTPException) -> Response:
     return response
 
 
+def _unreadable_body(err: Exception) -> bool:
+    """Whether `err` is the server's refusal of a body's framing, met while the app reads it
+    (a chunked body whose chunk sizes lie): the client's fault, not a bug."""
+    return type(err).__module__.startswith("gunicorn.http")
+
+
 def _unexpected_error(err: Exception) -> Response:
+    if _unreadable_body(err):
+        detail = f"the body cannot be read: {str(err)[:200] or type(err).__name__}"
+        if is_open_inference(request.path):
+            return error_response(detail, 400)
+        return problem_response(400, "Bad Request", detail)
     log.error("unhandled error on %s %s", request.method, request.path, exc_info=err)
     if is_open_inference(request.path):
         return error_response(INTERNAL_ERROR[2], 500)
     return problem_response(*INTERNAL_ERROR)
 
 
+def _install(current: Service, bundle: ModelBundle | None) -> str:
+    """Serve `bundle`, or the model file's; its version. `ModelLoadError`, in one line, for a
+    file that cannot be loaded or whose model cannot be made ready (the current model, if any,
+    stays)."""
+    path = current.settings.model_path
+    bundle = bundle or ModelBundle.load(path, current.settings.trust)
+    try:
+        current.install(bundle)
+    except ModelFileError as err:
+        raise ModelLoadError(f"model file {path} cannot be served: {err}") from None
+    return bundle.version
+
+
 def create_app(bundle: ModelBundle | None = None, settings: Settings | None = None) -> Flask:
     """The app for one bundle: loaded from `settings.model_path` unless given."""
     settings = settings or Settings.from_env()
     current = Service(settings)
-    current.install(bundle or ModelBundle.load(settings.model_path, settings.trust))
+    _install(current, bundle)
     app = Flask(__name__)
     app.request_class = EndpointRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -203,10 +228,7 @@ def create_app(bundle: ModelBundle | None = None, settings: Settings | None = No
 def reload_model(app: Flask) -> str:
     """Load the model file again (gunicorn's SIGHUP); its version. On `ModelLoadError` the
     current model stays: a bad file never stops a running service."""
-    current: Service = app.extensions["tabserve"]
-    bundle = ModelBundle.load(current.settings.model_path, current.settings.trust)
-    current.install(bundle)
-    return bundle.version
+    return _install(app.extensions["tabserve"], None)
 
 
 def reset_drift(app: Flask) -> int | None:

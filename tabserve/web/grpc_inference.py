@@ -22,8 +22,7 @@ from typing import Any
 
 import grpc
 from open_inference.grpc import protocol as pb
-from open_inference.grpc.service import (GRPCInferenceServiceServicer,
-                                         add_GRPCInferenceServiceServicer_to_server)
+from open_inference.grpc.service import GRPCInferenceServiceServicer
 
 from tabserve import __version__
 from tabserve.model.validation import RequestError
@@ -69,10 +68,11 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         self.current = current
 
     def ServerLive(self, request, context):  # noqa: N802 - the protocol's names
-        return self._call("ServerLive", context, lambda call: pb.ServerLiveResponse(live=True))
+        return self._call("ServerLive", request, context,
+                          lambda call: pb.ServerLiveResponse(live=True))
 
     def ServerReady(self, request, context):  # noqa: N802
-        return self._call("ServerReady", context,
+        return self._call("ServerReady", request, context,
                           lambda call: pb.ServerReadyResponse(ready=True))
 
     def ModelReady(self, request, context):  # noqa: N802
@@ -83,17 +83,19 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             except LookupError:
                 return pb.ModelReadyResponse(ready=False)
             return pb.ModelReadyResponse(ready=True)
-        return self._call("ModelReady", context, answer)
+        return self._call("ModelReady", request, context, answer)
 
     def ServerMetadata(self, request, context):  # noqa: N802
-        return self._call("ServerMetadata", context, lambda call: pb.ServerMetadataResponse(
+        return self._call("ServerMetadata", request, context, lambda call: pb.ServerMetadataResponse(
             name="tabserve", version=__version__, extensions=EXTENSIONS))
 
     def ModelMetadata(self, request, context):  # noqa: N802
-        return self._call("ModelMetadata", context, lambda call: self._metadata(request))
+        return self._call("ModelMetadata", request, context,
+                          lambda call: self._metadata(request))
 
     def ModelInfer(self, request, context):  # noqa: N802
-        return self._call("ModelInfer", context, lambda call: self._infer(request, call))
+        return self._call("ModelInfer", request, context,
+                          lambda call: self._infer(request, call))
 
     def _metadata(self, request) -> pb.ModelMetadataResponse:
         current = self.current
@@ -109,7 +111,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     def _infer(self, request, call: dict[str, Any]) -> pb.ModelInferResponse:
         current = self.current
         check_model(current, request.model_name, request.model_version)
-        body = {"inputs": _input_tensors(request)}
+        body = {"inputs": _input_tensors(request, current.settings.max_batch_records)}
         answer = infer(current, body, [o.name for o in request.outputs])
         call["tabserve.records"] = answer.records
         response = pb.ModelInferResponse(
@@ -124,10 +126,10 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             response.parameters["warnings"].string_param = answer.warnings
         return response
 
-    def _call(self, method: str, context: grpc.ServicerContext,
+    def _call(self, method: str, request: Any, context: grpc.ServicerContext,
               answer: Callable[[dict[str, Any]], Any]):
         """One call, accounted; `answer` gets the call's record (its request id, records...)
-        and its errors become statuses."""
+        and its errors become statuses (a message that is not the protocol's, too)."""
         started = time.perf_counter()
         current = self.current
         metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
@@ -141,6 +143,8 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         try:
             if method not in OPEN_METHODS:
                 call["tabserve.key_id"] = self._key_id(metadata)
+            if isinstance(request, Garbled):
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT, str(request))
             return answer(call)
         except Refused as err:
             code, message = err.code, str(err)
@@ -180,13 +184,49 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         return key
 
 
+class Garbled:
+    """A request whose bytes are not the protocol's message (grpcio would answer INTERNAL,
+    "Exception deserializing request!": the client's fault is INVALID_ARGUMENT)."""
+
+    def __init__(self, kind: type):
+        self.kind = kind
+
+    def __str__(self) -> str:
+        return f"the request is not a {self.kind.__name__} message"
+
+
+def _lenient(kind: type) -> Callable[[bytes], Any]:
+    """`kind`'s parser that gives a `Garbled` for bytes it cannot parse, instead of raising."""
+    def parse(data: bytes):
+        try:
+            return kind.FromString(data)
+        except Exception:  # noqa: BLE001 - protobuf's DecodeError, or a recursion limit
+            return Garbled(kind)
+    return parse
+
+
+# each call of the protocol and the message it takes
+CALLS = {"ServerLive": pb.ServerLiveRequest, "ServerReady": pb.ServerReadyRequest,
+         "ModelReady": pb.ModelReadyRequest, "ServerMetadata": pb.ServerMetadataRequest,
+         "ModelMetadata": pb.ModelMetadataRequest, "ModelInfer": pb.ModelInferRequest}
+
+
+def _handlers(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
+    """The protocol's calls, their requests parsed by `_lenient`."""
+    return grpc.method_handlers_generic_handler(SERVICE, {
+        name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, name), request_deserializer=_lenient(kind),
+            response_serializer=lambda message: message.SerializeToString())
+        for name, kind in CALLS.items()})
+
+
 def _tensor_metadata(tensor: dict[str, Any]) -> pb.ModelMetadataResponse.TensorMetadata:
     return pb.ModelMetadataResponse.TensorMetadata(name=tensor["name"],
                                                    datatype=tensor["datatype"],
                                                    shape=tensor["shape"])
 
 
-def _input_tensors(request) -> list[dict[str, Any]]:
+def _input_tensors(request, limit: int) -> list[dict[str, Any]]:
     """The request's input tensors as `tensors.input_values` reads them, from raw contents
     (what Triton's and KServe's clients send) or typed contents."""
     raw = request.raw_input_contents
@@ -196,25 +236,29 @@ def _input_tensors(request) -> list[dict[str, Any]]:
     inputs = []
     for i, tensor in enumerate(request.inputs):
         if raw:
-            data = tensors.decode_raw(tensor.name, tensor.datatype, raw[i])
+            data = tensors.decode_raw(tensor.name, tensor.datatype, raw[i], limit)
         else:
-            data = _typed_contents(tensor)
+            data = _typed_contents(tensor, limit)
         inputs.append({"name": tensor.name, "data": data})
     return inputs
 
 
-def _typed_contents(tensor) -> list:
+def _typed_contents(tensor, limit: int) -> list:
     field = CONTENTS.get(tensor.datatype)
     if field is None:
-        raise ValueError(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not one of "
-                         f"{', '.join(CONTENTS)}")
-    values = list(getattr(tensor.contents, field))
+        raise ValueError(f"input {tensors.shown(tensor.name)}: datatype "
+                         f"{tensors.shown(tensor.datatype)} is not one of {', '.join(CONTENTS)}")
+    contents = getattr(tensor.contents, field)
+    if len(contents) > limit:  # before a Python object is made for each
+        raise ValueError(f"input {tensors.shown(tensor.name)}: {len(contents)} values exceed "
+                         f"the limit of {limit} records (MAX_BATCH_RECORDS)")
+    values = list(contents)
     if field != "bytes_contents":
         return values
     try:
         return [value.decode() for value in values]
     except UnicodeDecodeError:
-        raise ValueError(f"input {tensor.name!r}: an element is not UTF-8 text") from None
+        raise ValueError(f"input {tensors.shown(tensor.name)}: an element is not UTF-8 text") from None
 
 
 def _log_access(call: dict[str, Any], status: int, code: grpc.StatusCode,
@@ -230,7 +274,7 @@ def serve(current: Service, port: int, threads: int) -> grpc.Server:
         ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
         options=[("grpc.so_reuseport", 1),
                  ("grpc.max_receive_message_length", current.settings.max_body_bytes)])
-    add_GRPCInferenceServiceServicer_to_server(InferenceServicer(current), server)
+    server.add_generic_rpc_handlers((_handlers(InferenceServicer(current)),))
     try:
         server.add_insecure_port(f"0.0.0.0:{port}")
     except RuntimeError:

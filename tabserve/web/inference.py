@@ -29,12 +29,12 @@ def check_model(current: Service, name: str, version: str | None = None) -> None
     """`LookupError` (a 404) unless `name` is the served model and `version`, when given, is
     its version."""
     if name != current.model_name:
-        raise LookupError(f"model {name!r} not found; this server serves "
+        raise LookupError(f"model {tensors.shown(name)} not found; this server serves "
                           f"{current.model_name!r}")
     served = current.bundle.version
     if version and version != served:
-        raise LookupError(f"version {version!r} of model {name!r} not found; this server "
-                          f"serves version {served!r}")
+        raise LookupError(f"version {tensors.shown(version)} of model {tensors.shown(name)} "
+                          f"not found; this server serves version {served!r}")
 
 
 def infer(current: Service, body: dict[str, Any], output_names: list[str] | None) -> Inference:

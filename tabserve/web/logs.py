@@ -39,17 +39,28 @@ def access_record(environ: dict, status: int, seconds: float, debug: bool) -> di
     }
 
 
+def status_of(resp) -> int:
+    """The status gunicorn answered with: its response's `status_code`, which gunicorn's own
+    error answers (a request it could not parse) never set, else read from `status`."""
+    code = getattr(resp, "status_code", None)
+    if isinstance(code, int):
+        return code
+    text = str(getattr(resp, "status", "") or "")[:3]
+    return int(text) if text.isdigit() else 0
+
+
 class JsonAccessLogger(Logger):
-    """gunicorn's logger, with access lines as JSON objects instead of Apache's format."""
+    """gunicorn's logger, with access lines as JSON objects instead of Apache's format. It
+    takes whatever gunicorn hands it: an exception here would kill the worker."""
 
     def access(self, resp, req, environ, request_time) -> None:
         if not self.access_log_enabled:
             return
-        line = access_record(environ, resp.status_code, request_time.total_seconds(),
-                             self.error_log.isEnabledFor(logging.DEBUG))
-        if line is None:
-            return
         try:
-            self.access_log.info(json.dumps(line))
+            line = access_record(environ or {}, status_of(resp),
+                                 request_time.total_seconds(),
+                                 self.error_log.isEnabledFor(logging.DEBUG))
+            if line is not None:
+                self.access_log.info(json.dumps(line, default=str))
         except Exception:  # noqa: BLE001 - a log line must never fail a request
             self.error(traceback.format_exc())

@@ -13,6 +13,9 @@ Prometheus server can compute the PSI itself (`deploy/monitoring/`).
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
 from collections import Counter as Tally
 from pathlib import Path
 from typing import Any
@@ -20,11 +23,36 @@ from typing import Any
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
                                generate_latest, multiprocess)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.mmap_dict import MmapedDict
 
 from tabserve.model.schema import Kind
 from tabserve.serving.drift import DriftCounter
 
+# label values come from the service, never from a client: a method or field name outside
+# these is counted under one value, so no request can add series
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+OTHER_METHOD = "(other)"
+UNKNOWN_FIELD = "(unknown field)"
+BODY = "(body)"
+log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+def _degrading(method):
+    """A metrics update that cannot fail a request: if the metrics directory cannot be written
+    (a full or remounted volume), this process stops counting and says so once; requests are
+    answered all the same."""
+    @functools.wraps(method)
+    def update(self, *args):
+        if self.broken:
+            return
+        try:
+            method(self, *args)
+        except OSError as err:
+            self.broken = True
+            log.error("metrics are no longer counted by worker %d: the metrics directory "
+                      "cannot be written (%s)", os.getpid(), err.strerror or err)
+    return update
 
 
 class Metrics:
@@ -36,6 +64,8 @@ class Metrics:
         self.directory = directory  # gunicorn's workers write here (multiprocess mode)
         self.multiprocess = self.directory is not None
         self.drift: DriftCounter | None = None  # set with each model (web.service)
+        self.fields: frozenset[str] = frozenset()  # the model's fields, set with each model
+        self.broken = False  # the directory could not be written: nothing more is counted
         self.registry = CollectorRegistry()
         self.drift_collector = DriftCollector(self)
         self.requests = Counter("tabserve_requests_total", "HTTP requests answered",
@@ -64,10 +94,13 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
+    @_degrading
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        method = method if method in METHODS else OTHER_METHOD
         self._child(self.requests, endpoint, method, str(status)).inc()
         self._child(self.latency, endpoint).observe(seconds)
 
+    @_degrading
     def observe_labels(self, labels: list[str]) -> None:
         self.records.inc(len(labels))
         if len(labels) == 1:
@@ -76,9 +109,14 @@ class Metrics:
         for label, count in Tally(labels).items():
             self._child(self.predictions, label).inc(count)
 
+    @_degrading
     def observe_problems(self, fields: list[str | None]) -> None:
-        for field, count in Tally(field or "(body)" for field in fields).items():
-            self.validation_failures.labels(field).inc(count)
+        """Problems by field: the model's own fields by name, any other key a client sent
+        as one label."""
+        labels = (BODY if not field else field if field in self.fields else UNKNOWN_FIELD
+                  for field in fields)
+        for label, count in Tally(labels).items():
+            self._child(self.validation_failures, label).inc(count)
 
     def exposition(self) -> bytes:
         if self.multiprocess:
@@ -87,6 +125,26 @@ class Metrics:
             registry.register(self.drift_collector)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def collect_dead_worker(directory: Path, pid: int) -> None:
+    """Fold an exited worker's counter and histogram files into one file of all exited
+    workers' (`<kind>_exited.db`), so that workers dying and restarting do not pile files up;
+    prometheus_client's `mark_process_dead` only removes a dead worker's live gauges. The sums
+    /metrics shows stay the same."""
+    multiprocess.mark_process_dead(pid, str(directory))
+    for kind in ("counter", "histogram"):
+        dead = directory / f"{kind}_{pid}.db"
+        if not dead.exists():
+            continue
+        exited = MmapedDict(str(directory / f"{kind}_exited.db"))
+        try:
+            for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(str(dead)):
+                total, _ = exited.read_value(key)
+                exited.write_value(key, total + value, timestamp)
+        finally:
+            exited.close()
+        dead.unlink()
 
 
 class DriftCollector:

@@ -71,7 +71,12 @@ def infer_route(name: str, version: str | None = None) -> Response:
     current = service()
     check_model(current, name, version)
     try:
-        body = _request_body(request.get_data(cache=False), request.headers.get(HEADER_LENGTH))
+        raw = request.get_data(cache=False)
+        too_many = current.decoder.too_many_values(raw)
+        if too_many:
+            return error_response(too_many, 413)
+        body = _request_body(raw, request.headers.get(HEADER_LENGTH),
+                             current.settings.max_batch_records)
         wanted = body.get("outputs")
         if wanted is not None and (not isinstance(wanted, list) or not all(
                 isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted)):
@@ -89,8 +94,9 @@ def infer_route(name: str, version: str | None = None) -> Response:
     return _answer(head, answer, _binary_outputs(body))
 
 
-def _request_body(raw: bytes, header_length: str | None) -> dict[str, Any]:
-    """The request's JSON, with the data of binary input tensors decoded into `data`."""
+def _request_body(raw: bytes, header_length: str | None, limit: int) -> dict[str, Any]:
+    """The request's JSON, with the data of binary input tensors decoded into `data` (at most
+    `limit` elements each)."""
     if header_length is None:
         return _json_object(raw)
     if not header_length.isdigit() or int(header_length) > len(raw):
@@ -106,10 +112,11 @@ def _request_body(raw: bytes, header_length: str | None) -> dict[str, Any]:
             continue
         name = tensor.get("name")
         if type(size) is not int or size < 0 or offset + size > len(binary):
-            raise ValueError(f"input {name!r}: binary_data_size {size!r} does not fit the "
+            raise ValueError(f"input {tensors.shown(str(name))}: binary_data_size "
+                             f"{tensors.shown(str(size))} does not fit the "
                              f"{len(binary) - offset} bytes left in the body")
-        tensor["data"] = tensors.decode_raw(name, str(tensor.get("datatype")),
-                                            bytes(binary[offset:offset + size]))
+        tensor["data"] = tensors.decode_raw(str(name), str(tensor.get("datatype")),
+                                            bytes(binary[offset:offset + size]), limit)
         offset += size
     if offset != len(binary):
         raise ValueError(f"the body has {len(binary) - offset} bytes after the binary data "

@@ -50,6 +50,7 @@ class Service:
         if settings.monitoring and bundle.profile is not None:
             drift = DriftCounter(bundle, count_store(bundle, self.metrics.directory))
         self.metrics.drift = drift  # its counts are part of /metrics
+        self.metrics.fields = frozenset(f.name for f in bundle.schema.fields)
         self.model_name = settings.served_model_name(bundle.schema.target)
         self.decoder = BodyDecoder(bundle.schema, settings.max_batch_records,
                                    settings.speedups_off)

@@ -27,6 +27,13 @@ RAW_DTYPES = {"BOOL": "?", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UI
               "INT8": "<i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
               "FP32": "<f4", "FP64": "<f8"}
 _LENGTH = struct.Struct("<I")
+SHOWN_NAMES = 5  # unknown input names quoted in a warning; the rest are counted
+
+
+def shown(name: str) -> str:
+    """A client's tensor name as an answer quotes it: cut, so a long name makes no long
+    answer."""
+    return repr(name if len(name) <= 40 else name[:37] + "...")
 
 
 def datatype(f: Field) -> str:
@@ -63,6 +70,8 @@ def input_values(body: Any, names: list[str], limit: int) -> tuple[dict[str, lis
         if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str) \
                 or not isinstance(tensor.get("data"), list):
             raise ValueError(f"inputs[{i}]: expected an object with a 'name' and a 'data' list")
+        if tensor["name"] in tensors:  # the protocol: names are unique
+            raise ValueError(f"inputs[{i}]: input {shown(tensor['name'])} is given twice")
         data = tensor["data"]
         if data and all(isinstance(item, list) and len(item) == 1 for item in data):
             data = [item[0] for item in data]  # shape [n, 1]
@@ -79,40 +88,50 @@ def input_values(body: Any, names: list[str], limit: int) -> tuple[dict[str, lis
     return {name: tensors[name] for name in names}, count, sorted(set(tensors) - set(names))
 
 
-def decode_raw(name: str, datatype: str, raw: bytes) -> list:
+def decode_raw(name: str, datatype: str, raw: bytes, limit: int) -> list:
     """The values of one tensor's binary data; `ValueError` naming the tensor when the bytes
-    do not fit its datatype."""
+    do not fit its datatype, or hold more than `limit` values (refused before a Python
+    object is made for each)."""
     if datatype == "BYTES":
-        return _decode_bytes_elements(name, raw)
+        return _decode_bytes_elements(name, raw, limit)
     dtype = RAW_DTYPES.get(datatype)
     if dtype is None:
-        raise ValueError(f"input {name!r}: datatype {datatype!r} is not one of "
+        raise ValueError(f"input {shown(name)}: datatype {shown(datatype)} is not one of "
                          f"{', '.join(['BYTES', *RAW_DTYPES])}")
     size = np.dtype(dtype).itemsize
     if len(raw) % size:
-        raise ValueError(f"input {name!r}: {len(raw)} bytes is not a whole number of "
+        raise ValueError(f"input {shown(name)}: {len(raw)} bytes is not a whole number of "
                          f"{datatype} elements ({size} bytes each)")
+    _within(name, len(raw) // size, limit)
     return np.frombuffer(raw, dtype=dtype).tolist()
 
 
-def _decode_bytes_elements(name: str, raw: bytes) -> list[str]:
+def _within(name: str, count: int, limit: int) -> None:
+    if count > limit:
+        raise ValueError(f"input {shown(name)}: {count} or more values exceed the limit of "
+                         f"{limit} records (MAX_BATCH_RECORDS)")
+
+
+def _decode_bytes_elements(name: str, raw: bytes, limit: int) -> list[str]:
     pieces, offset, end, unpack = [], 0, len(raw), _LENGTH.unpack_from
     try:
         while offset < end:
+            if len(pieces) == limit:
+                _within(name, limit + 1, limit)
             start = offset + 4
             offset = start + unpack(raw, offset)[0]
             pieces.append(raw[start:offset])
     except struct.error:
-        raise ValueError(f"input {name!r}: BYTES data ends inside an element's length") from None
+        raise ValueError(f"input {shown(name)}: BYTES data ends inside an element's length") from None
     if offset > end:
-        raise ValueError(f"input {name!r}: a BYTES element of {len(pieces[-1]) + offset - end} "
+        raise ValueError(f"input {shown(name)}: a BYTES element of {len(pieces[-1]) + offset - end} "
                          "bytes runs past the end of the data")
     texts: dict[bytes, str] = {}  # a categorical field repeats a few levels
     try:
         return [texts[p] if p in texts else texts.setdefault(p, p.decode()) for p in pieces]
     except UnicodeDecodeError:
         bad = next(i for i, p in enumerate(pieces) if p not in texts)
-        raise ValueError(f"input {name!r}: element {bad} is not UTF-8 text") from None
+        raise ValueError(f"input {shown(name)}: element {bad} is not UTF-8 text") from None
 
 
 def encode_raw(tensor: dict[str, Any]) -> bytes:
@@ -131,7 +150,7 @@ def requested_outputs(tensors: list[dict[str, Any]], names: list[str] | None) ->
     by_name = {tensor["name"]: tensor for tensor in tensors}
     unknown = [name for name in names if name not in by_name]
     if unknown:
-        raise ValueError(f"unknown output {unknown[0]!r}: this model's outputs are "
+        raise ValueError(f"unknown output {shown(unknown[0])}: this model's outputs are "
                          f"{', '.join(map(repr, by_name))}")
     return [by_name[name] for name in dict.fromkeys(names)]
 
@@ -153,6 +172,9 @@ def outputs(scored: Scored) -> list[dict[str, Any]]:
 def warnings(scored: Scored, unknown: list[str]) -> str | None:
     """The answer's warnings as one string (a parameter's value is a string, a number or a
     boolean): unknown inputs ignored, then each record's, by record; None without any."""
-    listed = [f"unknown input {name!r} ignored" for name in unknown] + \
+    ignored = [f"unknown input {shown(name)} ignored" for name in unknown[:SHOWN_NAMES]]
+    if len(unknown) > SHOWN_NAMES:
+        ignored.append(f"and {len(unknown) - SHOWN_NAMES} more unknown inputs ignored")
+    listed = ignored + \
         [f"records[{i}]: {w}" for i, ws in sorted(scored.warnings.items()) for w in ws]
     return "; ".join(listed) or None
