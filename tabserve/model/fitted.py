@@ -158,7 +158,10 @@ class BoostedTrees(msgspec.Struct, tag="boosted_trees", frozen=True):
         _vector(self.default_left, "XGBoost default_left", nodes, "ub")
         for name in ("threshold", "value", "cover"):
             _vector(getattr(self, name), f"XGBoost {name}", nodes)
-            _finite(getattr(self, name), f"XGBoost {name}")
+        # a threshold that parts missing values from every number is float32's largest
+        _finite(self.threshold, "XGBoost threshold", float(np.finfo(np.float32).max))
+        _finite(self.value, "XGBoost value")
+        _finite(self.cover, "XGBoost cover")
         self._check_layout()
 
     def _check_layout(self) -> None:
