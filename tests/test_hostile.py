@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import PYTHON, ROOT, rewrite_payload, start_gunicorn, stop, wait_for, workers
+from helpers import PYTHON, ROOT, free_port, rewrite_payload, start_gunicorn, stop, wait_for, workers
 from tabserve.model.bundle import ModelBundle, ModelLoadError
 
 pytestmark = pytest.mark.process
@@ -61,9 +61,11 @@ def keyed(tmp_path_factory):
     """A server with API keys on a copy of the default model (SIGHUP may replace it)."""
     folder = tmp_path_factory.mktemp("hostile")
     shutil.copy(ROOT / "model.bin", folder / "model.bin")
-    process, url = start_gunicorn(folder / "model.bin", API_KEYS=KEY,
+    grpc_port = free_port()
+    process, url = start_gunicorn(folder / "model.bin", API_KEYS=KEY, GRPC_PORT=str(grpc_port),
                                   PROMETHEUS_MULTIPROC_DIR=str(folder / "metrics"))
     process.model_path, process.metrics_dir = folder / "model.bin", folder / "metrics"
+    process.grpc_port = grpc_port
     yield process, url
     stop(process)
 
@@ -105,7 +107,7 @@ def test_clients_cannot_choose_metric_labels(keyed):
     model = {f["name"] for f in ModelBundle.load(process.model_path).describe()["schema"]["fields"]}
     assert fields <= model | {"(body)", "(unknown field)"} and "(unknown field)" in fields
     methods = set(re.findall(r'tabserve_requests_total\{[^}]*method="([^"]*)"', exposition))
-    assert methods <= {"GET", "POST", "(other)"}, methods
+    assert methods <= {"GET", "POST", "(other)"} and "(other)" in methods, methods
 
 
 def test_v2_input_names_are_unique_and_quoted_short(keyed, telco_record):
@@ -119,6 +121,18 @@ def test_v2_input_names_are_unique_and_quoted_short(keyed, telco_record):
                                  "data": [1.0]}]}
     status, answer = _post(f"{url}/v2/models/churn/infer", json.dumps(huge).encode())
     assert status == 200 and len(answer) < 2000
+
+
+def test_grpc_garbage_is_invalid_argument(keyed):
+    import grpc
+
+    process, _ = keyed
+    with grpc.insecure_channel(f"127.0.0.1:{process.grpc_port}") as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        with pytest.raises(grpc.RpcError) as refused:
+            call(b"\xff\xff\xff\xff garbage", metadata=(("x-api-key", KEY),), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "ModelInferRequest" in refused.value.details()
 
 
 def _forge_booster_length(path: Path) -> None:

@@ -30,7 +30,7 @@ from tabserve.serving.drift import DriftCounter
 
 # label values come from the service, never from a client: a method or field name outside
 # these is counted under one value, so no request can add series
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "GRPC"})
 OTHER_METHOD = "(other)"
 UNKNOWN_FIELD = "(unknown field)"
 BODY = "(body)"
