@@ -292,3 +292,38 @@ def test_booster_arrays_answer_as_xgboost_did(telco_record):
     served = trees.load().predict(xgboost.DMatrix(rows), output_margin=True)
     assert np.array_equal(served, own.predict(xgboost.DMatrix(rows), output_margin=True))
     assert Predictor(bundle).score_records([telco_record]).labels
+
+
+def test_a_soak_of_hostile_and_valid_traffic_answers_every_valid_request(keyed, telco_record):
+    """~15 s of framing attacks, label floods and oversized bodies beside valid clients:
+    every valid request gets the model's answer (bounded by the count of requests, not by a
+    clock: each side sends a fixed number)."""
+    import threading
+
+    process, url = keyed
+    body = json.dumps(telco_record).encode()
+    expected = json.loads(_post(f"{url}/predict", body)[1])["churn_probability"]
+    answers: list = []
+
+    def valid():
+        for _ in range(150):
+            status, answer = _post(f"{url}/predict", body)
+            answers.append((status, json.loads(answer).get("churn_probability")
+                            if status == 200 else answer[:200]))
+
+    def hostile():
+        for i in range(60):
+            rest = list(FRAMINGS.values())[i % len(FRAMINGS)]
+            _raw(url, b"POST /predict HTTP/1.1\r\nHost: x\r\n" + rest)
+            _post(f"{url}/predict", json.dumps({f"flood-{i}": [{}]}).encode())
+            _post(f"{url}/predict", b"[" + b",".join([b"{}"] * 400_000) + b"]")
+
+    threads = [threading.Thread(target=valid) for _ in range(3)] + \
+        [threading.Thread(target=hostile) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert len(answers) == 450
+    assert all(a == (200, expected) for a in answers), [a for a in answers if a[0] != 200][:3]
+    assert "Worker exited" not in process.error_path.read_text()
