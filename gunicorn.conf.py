@@ -44,6 +44,10 @@ except ConfigError as err:
 bind = server_settings.bind
 workers = server_settings.workers
 threads = server_settings.threads
+# by default a greenlet per connection, so slow clients do not hold a worker
+# (tabserve/web/worker.py); each worker holds at most this many connections at once
+worker_class = server_settings.gunicorn_worker
+worker_connections = 1000
 preload_app = True          # load model.bin once, in the master; workers share its memory
 timeout = server_settings.timeout
 graceful_timeout = 10

@@ -56,6 +56,8 @@ BENCH_KEY = "bench-api-key-0123456789abcdef"
 KEYS_ON, KEYS_REFUSED = "tabserve, API keys on", "tabserve, API keys on, no key sent (401)"
 KEYS_HEALTH = "tabserve, API keys on, GET /health"
 MONITORING_OFF = "tabserve, monitoring off"
+SYNC_WORKERS = "tabserve, sync workers"
+SYNC = {"WORKER_CLASS": "sync"}  # the reference apps run as they would alone: sync workers
 V2_JSON, V2_BINARY, V2_GRPC = ("tabserve, /v2 JSON tensors", "tabserve, /v2 binary tensors",
                                "tabserve, gRPC (raw tensors)")
 V2_DATATYPES = {Kind.NUMERIC: "FP64", Kind.CATEGORICAL: "BYTES", Kind.BOOLEAN: "INT64"}
@@ -412,11 +414,14 @@ def main() -> int:
         train_course_model(bundle, course_model)
     servers = [
         Server("tabserve", "predict:app", ROOT, {"MODEL_PATH": str(args.model.resolve())}),
-        Server("Flask, constant answer", "constant_flask:app", APPS),
+        Server("Flask, constant answer", "constant_flask:app", APPS, SYNC),
         Server("course app (DictVectorizer)", "course_app:app", APPS,
-               {"COURSE_MODEL": str(course_model)}),
-        Server("plain WSGI, stdlib json parse", "plain_wsgi:app", APPS),
+               {"COURSE_MODEL": str(course_model), **SYNC}),
+        Server("plain WSGI, stdlib json parse", "plain_wsgi:app", APPS, SYNC),
     ]
+    # what serving slow clients (gevent's worker, the default) costs against sync workers
+    servers.append(Server(SYNC_WORKERS, "predict:app", ROOT,
+                          {"MODEL_PATH": str(args.model.resolve()), **SYNC}))
     # the cost of counting for drift, measured beside ours in every run
     servers.append(Server(MONITORING_OFF, "predict:app", ROOT,
                           {"MODEL_PATH": str(args.model.resolve()), "MONITORING": "off"}))
@@ -526,7 +531,8 @@ def render(args, bundle, servers, samples, startups, memory) -> str:
         "",
         f"{cpu}, {os.cpu_count()} CPUs, Linux {platform.release()}; Python "
         f"{platform.python_version()}; {versions}. gunicorn with this repository's "
-        f"gunicorn.conf.py for ours and the reference apps: {args.workers} sync workers, "
+        f"gunicorn.conf.py for ours and the reference apps: {args.workers} workers (gevent's for "
+        f"ours, sync for the reference apps and '{SYNC_WORKERS}'), "
         f"1 thread, preload, access log to /dev/null. wrk -t1 -c{args.connections}, "
         f"{args.seconds:g} s per run, medians of {args.rounds} rounds. CPU per request: the "
         f"server's processes / requests. gRPC is driven by bench/grpc_load.py (Python, "
@@ -586,6 +592,14 @@ def render(args, bundle, servers, samples, startups, memory) -> str:
         f"- Drift monitoring on (the default) against MONITORING=off: **{monitoring:.2f}×** "
         f"one-record req/s, goal ≥ 0.95: {verdict(monitoring >= 0.95)}; **{monitoring_batch:.2f}×"
         f"** 1,000-record records/s, goal ≥ 0.90: {verdict(monitoring_batch >= 0.9)}."]
+    workers_single = figure(ours, "single", "rps") / figure(SYNC_WORKERS, "single", "rps")
+    workers_batch = figure(ours, "batch", "rps") / figure(SYNC_WORKERS, "batch", "rps")
+    workers_p99 = figure(ours, "single", "p99") / figure(SYNC_WORKERS, "single", "p99")
+    lines += [
+        f"- gevent's worker (the default, for slow clients) against sync workers: "
+        f"**{workers_single:.2f}×** one-record req/s, **{workers_batch:.2f}×** 1,000-record "
+        f"records/s, p99 {workers_p99:.2f}×; goal ≥ 0.95 both: "
+        f"{verdict(workers_single >= 0.95 and workers_batch >= 0.95)}."]
     for name in (V2_JSON, V2_BINARY, V2_GRPC):
         single = figure(name, "single", "rps") / figure(ours, "single", "rps")
         batch = figure(name, "batch", "rps") / figure(ours, "batch", "rps")

@@ -11,6 +11,9 @@ from pathlib import Path
 # (`make bench ARGS=--ablation`; docs/performance.md)
 SPEEDUPS = ("tree_tables", "packed_levels", "heap_reuse", "tensor_rows")
 DEFAULT_PORT = 9696
+# gunicorn's worker for each `WORKER_CLASS`: gevent's by default, so that slow clients hold a
+# greenlet and not a worker (docs/reliability.md); sync workers behind a buffering proxy
+WORKER_CLASSES = {"gevent": "tabserve.web.worker.SlowClientWorker", "sync": "sync"}
 MAX_BATCH_RECORDS = 10_000
 # Below this many records a drift report judges nothing: a sample of n records drawn from the
 # training rows themselves has a PSI of about (bins − 1) / n per field, so 500 records keep a
@@ -80,8 +83,9 @@ def metrics_directory(env: dict[str, str]) -> Path | None:
 @dataclass(frozen=True)
 class ServerSettings:
     """gunicorn's settings (gunicorn.conf.py): `HOST`, `PORT`, `WEB_CONCURRENCY` (default:
-    the CPUs this process may use), `THREADS`, `TIMEOUT`, `LOG_LEVEL`; `GRPC_PORT`: the
-    Open Inference Protocol over gRPC on that port too (None: not served)."""
+    the CPUs this process may use), `THREADS`, `TIMEOUT`, `LOG_LEVEL`, `WORKER_CLASS`
+    (`gevent` or `sync`); `GRPC_PORT`: the Open Inference Protocol over gRPC on that port too
+    (None: not served)."""
 
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
@@ -90,6 +94,7 @@ class ServerSettings:
     timeout: int = 30
     log_level: str = "info"
     grpc_port: int | None = None
+    worker_class: str = "gevent"
 
     @classmethod
     def from_env(cls, env: dict[str, str], cpus: int) -> ServerSettings:
@@ -101,7 +106,11 @@ class ServerSettings:
                        log_level=env.get("LOG_LEVEL") or cls.log_level,
                        # every worker binds it (SO_REUSEPORT): 0, a port each, cannot be used
                        grpc_port=_integer(env, "GRPC_PORT", 0, 1, 65535,
-                                          "a port number (1 to 65535)") or None)
+                                          "a port number (1 to 65535)") or None,
+                       worker_class=(env.get("WORKER_CLASS") or cls.worker_class).strip())
+        if settings.worker_class not in WORKER_CLASSES:
+            raise ConfigError(f"WORKER_CLASS must be {' or '.join(WORKER_CLASSES)}, got "
+                              f"{settings.worker_class!r}")
         if settings.grpc_port is not None and settings.grpc_port == settings.port:
             raise ConfigError(f"GRPC_PORT must differ from PORT, both are {settings.port}")
         return settings
@@ -109,6 +118,10 @@ class ServerSettings:
     @property
     def bind(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def gunicorn_worker(self) -> str:
+        return WORKER_CLASSES[self.worker_class]
 
 
 def progress_seconds(env: dict[str, str]) -> float:

@@ -18,6 +18,7 @@ import requests
 
 from helpers import (IMAGE_UID, PYTHON, ROOT, build, docker, free_port, logs, need_tool,
                      wait_for)
+from slow_clients import SlowClients, SlowGrpcClients, p99, valid_latencies
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.trust import Trust
 from tabserve.serving.codecs.json_answers import JsonAnswers
@@ -574,3 +575,27 @@ def test_eb_health_check_path_is_the_health_endpoint(eb_bundle_image):
     config = (source / ".ebextensions/healthcheck.config").read_text()
     assert "aws:elasticbeanstalk:environment:process:default" in config
     assert "HealthCheckPath: /health" in config
+
+
+def test_the_image_answers_beside_50_slow_connections(image, telco_record):
+    """`docker run -p` with no proxy in front (issue 47): 50 slow HTTP connections, then 50
+    slow HTTP/2 ones on the gRPC port, while valid requests keep being answered (each within
+    a 10 s client timeout; sync workers left them all unanswered). Latencies are printed."""
+    from test_slow_clients import grpc_latencies
+
+    port, grpc_port = free_port(), free_port()
+    name = f"tabserve-test-{uuid.uuid4().hex[:8]}"
+    docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:9696",
+           "-p", f"127.0.0.1:{grpc_port}:9697", "-e", "GRPC_PORT=9697", image)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, name)
+        with SlowClients("127.0.0.1", port, 50) as attack:
+            seconds = valid_latencies(url, telco_record, 60)
+        with SlowGrpcClients("127.0.0.1", grpc_port, 50):
+            calls = grpc_latencies(grpc_port, telco_record, 60)
+        print(f"\nthe image beside {attack.opened} slow connections: /predict p99 "
+              f"{p99(seconds) * 1000:.1f} ms; beside 50 slow HTTP/2 ones, ModelInfer p99 "
+              f"{p99(calls) * 1000:.1f} ms")
+    finally:
+        docker("rm", "-f", name, check=False)

@@ -17,11 +17,10 @@ model with them is served through its own `predict_proba` (`training.importing`)
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
-NO_PARENT = 2147483647  # XGBoost's parent of a root
+from tabserve.model.xgboost_trees import NO_PARENT, model_document
+
 FLOAT32_MAX = np.finfo(np.float32).max
 
 
@@ -45,7 +44,6 @@ def is_translatable(model) -> bool:
 
 def booster_json(model) -> bytes:
     """The model in XGBoost's JSON format (read with `xgboost.Booster(model_file=...)`)."""
-    outputs = model.n_trees_per_iteration_
     n_classes = len(model.classes_)
     baseline = np.asarray(model._baseline_prediction, np.float64).reshape(-1)
     trees = []
@@ -53,27 +51,10 @@ def booster_json(model) -> bytes:
         for output, predictor in enumerate(predictors):
             start = baseline[output] if round_ == 0 else 0.0
             trees.append(_tree(predictor.nodes, len(trees), model.n_features_in_, start))
-    rounds = len(model._predictors)
-    objective = ({"name": "binary:logistic", "reg_loss_param": {"scale_pos_weight": "1"}}
-                 if n_classes == 2 else
-                 {"name": "multi:softprob", "softmax_multiclass_param": {"num_class":
-                                                                         str(n_classes)}})
-    learner = {
-        "attributes": {}, "feature_names": [], "feature_types": [],
-        "gradient_booster": {"name": "gbtree", "model": {
-            "cats": {"enc": [], "feature_segments": [], "sorted_idx": []},
-            "gbtree_model_param": {"num_parallel_tree": "1", "num_trees": str(len(trees))},
-            "iteration_indptr": [outputs * r for r in range(rounds + 1)],
-            "tree_info": [output for _ in range(rounds) for output in range(outputs)],
-            "trees": trees}},
-        # a margin of 0 to start from: the logit of 0.5; softmax reads it as a margin
-        "learner_model_param": {"base_score": "[5E-1]" if n_classes == 2 else
-                                "[" + ",".join(["0E0"] * n_classes) + "]",
-                                "boost_from_average": "0",
-                                "num_class": "0" if n_classes == 2 else str(n_classes),
-                                "num_feature": str(model.n_features_in_), "num_target": "1"},
-        "objective": objective}
-    return json.dumps({"learner": learner, "version": [3, 0, 0]}).encode()
+    # a margin of 0 to start from: the logit of 0.5; softmax reads it as a margin
+    return model_document(trees, "binary:logistic" if n_classes == 2 else "multi:softprob",
+                          [0.5] if n_classes == 2 else [0.0] * n_classes, n_classes,
+                          model.n_features_in_)
 
 
 def _tree(nodes: np.ndarray, tree_id: int, n_features: int, start: float) -> dict:

@@ -130,30 +130,36 @@ def _breadth_first(tree: dict) -> dict[str, np.ndarray]:
 
 def booster_document(trees: BoostedTrees) -> bytes:
     """The checked arrays as XGBoost's JSON model document."""
-    outputs = trees.outputs
     stops = np.cumsum(trees.node_counts).tolist()
     documents = [_tree_document(trees, start, stop, at)
                  for at, (start, stop) in enumerate(zip([0, *stops[:-1]], stops))]
-    rounds = len(documents) // outputs
-    if trees.objective == "binary:logistic":
-        objective = {"name": trees.objective, "reg_loss_param": {"scale_pos_weight": "1"}}
+    return model_document(documents, trees.objective, trees.base_score, trees.n_classes,
+                          trees.n_features)
+
+
+def model_document(trees: list[dict], objective: str, base_score: list[float],
+                   n_classes: int, n_features: int) -> bytes:
+    """XGBoost's JSON model document around trees in its layout, one per output a round."""
+    outputs = outputs_of(n_classes)
+    rounds = len(trees) // outputs
+    if objective == "binary:logistic":
+        loss = {"name": objective, "reg_loss_param": {"scale_pos_weight": "1"}}
     else:
-        objective = {"name": trees.objective,
-                     "softmax_multiclass_param": {"num_class": str(trees.n_classes)}}
+        loss = {"name": objective, "softmax_multiclass_param": {"num_class": str(n_classes)}}
     learner = {
         "attributes": {}, "feature_names": [], "feature_types": [],
         "gradient_booster": {"name": "gbtree", "model": {
             "cats": {"enc": [], "feature_segments": [], "sorted_idx": []},
-            "gbtree_model_param": {"num_parallel_tree": "1", "num_trees": str(len(documents))},
+            "gbtree_model_param": {"num_parallel_tree": "1", "num_trees": str(len(trees))},
             "iteration_indptr": [outputs * r for r in range(rounds + 1)],
-            "tree_info": [at % outputs for at in range(len(documents))],
-            "trees": documents}},
+            "tree_info": [at % outputs for at in range(len(trees))],
+            "trees": trees}},
         "learner_model_param": {
-            "base_score": "[" + ",".join(repr(v) for v in trees.base_score) + "]",
+            "base_score": "[" + ",".join(repr(float(v)) for v in base_score) + "]",
             "boost_from_average": "1",
-            "num_class": "0" if trees.n_classes == 2 else str(trees.n_classes),
-            "num_feature": str(trees.n_features), "num_target": "1"},
-        "objective": objective}
+            "num_class": "0" if n_classes == 2 else str(n_classes),
+            "num_feature": str(n_features), "num_target": "1"},
+        "objective": loss}
     return json.dumps({"learner": learner, "version": [3, 0, 0]}).encode()
 
 

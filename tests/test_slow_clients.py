@@ -1,0 +1,69 @@
+"""Slow clients against the server as `make run` starts it (issue 47): 50 connections that send
+headers or a body a byte every 2 s, or say nothing after a first request, while a valid client
+keeps asking; the same over gRPC with slow HTTP/2. The image gets the same attack in
+test_docker.py. Latencies are printed, not asserted: each valid request must be answered, each
+within a 10 s client timeout (sync workers left them all unanswered)."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlparse
+
+import pytest
+
+from helpers import ROOT, free_port, start_gunicorn, stop
+from slow_clients import SlowClients, SlowGrpcClients, p99, valid_latencies
+
+pytestmark = pytest.mark.process
+
+
+@pytest.fixture(scope="module")
+def served():
+    grpc_port = free_port()
+    process, url = start_gunicorn(ROOT / "model.bin", GRPC_PORT=str(grpc_port))
+    yield process, url, grpc_port
+    stop(process)
+
+
+def grpc_latencies(port: int, record: dict, count: int = 60) -> list[float]:
+    """Seconds each of `count` valid ModelInfer calls took (the official Triton client)."""
+    import numpy as np
+    import tritonclient.grpc as triton_grpc
+
+    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{port}")
+    metadata = client.get_model_metadata("churn", as_json=True)
+    inputs = []
+    for declared in metadata["inputs"]:
+        name, datatype = declared["name"], declared["datatype"]
+        tensor = triton_grpc.InferInput(name, [1], datatype)
+        tensor.set_data_from_numpy(np.array([record[name]], dtype={
+            "FP64": np.float64, "BYTES": np.object_, "INT64": np.int64}[datatype]))
+        inputs.append(tensor)
+    seconds = []
+    for _ in range(count):
+        started = time.perf_counter()
+        answer = client.infer("churn", inputs, client_timeout=10)
+        seconds.append(time.perf_counter() - started)
+        assert answer.as_numpy("label") is not None
+    client.close()
+    return seconds
+
+
+def test_http_answers_beside_50_slow_connections(served, telco_record):
+    process, url, _ = served
+    address = urlparse(url)
+    with SlowClients(address.hostname, address.port, 50) as attack:
+        seconds = valid_latencies(url, telco_record, 60)
+    print(f"\n/predict beside {attack.opened} slow connections: p99 {p99(seconds) * 1000:.1f} "
+          f"ms, slowest {max(seconds) * 1000:.1f} ms")
+    assert "Worker timeout" not in process.error_path.read_text()
+
+
+def test_grpc_answers_beside_50_slow_http2_connections(served, telco_record):
+    process, url, grpc_port = served
+    with SlowGrpcClients("127.0.0.1", grpc_port, 50) as attack:
+        seconds = grpc_latencies(grpc_port, telco_record, 60)
+        http = valid_latencies(url, telco_record, 10)  # HTTP is not starved either
+    print(f"\nModelInfer beside {attack.opened} slow HTTP/2 connections: p99 "
+          f"{p99(seconds) * 1000:.1f} ms, slowest {max(seconds) * 1000:.1f} ms; /predict "
+          f"slowest {max(http) * 1000:.1f} ms")
