@@ -225,10 +225,12 @@ def test_largest_bodies_keep_a_worker_within_the_kubernetes_limit(tmp_path):
     process, url = start_gunicorn(ROOT / "model.bin", WEB_CONCURRENCY="1")
     try:
         limit = 32 * 1024 * 1024
-        empty_objects = b"[" + b",".join([b"{}"] * ((limit - 2) // 3)) + b"]"
+        # bodies made as one bytes object each: a list per element would grow this process,
+        # and every process it forks afterwards starts from its size
+        empty_objects = b"[" + b"{}," * ((limit - 3) // 3) + b"{}]"
         assert _post(f"{url}/predict", empty_objects)[0] == 413
         zeros = b'{"inputs":[{"name":"tenure","datatype":"FP64","shape":[-1],"data":[' + \
-            b",".join([b"0"] * ((limit - 100) // 2)) + b"]}]}"
+            b"0," * ((limit - 100) // 2) + b'0]}]}'
         assert _post(f"{url}/v2/models/churn/infer", zeros)[0] == 413
         header = json.dumps({"inputs": [{"name": "tenure", "datatype": "UINT8",
                                          "shape": [limit - 200],
@@ -316,7 +318,7 @@ def test_a_soak_of_hostile_and_valid_traffic_answers_every_valid_request(keyed, 
             rest = list(FRAMINGS.values())[i % len(FRAMINGS)]
             _raw(url, b"POST /predict HTTP/1.1\r\nHost: x\r\n" + rest)
             _post(f"{url}/predict", json.dumps({f"flood-{i}": [{}]}).encode())
-            _post(f"{url}/predict", b"[" + b",".join([b"{}"] * 400_000) + b"]")
+            _post(f"{url}/predict", b"[" + b"{}," * 400_000 + b"{}]")
 
     threads = [threading.Thread(target=valid) for _ in range(3)] + \
         [threading.Thread(target=hostile) for _ in range(2)]
@@ -327,3 +329,15 @@ def test_a_soak_of_hostile_and_valid_traffic_answers_every_valid_request(keyed, 
     assert len(answers) == 450
     assert all(a == (200, expected) for a in answers), [a for a in answers if a[0] != 200][:3]
     assert "Worker exited" not in process.error_path.read_text()
+
+
+def test_a_metrics_directory_that_cannot_be_written_stops_the_start_in_one_line():
+    """A directory that exists but takes no files (/proc here: root ignores permissions, not a
+    read-only file system) is one line, not prometheus_client's traceback at the first count."""
+    done = subprocess.run([str(ROOT / ".venv/bin/gunicorn"), "predict:app"], cwd=ROOT,
+                          env={**os.environ, "PORT": str(free_port()), "HOST": "127.0.0.1",
+                               "PROMETHEUS_MULTIPROC_DIR": "/proc/self"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("error: cannot write the metrics directory")
+    assert done.stderr.strip().count("\n") == 0

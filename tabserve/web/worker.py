@@ -7,21 +7,77 @@ A request's headers must arrive within `keepalive` seconds (gunicorn's async wor
 under that timeout, the first request of a connection too); a connection that sends nothing is
 closed then. A worker holds at most `worker_connections` connections at once.
 
+Two things differ from gunicorn's gevent worker, both so that SIGHUP behaves as it does with
+sync workers (a client's next request meets the new model and keys):
+- each connection answers one request and closes, as sync workers do, rather than staying
+  with a worker that may be the old one;
+- a stop signal stops accepting at once (gunicorn's loop looks once a second), so a new
+  connection reaches a new worker while the old ones finish what they hold.
+
 Threads are not patched: gRPC's server (`GRPC_PORT`) runs in real threads of its own, whose C
 core blocks in calls gevent cannot see, and its thread pool hands work over through real queues.
 """
 
 from __future__ import annotations
 
+import time
+from functools import partial
+
+import gevent
 from gevent import monkey, socket
+from gevent.pool import Pool
+from gevent.server import StreamServer
+from gunicorn.sock import ssl_context
 from gunicorn.workers.ggevent import GeventWorker
 
 
 class SlowClientWorker(GeventWorker):
-    """gunicorn's gevent worker, with threads and queues left as they are."""
+    """gunicorn's gevent worker, threads and queues unpatched, one request per connection."""
+
+    servers: tuple[StreamServer, ...] | list[StreamServer] = ()  # set by `run`
 
     def patch(self) -> None:
         monkey.patch_all(thread=False, queue=False)
         # the listening sockets, inherited from the master, as gevent's (as the base does)
         self.sockets = [socket.socket(s.FAMILY, socket.SOCK_STREAM, fileno=s.sock.detach())
                         for s in self.sockets]
+
+    def handle_request(self, listener_name, req, sock, addr) -> None:
+        req.must_close = True  # one request per connection (see the module)
+        super().handle_request(listener_name, req, sock, addr)
+
+    def handle_exit(self, sig, frame) -> None:
+        super().handle_exit(sig, frame)
+        for server in self.servers:  # new connections go to the other workers from now
+            server.stop_accepting()
+
+    def run(self) -> None:
+        """gunicorn's gevent loop, keeping its servers for `handle_exit`."""
+        ssl_args = {"ssl_context": ssl_context(self.cfg)} if self.cfg.is_ssl else {}
+        self.servers = []
+        for listener in self.sockets:
+            listener.setblocking(1)
+            server = StreamServer(listener, handle=partial(self.handle, listener),
+                                  spawn=Pool(self.worker_connections), **ssl_args)
+            if self.cfg.workers > 1:
+                server.max_accept = 1  # leave the next connection to another worker
+            server.start()
+            self.servers.append(server)
+        while self.alive:
+            self.notify()
+            gevent.sleep(1.0)
+        self._drain()
+
+    def _drain(self) -> None:
+        """Stop accepting, then let the requests under way finish within graceful_timeout."""
+        for server in self.servers:
+            server.close()
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while time.monotonic() < deadline:
+            if all(server.pool.free_count() == server.pool.size for server in self.servers):
+                return
+            self.notify()
+            gevent.sleep(0.1)
+        self.log.warning("Worker graceful timeout (pid:%s)", self.pid)
+        for server in self.servers:
+            server.stop(timeout=1)
