@@ -45,6 +45,7 @@ from tabserve.model.bundle import ModelBundle  # noqa: E402
 from tabserve.model.schema import Kind  # noqa: E402
 from tabserve.model.trust import Trust  # noqa: E402
 from tabserve.tables import load_csv  # noqa: E402
+from tabserve.serving.codecs.tensors import datatype as tensor_datatype  # noqa: E402
 from tabserve.settings import SPEEDUPS  # noqa: E402
 
 APPS = Path(__file__).resolve().parent / "apps"
@@ -60,7 +61,6 @@ SYNC_WORKERS = "tabserve, sync workers"
 SYNC = {"WORKER_CLASS": "sync"}  # the reference apps run as they would alone: sync workers
 V2_JSON, V2_BINARY, V2_GRPC = ("tabserve, /v2 JSON tensors", "tabserve, /v2 binary tensors",
                                "tabserve, gRPC (raw tensors)")
-V2_DATATYPES = {Kind.NUMERIC: "FP64", Kind.CATEGORICAL: "BYTES", Kind.BOOLEAN: "INT64"}
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def v2_tensors(bundle: ModelBundle) -> Callable[[list[dict]], object]:
     with binary_data=False."""
     def body(records: list[dict]) -> object:
         return {"inputs": [{"name": f.name, "shape": [len(records)],
-                            "datatype": V2_DATATYPES[f.kind],
+                            "datatype": tensor_datatype(f),
                             "data": [r[f.name] for r in records]} for f in bundle.schema.fields]}
     return body
 
@@ -169,7 +169,7 @@ def raw_tensors(bundle: ModelBundle, records: list[dict]) -> list[tuple[dict, by
 
     tensors = []
     for f in bundle.schema.fields:
-        tensor = {"name": f.name, "shape": [len(records)], "datatype": V2_DATATYPES[f.kind],
+        tensor = {"name": f.name, "shape": [len(records)], "datatype": tensor_datatype(f),
                   "data": [r[f.name] for r in records]}
         tensors.append((tensor, encode_raw(tensor)))
     return tensors

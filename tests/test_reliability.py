@@ -25,10 +25,20 @@ pytestmark = pytest.mark.slow  # see pytest.ini
 LOAD_SECONDS = int(os.environ.get("LOAD_SECONDS", "60"))  # sustained load, well past saturation
 
 
-def sockets(pid: int) -> int:
-    """How many sockets a process holds open (a worker holds one more while it serves)."""
+def sockets(pid: int) -> set[str]:
+    """The sockets a process holds open, as /proc names them (`socket:[inode]`)."""
     fds = Path(f"/proc/{pid}/fd")
-    return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:"))
+    return {link for link in map(os.readlink, fds.iterdir()) if link.startswith("socket:")}
+
+
+def server_socket(port: int, client_port: int) -> str:
+    """The server's end of a loopback connection (local `port`, remote `client_port`), as
+    /proc names a socket a process holds: found in the kernel's table once established."""
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = row.split()
+        if fields[1].endswith(f":{port:04X}") and fields[2].endswith(f":{client_port:04X}"):
+            return f"socket:[{fields[9]}]"
+    raise AssertionError(f"no connection from port {client_port} to {port}")
 
 
 class Load(threading.Thread):
@@ -235,12 +245,12 @@ def test_sigterm_drains_a_request_in_flight(model_copy, telco_record):
     process, url = start_gunicorn(model_copy)
     host, port = url.removeprefix("http://").split(":")
     body = requests.models.complexjson.dumps(telco_record).encode()
-    idle = {pid: sockets(pid) for pid in workers(process.pid)}
     client = socket.create_connection((host, int(port)), timeout=60)
     try:
         client.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                        b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
-        wait_for(lambda: any(sockets(pid) > count for pid, count in idle.items()), 30,
+        ours = server_socket(int(port), client.getsockname()[1])
+        wait_for(lambda: any(ours in sockets(pid) for pid in workers(process.pid)), 30,
                  "a worker to accept the request")
         process.send_signal(signal.SIGTERM)
         wait_for(lambda: "Handling signal: term" in process.error_path.read_text(), 30,
