@@ -317,7 +317,9 @@ def drive(port: int, server: Server, body_file: Path, seconds: float,
         capture_output=True, text=True, timeout=seconds + 60, check=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = done.stdout
-    latency = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", out, re.MULTILINE))
+    latency = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)\s*$", out, re.MULTILINE))
+    if len(latency) < 3:
+        raise RuntimeError(f"wrk gave no latencies for {server.name} on {body_file.name}: {out}")
     requests_done = int(re.search(r"(\d+) requests in", out).group(1))
     socket_errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
