@@ -1,6 +1,6 @@
 # The serving image: gunicorn predict:app on port 9696, as a non-root user (the last stage,
 # what `docker build .` makes). The AWS Lambda image: `docker build --target lambda .`.
-# Build stage: install the locked runtime packages (pipenv --deploy refuses a stale lock), and
+# Build stage: install the locked runtime packages (pipenv verify refuses a stale lock), and
 # Pipfile's [lambda] packages apart in /opt/lambda, for the Lambda image only.
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIPENV_VERBOSITY=-1
@@ -11,7 +11,11 @@ COPY Pipfile Pipfile.lock ./
 # Test suites inside the wheels are never imported when serving: removed (pip and setuptools
 # too: the final stage keeps the base image's). Bytecode is compiled ahead (+50 MB) because
 # compiling pandas and scikit-learn at every start doubles the cold start.
-RUN /opt/pipenv/bin/pipenv install --system --deploy \
+# pip installs the lock's own list (`pipenv install --system` skipped `packaging`, which
+# pipenv's own venv holds at the same version, and gunicorn's gevent worker needs it)
+RUN /opt/pipenv/bin/pipenv verify \
+    && /opt/pipenv/bin/pipenv requirements --hash > requirements.txt \
+    && pip install --quiet --no-deps --require-hashes -r requirements.txt \
     && /opt/pipenv/bin/pipenv requirements --hash --categories lambda > lambda.txt \
     && pip install --quiet --no-deps --require-hashes --target /opt/lambda -r lambda.txt \
     && cd /usr/local/lib/python3.11/site-packages \
