@@ -84,6 +84,30 @@ def valid_latencies(url: str, record: dict, count: int = 60) -> list[float]:
     return seconds
 
 
+def grpc_latencies(port: int, record: dict, count: int = 60) -> list[float]:
+    """Seconds each of `count` valid ModelInfer calls took (the official Triton client)."""
+    import numpy as np
+    import tritonclient.grpc as triton_grpc
+
+    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{port}")
+    metadata = client.get_model_metadata("churn", as_json=True)
+    inputs = []
+    for declared in metadata["inputs"]:
+        name, datatype = declared["name"], declared["datatype"]
+        tensor = triton_grpc.InferInput(name, [1], datatype)
+        tensor.set_data_from_numpy(np.array([record[name]], dtype={
+            "FP64": np.float64, "BYTES": np.object_, "INT64": np.int64}[datatype]))
+        inputs.append(tensor)
+    seconds = []
+    for _ in range(count):
+        started = time.perf_counter()
+        answer = client.infer("churn", inputs, client_timeout=10)
+        seconds.append(time.perf_counter() - started)
+        assert answer.as_numpy("label") is not None
+    client.close()
+    return seconds
+
+
 def p99(seconds: list[float]) -> float:
     ordered = sorted(seconds)
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]

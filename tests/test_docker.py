@@ -18,7 +18,8 @@ import requests
 
 from helpers import (IMAGE_UID, PYTHON, ROOT, build, docker, free_port, logs, need_tool,
                      wait_for)
-from slow_clients import SlowClients, SlowGrpcClients, p99, valid_latencies
+from slow_clients import (SlowClients, SlowGrpcClients, grpc_latencies, p99,
+                          valid_latencies)
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.trust import Trust
 from tabserve.serving.codecs.json_answers import JsonAnswers
@@ -581,8 +582,6 @@ def test_the_image_answers_beside_50_slow_connections(image, telco_record):
     """`docker run -p` with no proxy in front (issue 47): 50 slow HTTP connections, then 50
     slow HTTP/2 ones on the gRPC port, while valid requests keep being answered (each within
     a 10 s client timeout; sync workers left them all unanswered). Latencies are printed."""
-    from test_slow_clients import grpc_latencies
-
     port, grpc_port = free_port(), free_port()
     name = f"tabserve-test-{uuid.uuid4().hex[:8]}"
     docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:9696",

@@ -6,13 +6,13 @@ within a 10 s client timeout (sync workers left them all unanswered)."""
 
 from __future__ import annotations
 
-import time
 from urllib.parse import urlparse
 
 import pytest
 
 from helpers import ROOT, free_port, start_gunicorn, stop
-from slow_clients import SlowClients, SlowGrpcClients, p99, valid_latencies
+from slow_clients import (SlowClients, SlowGrpcClients, grpc_latencies, p99,
+                          valid_latencies)
 
 pytestmark = pytest.mark.process
 
@@ -23,30 +23,6 @@ def served():
     process, url = start_gunicorn(ROOT / "model.bin", GRPC_PORT=str(grpc_port))
     yield process, url, grpc_port
     stop(process)
-
-
-def grpc_latencies(port: int, record: dict, count: int = 60) -> list[float]:
-    """Seconds each of `count` valid ModelInfer calls took (the official Triton client)."""
-    import numpy as np
-    import tritonclient.grpc as triton_grpc
-
-    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{port}")
-    metadata = client.get_model_metadata("churn", as_json=True)
-    inputs = []
-    for declared in metadata["inputs"]:
-        name, datatype = declared["name"], declared["datatype"]
-        tensor = triton_grpc.InferInput(name, [1], datatype)
-        tensor.set_data_from_numpy(np.array([record[name]], dtype={
-            "FP64": np.float64, "BYTES": np.object_, "INT64": np.int64}[datatype]))
-        inputs.append(tensor)
-    seconds = []
-    for _ in range(count):
-        started = time.perf_counter()
-        answer = client.infer("churn", inputs, client_timeout=10)
-        seconds.append(time.perf_counter() - started)
-        assert answer.as_numpy("label") is not None
-    client.close()
-    return seconds
 
 
 def test_http_answers_beside_50_slow_connections(served, telco_record):
