@@ -44,8 +44,8 @@ except ConfigError as err:
 bind = server_settings.bind
 workers = server_settings.workers
 threads = server_settings.threads
-# by default a greenlet per connection, so slow clients do not hold a worker
-# (tabserve/web/worker.py); each worker holds at most this many connections at once
+# sync workers, or with WORKER_CLASS=gevent a greenlet per connection, so slow clients do not
+# hold a worker (tabserve/web/worker.py); each holds at most this many connections at once
 worker_class = server_settings.gunicorn_worker
 worker_connections = 1000
 preload_app = True          # load model.bin once, in the master; workers share its memory

@@ -533,8 +533,8 @@ def render(args, bundle, servers, samples, startups, memory) -> str:
         "",
         f"{cpu}, {os.cpu_count()} CPUs, Linux {platform.release()}; Python "
         f"{platform.python_version()}; {versions}. gunicorn with this repository's "
-        f"gunicorn.conf.py for ours and the reference apps: {args.workers} workers (gevent's for "
-        f"ours, sync for the reference apps and '{SYNC_WORKERS}'), "
+        f"gunicorn.conf.py for ours and the reference apps: {args.workers} workers (the default "
+        f"WORKER_CLASS for ours, sync for the reference apps and '{SYNC_WORKERS}'), "
         f"1 thread, preload, access log to /dev/null. wrk -t1 -c{args.connections}, "
         f"{args.seconds:g} s per run, medians of {args.rounds} rounds. CPU per request: the "
         f"server's processes / requests. gRPC is driven by bench/grpc_load.py (Python, "
@@ -598,7 +598,7 @@ def render(args, bundle, servers, samples, startups, memory) -> str:
     workers_batch = figure(ours, "batch", "rps") / figure(SYNC_WORKERS, "batch", "rps")
     workers_p99 = figure(ours, "single", "p99") / figure(SYNC_WORKERS, "single", "p99")
     lines += [
-        f"- gevent's worker (the default, for slow clients) against sync workers: "
+        f"- the default worker (WORKER_CLASS) against sync workers: "
         f"**{workers_single:.2f}×** one-record req/s, **{workers_batch:.2f}×** 1,000-record "
         f"records/s, p99 {workers_p99:.2f}×; goal ≥ 0.95 both: "
         f"{verdict(workers_single >= 0.95 and workers_batch >= 0.95)}."]

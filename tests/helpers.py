@@ -55,7 +55,7 @@ def answering(url: str, process: subprocess.Popen, exited: Callable[[], str]
             raise AssertionError(exited())
         try:
             return requests.get(url, timeout=1).ok
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not answering yet
             return False
     return answers
 

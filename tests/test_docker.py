@@ -39,7 +39,7 @@ def wait_healthy(url: str, container: str, seconds: float = 60) -> None:
     def healthy() -> bool:
         try:
             return requests.get(f"{url}/health", timeout=1).ok
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not answering yet
             return False
     try:
         wait_for(healthy, seconds, "the container to answer /health", every=0.2)
@@ -362,7 +362,7 @@ SERVICE_HTTP = """
 def answers(url: str) -> bool:
     try:
         return requests.get(url, timeout=2).ok
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):  # not answering yet
         return False
 
 
@@ -536,7 +536,7 @@ def start_nginx(tmp_path: Path, upstream_url: str, include: str) -> tuple[subpro
         try:
             requests.get(f"{url}/health", timeout=1)
             return process, url
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not answering yet
             if process.poll() is not None:
                 raise AssertionError(f"nginx exited: {process.stderr.read()}") from None
             time.sleep(0.1)
@@ -585,7 +585,8 @@ def test_the_image_answers_beside_50_slow_connections(image, telco_record):
     port, grpc_port = free_port(), free_port()
     name = f"tabserve-test-{uuid.uuid4().hex[:8]}"
     docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:9696",
-           "-p", f"127.0.0.1:{grpc_port}:9697", "-e", "GRPC_PORT=9697", image)
+           "-p", f"127.0.0.1:{grpc_port}:9697", "-e", "GRPC_PORT=9697",
+           "-e", "WORKER_CLASS=gevent", image)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, name)

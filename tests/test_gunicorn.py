@@ -71,7 +71,7 @@ def test_no_model_no_service(tmp_path, content, message):
     ("TIMEOUT", "30s", "TIMEOUT must be a positive integer, got '30s'"),
     ("GRPC_PORT", "0", "GRPC_PORT must be a port number (1 to 65535), got '0'"),
     ("GRPC_PORT", "h2c", "GRPC_PORT must be a port number (1 to 65535), got 'h2c'"),
-    ("WORKER_CLASS", "eventlet", "WORKER_CLASS must be gevent or sync, got 'eventlet'"),
+    ("WORKER_CLASS", "eventlet", "WORKER_CLASS must be sync or gevent, got 'eventlet'"),
 ])
 def test_a_server_setting_it_cannot_use_stops_the_start_in_one_line(setting, value, message):
     env = {**os.environ, "PORT": str(free_port()), "HOST": "127.0.0.1", setting: value}

@@ -166,7 +166,7 @@ def test_a_body_that_never_comes_holds_no_worker(model_copy, telco_record):
     """A client that promises 1,000 bytes and sends 12 holds a greenlet, not a worker: both
     workers keep answering, and none is killed by TIMEOUT for waiting (on sync workers this
     one was, after TIMEOUT, while the other answered alone)."""
-    process, url = start_gunicorn(model_copy, TIMEOUT="3")
+    process, url = start_gunicorn(model_copy, TIMEOUT="3", WORKER_CLASS="gevent")
     host, port = url.removeprefix("http://").split(":")
     try:
         before = set(workers(process.pid))

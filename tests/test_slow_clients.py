@@ -20,7 +20,8 @@ pytestmark = pytest.mark.process
 @pytest.fixture(scope="module")
 def served():
     grpc_port = free_port()
-    process, url = start_gunicorn(ROOT / "model.bin", GRPC_PORT=str(grpc_port))
+    process, url = start_gunicorn(ROOT / "model.bin", GRPC_PORT=str(grpc_port),
+                                  WORKER_CLASS="gevent")
     yield process, url, grpc_port
     stop(process)
 
