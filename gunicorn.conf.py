@@ -2,6 +2,8 @@
 
 import gc
 import os
+import queue
+import signal
 import sys
 import tempfile
 import time
@@ -44,8 +46,8 @@ except ConfigError as err:
 bind = server_settings.bind
 workers = server_settings.workers
 threads = server_settings.threads
-# sync workers, or with WORKER_CLASS=gevent a greenlet per connection, so slow clients do not
-# hold a worker (tabserve/web/worker.py); each holds at most this many connections at once
+# gevent's worker: a greenlet per connection, so slow clients do not hold a worker
+# (tabserve/web/worker.py; WORKER_CLASS=sync for sync workers); at most this many connections each
 worker_class = server_settings.gunicorn_worker
 worker_connections = 1000
 preload_app = True          # load model.bin once, in the master; workers share its memory
@@ -103,14 +105,32 @@ def on_reload(server):
 
 
 def post_fork(server, worker):
-    """In the new worker: when it was forked (for the gRPC hand-over on SIGHUP)."""
+    """In the new worker: when it was forked (for the gRPC hand-over on SIGHUP), and the
+    master's signal queue, which catches the signals sent before the worker's own handlers."""
     worker.born = time.time()
+    worker.early_signals = server.SIG_QUEUE
+
+
+def take_early_stop_signals(worker) -> None:
+    """A stop signal that came while the worker was booting went to the master's handler, which
+    the worker still had, and was lost: the worker then served on until killed (docker stop a
+    second after start: exit 137 after 10 s, with gevent's worker, whose boot is longer). Sent
+    again now that the worker's handlers are in place. A stop queued in the master before the
+    fork is taken too: the master stops this worker then anyway."""
+    while True:
+        try:
+            sig = worker.early_signals.get_nowait()
+        except queue.Empty:
+            return
+        if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            os.kill(os.getpid(), sig)
 
 
 def post_worker_init(worker):
-    """With GRPC_PORT: this worker serves the Open Inference Protocol over gRPC too, on the
+    """A stop signal sent while the worker booted is taken now. With GRPC_PORT: this worker serves the Open Inference Protocol over gRPC too, on the
     port every worker binds (started after the fork: gRPC's threads do not survive one)."""
-    if server_settings.grpc_port is None:
+    take_early_stop_signals(worker)
+    if server_settings.grpc_port is None or not worker.alive:
         return
     from tabserve.web.grpc_inference import serve
     from tabserve.web.handover import Handover

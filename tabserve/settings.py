@@ -11,8 +11,8 @@ from pathlib import Path
 # (`make bench ARGS=--ablation`; docs/performance.md)
 SPEEDUPS = ("tree_tables", "packed_levels", "heap_reuse", "tensor_rows")
 DEFAULT_PORT = 9696
-# gunicorn's worker for each `WORKER_CLASS`: sync by default; gevent's so that slow clients hold
-# a greenlet and not a worker (docs/reliability.md: not yet the default, see there)
+# gunicorn's worker for each `WORKER_CLASS`: gevent's by default, so that slow clients hold a
+# greenlet and not a worker (docs/reliability.md); sync workers need a buffering proxy in front
 WORKER_CLASSES = {"sync": "sync", "gevent": "tabserve.web.worker.SlowClientWorker"}
 MAX_BATCH_RECORDS = 10_000
 # Below this many records a drift report judges nothing: a sample of n records drawn from the
@@ -84,7 +84,7 @@ def metrics_directory(env: dict[str, str]) -> Path | None:
 class ServerSettings:
     """gunicorn's settings (gunicorn.conf.py): `HOST`, `PORT`, `WEB_CONCURRENCY` (default:
     the CPUs this process may use), `THREADS`, `TIMEOUT`, `LOG_LEVEL`, `WORKER_CLASS`
-    (`sync` or `gevent`); `GRPC_PORT`: the Open Inference Protocol over gRPC on that port too
+    (`gevent` or `sync`); `GRPC_PORT`: the Open Inference Protocol over gRPC on that port too
     (None: not served)."""
 
     host: str = "0.0.0.0"
@@ -94,7 +94,7 @@ class ServerSettings:
     timeout: int = 30
     log_level: str = "info"
     grpc_port: int | None = None
-    worker_class: str = "sync"
+    worker_class: str = "gevent"
 
     @classmethod
     def from_env(cls, env: dict[str, str], cpus: int) -> ServerSettings:

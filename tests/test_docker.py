@@ -585,8 +585,7 @@ def test_the_image_answers_beside_50_slow_connections(image, telco_record):
     port, grpc_port = free_port(), free_port()
     name = f"tabserve-test-{uuid.uuid4().hex[:8]}"
     docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:9696",
-           "-p", f"127.0.0.1:{grpc_port}:9697", "-e", "GRPC_PORT=9697",
-           "-e", "WORKER_CLASS=gevent", image)
+           "-p", f"127.0.0.1:{grpc_port}:9697", "-e", "GRPC_PORT=9697", image)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, name)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import (PYTHON, ROOT, alter_keeping_checksum, need_tool, start_gunicorn, stop,
-                     wait_for, workers)
+from helpers import (GUNICORN, PYTHON, ROOT, alter_keeping_checksum, free_port, need_tool,
+                     start_gunicorn, stop, wait_for, workers)
 from tabserve.model.bundle import ModelBundle
 
 pytestmark = pytest.mark.slow  # see pytest.ini
@@ -166,7 +166,7 @@ def test_a_body_that_never_comes_holds_no_worker(model_copy, telco_record):
     """A client that promises 1,000 bytes and sends 12 holds a greenlet, not a worker: both
     workers keep answering, and none is killed by TIMEOUT for waiting (on sync workers this
     one was, after TIMEOUT, while the other answered alone)."""
-    process, url = start_gunicorn(model_copy, TIMEOUT="3", WORKER_CLASS="gevent")
+    process, url = start_gunicorn(model_copy, TIMEOUT="3")
     host, port = url.removeprefix("http://").split(":")
     try:
         before = set(workers(process.pid))
@@ -266,6 +266,34 @@ def test_sigterm_drains_a_request_in_flight(model_copy, telco_record):
             process.kill()
             process.wait(timeout=30)
     assert answer.startswith(b"HTTP/1.1 200") and b"churn_probability" in answer
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "gevent"])
+def test_a_stop_while_the_workers_boot_ends_every_worker_cleanly(model_copy, worker_class):
+    """SIGTERM as soon as the workers are forked (docker stop right after docker run): each
+    worker takes it and exits. One that lost it, booting still, served on until the master
+    killed it at the graceful timeout (docker stop's own kill came first: exit 137)."""
+    process = subprocess.Popen(
+        [GUNICORN, "predict:app"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "MODEL_PATH": str(model_copy), "HOST": "127.0.0.1",
+                        "PORT": str(free_port()), "WEB_CONCURRENCY": "3",
+                        "WORKER_CLASS": worker_class})
+    logged = []
+    try:
+        for line in process.stderr:  # the master logs, then each worker as it is forked
+            logged.append(line)
+            if "Booting worker with pid:" in line:
+                process.send_signal(signal.SIGTERM)  # the master forks the next one still
+                break
+        logged.extend(process.stderr)  # to the master's last line
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    booted = {line.split()[-1] for line in logged if "Booting worker with pid:" in line}
+    exited = {line.split()[-1].rstrip(")") for line in logged if "Worker exiting (pid:" in line}
+    assert len(booted) == 3 and exited == booted, "".join(logged)
 
 
 SIGNING = {"MODEL_SIGNING_KEY": "test-signing-key-" + "x" * 16}

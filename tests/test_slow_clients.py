@@ -20,8 +20,7 @@ pytestmark = pytest.mark.process
 @pytest.fixture(scope="module")
 def served():
     grpc_port = free_port()
-    process, url = start_gunicorn(ROOT / "model.bin", GRPC_PORT=str(grpc_port),
-                                  WORKER_CLASS="gevent")
+    process, url = start_gunicorn(ROOT / "model.bin", GRPC_PORT=str(grpc_port))
     yield process, url, grpc_port
     stop(process)
 
