@@ -5,42 +5,22 @@ import os
 import queue
 import signal
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run from any directory
 from tabserve.serving.process import available_cpus, prepare_process  # noqa: E402
-from tabserve.settings import ConfigError, ServerSettings  # noqa: E402
+from tabserve.settings import (ConfigError, ServerSettings, environment,  # noqa: E402
+                               prepare_metrics_directory)
 
 # Before the app (numpy, scikit-learn, xgboost) is imported: one thread per worker, and
 # freed memory kept for the next batch
-prepare_process(os.environ)
+prepare_process(environment())
 
-# Prometheus multiprocess mode: workers write their samples to files here, /metrics sums them.
-# Set before prometheus_client is imported; emptied at start so no stale counts survive (but
-# not when SIGHUP reads this file again: the running workers' counts must stay).
-if not os.environ.get("TABSERVE_METRICS_STARTED"):
-    try:
-        metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-                           or tempfile.mkdtemp(prefix="tabserve-metrics-"))
-        metrics_dir.mkdir(parents=True, exist_ok=True)
-        for stale in [*metrics_dir.glob("*.db"), *metrics_dir.glob("drift_*"),
-                      *metrics_dir.glob("grpc-*")]:
-            stale.unlink()
-        probe = metrics_dir / ".writable"  # a read-only directory fails here, in one line
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:  # a read-only container without a writable /tmp
-        sys.exit(f"error: cannot write the metrics directory {err.filename or ''} "
-                 f"({err.strerror}): give the server a writable /tmp (docker run --tmpfs /tmp; "
-                 "Kubernetes: an emptyDir volume at /tmp) or set PROMETHEUS_MULTIPROC_DIR to a "
-                 "writable directory")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    os.environ["TABSERVE_METRICS_STARTED"] = "1"
-
+# Prometheus multiprocess mode: workers write their samples to a directory, /metrics sums them;
+# set before prometheus_client is imported, emptied at start (see prepare_metrics_directory)
 try:
-    server_settings = ServerSettings.from_env(os.environ, available_cpus())
+    metrics_dir = prepare_metrics_directory(environment())
+    server_settings = ServerSettings.from_env(environment(), available_cpus())
 except ConfigError as err:
     sys.exit(f"error: {err}")
 bind = server_settings.bind
@@ -83,7 +63,7 @@ def on_reload(server):
     from tabserve.web.handover import Handover
 
     if server_settings.grpc_port is not None:  # the old workers hold gRPC until new ones serve
-        Handover(os.environ["PROMETHEUS_MULTIPROC_DIR"]).reload_begins()
+        Handover(metrics_dir).reload_begins()
 
     try:
         keys = reload_keys(server.app.wsgi())
@@ -127,8 +107,9 @@ def take_early_stop_signals(worker) -> None:
 
 
 def post_worker_init(worker):
-    """A stop signal sent while the worker booted is taken now. With GRPC_PORT: this worker serves the Open Inference Protocol over gRPC too, on the
-    port every worker binds (started after the fork: gRPC's threads do not survive one)."""
+    """A stop signal sent while the worker booted is taken now. With GRPC_PORT: this worker
+    serves the Open Inference Protocol over gRPC too, on the port every worker binds (started
+    after the fork: gRPC's threads do not survive one)."""
     take_early_stop_signals(worker)
     if server_settings.grpc_port is None or not worker.alive:
         return
@@ -141,7 +122,7 @@ def post_worker_init(worker):
     except OSError as err:
         worker.log.error("error: %s", err)
         sys.exit(3)  # gunicorn's "worker failed to boot": the master stops, as it should
-    Handover(os.environ["PROMETHEUS_MULTIPROC_DIR"]).serving(worker.pid, worker.born)
+    Handover(metrics_dir).serving(worker.pid, worker.born)
 
 
 def worker_exit(server, worker):
@@ -153,7 +134,7 @@ def worker_exit(server, worker):
         return
     from tabserve.web.handover import Handover
 
-    handover = Handover(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    handover = Handover(metrics_dir)
     handover.leaving(worker.pid)
     if not handover.await_successor(worker.born, graceful_timeout):
         worker.log.warning("SIGHUP: no new worker served gRPC within %d s; stopping anyway",
@@ -168,9 +149,8 @@ def child_exit(server, worker):
     from tabserve.serving.drift import collect_dead_counts
     from tabserve.web.metrics import collect_dead_worker
 
-    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     try:
-        collect_dead_worker(directory, worker.pid)
-        collect_dead_counts(directory, worker.pid)
+        collect_dead_worker(metrics_dir, worker.pid)
+        collect_dead_counts(metrics_dir, worker.pid)
     except Exception as err:  # noqa: BLE001 - a full disk must not stop the master
         server.log.error("the metrics of exited worker %d were not folded: %s", worker.pid, err)

@@ -5,12 +5,11 @@ classifier is kept pickled and served through its own predict_proba. Reading a p
 from the file: import only files you trust."""
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from tabserve.cli import cannot_write, refuse, reports_folder, signed_with
-from tabserve.model.trust import TrustSettingError, signing_key
+from tabserve.settings import ConfigError, environment, signing_key
 from tabserve.tables import DataError, load_csv
 from tabserve.training.importing import ImportRefused, import_model
 from tabserve.training.reports import write_import_reports
@@ -42,13 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        key = signing_key(os.environ)
+        key = signing_key(environment())
         rows = None if args.data is None else load_csv(args.data)
         imported = import_model(args.model, rows, args.target, args.data)
         imported.bundle.save(args.output, signing_key=key)
         reports = [] if args.target is None else \
             write_import_reports(imported.bundle, rows, args.reports)
-    except (TrustSettingError, DataError, ImportRefused) as err:
+    except (ConfigError, DataError, ImportRefused) as err:
         return refuse(str(err))
     except OSError as err:
         return cannot_write(err, args.output)

@@ -5,12 +5,12 @@ per execution environment, during Lambda's init phase; a model or setting that c
 fails the init with one line."""
 
 import gc
-import os
 
 from tabserve.serving.process import prepare_process
+from tabserve.settings import environment
 
 # before numpy, scikit-learn and xgboost load: as in gunicorn.conf.py
-prepare_process(os.environ)
+prepare_process(environment())
 
 from tabserve.web.aws_lambda import lambda_handler_from_env  # noqa: E402
 

@@ -12,7 +12,6 @@ with plots and JSON. Details: docs/monitoring.md.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -45,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from tabserve.serving.process import prepare_process
-    prepare_process(os.environ)
+    from tabserve.settings import environment
+    prepare_process(environment())
     # imported after the arguments are read: --help answers at once
     from tabserve.batch.files import BatchError
     from tabserve.model.bundle import ModelLoadError

@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 
 import requests
+
+from tabserve.settings import client_api_key, environment
 
 
 class ClientError(Exception):
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=1000, help="records per request")
     parser.add_argument("--explain", action="store_true", help="ask /explain, not /predict")
     parser.add_argument("--timeout", type=float, default=60.0)
-    parser.add_argument("--api-key", default=os.environ.get("TABSERVE_API_KEY"),
+    parser.add_argument("--api-key", default=client_api_key(environment()),
                         help="the service's API key, if it needs one (default: the "
                              "TABSERVE_API_KEY environment variable, which keeps it out of "
                              "your shell history)")

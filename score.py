@@ -12,7 +12,6 @@ with their line number and every problem. Details: docs/batch.md.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -51,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # before numpy loads, here and in the workers that inherit the environment
     from tabserve.serving.process import prepare_process
-    prepare_process(os.environ)
+    from tabserve.settings import environment
+    prepare_process(environment())
     # imported after the arguments are read: --help answers at once
     from tabserve.batch.files import BatchError
     from tabserve.batch.job import score_file  # the model's code loads in the workers only

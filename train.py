@@ -1,18 +1,19 @@
 """Train a classifier from a CSV and write the model bundle: `python train.py --help`."""
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 STARTED = time.perf_counter()  # run as a script, the budget counts the ~1.5 s of imports too
 
+# (the standard library only, so far)
+from tabserve.settings import ConfigError, environment, signing_key  # noqa: E402
+
 # before numpy/xgboost load OpenMP: idle threads sleep instead of spinning on a shared machine
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+environment().setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from tabserve.cli import cannot_write, refuse, reports_folder, signed_with  # noqa: E402
-from tabserve.model.trust import TrustSettingError, signing_key  # noqa: E402
 from tabserve.tables import DataError, file_sha256, load_csv  # noqa: E402
 from tabserve.training.thresholds import RULES, parse_rule  # noqa: E402
 from tabserve.training.reports import write_reports  # noqa: E402
@@ -102,8 +103,8 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
     say = (lambda message: None) if args.quiet else print
     progress = progress_printer(args.quiet)
     try:
-        key = signing_key(os.environ)  # before the work: a bad key setting fails at once
-    except TrustSettingError as err:
+        key = signing_key(environment())  # before the work: a bad key setting fails at once
+    except ConfigError as err:
         return refuse(str(err))
     try:
         say(f"Reading {args.data}")

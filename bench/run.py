@@ -41,9 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tabserve.model.bundle import ModelBundle  # noqa: E402
+from tabserve.model.bundle import ModelBundle, load_trusted  # noqa: E402
 from tabserve.model.schema import Kind  # noqa: E402
-from tabserve.model.trust import Trust  # noqa: E402
 from tabserve.tables import load_csv  # noqa: E402
 from tabserve.serving.codecs.tensors import datatype as tensor_datatype  # noqa: E402
 from tabserve.settings import SPEEDUPS  # noqa: E402
@@ -404,7 +403,7 @@ def main() -> int:
         print("error: wrk is not installed (apt-get install wrk; `make bench` does)",
               file=sys.stderr)
         return 1
-    bundle = ModelBundle.load(args.model, Trust.from_env(os.environ))  # ALLOW_PICKLE=1
+    bundle = load_trusted(args.model)  # ALLOW_PICKLE=1 for an older pickled bundle
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     records = records_from_frame(bundle, complete_rows(bundle).sample(BATCH, random_state=0))
     course_model = work / "course.bin"

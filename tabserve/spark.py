@@ -13,7 +13,6 @@ there.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +22,7 @@ import pandas as pd
 
 from tabserve.batch.job import kept_name
 from tabserve.batch.scoring import ChunkScorer
-from tabserve.model.bundle import ModelBundle
-from tabserve.model.trust import Trust
+from tabserve.model.bundle import load_trusted
 from tabserve.serving.codecs.columns import answer_types
 from tabserve.serving.core import AnswerShape
 
@@ -35,7 +33,7 @@ _loaded: dict[str, ChunkScorer] = {}  # per executor process: bundle path → sc
 def _scorer(path: str) -> ChunkScorer:
     scorer = _loaded.get(path)
     if scorer is None:
-        scorer = _loaded[path] = ChunkScorer(ModelBundle.load(path, Trust.from_env(os.environ)))
+        scorer = _loaded[path] = ChunkScorer(load_trusted(path))
     return scorer
 
 
@@ -73,7 +71,7 @@ def predict(df, model_path: str | Path):
     path = str(Path(model_path).resolve())
     # loaded here too (no scorer compiled): a bad file fails at once, on the driver, and
     # the answer's shape names the columns
-    bundle = ModelBundle.load(path, Trust.from_env(os.environ))
+    bundle = load_trusted(path)
     answers = answer_types(AnswerShape.of(bundle))
     missing = [name for name in bundle.schema.names if name not in df.columns]
     if missing:

@@ -13,9 +13,9 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from helpers import (ROOT, STARTED, TEST_CONTAINERS, TEST_IMAGES,  # noqa: E402
+from helpers import (PROCESS_FIXTURES, ROOT, STARTED, TEST_CONTAINERS, TEST_IMAGES,  # noqa: E402
                      docker, docker_engine_available, fit_bundle, flower_frame, loan_frame,
-                     need_tool, start_gunicorn, stop)
+                     need_tool, process_fixture, start_gunicorn, stop)
 from tabserve.model.bundle import ModelBundle  # noqa: E402
 from tabserve.web.app import create_app  # noqa: E402
 from tabserve.web.config import Settings  # noqa: E402
@@ -72,12 +72,12 @@ def flower_client(flower_bundle):
     return create_app(flower_bundle, Settings()).test_client()
 
 
-@pytest.fixture(scope="session")
+@process_fixture(scope="session")
 def docker_engine():
     need_tool("docker", present=docker_engine_available())
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def telco_process():
     """The real gunicorn serving the committed model."""
     process, url = start_gunicorn(ROOT / "model.bin")
@@ -85,7 +85,7 @@ def telco_process():
     assert stop(process) == 0
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def telco_server(telco_process):
     return telco_process[1]
 
@@ -109,6 +109,13 @@ def nothing_left_running():
             docker("rmi", "-f", *set(images), check=False)
 
 
+def pytest_sessionstart(session):
+    """matplotlib's first import in a fresh environment builds its font cache with `fc-list`,
+    a process, which the unit tier refuses: built here, before any test, so the tier passes
+    on its first run as on the next (`.ci/run` runs it first, with an empty cache)."""
+    import matplotlib.font_manager  # noqa: F401 - builds the cache when there is none
+
+
 def pytest_collection_finish(session):
     """Collecting the tests must not set up a server's environment in this process: the
     servers the tests start would inherit it (a shared metrics directory, counts mixed up)."""
@@ -119,9 +126,8 @@ def pytest_collection_finish(session):
 
 # --- test tiers ------------------------------------------------------------------------------
 # A test is in the unit tier (`make test-unit`: no server, no subprocess) unless it is slow,
-# needs Docker or a browser, is marked `process`, or uses a fixture that starts a process.
-PROCESS_FIXTURES = {"telco_process", "telco_server", "docker_engine", "spark", "container",
-                    "image", "clone", "lambda_image", "eb_bundle_image"}
+# needs Docker or a browser, is marked `process`, or uses a fixture that starts a process
+# (one declared with `helpers.process_fixture`, itself or through another fixture).
 OUTSIDE_UNIT = ("slow", "docker", "browser", "process")
 
 
@@ -133,8 +139,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 def _refuse_processes(*args, **kwargs):
-    raise RuntimeError("a unit-tier test started a process: mark it `process` (or give it a "
-                       "fixture in conftest.PROCESS_FIXTURES)")
+    raise RuntimeError("a unit-tier test started a process: mark it `process` (or declare the "
+                       "fixture that starts it with helpers.process_fixture)")
 
 
 @pytest.hookimpl(hookwrapper=True)

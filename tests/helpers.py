@@ -21,6 +21,7 @@ from typing import TypeVar
 import msgspec
 import numpy as np
 import pandas as pd
+import pytest
 import requests
 
 from tabserve.model.bundle import ModelBundle
@@ -130,6 +131,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# the fixtures declared with `process_fixture`: a test that uses one, itself or through
+# another fixture, is outside the unit tier (conftest marks the tiers from this)
+PROCESS_FIXTURES: set[str] = set()
+
+
+def process_fixture(*args, **kwargs):
+    """`pytest.fixture` for a fixture that starts a process (a server, a container, Spark, a
+    command): the fixture says so itself, where it is written."""
+    def declare(function):
+        PROCESS_FIXTURES.add(kwargs.get("name") or function.__name__)
+        return pytest.fixture(*args, **kwargs)(function)
+    return declare
 
 
 STARTED: list[subprocess.Popen] = []  # every gunicorn the tests started (conftest stops them)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from functools import cache
@@ -173,6 +175,34 @@ def test_only_the_bundle_module_reads_or_writes_model_files():
     assert users == ["tabserve.model.bundle"]
 
 
+def environment_reads(path: Path) -> list[str]:
+    """Where a file reads the process's environment: `os.environ`, `os.getenv`, `os.putenv`
+    or `environ` imported from os, as `line: code`."""
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        reads = (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                 and node.value.id == "os" and node.attr in ("environ", "getenv", "putenv",
+                                                             "environb")) or \
+                (isinstance(node, ast.ImportFrom) and node.module == "os"
+                 and {a.name for a in node.names} & {"environ", "getenv", "environb"})
+        if reads:
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_only_the_settings_module_reads_the_environment():
+    """Every variable is read in tabserve/settings.py (through `environment()`), so each has
+    one default and one check; tests and benchmarks set variables for the processes they
+    start, and are not looked at."""
+    files = [*PACKAGE.rglob("*.py"), *ROOT.glob("*.py"), *(ROOT / "notebooks").glob("*.py")]
+    readers = {str(path.relative_to(ROOT)): reads for path in files
+               if (reads := environment_reads(path))}
+    assert set(readers) == {"tabserve/settings.py"}, readers
+    # the reader sees what it must
+    assert environment_reads(ROOT / "tests" / "helpers.py")
+
+
 def test_pandas_stays_out_of_serving_and_web_and_out_of_the_model_at_import():
     assert [name for name in wing("serving") + wing("web")
             if any(m.split(".")[0] == "pandas" for m in imports(name))] == []
@@ -286,3 +316,118 @@ def test_a_unit_tier_test_cannot_start_a_process():
         multiprocessing.get_context("spawn").Process(target=print).start()
     with pytest.raises(RuntimeError, match="unit-tier test started a process"):
         os.fork()
+
+
+# --- the architecture page names what exists ---------------------------------------------------
+
+def repository_paths() -> set[str]:
+    """Every file of the working tree, and every folder on their paths (`codecs/`), leaving
+    out the virtual environments, caches and git's own."""
+    found = set()
+    for folder, subfolders, files in os.walk(ROOT):
+        subfolders[:] = [d for d in subfolders if not d.startswith((".venv", ".git"))
+                         and d not in ("__pycache__", "node_modules")]
+        relative = Path(folder).relative_to(ROOT)
+        if str(relative) != ".":
+            found.add(f"{relative}/")
+        found.update(str(relative / name) for name in files)
+    return found
+
+
+def code_files() -> list[Path]:
+    return [*modules().values(), *(ROOT / "tests" / name
+                                   for name in ("conftest.py", "helpers.py", "corpus.py"))]
+
+
+@cache
+def definitions() -> dict[str, dict[str, set[str]]]:
+    """For each module (package modules, entry points, `conftest`, `helpers`): the names it
+    defines at the top (functions, classes, assignments), with each class's own names."""
+    found = {}
+    for path in code_files():
+        name = module_name(path) if path.is_relative_to(PACKAGE) else path.stem
+        if path.name in ENTRY_POINTS:
+            name = path.name
+        names: dict[str, set[str]] = {}
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names[node.name] = set()
+            elif isinstance(node, ast.ClassDef):
+                names[node.name] = {n.name for n in node.body if isinstance(
+                    n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))} | {
+                    t.id for n in node.body if isinstance(n, (ast.Assign, ast.AnnAssign))
+                    for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+                    if isinstance(t, ast.Name)}
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                    if isinstance(target, ast.Name):
+                        names[target.id] = set()
+        found[name] = names
+    return found
+
+
+@cache
+def string_literals() -> frozenset[str]:
+    """Every string constant in the code: the environment variables it reads, the old module
+    names it maps."""
+    files = [*modules().values(), *(path for path in (ROOT / "tests").glob("*.py")
+                                    if path.name != Path(__file__).name)]  # not this one's
+    return frozenset(node.value for path in files for node in ast.walk(
+        ast.parse(path.read_text())) if isinstance(node, ast.Constant)
+        and isinstance(node.value, str))
+
+
+def names_a_definition(name: str) -> bool:
+    """`serving.core.Predictor`, `Settings.served_model_name`, `compile_model`,
+    `conftest._no_processes_for`: a module (with or without `tabserve.`) and what it defines,
+    or a name (a class and its member) defined in some module."""
+    parts = name.split(".")
+    defined = definitions()
+    for split in range(len(parts), 0, -1):
+        module = ".".join(parts[:split])
+        # `codecs.tensors` is `tabserve.serving.codecs.tensors`, named from within its wing
+        matches = [m for m in defined if m == module or m.endswith("." + module)]
+        if matches:
+            rest = parts[split:]
+            return any(not rest or rest[0] in defined[m] and (len(rest) == 1 or (
+                len(rest) == 2 and rest[1] in defined[m][rest[0]])) for m in matches)
+    if len(parts) == 1:  # a module's name, or a class's (`edges` of `FieldProfile`)
+        return any(name in names or any(name in members for members in names.values())
+                   for names in defined.values())
+    return any(parts[0] in names and len(parts) == 2 and parts[1] in names[parts[0]]
+               for names in defined.values())
+
+
+def imports_as_a_module(name: str) -> bool:
+    """`sklearn.model_selection`, `subprocess`: a module of the libraries the code uses."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def named_on_the_page(text: str) -> set[str]:
+    """The code spans of a page that look like a file, a folder or a name in the code."""
+    spans = {span.removesuffix("()") for span in re.findall(r"`([^`\n]+)`", text)}
+    return {span for span in spans if re.fullmatch(r"[A-Za-z_.][\w./]*", span)}
+
+
+def test_every_name_the_architecture_page_gives_exists():
+    """A file or folder the repository holds, a module or what one defines, or a string the
+    code reads (an environment variable, an old module's name)."""
+    paths = repository_paths()
+    missing = sorted(name for name in named_on_the_page(
+        (ROOT / "docs" / "architecture.md").read_text())
+        if not (name in paths or any(p.endswith("/" + name) for p in paths)
+                or names_a_definition(name) or name in string_literals()
+                or imports_as_a_module(name)))
+    assert missing == [], missing
+
+
+def test_the_page_checker_sees_what_is_missing():
+    assert not names_a_definition("serving.scorers.compile_steps")
+    assert not names_a_definition("serving.core.AnswerShape")  # imported there, defined in shape
+    assert names_a_definition("serving.shape.AnswerShape")
+    assert names_a_definition("Settings.served_model_name")
+    assert named_on_the_page("`core.py` (`Predictor`, `GET /`, `environment()`)") == {
+        "core.py", "Predictor", "environment"}

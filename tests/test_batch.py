@@ -16,7 +16,7 @@ import pyarrow.parquet
 import pytest
 import requests
 
-from helpers import PYTHON, ROOT, need_tool
+from helpers import PYTHON, ROOT, need_tool, process_fixture
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.schema import MISSING_TOKENS, Kind
 
@@ -225,7 +225,7 @@ def test_progress_names_rows_rate_and_time_left(tmp_path):
 
 # --- Spark ---------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def spark():
     pyspark = pytest.importorskip("pyspark")
     need_tool("java")
@@ -295,9 +295,9 @@ def test_an_executor_process_loads_the_bundle_once(monkeypatch):
     import tabserve.spark as spark_module
 
     loads = []
-    real_load = ModelBundle.load
+    real_load = spark_module.load_trusted
     monkeypatch.setattr(spark_module, "_loaded", {})
-    monkeypatch.setattr(spark_module.ModelBundle, "load",
+    monkeypatch.setattr(spark_module, "load_trusted",
                         lambda *args: loads.append(args) or real_load(*args))
     first = spark_module._scorer(str(ROOT / "model.bin"))
     assert all(spark_module._scorer(str(ROOT / "model.bin")) is first for _ in range(5))

@@ -5,12 +5,17 @@ import json
 import pickle
 from dataclasses import replace
 
+import numpy as np
 import pytest
+from sklearn.dummy import DummyClassifier
+from sklearn.pipeline import Pipeline
 
 from helpers import ROOT, alter_keeping_checksum
 from tabserve.model import bundle as bundle_module
-from tabserve.model.bundle import MAGIC, ModelBundle, ModelLoadError
-from tabserve.model.trust import Trust, TrustSettingError, key_id, signing_key
+from tabserve.model.bundle import MAGIC, ModelBundle, ModelLoadError, pickled_steps
+from tabserve.model.encoding import Encoder
+from tabserve.model.trust import Trust, key_id
+from tabserve.settings import ConfigError, signing_key
 from tabserve.web.app import create_app
 from tabserve.web.config import Settings
 
@@ -70,13 +75,25 @@ def test_trusted_older_files_that_are_not_bundles_are_refused(tmp_path, payload,
         ModelBundle.load(path, Trust(allow_pickle=True))
 
 
-def test_library_version_mismatch_is_reported(tmp_path, loan_bundle, caplog):
-    libraries = {**loan_bundle.metadata["libraries"], "scikit-learn": "0.1.0"}
+def test_other_library_versions_are_shown_and_warned_of_only_for_pickled_steps(
+        tmp_path, loan_bundle, caplog):
+    """A data bundle answers alike under any version: /model shows the difference, the log
+    says nothing. Pickled steps may answer differently: one line, with a command that runs."""
+    libraries = {**loan_bundle.metadata["libraries"], "scikit-learn": "0.1.0", "python": "3.9.1"}
     path = tmp_path / "m.bin"
     replace(loan_bundle, metadata={**loan_bundle.metadata, "libraries": libraries}).save(path)
     loaded = ModelBundle.load(path)
-    assert "scikit-learn 0.1.0 at training time" in caplog.text
-    assert loaded.describe()["library_mismatches"]
+    assert any(shown.startswith("scikit-learn 0.1.0 at training time, ")
+               for shown in loaded.describe()["library_mismatches"])
+    assert "at training time" not in caplog.text
+    pickled = tmp_path / "pickled.bin"
+    width = len(Encoder(loaded.schema).feature_names)
+    steps = Pipeline([("model", DummyClassifier().fit(np.zeros((2, width)), loaded.classes))])
+    replace(loaded, model=pickled_steps(steps, width)).save(pickled)
+    ModelBundle.load(pickled, Trust(allow_pickle=True))
+    warned = [r.getMessage() for r in caplog.records if "pickled steps" in r.getMessage()]
+    assert len(warned) == 1 and "python 3.9.1 at training time" in warned[0] \
+        and "python3 import_model.py" in warned[0] and "\n" not in warned[0]
 
 
 LEGACY = ROOT / "tests" / "fixtures" / "legacy"
@@ -161,7 +178,7 @@ def test_a_signed_bundle_loads_with_its_key_and_without_one(tmp_path, loan_bundl
     ({"MODEL_SIGNING_KEY_FILE": "/nonexistent/key"}, "cannot be read"),
 ])
 def test_signing_key_settings_are_checked(env, message):
-    with pytest.raises(TrustSettingError, match=message):
+    with pytest.raises(ConfigError, match=message):
         signing_key(env)
 
 

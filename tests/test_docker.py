@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from helpers import (IMAGE_UID, PYTHON, ROOT, build, docker, free_port, logs, need_tool,
-                     wait_for)
+                     process_fixture, wait_for)
 from slow_clients import (SlowClients, SlowGrpcClients, grpc_latencies, p99,
                           valid_latencies)
 from tabserve.model.bundle import ModelBundle
@@ -28,7 +28,7 @@ from tabserve.serving.core import Predictor
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture(scope="session")
+@process_fixture(scope="session")
 def image(docker_engine):
     tag = build(ROOT)
     yield tag
@@ -56,7 +56,7 @@ def run_container(image: str, *args: str) -> tuple[str, str]:
     return name, url
 
 
-@pytest.fixture()
+@process_fixture()
 def container(image):
     name, url = run_container(image)
     yield name, url
@@ -501,7 +501,7 @@ EB_HTTP = """
 """
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def eb_bundle_image(docker_engine, tmp_path_factory):
     """The image built from `git archive HEAD`, which is what the EB CLI zips and uploads."""
     bundle_dir = tmp_path_factory.mktemp("eb-bundle")

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import PYTHON, ROOT, free_port, rewrite_payload, start_gunicorn, stop, wait_for, workers
+from helpers import (PYTHON, ROOT, free_port, process_fixture, rewrite_payload, start_gunicorn,
+                     stop, wait_for, workers)
 from tabserve.model.bundle import ModelBundle, ModelLoadError
 
 pytestmark = pytest.mark.process
@@ -56,8 +57,8 @@ def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple
         return err.code, err.read()
 
 
-@pytest.fixture(scope="module")
-def keyed(tmp_path_factory):
+@process_fixture(scope="module")
+def keyed_server(tmp_path_factory):
     """A server with API keys on a copy of the default model (SIGHUP may replace it)."""
     folder = tmp_path_factory.mktemp("hostile")
     shutil.copy(ROOT / "model.bin", folder / "model.bin")
@@ -70,8 +71,9 @@ def keyed(tmp_path_factory):
     stop(process)
 
 
-def test_malformed_framing_is_answered_before_any_key_and_kills_no_worker(keyed, telco_record):
-    process, url = keyed
+def test_malformed_framing_is_answered_before_any_key_and_kills_no_worker(keyed_server,
+                                                                         telco_record):
+    process, url = keyed_server
     before = sorted(workers(process.pid))
     for name, rest in FRAMINGS.items():
         answer = _raw(url, b"POST /predict HTTP/1.1\r\nHost: x\r\n" + rest)
@@ -84,8 +86,8 @@ def test_malformed_framing_is_answered_before_any_key_and_kills_no_worker(keyed,
 
 
 @pytest.mark.parametrize("path", ["/predict", "/v2/models/churn/infer"])
-def test_a_chunked_body_whose_sizes_lie_is_a_400_not_a_500(keyed, path):
-    process, url = keyed
+def test_a_chunked_body_whose_sizes_lie_is_a_400_not_a_500(keyed_server, path):
+    process, url = keyed_server
     answer = _raw(url, f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
                        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
                        "zz\r\n{}\r\n0\r\n\r\n".encode())
@@ -94,8 +96,8 @@ def test_a_chunked_body_whose_sizes_lie_is_a_400_not_a_500(keyed, path):
     assert "Traceback" not in process.error_path.read_text()
 
 
-def test_clients_cannot_choose_metric_labels(keyed):
-    process, url = keyed
+def test_clients_cannot_choose_metric_labels(keyed_server):
+    process, url = keyed_server
     for i in range(300):
         _post(f"{url}/predict", json.dumps({f"field-{i}-{'x' * 30}": [{}]}).encode())
         method = "".join(chr(65 + i // 26 ** k % 26) for k in range(3)) + "Q"
@@ -110,8 +112,8 @@ def test_clients_cannot_choose_metric_labels(keyed):
     assert methods <= {"GET", "POST", "(other)"} and "(other)" in methods, methods
 
 
-def test_v2_input_names_are_unique_and_quoted_short(keyed, telco_record):
-    process, url = keyed
+def test_v2_input_names_are_unique_and_quoted_short(keyed_server, telco_record):
+    process, url = keyed_server
     inputs = [{"name": name, "datatype": "BYTES" if isinstance(v, str) else "FP64",
                "shape": [1], "data": [v]} for name, v in telco_record.items()]
     twice = {"inputs": inputs + [inputs[0]]}
@@ -123,10 +125,10 @@ def test_v2_input_names_are_unique_and_quoted_short(keyed, telco_record):
     assert status == 200 and len(answer) < 2000
 
 
-def test_grpc_garbage_is_invalid_argument(keyed):
+def test_grpc_garbage_is_invalid_argument(keyed_server):
     import grpc
 
-    process, _ = keyed
+    process, _ = keyed_server
     with grpc.insecure_channel(f"127.0.0.1:{process.grpc_port}") as channel:
         call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
         with pytest.raises(grpc.RpcError) as refused:
@@ -185,8 +187,8 @@ def test_a_forged_booster_is_refused_in_one_line_at_every_door(tmp_path, forge):
         "Traceback" not in started.stderr
 
 
-def test_sighup_with_a_forged_booster_keeps_the_current_model(keyed, telco_record):
-    process, url = keyed
+def test_sighup_with_a_forged_booster_keeps_the_current_model(keyed_server, telco_record):
+    process, url = keyed_server
     original = process.model_path.read_bytes()
     _forge_booster_length(process.model_path)
     try:
@@ -200,8 +202,8 @@ def test_sighup_with_a_forged_booster_keeps_the_current_model(keyed, telco_recor
         process.model_path.write_bytes(original)
 
 
-def test_exited_workers_metrics_are_folded_not_piled_up(keyed, telco_record):
-    process, url = keyed
+def test_exited_workers_metrics_are_folded_not_piled_up(keyed_server, telco_record):
+    process, url = keyed_server
     body = json.dumps(telco_record).encode()
     for _ in range(4):
         for _ in range(5):
@@ -296,13 +298,14 @@ def test_booster_arrays_answer_as_xgboost_did(telco_record):
     assert Predictor(bundle).score_records([telco_record]).labels
 
 
-def test_a_soak_of_hostile_and_valid_traffic_answers_every_valid_request(keyed, telco_record):
+def test_a_soak_of_hostile_and_valid_traffic_answers_every_valid_request(keyed_server,
+                                                                        telco_record):
     """~15 s of framing attacks, label floods and oversized bodies beside valid clients:
     every valid request gets the model's answer (bounded by the count of requests, not by a
     clock: each side sends a fixed number)."""
     import threading
 
-    process, url = keyed
+    process, url = keyed_server
     body = json.dumps(telco_record).encode()
     expected = json.loads(_post(f"{url}/predict", body)[1])["churn_probability"]
     answers: list = []

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from helpers import IMAGE_UID, ROOT, need_tool
+from helpers import IMAGE_UID, ROOT, need_tool, process_fixture
 
 pytestmark = pytest.mark.process  # every test here starts a process or a server
 
@@ -35,7 +35,7 @@ def render(folder: Path) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
-@pytest.fixture(scope="module", params=OVERLAYS)
+@process_fixture(scope="module", params=OVERLAYS)
 def overlay(request) -> list[dict]:
     return render(KUBERNETES / "overlays" / request.param)
 

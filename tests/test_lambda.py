@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from helpers import ROOT, build, docker, logs, records_from_csv, wait_for
+from helpers import ROOT, build, docker, logs, process_fixture, records_from_csv, wait_for
 from lambda_runtime_api import RuntimeApi
 from tabserve.tables import load_csv
 from tabserve.web.aws_lambda import (PAYLOAD_LIMIT_BYTES, InitError, LambdaRequests,
@@ -298,7 +298,7 @@ def assert_same_answers(got, want) -> None:
         assert got == want
 
 
-@pytest.fixture(scope="session")
+@process_fixture(scope="session")
 def lambda_image(docker_engine):
     tag = build(ROOT, "--target", "lambda")
     yield tag

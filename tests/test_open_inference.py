@@ -20,7 +20,8 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
-from helpers import PYTHON, ROOT, free_port, start_gunicorn, stop, wait_for, workers
+from helpers import (PYTHON, ROOT, free_port, process_fixture, start_gunicorn, stop, wait_for,
+                     workers)
 from tabserve.web.app import create_app
 from tabserve.web.config import Settings
 from tabserve.web.auth import ApiKeys
@@ -269,7 +270,7 @@ def test_server_metadata_lists_the_binary_extension(client):
 
 # --- the real gunicorn, HTTP and gRPC ---
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def oip_server():
     """gunicorn with two workers serving HTTP and, on GRPC_PORT, gRPC."""
     grpc_port = free_port()
@@ -289,7 +290,6 @@ def _live(client) -> bool:
         return False
 
 
-@pytest.mark.process
 def test_tritonclient_over_http_and_grpc_as_its_users_call_it(oip_server, telco_bundle,
                                                               telco_record):
     _, url, address = oip_server
@@ -313,7 +313,6 @@ def test_tritonclient_over_http_and_grpc_as_its_users_call_it(oip_server, telco_
         client.close()
 
 
-@pytest.mark.process
 def test_grpc_refusals_name_the_problem_and_are_counted(oip_server, telco_bundle,
                                                         telco_record):
     _, url, address = oip_server
@@ -341,7 +340,6 @@ def test_grpc_refusals_name_the_problem_and_are_counted(oip_server, telco_bundle
     client.close()
 
 
-@pytest.mark.process
 def test_grpc_calls_are_logged_counted_for_drift_and_carry_request_ids(oip_server,
                                                                        telco_bundle,
                                                                        telco_record):
@@ -476,7 +474,6 @@ def test_kserve_sdk_over_rest_and_grpc_with_api_keys(telco_bundle, telco_record)
         assert stop(process) == 0
 
 
-@pytest.mark.process
 def test_the_docs_client_examples_run_as_written(oip_server):
     """docs/api.md's tritonclient and KServe SDK examples, against the test server's ports."""
     _, url, address = oip_server

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import ROOT, answering, free_port, wait_for
+from helpers import ROOT, answering, free_port, process_fixture, wait_for
 
 README = (ROOT / "README.md").read_text()
 SERVERS = ("make run", ".venv/bin/gunicorn")  # commands that serve until stopped
@@ -42,7 +42,7 @@ def answer_shown(text: str) -> dict:
     return json.loads(re.search(r"```json\n(.*?)```", text, re.S)[1])
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
     """A fresh clone of the committed HEAD, and the files a user would bring."""
     folder = tmp_path_factory.mktemp("readme") / "tabserve"

@@ -27,18 +27,29 @@ LOAD_SECONDS = int(os.environ.get("LOAD_SECONDS", "60"))  # sustained load, well
 
 def sockets(pid: int) -> set[str]:
     """The sockets a process holds open, as /proc names them (`socket:[inode]`)."""
-    fds = Path(f"/proc/{pid}/fd")
-    return {link for link in map(os.readlink, fds.iterdir()) if link.startswith("socket:")}
+    links = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            links.add(os.readlink(fd))
+        except FileNotFoundError:  # closed since the listing
+            continue
+    return {link for link in links if link.startswith("socket:")}
 
 
-def server_socket(port: int, client_port: int) -> str:
+def server_socket(port: int, client_port: int) -> str | None:
     """The server's end of a loopback connection (local `port`, remote `client_port`), as
-    /proc names a socket a process holds: found in the kernel's table once established."""
+    /proc names a socket a process holds; None until a process has accepted it (the
+    kernel's table shows inode 0 while it waits in the listening socket's queue)."""
     for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = row.split()
         if fields[1].endswith(f":{port:04X}") and fields[2].endswith(f":{client_port:04X}"):
-            return f"socket:[{fields[9]}]"
-    raise AssertionError(f"no connection from port {client_port} to {port}")
+            return f"socket:[{fields[9]}]" if fields[9] != "0" else None
+    return None
+
+
+def held_by_a_worker(master: int, port: int, client_port: int) -> bool:
+    ours = server_socket(port, client_port)
+    return ours is not None and any(ours in sockets(pid) for pid in workers(master))
 
 
 class Load(threading.Thread):
@@ -249,9 +260,8 @@ def test_sigterm_drains_a_request_in_flight(model_copy, telco_record):
     try:
         client.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                        b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
-        ours = server_socket(int(port), client.getsockname()[1])
-        wait_for(lambda: any(ours in sockets(pid) for pid in workers(process.pid)), 30,
-                 "a worker to accept the request")
+        wait_for(lambda: held_by_a_worker(process.pid, int(port), client.getsockname()[1]),
+                 30, "a worker to accept the request")
         process.send_signal(signal.SIGTERM)
         wait_for(lambda: "Handling signal: term" in process.error_path.read_text(), 30,
                  "the master to take the SIGTERM")

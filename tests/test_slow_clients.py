@@ -10,14 +10,14 @@ from urllib.parse import urlparse
 
 import pytest
 
-from helpers import ROOT, free_port, start_gunicorn, stop
+from helpers import ROOT, free_port, process_fixture, start_gunicorn, stop
 from slow_clients import (SlowClients, SlowGrpcClients, grpc_latencies, p99,
                           valid_latencies)
 
 pytestmark = pytest.mark.process
 
 
-@pytest.fixture(scope="module")
+@process_fixture(scope="module")
 def served():
     grpc_port = free_port()
     process, url = start_gunicorn(ROOT / "model.bin", GRPC_PORT=str(grpc_port))

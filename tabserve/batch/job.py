@@ -9,7 +9,6 @@ in flight, and each worker one chunk and its answers.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import sys
 import time
 from collections import deque
@@ -26,7 +25,7 @@ from tabserve.model.schema import Schema, loose_spelling
 from tabserve.serving.codecs.columns import answer_types
 from tabserve.serving.process import available_cpus
 from tabserve.serving.shape import AnswerShape
-from tabserve.settings import CHUNK_ROWS, progress_seconds
+from tabserve.settings import CHUNK_ROWS, environment, progress_seconds
 
 if TYPE_CHECKING:  # the workers import it; the parent, which never loads the model, does not
     from tabserve.batch.scoring import ChunkScorer
@@ -111,14 +110,13 @@ _load_error: Exception | None = None  # why the model could not be loaded, told 
 
 def _start_worker(model_path: Path) -> None:
     from tabserve.batch.scoring import ChunkScorer
-    from tabserve.model.bundle import ModelBundle, ModelLoadError
+    from tabserve.model.bundle import ModelLoadError, load_trusted
     from tabserve.model.fitted import ModelFileError
-    from tabserve.model.trust import Trust, TrustSettingError
 
     global _scorer, _load_error
     try:
-        _scorer = ChunkScorer(ModelBundle.load(model_path, Trust.from_env(os.environ)))
-    except (ModelLoadError, TrustSettingError) as err:  # one line for the parent to show
+        _scorer = ChunkScorer(load_trusted(model_path))
+    except ModelLoadError as err:  # one line for the parent to show
         _load_error = BatchError(str(err))
     except ModelFileError as err:
         _load_error = BatchError(f"model file {model_path} cannot be served: {err}")
@@ -176,7 +174,7 @@ class Progress:
 
     def __init__(self, stream: TextIO | None, every: float | None = None):
         self.stream = stream
-        self.every = progress_seconds(os.environ) if every is None else every
+        self.every = progress_seconds(environment()) if every is None else every
         self.started = self.shown = time.perf_counter()
 
     def update(self, rows: int, done: float) -> None:

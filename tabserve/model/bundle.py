@@ -50,6 +50,7 @@ from tabserve.model.profile import Profile
 from tabserve.model.schema import Schema
 from tabserve.model.trust import Trust, key_id, signature, signature_problem
 from tabserve.model.xgboost_trees import upgraded
+from tabserve.settings import ConfigError, environment
 
 log = logging.getLogger(__name__)
 
@@ -243,8 +244,11 @@ class ModelBundle:
             bundle = _unpickled_bundle(path, payload)
         else:
             bundle = _decoded_bundle(path, payload, holds_pickle)
-        for message in bundle.version_mismatches():
-            log.warning("%s: %s", path, message)
+        mismatches = bundle.version_mismatches()
+        if mismatches and bundle.holds_pickle:  # a data bundle answers alike under any of them
+            log.warning("%s holds pickled steps, fitted under other versions (%s): their answers "
+                        "may differ; fit and import the model again under these versions "
+                        "(python3 import_model.py)", path, "; ".join(mismatches))
         return bundle
 
     def check(self) -> None:
@@ -271,11 +275,12 @@ class ModelBundle:
         self.__dict__.update(state)
 
     def version_mismatches(self) -> list[str]:
-        """Libraries whose major.minor version differs from the one at training time."""
+        """Python and the libraries whose major.minor version differs from training time's
+        (shown by `GET /model`). They matter only to a bundle that holds pickled steps: the
+        rest is data, read alike by any version (answers were identical on 3.13 and 3.11)."""
         trained = self.metadata.get("libraries", {})
         here = library_versions()
-        return [f"{name} {trained[name]} at training time, {here[name]} here; "
-                "answers may differ: retrain with `python train.py`"
+        return [f"{name} {trained[name]} at training time, {here[name]} here"
                 for name in trained if name in here and _minor(trained[name]) != _minor(here[name])]
 
     def describe(self) -> dict[str, Any]:
@@ -301,6 +306,17 @@ class ModelBundle:
             "library_mismatches": self.version_mismatches(),
             "profile": None if self.profile is None else self.profile.describe(),
         }
+
+
+def load_trusted(path: Path | str, trust: Trust | None = None) -> ModelBundle:
+    """The one way each door (the server and its SIGHUP, Lambda, score.py, Spark, monitor.py)
+    opens its model file: with `trust`, else the environment's (`MODEL_SIGNING_KEY`,
+    `ALLOW_PICKLE`). Every refusal, a setting's too, is a `ModelLoadError` of one line."""
+    try:
+        trust = Trust.from_env(environment()) if trust is None else trust
+    except ConfigError as err:
+        raise ModelLoadError(str(err)) from None
+    return ModelBundle.load(path, trust)
 
 
 def _pickle_refusal(path: Path, version: str) -> str:

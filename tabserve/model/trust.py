@@ -1,6 +1,7 @@
 """Which model files a process opens (`Trust`): the signing key that training signs bundles
-with and servers check them by, and whether a file that holds pickle may be read. Standard
-library only: the web settings read it before numpy is imported."""
+with and servers check them by, and whether a file that holds pickle may be read (both read
+from the environment by `tabserve.settings`). Standard library only: the web settings read it
+before numpy is imported."""
 
 from __future__ import annotations
 
@@ -8,36 +9,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 
-from tabserve.model.secrets import read_secret
-
-MIN_KEY_BYTES = 16
-
-
-class TrustSettingError(ValueError):
-    """A setting that decides which model files to open cannot be used; says which and why."""
-
-
-def signing_key(env: dict[str, str]) -> bytes | None:
-    """The key that signs bundles (training) and checks them (serving): `MODEL_SIGNING_KEY`,
-    or the content of the file `MODEL_SIGNING_KEY_FILE` (a mounted secret); None without."""
-    secret = read_secret(env, "MODEL_SIGNING_KEY", TrustSettingError)
-    if secret is None or not secret.strip():
-        return None
-    key = secret.strip().encode()
-    if len(key) < MIN_KEY_BYTES:
-        raise TrustSettingError(f"the model signing key has {len(key)} bytes; use at least "
-                                f"{MIN_KEY_BYTES} (for example: openssl rand -hex 32)")
-    return key
-
-
-def allows_pickle(env: dict[str, str]) -> bool:
-    """`ALLOW_PICKLE`: 1 to open model files that hold pickle (which runs code as it loads)."""
-    raw = (env.get("ALLOW_PICKLE") or "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise TrustSettingError(f"ALLOW_PICKLE must be 1 or 0, got {env['ALLOW_PICKLE']!r}")
+from tabserve.settings import allows_pickle, signing_key
 
 
 @dataclass(frozen=True)
@@ -50,6 +22,7 @@ class Trust:
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Trust:
+        """`MODEL_SIGNING_KEY` (or `_FILE`) and `ALLOW_PICKLE`; `ConfigError` naming which."""
         return cls(signing_key(env), allows_pickle(env))
 
 

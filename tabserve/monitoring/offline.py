@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,7 @@ from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 from tabserve.batch.files import InputFile
 from tabserve.batch.job import missing_fields
 from tabserve.batch.scoring import ChunkScorer
-from tabserve.model.bundle import ModelBundle, ModelLoadError
-from tabserve.model.trust import Trust
+from tabserve.model.bundle import ModelBundle, ModelLoadError, load_trusted
 from tabserve.model.decision import label_codes
 from tabserve.settings import CHUNK_ROWS
 from tabserve.serving.drift import MIN_RECORDS, CountStore, CountLayout, DriftCounter, drift_report
@@ -40,7 +38,7 @@ class Outcomes:
 
 
 def load_monitored(model_path: Path) -> ModelBundle:
-    bundle = ModelBundle.load(model_path, Trust.from_env(os.environ))
+    bundle = load_trusted(model_path)
     if bundle.profile is None:
         raise ModelLoadError(f"model file {model_path} has no reference profile (it was trained "
                              "before bundles carried one): retrain it with `python train.py`")

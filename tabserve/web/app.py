@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 
 from flask import Blueprint, Flask, Response, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from tabserve.model.bundle import ModelBundle, ModelLoadError
+from tabserve.model.bundle import ModelBundle, ModelLoadError, load_trusted
 from tabserve.model.fitted import ModelFileError
 from tabserve.model.validation import Problem, RequestError
 from tabserve.serving.drift import drift_report
 from tabserve.serving.explaining import ExplanationsUnavailable
+from tabserve.settings import environment
 from tabserve.web.auth import ApiKeys, KeyGate
 from tabserve.web.config import Settings
 from tabserve.web.open_inference import v2
@@ -198,7 +198,7 @@ def _install(current: Service, bundle: ModelBundle | None) -> str:
     file that cannot be loaded or whose model cannot be made ready (the current model, if any,
     stays)."""
     path = current.settings.model_path
-    bundle = bundle or ModelBundle.load(path, current.settings.trust)
+    bundle = bundle or load_trusted(path, current.settings.trust)
     try:
         current.install(bundle)
     except ModelFileError as err:
@@ -244,5 +244,5 @@ def reload_keys(app: Flask) -> int | None:
     current: Service = app.extensions["tabserve"]
     if current.keys is None:
         return None  # keys are turned on at start only: the OpenAPI document declares them
-    current.keys = ApiKeys.from_env(os.environ)  # the file named at start, read again
+    current.keys = ApiKeys.from_env(environment())  # the file named at start, read again
     return None if current.keys is None else len(current.keys.digests)

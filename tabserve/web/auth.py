@@ -15,7 +15,7 @@ import hmac
 import re
 from dataclasses import dataclass
 
-from tabserve.model.secrets import read_secret
+from tabserve.settings import ConfigError, api_key_entries, metrics_without_key
 from tabserve.web.responses import error_response, is_open_inference, problem_response
 
 # the probes (an orchestrator has no key) and the page that asks the user for one
@@ -24,7 +24,7 @@ MIN_KEY_CHARS = 16
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 
 
-class ApiKeyError(ValueError):
+class ApiKeyError(ConfigError):
     """The key settings cannot be used; the message names the setting and the line."""
 
 
@@ -39,17 +39,18 @@ class ApiKeys:
     def from_env(cls, env: dict[str, str]) -> ApiKeys | None:
         """From `API_KEYS_FILE` (a line each) or `API_KEYS` (comma-separated); None when
         neither is set."""
-        secret = read_secret(env, "API_KEYS", ApiKeyError)
-        if secret is None:
+        try:
+            given = api_key_entries(env)
+        except ConfigError as err:
+            raise ApiKeyError(str(err)) from None
+        if given is None:
             return None
-        where = "API_KEYS_FILE" if env.get("API_KEYS_FILE") else "API_KEYS"
-        lines = secret.splitlines() if where == "API_KEYS_FILE" else secret.split(",")
-        digests = tuple(_digest(line.strip(), where, number)
-                        for number, line in enumerate(lines, start=1)
-                        if line.strip() and not line.strip().startswith("#"))
+        where, entries = given
+        digests = tuple(_digest(entry, where, number)
+                        for number, entry in enumerate(entries, start=1) if entry)
         if not digests:
             raise ApiKeyError(f"{where} holds no key")
-        return cls(digests, metrics_open=env.get("METRICS_WITHOUT_KEY", "") == "1")
+        return cls(digests, metrics_open=metrics_without_key(env))
 
     def match(self, presented: str) -> str | None:
         """The id of the key presented, or None; as long whichever key, if any, matches."""

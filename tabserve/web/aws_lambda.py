@@ -10,7 +10,6 @@ answers stop at Lambda's 6 MB; metrics count this execution environment only.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -20,7 +19,8 @@ from apig_wsgi import make_lambda_handler
 
 from tabserve.model.bundle import ModelLoadError
 from tabserve.web.app import create_app
-from tabserve.web.config import ConfigError, Settings
+from tabserve.settings import ConfigError, environment, logs_debug
+from tabserve.web.config import Settings
 from tabserve.web.logs import access_record
 from tabserve.web.middleware import REQUEST_ID
 from tabserve.web.responses import problem_response
@@ -87,11 +87,11 @@ def lambda_handler_from_env(env: dict[str, str] | None = None) -> Callable[[dict
     """The Lambda handler serving the model at MODEL_PATH, with the service's settings from
     the environment and MAX_BODY_BYTES at Lambda's payload limit unless set. `InitError` with
     one line when the model or a setting cannot be used."""
-    env = os.environ if env is None else env
+    env = environment() if env is None else env
     try:
         settings = Settings.from_env({"MAX_BODY_BYTES": str(PAYLOAD_LIMIT_BYTES), **env})
         app = create_app(settings=settings)
     except (ModelLoadError, ConfigError) as err:
         raise InitError(str(err)) from None
-    debug = env.get("LOG_LEVEL", "info").lower() == "debug"
+    debug = logs_debug(env)
     return make_lambda_handler(LambdaRequests(app, debug))

@@ -4,15 +4,14 @@ gunicorn.conf.py may load it before numpy (see `serving.process`)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tabserve.model.trust import Trust, TrustSettingError
+from tabserve.model.trust import Trust
 from tabserve.settings import (DRIFT_MIN_RECORDS, MAX_BATCH_RECORDS, SPEEDUPS,  # noqa: F401
-                               ConfigError, metrics_directory, positive_int, speedups_off,
-                               switch)
+                               ConfigError, environment, metrics_directory, model_name,
+                               model_path, positive_int, speedups_off, switch)
 
 if TYPE_CHECKING:
     from tabserve.web.auth import ApiKeys
@@ -38,21 +37,17 @@ class Settings:
         `SPEEDUPS_OFF`, `MODEL_SIGNING_KEY` or `MODEL_SIGNING_KEY_FILE`, `ALLOW_PICKLE`, `API_KEYS_FILE` or
         `API_KEYS` (and `METRICS_WITHOUT_KEY`), `MONITORING`, `DRIFT_MIN_RECORDS`,
         `PROMETHEUS_MULTIPROC_DIR`."""
-        from tabserve.web.auth import ApiKeyError, ApiKeys
+        from tabserve.web.auth import ApiKeys
 
-        env = os.environ if env is None else env
-        try:
-            trust, api_keys = Trust.from_env(env), ApiKeys.from_env(env)
-        except (TrustSettingError, ApiKeyError) as err:
-            raise ConfigError(str(err)) from None
+        env = environment() if env is None else env
         return cls(
-            model_path=Path(env.get("MODEL_PATH") or "model.bin"),
+            model_path=model_path(env),
             max_batch_records=positive_int(env, "MAX_BATCH_RECORDS", cls.max_batch_records),
             max_body_bytes=positive_int(env, "MAX_BODY_BYTES", cls.max_body_bytes),
-            model_name=env.get("MODEL_NAME", "").strip(),
+            model_name=model_name(env),
             speedups_off=speedups_off(env),
-            trust=trust,
-            api_keys=api_keys,
+            trust=Trust.from_env(env),
+            api_keys=ApiKeys.from_env(env),
             monitoring=switch(env, "MONITORING", cls.monitoring),
             drift_min_records=positive_int(env, "DRIFT_MIN_RECORDS", cls.drift_min_records),
             metrics_dir=metrics_directory(env),
