@@ -15,10 +15,11 @@ import argparse
 import csv
 import json
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-import requests
-
+# the standard library only, so that it runs wherever `make run` did (no `requests` there)
 from tabserve.settings import client_api_key, environment
 
 
@@ -51,17 +52,31 @@ def read_records(path: Path, fields: list[dict]) -> list[dict]:
     return records
 
 
-def post(url: str, path: str, records: list[dict], timeout: float,
-         headers: dict[str, str]) -> list[dict]:
-    response = requests.post(f"{url}{path}", json=records, timeout=timeout, headers=headers)
-    if not response.ok:
-        try:
-            problem = response.json()
-            detail = problem.get("detail") or problem.get("error") or response.text
-        except ValueError:
-            detail = response.text[:500]
-        raise ClientError(f"{response.status_code} from {path}: {detail}")
-    return response.json()
+def call(url: str, path: str, timeout: float, headers: dict[str, str],
+         records: list[dict] | None = None) -> object:
+    """GET `path`, or POST `records` to it as JSON; the answer's JSON. `ClientError` naming
+    the status and the service's problem detail when it refuses."""
+    data = None if records is None else json.dumps(records).encode()
+    sent = {**headers, "Content-Type": "application/json"} if data is not None else headers
+    try:
+        with urllib.request.urlopen(urllib.request.Request(f"{url}{path}", data=data,
+                                                           headers=sent),
+                                    timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        body = err.read()
+        status = err.code
+    try:
+        problem = json.loads(body)
+        detail = (problem.get("detail") or problem.get("error")) \
+            if isinstance(problem, dict) else None
+    except ValueError:
+        detail = None
+    if status == 401:
+        detail = "the service needs an API key: --api-key KEY or TABSERVE_API_KEY" + (
+            " (the one given is not valid)" if "Authorization" in headers else "")
+    raise ClientError(f"{status} from {path}: "
+                      f"{detail or body[:500].decode('utf-8', 'replace')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,21 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     url = args.url.rstrip("/")
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     try:
-        model = requests.get(f"{url}/model", timeout=args.timeout, headers=headers)
-        if model.status_code == 401:
-            raise ClientError("401 from /model: the service needs an API key: --api-key KEY "
-                              "or TABSERVE_API_KEY" + (" (the one given is not valid)"
-                                                       if args.api_key else ""))
-        model.raise_for_status()
-        records = read_records(args.file, model.json()["schema"]["fields"])
+        model = call(url, "/model", args.timeout, headers)
+        records = read_records(args.file, model["schema"]["fields"])
         if not records:
             raise ClientError(f"{args.file}: no records")
         path = "/explain" if args.explain else "/predict"
         for start in range(0, len(records), args.batch_size):
-            for answer in post(url, path, records[start:start + args.batch_size], args.timeout,
-                               headers):
+            for answer in call(url, path, args.timeout, headers,
+                               records[start:start + args.batch_size]):
                 print(json.dumps(answer))
-    except (ClientError, OSError, ValueError, requests.RequestException) as err:
+    except (ClientError, OSError, ValueError) as err:  # URLError is an OSError
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -117,6 +117,7 @@ def test_malformed_bodies(client, body, content_type, status, detail):
 
 @pytest.mark.parametrize("change, field, message", [
     ({"tenure": "abc"}, "tenure", "expected a number, got string 'abc'"),
+    ({"totalcharges": "29.85"}, "totalcharges", "send the number itself, without quotes (29.85)"),
     ({"contract": 5}, "contract", "expected a string, got number 5"),
     ({"contract": {"a": 1}}, "contract", "expected a string, got object"),
     ({"monthlycharges": None}, "monthlycharges", "null is not allowed"),

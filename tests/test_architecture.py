@@ -203,6 +203,16 @@ def test_only_the_settings_module_reads_the_environment():
     assert environment_reads(ROOT / "tests" / "helpers.py")
 
 
+def test_the_client_script_needs_only_the_standard_library():
+    """predict_client.py runs where `make run` installed only the server's packages (no
+    `requests`): it imports the standard library and the settings module alone."""
+    ours = {m for m in imports("predict_client.py") if m.split(".")[0] == "tabserve"}
+    others = {m.split(".")[0] for m in imports("predict_client.py")} - {"tabserve", "__future__"}
+    assert ours == {"tabserve.settings"} and others <= sys.stdlib_module_names, others
+    assert {m.split(".")[0] for m in reached("tabserve.settings")} <= \
+        sys.stdlib_module_names | {"__future__", "tabserve"}
+
+
 def test_pandas_stays_out_of_serving_and_web_and_out_of_the_model_at_import():
     assert [name for name in wing("serving") + wing("web")
             if any(m.split(".")[0] == "pandas" for m in imports(name))] == []

@@ -82,6 +82,11 @@ GOOD = {"age": 30, "income": 2.0, "colour": "red", "member": "Yes"}
 
 @pytest.mark.parametrize("change, field, message", [
     ({"income": "abc"}, "income", "expected a number, got string 'abc'"),
+    # as a CSV or the Kaggle telco file spells them: say what JSON wants instead
+    ({"income": "29.85"}, "income",
+     "expected a number, got string '29.85': send the number itself, without quotes (29.85)"),
+    ({"income": " "}, "income", "this field needs a number"),
+    ({"age": " "}, "age", "send null for a missing value"),
     ({"income": None}, "income", "null is not allowed"),
     ({"income": True}, "income", "expected a number, got boolean true"),
     ({"income": {"a": 1}}, "income", "expected a number, got object"),

@@ -225,6 +225,23 @@ def _type_problem(value: Any, expected: str) -> str:
     return f"expected {expected}, got {_shown(value)}"
 
 
+def _number_hint(f: Field, value: Any) -> str:
+    """What to send instead of a number written as text ("29.85", as a CSV gives it) or a
+    blank (" ", as the Kaggle telco file has): training read both, JSON needs the number or
+    null."""
+    if not isinstance(value, str):
+        return ""
+    if not value.strip():
+        return ": send null for a missing value" if f.nullable else \
+            ": this field needs a number (the training data had no missing values here)"
+    try:
+        number = float(value)
+    except ValueError:
+        return ""
+    return f": send the number itself, without quotes ({value.strip()})" \
+        if math.isfinite(number) else ""
+
+
 def _report(out: Validated, f: Field, index: int, indexed: bool, message: str) -> None:
     out.problems.append(Problem(f.name, message, index if indexed else None))
 
@@ -244,7 +261,7 @@ def _check_numeric(f: Field, values: list, out: Validated, indexed: bool) -> np.
         if value is None and f.nullable:
             continue
         if type(value) not in (int, float):
-            _report(out, f, i, indexed, _type_problem(value, "a number"))
+            _report(out, f, i, indexed, _type_problem(value, "a number") + _number_hint(f, value))
             continue
         try:
             number = float(value)
