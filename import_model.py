@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tabserve.cli import cannot_write, refuse, reports_folder, signed_with
+from tabserve.cli import cannot_write, refuse, replaced, reports_folder, signed_with
 from tabserve.settings import ConfigError, environment, signing_key
 from tabserve.tables import DataError, load_csv
 from tabserve.training.importing import ImportRefused, import_model
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         key = signing_key(environment())
         rows = None if args.data is None else load_csv(args.data)
         imported = import_model(args.model, rows, args.target, args.data)
+        replacing = replaced(args.output, *([args.reports] if args.target else []))
         imported.bundle.save(args.output, signing_key=key)
         reports = [] if args.target is None else \
             write_import_reports(imported.bundle, rows, args.reports)
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{imported.largest_difference:.2g}")
     if reports:
         print(f"Report in {args.reports}/: {', '.join(reports)}")
+    if replacing:
+        print(replacing)
     return 0
 
 

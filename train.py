@@ -13,7 +13,7 @@ from tabserve.settings import ConfigError, environment, signing_key  # noqa: E40
 # before numpy/xgboost load OpenMP: idle threads sleep instead of spinning on a shared machine
 environment().setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from tabserve.cli import cannot_write, refuse, reports_folder, signed_with  # noqa: E402
+from tabserve.cli import cannot_write, refuse, replaced, reports_folder, signed_with  # noqa: E402
 from tabserve.tables import DataError, file_sha256, load_csv  # noqa: E402
 from tabserve.training.thresholds import RULES, parse_rule  # noqa: E402
 from tabserve.training.reports import write_reports  # noqa: E402
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
             print()  # end the progress line
         bundle = result.bundle.stamp(data_path=args.data, data_sha256=file_sha256(args.data),
                                      seed=args.seed)
+        replacing = replaced(args.output, args.reports)
         bundle.save(args.output, signing_key=key)
         written = write_reports(bundle, result, args.reports, args.output,
                                 seconds=deadline - time.perf_counter())
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
         return cannot_write(err, args.output)
     say(f"Wrote {args.output} (model version {bundle.version}{signed_with(key)}) and "
         f"{len(written)} report files in {args.reports} in {time.perf_counter() - started:.1f} s")
+    if replacing:
+        say(replacing)
     return 0
 
 

@@ -19,6 +19,17 @@ def cannot_write(err: OSError, path: Path) -> int:
     return refuse(f"cannot write {err.filename or path}: {err.strerror}")
 
 
+def replaced(*paths: Path) -> str | None:
+    """The line to say when a command is about to write over a model or reports that are there
+    (`--output model.bin` replaces the committed default model and its `reports/`); None when
+    it writes new files. Called before writing."""
+    there = [str(path) for path in paths if path.exists()]
+    if not there:
+        return None
+    return (f"Replaced the {' and '.join(there)} that were there (a committed one comes back "
+            f"with: git checkout -- {' '.join(there)})")
+
+
 def signed_with(key: bytes | None) -> str:
     """The words a written model's line ends with when it is signed."""
     return f", signed with key {key_id(key)}" if key else ""

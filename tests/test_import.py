@@ -290,6 +290,24 @@ def course_bundle(course, tmp_path_factory):
 
 
 @pytest.mark.process
+def test_importing_over_a_model_says_what_it_replaced_and_the_way_back(course, course_bundle):
+    """`--output model.bin`, as the course's student types it, replaces the committed default
+    model and `reports/`: the command says so, with the git command that brings them back."""
+    folder, _ = course
+    out = folder / "again.bin"
+    command = [PYTHON, "import_model.py", "--model", str(folder / "model_C=1.0.bin"), "--data",
+               str(folder / "sample.csv"), "--target", "churn", "--output", str(out)]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert first.returncode == 0 and "Replaced" not in first.stdout, first.stderr
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert again.returncode == 0, again.stderr
+    reports = folder / "again.reports"
+    assert again.stdout.splitlines()[-1] == (
+        f"Replaced the {out} and {reports} that were there (a committed one comes back with: "
+        f"git checkout -- {out} {reports})")
+
+
+@pytest.mark.process
 def test_the_courses_client_gets_the_courses_answer_from_gunicorn_and_score_py(
         course, course_bundle, tmp_path):
     out, own = course_bundle
