@@ -82,9 +82,14 @@ def test_on_a_large_table_later_trials_are_screened_on_the_first_fold(table, mon
     complete trial's first fold by more than the margin stops there, and is never the best."""
     monkeypatch.setattr(search, "SCREENED_ROWS", 500)  # the fixture's 600 rows: screened
     x, y = table
+    lines = []
     trials = search.search(x, y, 2, folds=5, seed=1, budget_seconds=math.inf, max_trials=14,
-                           families=("logistic_regression", "xgboost"))
+                           families=("logistic_regression", "xgboost"), progress=lines.append)
     assert len(trials) == 14
+    # the progress line says what a screened trial's one score is, not a spread of 0.0000
+    for line, trial in zip(lines, trials):
+        assert ("(first fold only: screened out)" in line) == trial.screened_out, line
+        assert ("± " in line and "over 5 folds" in line) == trial.complete, line
     firsts = {}
     for trial in trials:
         firsts.setdefault(trial.family, trial)

@@ -104,6 +104,15 @@ class Trial:
     def sd(self) -> float:
         return float(np.std(self.folds))
 
+    def shown(self) -> str:
+        """Its score as the progress lines say it: a mean and spread over its folds, or what
+        its one score stands for (a spread of 0.0000 said nothing)."""
+        if self.screened_out:
+            return f"ROC AUC {self.score:.4f} (first fold only: screened out)"
+        if len(self.folds) == 1:
+            return f"ROC AUC {self.score:.4f} (one held-out split)"
+        return f"ROC AUC {self.score:.4f} ± {self.sd:.4f} over {len(self.folds)} folds"
+
     def scored_rows(self) -> np.ndarray:
         """The rows with out-of-fold predictions: all, or a holdout's."""
         return np.arange(len(self.out_of_fold)) if self.scored is None else self.scored
@@ -364,7 +373,7 @@ def search(x: np.ndarray, y: np.ndarray, n_classes: int, *, folds: int, seed: in
         if trial.complete:  # a screened trial's time says nothing of a whole one's
             last_seconds[family] = trial.seconds
         best = max((t for t in trials if t.complete), key=lambda t: t.score)
-        progress(f"trial {len(trials):>3} {family:<19} ROC AUC {trial.score:.4f} ± "
-                 f"{trial.sd:.4f} | {time.perf_counter() - started:5.1f} s of "
+        progress(f"trial {len(trials):>3} {family:<19} {trial.shown()} | "
+                 f"{time.perf_counter() - started:5.1f} s of "
                  f"{budget_seconds:g} s | best {best.score:.4f} ({best.family})")
     return trials

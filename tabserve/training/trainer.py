@@ -312,7 +312,7 @@ def choose_model(encoded: Encoded, n_classes: int, candidates: Sequence[str], *,
         screened = sum(t.family == family and t.screened_out for t in trials)
         tried_words = f"{tried} tried" + (f", {screened} screened out on the first fold"
                                           if screened else "")
-        log(f"  best {family:<19} ROC AUC {trial.score:.4f} ± {trial.sd:.4f} "
+        log(f"  best {family:<19} {trial.shown()} "
             f"({tried_words}) {trial.params if family != 'blend' else trial.params['weights']}")
     eligible = [t for t in best.values() if t.family in candidates]
     if not eligible:  # only a blend was asked for, and too few trials ran to form one
