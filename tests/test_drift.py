@@ -525,9 +525,24 @@ def test_monitor_on_the_test_rows_as_they_were_is_stable(telco_test_rows, tmp_pa
     done = run_monitor("--data", str(csv), "--fail-on", "moderate")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "major" not in done.stdout and "moderate" not in done.stdout
+    assert "trained on" not in done.stdout  # the test rows, not the training file
     roc_auc = next(line for line in done.stdout.splitlines() if "roc_auc" in line)
     # the test rows themselves: the card's figure, give or take the refit on all rows
     assert float(roc_auc.split()[1]) > 0.84
+
+
+@pytest.mark.slow
+def test_monitor_on_the_training_file_says_why_the_score_drifts(tmp_path):
+    """A user's first sanity check: the training file's rows were mostly fitted, so their
+    scores drift from the held-out reference; the report says so, and the fields stay still."""
+    done = run_monitor("--data", str(TELCO), "--report", str(tmp_path / "report"))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1].startswith("This is the file the model was trained on:"), done.stdout
+    assert "This is the file the model was trained on" in \
+        (tmp_path / "report" / "drift.md").read_text()
+    fields = lines[3:next(i for i, line in enumerate(lines) if line.startswith("(score)"))]
+    assert fields and all(line.split()[2] == "stable" for line in fields), done.stdout
 
 
 @pytest.mark.process

@@ -23,6 +23,7 @@ from tabserve.batch.scoring import ChunkScorer
 from tabserve.model.bundle import ModelBundle, ModelLoadError, load_trusted
 from tabserve.model.decision import label_codes
 from tabserve.settings import CHUNK_ROWS
+from tabserve.tables import file_sha256
 from tabserve.serving.drift import MIN_RECORDS, CountStore, CountLayout, DriftCounter, drift_report
 
 QUALITY = ("roc_auc", "log_loss", "accuracy")
@@ -111,7 +112,21 @@ def monitor(model_path: Path, data: Path, minimum: int = MIN_RECORDS,
     report = {"model_version": bundle.version, "data": str(data), "rejected_rows": rejected,
               **drift_report(bundle.profile, store.totals(), minimum, store.unseen_totals())}
     report["quality"] = None if outcomes is None else quality(bundle, outcomes)
+    report["training_file"] = is_training_file(bundle, data)
     return report
+
+
+TRAINING_FILE_NOTE = (
+    "This is the file the model was trained on: the score may drift here and the fields "
+    "should not (most rows were fitted, and score more confidently than the held-out rows "
+    "the scores' reference comes from; a forest's most).")
+
+
+def is_training_file(bundle: ModelBundle, data: Path) -> bool:
+    """Whether `data` is, byte for byte, the file the model was trained on (its SHA-256 is in
+    the bundle): a user's first sanity check, whose score drift is expected."""
+    trained_on = bundle.metadata.get("data", {}).get("sha256")
+    return trained_on is not None and file_sha256(data) == trained_on
 
 
 def _number(value: float | None, digits: int = 4) -> str:
@@ -139,6 +154,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
              f"counted, {report['rejected_rows']:,} rejected"]
     if not report["enough"]:
         lines.append(report["detail"])
+    if report.get("training_file"):
+        lines.append(TRAINING_FILE_NOTE)
     score = report["score"]
     lines.append(f"{'field':<28} {'PSI':>8}  {'status':<16} {'missing':>8} {'(train)':>8} "
                  f"{'unseen':>7}")
@@ -192,6 +209,8 @@ def write_report(report: dict[str, Any], folder: Path) -> list[str]:
     verdict = report.get("detail") or (
         f"Scores: PSI {_number(score['psi'])} ({score['status']}). Fields sorted by PSI, "
         "largest first: stable below 0.1, moderate up to 0.25, major above.")
+    if report.get("training_file"):
+        verdict += f"\n\n{TRAINING_FILE_NOTE}"
     text = f"""# Drift report: model {report['model_version']}
 
 Data `{report['data']}`: {report['records']:,} rows counted, {report['rejected_rows']:,} rejected
