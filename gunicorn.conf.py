@@ -50,6 +50,10 @@ def when_ready(server):
     sharing those pages instead of copying them when the collector touches them."""
     gc.collect()
     gc.freeze()
+    host = "localhost" if server_settings.host in ("0.0.0.0", "::", "") else server_settings.host
+    server.log.info("Serving model %s: try http://%s:%d/docs",
+                    server.app.wsgi().extensions["tabserve"].bundle.version, host,
+                    server_settings.port)
 
 
 def on_reload(server):

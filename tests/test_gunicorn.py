@@ -23,6 +23,12 @@ def test_default_model_answers_over_http(telco_server, telco_record):
     assert requests.get(f"{telco_server}/ready", timeout=10).json()["status"] == "ready"
 
 
+def test_the_start_says_which_model_and_where_its_page_is(telco_process, telco_bundle):
+    process, url = telco_process
+    assert f"Serving model {telco_bundle.version}: try {url}/docs" in \
+        process.error_path.read_text()
+
+
 def test_bad_request_over_http_is_a_422_naming_the_field(telco_server, telco_record):
     response = requests.post(f"{telco_server}/predict",
                              json={**telco_record, "tenure": "twelve"}, timeout=10)
