@@ -161,3 +161,20 @@ def test_a_model_trained_on_a_holdout_is_calibrated_and_profiled_on_its_rows(mon
     assert result.bundle.profile.rows == train_rows  # the fields: every training row
     assert sum(result.bundle.profile.score.shares) == pytest.approx(1.0)
     assert result.bundle.metrics["calibration"]["method"] in ("none", "Platt scaling")
+
+
+def test_a_small_table_is_said_to_give_rough_figures():
+    """32 rows (a first try with a tiny CSV) leave 7 test rows: training goes on, and says
+    what that means for the model card; 600 rows leave 120 and say nothing."""
+    from tabserve.training.trainer import split_rows
+
+    for rows, warned in ((32, True), (600, False)):
+        frame = pd.DataFrame({"x": np.arange(rows, dtype=float), "y": ["a", "b"] * (rows // 2)})
+        lines = []
+        split = split_rows(frame, np.arange(rows) % 2, seed=1, folds=5, log=lines.append)
+        said = [line for line in lines if "warning" in line]
+        assert bool(said) == warned, lines
+        if warned:
+            assert said == [f"  warning: 32 rows, so the test split holds {len(split.test)}: the "
+                            "model card's figures are rough (about 500 rows or more make them "
+                            "trustworthy)"]

@@ -42,6 +42,9 @@ from tabserve.training.search import (FAMILIES, REFITS, TEST_SIZE, Trial, blend_
 from tabserve.training.thresholds import choose_calibration, choose_threshold
 
 CANDIDATES = (*FAMILIES, "blend")  # the kinds of model that may be chosen
+# Below this many test rows the model card's figures are rough (a ROC AUC on 100 rows is good to
+# about ±0.1): the trainer says so, and trains
+FEW_TEST_ROWS = 100
 
 
 def report_seconds(time_budget: float) -> float:
@@ -129,7 +132,12 @@ def split_rows(rows: pd.DataFrame, y: np.ndarray, seed: int, folds: int,
     first, spread = copies_together(np.arange(len(y)), copies)
     train_first, test_first = train_test_split(first, test_size=TEST_SIZE, stratify=y[first],
                                                random_state=seed)
-    return Split(spread(train_first), spread(test_first), copies, copied)
+    split = Split(spread(train_first), spread(test_first), copies, copied)
+    if len(split.test) < FEW_TEST_ROWS:
+        log(f"  warning: {len(y)} rows, so the test split holds {len(split.test)}: the model "
+            f"card's figures are rough (about {FEW_TEST_ROWS / TEST_SIZE:,.0f} rows or more "
+            "make them trustworthy)")
+    return split
 
 
 def _within(copies: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
