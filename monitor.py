@@ -1,7 +1,7 @@
 """How far a file's rows are from the rows a model was trained on, and, when the file holds
 the outcomes, how good the model still is on them:
 
-    python monitor.py --model model.bin --data new.csv --report drift-report/
+    .venv/bin/python monitor.py --model model.bin --data new.csv --report drift-report/
 
 Prints one line per field (population stability index, status, missing values, unseen
 levels), worst first, and the scores' drift; with the target column, ROC AUC, log loss and

@@ -1,12 +1,12 @@
-"""Send records to a running service and print its answers: `python predict_client.py --help`.
+"""Send records to a running service and print its answers, one JSON object per line.
 
-    python predict_client.py customers.csv                # a CSV with a header row
-    python predict_client.py record.json --url http://host:9696
-    python predict_client.py batch.json --explain
+    .venv/bin/python predict_client.py customers.csv                # a CSV with a header row
+    .venv/bin/python predict_client.py record.json --url http://host:9696
+    .venv/bin/python predict_client.py batch.json --explain
 
 CSV cells are typed with the service's own schema (GET /model): numeric fields become numbers,
-empty cells null. Answers are printed one JSON object per line. Exit code 1 on any error:
-the service's problem details, or why it could not be reached.
+empty cells null. Exit code 1 on any error, with the service's problem details or why it could
+not be reached.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Score every row of a file with a bundle, as the service would answer each row:
 
-    python score.py --model model.bin --input customers.csv --output scores.csv
+    .venv/bin/python score.py --model model.bin --input customers.csv --output scores.csv
 
 CSV or Parquet, in and out, by extension. The output keeps the input's columns (`--keep id,email`
 for some, `--keep none` for none) and adds the answer's: label, one probability per class and,

@@ -1,4 +1,4 @@
-"""Train a classifier from a CSV and write the model bundle: `python train.py --help`."""
+"""Train a classifier from a CSV and write the model bundle: `.venv/bin/python train.py --help`."""
 
 import argparse
 import sys

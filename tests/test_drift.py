@@ -101,7 +101,7 @@ def test_old_bundles_load_and_say_drift_is_unavailable(name):
     assert client.post("/predict", json=bundle.example).status_code == 200
     for answer in (client.get("/drift"), client.post("/drift/reset")):
         assert answer.status_code == 501
-        assert "retrain it with `python train.py`" in answer.get_json()["detail"]
+        assert "retrain it with `.venv/bin/python train.py`" in answer.get_json()["detail"]
     assert "tabserve_drift" not in client.get("/metrics").get_data(as_text=True)
 
 

@@ -68,7 +68,7 @@ def test_no_model_no_service(tmp_path, content, message):
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(model) in errors[0] and message in errors[0]
-    assert "python train.py" in errors[0] and "Traceback" not in done.stderr
+    assert ".venv/bin/python train.py" in errors[0] and "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("setting, value, message", [

@@ -214,7 +214,7 @@ class ModelBundle:
         """Read and verify a bundle; `ModelLoadError` says in one line why a file is refused.
         `trust` decides whether a signature is required and whether pickle may be read."""
         path = Path(path)
-        fix = "train one with `python train.py` (or set MODEL_PATH to a model file)"
+        fix = "train one with `.venv/bin/python train.py` (or set MODEL_PATH to a model file)"
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
@@ -248,7 +248,7 @@ class ModelBundle:
         if mismatches and bundle.holds_pickle:  # a data bundle answers alike under any of them
             log.warning("%s holds pickled steps, fitted under other versions (%s): their answers "
                         "may differ; fit and import the model again under these versions "
-                        "(python3 import_model.py)", path, "; ".join(mismatches))
+                        "(.venv/bin/python import_model.py)", path, "; ".join(mismatches))
         return bundle
 
     def check(self) -> None:
@@ -323,7 +323,7 @@ def _pickle_refusal(path: Path, version: str) -> str:
     what = ("is an older bundle, a pickle" if version == PICKLE_FORMAT
             else "holds a model part that is pickled")
     return (f"model file {path} {what}, and pickle runs code as it loads: convert it with "
-            f"`python import_model.py --model {path} --output new.bin`, or trust it "
+            f"`.venv/bin/python import_model.py --model {path} --output new.bin`, or trust it "
             "explicitly with ALLOW_PICKLE=1 (or sign it with the server's MODEL_SIGNING_KEY)")
 
 
@@ -374,7 +374,7 @@ def _unpickled_bundle(path: Path, payload: bytes) -> ModelBundle:
         raise ModelLoadError(
             f"model file {path} cannot be loaded with the libraries installed here "
             f"({', '.join(f'{k} {v}' for k, v in library_versions().items())}): "
-            f"{type(err).__name__}: {err}; retrain with `python train.py`") from err
+            f"{type(err).__name__}: {err}; retrain with `.venv/bin/python train.py`") from err
     if not isinstance(bundle, ModelBundle):
         raise ModelLoadError(f"model file {path} holds a {type(bundle).__name__}, "
                              "not a model bundle")

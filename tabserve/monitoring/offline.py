@@ -42,7 +42,8 @@ def load_monitored(model_path: Path) -> ModelBundle:
     bundle = load_trusted(model_path)
     if bundle.profile is None:
         raise ModelLoadError(f"model file {model_path} has no reference profile (it was trained "
-                             "before bundles carried one): retrain it with `python train.py`")
+                             "before bundles carried one): retrain it with "
+                             "`.venv/bin/python train.py`")
     return bundle
 
 

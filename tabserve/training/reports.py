@@ -471,7 +471,7 @@ values, and the deciles of the out-of-fold {'probability of ' + repr(bundle.posi
   unseen categories are answered with a warning and encoded as none of the known ones.
 - Importance and explanations describe the model, not causes.
 - Probabilities are {'Platt-calibrated on out-of-fold predictions' if bundle.calibration else 'as the model gives them'}; check them on recent data before acting on them.
-- Reproduce exactly: `python train.py --data {meta['data']['path']} --target {schema.target} --output {output} --seed {meta['seed']} --trials {m['cv']['trials']}`.
+- Reproduce exactly: `.venv/bin/python train.py --data {meta['data']['path']} --target {schema.target} --output {output} --seed {meta['seed']} --trials {m['cv']['trials']}`.
 {failed}"""
 
 

@@ -74,7 +74,7 @@ class Service:
         if self.bundle.profile is None:
             return ("drift is unavailable for this model: it was trained before models "
                     "carried a profile of their training data; retrain it with "
-                    "`python train.py` to monitor drift")
+                    "`.venv/bin/python train.py` to monitor drift")
         return None
 
 
