@@ -487,3 +487,11 @@ def test_the_docs_client_examples_run_as_written(oip_server):
         assert done.returncode == 0, done.stderr[-2000:]
         numbers = [float(n) for n in re.findall(r"0\.\d+", done.stdout)]
         assert len(numbers) == 2 and all(0 < n < 1 for n in numbers), done.stdout
+    # the curl example's body, whole: every tensor the model takes, answered as /predict is
+    body = json.loads(re.search(r"<<'JSON'\n(.*?)\nJSON\n", section, re.S)[1])
+    answer = requests.post(f"{url}/v2/models/churn/infer", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    record = requests.get(f"{url}/model", timeout=30).json()["example"]
+    expected = requests.post(f"{url}/predict", json=record, timeout=30).json()
+    probability = next(o for o in answer.json()["outputs"] if o["name"] == "churn_probability")
+    assert probability["data"] == [expected["churn_probability"]]
