@@ -41,9 +41,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
+
 from tabserve.model.bundle import ModelBundle, load_trusted  # noqa: E402
 from tabserve.model.schema import Kind  # noqa: E402
 from tabserve.tables import load_csv  # noqa: E402
+from tabserve.serving.codecs.tensors import RAW_DTYPES  # noqa: E402
 from tabserve.serving.codecs.tensors import datatype as tensor_datatype  # noqa: E402
 from tabserve.settings import SPEEDUPS  # noqa: E402
 
@@ -164,14 +167,20 @@ def v2_tensors(bundle: ModelBundle) -> Callable[[list[dict]], object]:
 
 def raw_tensors(bundle: ModelBundle, records: list[dict]) -> list[tuple[dict, bytes]]:
     """Each field as a tensor's metadata and its binary data (the protocol's layout)."""
-    from tabserve.serving.codecs.tensors import encode_raw
-
     tensors = []
     for f in bundle.schema.fields:
         tensor = {"name": f.name, "shape": [len(records)], "datatype": tensor_datatype(f),
                   "data": [r[f.name] for r in records]}
         tensors.append((tensor, encode_raw(tensor)))
     return tensors
+
+
+def encode_raw(tensor: dict) -> bytes:
+    """A tensor's `data` as the protocol's binary data (BYTES: each length, then the text)."""
+    if tensor["datatype"] == "BYTES":
+        return b"".join(len(text.encode()).to_bytes(4, "little") + text.encode()
+                        for text in tensor["data"])
+    return np.asarray(tensor["data"], dtype=RAW_DTYPES[tensor["datatype"]]).tobytes()
 
 
 def v2_binary(bundle: ModelBundle) -> Callable[[list[dict]], Encoded]:

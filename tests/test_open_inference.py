@@ -16,12 +16,16 @@ import grpc
 import numpy as np
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
 from helpers import (PYTHON, ROOT, free_port, process_fixture, start_gunicorn, stop, wait_for,
                      workers)
+from tabserve.model.schema import Kind
+from tabserve.serving.codecs.tensors import ByteLevels
 from tabserve.web.app import create_app
 from tabserve.web.config import Settings
 from tabserve.web.auth import ApiKeys
@@ -104,6 +108,69 @@ def test_tritonclient_default_path_binary_both_ways(client, telco_bundle, telco_
                for o in head["outputs"])
     assert_same_answers({o["name"]: result.as_numpy(o["name"]) for o in head["outputs"]},
                         expected)
+
+
+def test_binary_tensors_answer_as_json_tensors_with_odd_values_and_problems(
+        client, telco_bundle, telco_record):
+    """Binary data is read into typed columns (numbers by numpy, known levels by `ByteLevels`),
+    JSON tensors as lists: the same answers, warnings and problems, record by record."""
+    odd = [{"contract": "Month-to-month"}, {"paymentmethod": "cash"}, {"tenure": 500},
+           {"partner": "YES"}, {"partner": "no"}, {"seniorcitizen": 1},
+           {"totalcharges": None}, {"gender": ""}, {"contract": "one_year\0"}]
+    records = varied(telco_record, 30)
+    for i, record in enumerate(records):  # every level and spelling, in turn
+        for j, f in enumerate(telco_bundle.schema.fields):
+            if f.kind is Kind.CATEGORICAL:
+                record[f.name] = f.categories[(i + j) % len(f.categories)]
+            elif f.kind is Kind.BOOLEAN:
+                record[f.name] = (i + j) % 2 if isinstance(record[f.name], int) else \
+                    f.spellings[(i + j) % 2]
+    for i, change in enumerate(odd):
+        records[3 * i] = {**records[3 * i], **change}
+    answers = []
+    for binary in (True, False):
+        response, result = post_triton(client, triton_inputs(triton_http, records, telco_bundle,
+                                                             binary=binary))
+        assert response.status_code == 200, response.data[:300]
+        answers.append((result.as_numpy("label").tolist(), result.as_numpy("probabilities"),
+                        result.get_response()["parameters"]["warnings"]))
+    assert answers[0][0] == answers[1][0] and answers[0][2] == answers[1][2]
+    assert np.array_equal(answers[0][1], answers[1][1])
+    warned = {int(i) for i in re.findall(r"records\[(\d+)\]", answers[0][2])}
+    assert warned == {0, 3, 6, 21, 24}  # "YES", "no", 1 and null are valid as they stand
+    bad = [*records[:4], {**records[4], "partner": "maybe"}, {**records[5], "tenure": math.inf}]
+    errors = [post_triton(client, triton_inputs(triton_http, bad, telco_bundle, binary=binary)
+                          )[0].get_json()["error"] for binary in (True, False)]
+    assert errors[0] == errors[1]
+    assert "records[4].partner" in errors[0] and "records[5].tenure" in errors[0]
+
+
+LEVELS = ["Month-to-month", "One year", "Two year", "é", "x" * 255]
+
+
+@pytest.mark.parametrize("raw", [
+    b"\x08\0\0\0" + "é".encode() + b"\x08\0\0\0One year",  # lengths that do not chain
+    b"\x08\0\0\0One year\x08\0\0\0Two yea",                     # the last one cut short
+    b"\x08\0\0\0One year\x08\0\0\0Two year\0",                 # a byte after it
+    b"\x08\0\0\0One year\x08\0\0",                               # a length cut short
+])
+def test_byte_levels_refuse_data_that_is_not_whole_known_texts(raw):
+    assert ByteLevels({level: code for code, level in enumerate(LEVELS)}).read(raw) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(LEVELS), st.text(max_size=300)), max_size=12),
+       st.binary(max_size=3))
+def test_byte_levels_read_exactly_what_one_by_one_reading_gives_or_nothing(texts, tail):
+    """Texts of known levels are read whole or not at all: never a wrong value, whatever the
+    other texts (NULs, empty, 256 bytes and more) or bytes trailing the last element."""
+    reader = ByteLevels({level: code for code, level in enumerate(LEVELS)})
+    raw = b"".join(len(t.encode()).to_bytes(4, "little") + t.encode() for t in texts) + tail
+    read = reader.read(raw)
+    if not tail and len(texts) >= 2 and all(t in LEVELS for t in texts):
+        assert read is not None
+    if read is not None:
+        assert not tail and read.tolist() == [LEVELS.index(t) for t in texts]
 
 
 def test_requested_outputs_each_binary_or_json(client, telco_bundle, telco_record):

@@ -190,8 +190,22 @@ def _with_near_key(problem: Problem, records: list[dict[str, Any]], known: set[s
                                     "ambiguous: send the field's exact name)")
 
 
-def validate_columns(schema: Schema, values: dict[str, list], indexed: bool = True) -> Validated:
-    """Check each field's values (one list per field, as decoded from JSON)."""
+@dataclass(frozen=True)
+class KnownCodes:
+    """A categorical column whose every value was read as one of its levels exactly (the
+    tensor codec's binary texts, matched against `Field.category_codes`): its codes."""
+
+    codes: np.ndarray
+
+
+Column = Union[list, np.ndarray, KnownCodes]
+
+
+def validate_columns(schema: Schema, values: dict[str, Column], indexed: bool = True) -> Validated:
+    """Check each field's values: a list as decoded from JSON, or typed as a binary tensor
+    carries them (a numpy array of numbers, a categorical's `KnownCodes`), which take the
+    same rules without a Python object per value; an array that breaks one is checked as a
+    list, so the problems and warnings are the same."""
     out = Validated(columns={})
     for f in schema.fields:
         out.columns[f.name] = _CHECKERS[f.kind](f, values[f.name], out, indexed)
@@ -246,7 +260,14 @@ def _report(out: Validated, f: Field, index: int, indexed: bool, message: str) -
     out.problems.append(Problem(f.name, message, index if indexed else None))
 
 
-def _check_numeric(f: Field, values: list, out: Validated, indexed: bool) -> np.ndarray:
+def _check_numeric(f: Field, values: Column, out: Validated, indexed: bool) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind in "iuf":
+            column = values.astype(np.float64)
+            finite = np.isfinite(column)
+            if finite.all() or (f.nullable and not np.isinf(column).any()):
+                return _warn_outside_range(f, column, out)
+        values = values.tolist()
     allowed = {int, float, type(None)} if f.nullable else {int, float}
     if set(map(type, values)) <= allowed:  # the fast path: every value is a number
         try:
@@ -284,7 +305,12 @@ def _warn_outside_range(f: Field, column: np.ndarray, out: Validated) -> np.ndar
     return column
 
 
-def _check_boolean(f: Field, values: list, out: Validated, indexed: bool) -> np.ndarray:
+def _check_boolean(f: Field, values: Column, out: Validated, indexed: bool) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        column = values.astype(np.float64)
+        if ((column == 0) | (column == 1)).all():
+            return column
+        values = values.tolist()
     try:  # the fast path: every value is one of the accepted spellings as it stands
         return np.fromiter(map(f.boolean_table.__getitem__, values), dtype=np.float64,
                            count=len(values))
@@ -309,7 +335,11 @@ def _check_boolean(f: Field, values: list, out: Validated, indexed: bool) -> np.
     return column
 
 
-def _check_categorical(f: Field, values: list, out: Validated, indexed: bool) -> np.ndarray:
+def _check_categorical(f: Field, values: Column, out: Validated, indexed: bool) -> np.ndarray:
+    if isinstance(values, KnownCodes):
+        return values.codes
+    if isinstance(values, np.ndarray):  # numbers: a level written as a whole number is found so
+        values = values.tolist()
     index = f.category_codes
     try:  # the fast path: each value's code in one C loop; what is not a level is looked at
         codes = np.fromiter(map(index.get, values, repeat(UNSEEN_CODE)), dtype=np.intp,

@@ -111,17 +111,16 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     def _infer(self, request, call: dict[str, Any]) -> pb.ModelInferResponse:
         current = self.current
         check_model(current, request.model_name, request.model_version)
-        body = {"inputs": _input_tensors(request, current.settings.max_batch_records)}
-        answer = infer(current, body, [o.name for o in request.outputs])
+        answer = infer(current, _input_tensors(request, current.settings.max_batch_records),
+                       [o.name for o in request.outputs])
         call["tabserve.records"] = answer.records
         response = pb.ModelInferResponse(
             model_name=request.model_name, model_version=answer.model_version,
             id=request.id or call["tabserve.request_id"],
             outputs=[pb.ModelInferResponse.InferOutputTensor(
-                name=t["name"], datatype=t["datatype"], shape=t["shape"])
-                for t in answer.outputs],
+                name=t.name, datatype=t.datatype, shape=t.shape) for t in answer.outputs],
             # as Triton answers: its client reads only raw contents for numbers
-            raw_output_contents=[tensors.encode_raw(t) for t in answer.outputs])
+            raw_output_contents=[t.raw() for t in answer.outputs])
         if answer.warnings:
             response.parameters["warnings"].string_param = answer.warnings
         return response
@@ -226,21 +225,18 @@ def _tensor_metadata(tensor: dict[str, Any]) -> pb.ModelMetadataResponse.TensorM
                                                    shape=tensor["shape"])
 
 
-def _input_tensors(request, limit: int) -> list[dict[str, Any]]:
-    """The request's input tensors as `tensors.input_values` reads them, from raw contents
-    (what Triton's and KServe's clients send) or typed contents."""
+def _input_tensors(request, limit: int) -> list[tensors.Tensor]:
+    """The request's input tensors, with raw contents (what Triton's and KServe's clients
+    send: read when the model has the field) or typed contents."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise ValueError(f"raw_input_contents holds {len(raw)} tensors for "
                          f"{len(request.inputs)} inputs")
-    inputs = []
-    for i, tensor in enumerate(request.inputs):
-        if raw:
-            data = tensors.decode_raw(tensor.name, tensor.datatype, raw[i], limit)
-        else:
-            data = _typed_contents(tensor, limit)
-        inputs.append({"name": tensor.name, "data": data})
-    return inputs
+    if raw:
+        return [tensors.Tensor(tensor.name, tensor.datatype, raw=raw[i])
+                for i, tensor in enumerate(request.inputs)]
+    return [tensors.Tensor(tensor.name, tensor.datatype, data=_typed_contents(tensor, limit))
+            for tensor in request.inputs]
 
 
 def _typed_contents(tensor, limit: int) -> list:

@@ -1,12 +1,11 @@
 """One inference of the Open Inference Protocol, whichever transport carried it (HTTP in
-`open_inference`, gRPC in `grpc_inference`): input tensors in, with their data decoded;
-output tensors and warnings out. Validated, scored, and counted for drift and the metrics as
+`open_inference`, gRPC in `grpc_inference`): input tensors in, read into typed columns once
+(binary data straight into numpy arrays); output tensors and warnings out. Validated, scored, and counted for drift and the metrics as
 /predict is."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -17,10 +16,10 @@ from tabserve.web.service import Service
 
 @dataclass(frozen=True)
 class Inference:
-    """An answer's parts: the output tensors asked for (`data` as lists), its warnings as one
-    string, the model version that answered."""
+    """An answer's parts: the output tensors asked for, its warnings as one string, the model
+    version that answered."""
     records: int
-    outputs: list[dict[str, Any]]
+    outputs: list[tensors.Output]
     warnings: str | None
     model_version: str
 
@@ -37,25 +36,25 @@ def check_model(current: Service, name: str, version: str | None = None) -> None
                           f"not found; this server serves version {served!r}")
 
 
-def infer(current: Service, body: dict[str, Any], output_names: list[str] | None) -> Inference:
+def infer(current: Service, inputs: list[tensors.Tensor],
+          output_names: list[str] | None) -> Inference:
     """Score a request's input tensors; `ValueError` for tensors that do not fit the model
     (`RequestError` for invalid values), both before any scoring."""
     predictor = current.predictor  # one model for the whole request, even across a reload
     schema = predictor.bundle.schema
-    values, count, unknown = tensors.input_values(body, schema.names,
-                                                  current.settings.max_batch_records)
-    tensors.requested_outputs(tensors.output_tensors(predictor.shape), output_names)
-    row = current.decoder.row_of({name: column[0] for name, column in values.items()}) \
-        if count == 1 else None
+    columns, count, unknown = tensors.input_columns(inputs, schema,
+                                                    current.settings.max_batch_records)
+    wanted = tensors.requested_outputs(predictor.shape, output_names)
+    row = current.decoder.row_of(tensors.first_record(columns, schema)) if count == 1 else None
     if row is not None:  # one record valid as it stands: lists, no numpy, as /predict
         probabilities = predictor.score_row(row)
         if current.drift is not None:
             current.drift.count_row(row, probabilities)
         scored = predictor.scored(np.array([probabilities]), {})
     else:
-        validated = validate_columns(schema, values)
+        validated = validate_columns(schema, columns)
         scored = predictor.score_validated(validated)
         current.count_drift(validated.columns, scored, validated.unseen)
     current.metrics.observe_labels(scored.labels)
-    return Inference(count, tensors.requested_outputs(tensors.outputs(scored), output_names),
-                     tensors.warnings(scored, unknown), scored.shape.version)
+    return Inference(count, tensors.outputs(scored, wanted), tensors.warnings(scored, unknown),
+                     scored.shape.version)

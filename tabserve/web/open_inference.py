@@ -75,13 +75,12 @@ def infer_route(name: str, version: str | None = None) -> Response:
         too_many = current.decoder.too_many_values(raw)
         if too_many:
             return error_response(too_many, 413)
-        body = _request_body(raw, request.headers.get(HEADER_LENGTH),
-                             current.settings.max_batch_records)
+        body, inputs = _request_body(raw, request.headers.get(HEADER_LENGTH))
         wanted = body.get("outputs")
         if wanted is not None and (not isinstance(wanted, list) or not all(
                 isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted)):
             raise ValueError("'outputs' must be a list of objects with a 'name'")
-        answer = infer(current, body, [o["name"] for o in wanted or []])
+        answer = infer(current, inputs, [o["name"] for o in wanted or []])
     except ValueError as err:
         return error_response(str(err))
     request.environ["tabserve.records"] = answer.records
@@ -94,34 +93,35 @@ def infer_route(name: str, version: str | None = None) -> Response:
     return _answer(head, answer, _binary_outputs(body))
 
 
-def _request_body(raw: bytes, header_length: str | None, limit: int) -> dict[str, Any]:
-    """The request's JSON, with the data of binary input tensors decoded into `data` (at most
-    `limit` elements each)."""
+def _request_body(raw: bytes, header_length: str | None) -> tuple[dict[str, Any],
+                                                                  list[tensors.Tensor]]:
+    """The request's JSON, and its input tensors (those sent as binary data with their
+    bytes)."""
     if header_length is None:
-        return _json_object(raw)
+        body = _json_object(raw)
+        return body, tensors.json_inputs(body)
     if not header_length.isdigit() or int(header_length) > len(raw):
         raise ValueError(f"{HEADER_LENGTH} must be the length of the JSON at the start of the "
                          f"body (at most {len(raw)} bytes), got {header_length!r}")
     split = int(header_length)
     body, binary = _json_object(raw[:split]), memoryview(raw)[split:]
-    offset = 0
-    for tensor in body.get("inputs") if isinstance(body.get("inputs"), list) else []:
+    offset, data = 0, {}
+    for i, tensor in enumerate(body.get("inputs") if isinstance(body.get("inputs"), list)
+                               else []):
         parameters = tensor.get("parameters") if isinstance(tensor, dict) else None
         size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
         if size is None:
             continue
-        name = tensor.get("name")
         if type(size) is not int or size < 0 or offset + size > len(binary):
-            raise ValueError(f"input {tensors.shown(str(name))}: binary_data_size "
+            raise ValueError(f"input {tensors.shown(str(tensor.get('name')))}: binary_data_size "
                              f"{tensors.shown(str(size))} does not fit the "
                              f"{len(binary) - offset} bytes left in the body")
-        tensor["data"] = tensors.decode_raw(str(name), str(tensor.get("datatype")),
-                                            bytes(binary[offset:offset + size]), limit)
+        data[i] = bytes(binary[offset:offset + size])
         offset += size
     if offset != len(binary):
         raise ValueError(f"the body has {len(binary) - offset} bytes after the binary data "
                          "its inputs declare (binary_data_size)")
-    return body
+    return body, tensors.json_inputs(body, data)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
@@ -154,12 +154,12 @@ def _answer(head: dict[str, Any], answer: Inference, binary: set[str] | bool) ->
     chunks = []
     outputs = []
     for tensor in answer.outputs:
-        if binary is True or tensor["name"] in binary:
-            raw = tensors.encode_raw(tensor)
+        if binary is True or tensor.name in binary:
+            raw = tensor.raw()
             chunks.append(raw)
-            tensor = {**{k: v for k, v in tensor.items() if k != "data"},
-                      "parameters": {"binary_data_size": len(raw)}}
-        outputs.append(tensor)
+            outputs.append({**tensor.metadata(), "parameters": {"binary_data_size": len(raw)}})
+        else:
+            outputs.append({**tensor.metadata(), "data": tensor.data()})
     encoded = msgspec.json.encode({**head, "outputs": outputs})
     if not chunks:
         return Response(encoded, mimetype="application/json")

@@ -13,11 +13,14 @@ transports: numbers little-endian, BOOL one byte each, BYTES each element as its
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from tabserve.model.schema import Field, Kind, Schema
+from tabserve.model.validation import Column, KnownCodes
 from tabserve.serving.core import AnswerShape, Scored
 
 DATATYPES = {"numeric": "FP64", "categorical": "BYTES", "boolean": "INT64"}
@@ -59,41 +62,91 @@ def output_tensors(shape: AnswerShape) -> list[dict[str, Any]]:
     return outputs
 
 
-def input_values(body: Any, names: list[str], limit: int) -> tuple[dict[str, list], int,
-                                                                     list[str]]:
-    """Each field's values from a request's input tensors, the record count, and the names of
-    inputs the model does not know; `ValueError` saying what is wrong with the tensors."""
+@dataclass(frozen=True)
+class Tensor:
+    """An input tensor as a transport carried it: its values parsed (`data`: JSON, gRPC's
+    typed contents) or its binary data (`raw`), read only for the fields the model has."""
+
+    name: str
+    datatype: str = ""
+    data: list | None = None
+    raw: bytes | None = None
+
+
+def json_inputs(body: Any, raw: dict[int, bytes] | None = None) -> list[Tensor]:
+    """The input tensors of a JSON request; `raw` holds the binary data of those that had
+    theirs after the JSON (by position). `ValueError` saying what is wrong."""
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
         raise ValueError("expected an object with a list of 'inputs'")
-    tensors: dict[str, list] = {}
+    raw = raw or {}
+    inputs = []
     for i, tensor in enumerate(body["inputs"]):
         if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str) \
-                or not isinstance(tensor.get("data"), list):
+                or not (i in raw or isinstance(tensor.get("data"), list)):
             raise ValueError(f"inputs[{i}]: expected an object with a 'name' and a 'data' list")
-        if tensor["name"] in tensors:  # the protocol: names are unique
-            raise ValueError(f"inputs[{i}]: input {shown(tensor['name'])} is given twice")
-        data = tensor["data"]
-        if data and all(isinstance(item, list) and len(item) == 1 for item in data):
-            data = [item[0] for item in data]  # shape [n, 1]
-        tensors[tensor["name"]] = data
-    missing = [name for name in names if name not in tensors]
+        inputs.append(Tensor(tensor["name"], str(tensor.get("datatype")),
+                             None if i in raw else tensor["data"], raw.get(i)))
+    return inputs
+
+
+def input_columns(inputs: list[Tensor], schema: Schema, limit: int) -> tuple[
+        dict[str, Column], int, list[str]]:
+    """Each field's column from its input tensor (a list, or typed: see `raw_column`), the
+    record count, and the names of inputs the model does not know; `ValueError` saying what
+    is wrong with the tensors."""
+    given: dict[str, Tensor] = {}
+    for i, tensor in enumerate(inputs):
+        if tensor.name in given:  # the protocol: names are unique
+            raise ValueError(f"inputs[{i}]: input {shown(tensor.name)} is given twice")
+        given[tensor.name] = tensor
+    missing = [f.name for f in schema.fields if f.name not in given]
     if missing:
         raise ValueError(f"missing input tensors: {', '.join(missing)}")
-    lengths = {len(tensors[name]) for name in names}
+    columns = {f.name: _column(f, given[f.name], limit) for f in schema.fields}
+    lengths = {len(column.codes if isinstance(column, KnownCodes) else column)
+               for column in columns.values()}
     if len(lengths) != 1 or 0 in lengths:
         raise ValueError("every input tensor must hold the same number (at least 1) of values")
     count = lengths.pop()
     if count > limit:
         raise ValueError(f"{count} records exceed the limit of {limit} (MAX_BATCH_RECORDS)")
-    return {name: tensors[name] for name in names}, count, sorted(set(tensors) - set(names))
+    return columns, count, sorted(set(given) - set(schema.names))
 
 
-def decode_raw(name: str, datatype: str, raw: bytes, limit: int) -> list:
-    """The values of one tensor's binary data; `ValueError` naming the tensor when the bytes
-    do not fit its datatype, or hold more than `limit` values (refused before a Python
-    object is made for each)."""
+def _column(f: Field, tensor: Tensor, limit: int) -> Column:
+    if tensor.raw is not None:
+        return raw_column(f, tensor.name, tensor.datatype, tensor.raw, limit)
+    data = tensor.data
+    if data and all(isinstance(item, list) and len(item) == 1 for item in data):
+        data = [item[0] for item in data]  # shape [n, 1]
+    return data
+
+
+def first_record(columns: dict[str, Column], schema: Schema) -> dict[str, Any]:
+    """The first record of `input_columns`' columns, each value as JSON would give it."""
+    record = {}
+    for f in schema.fields:
+        column = columns[f.name]
+        if isinstance(column, KnownCodes):
+            record[f.name] = f.categories[column.codes[0]]
+        else:
+            record[f.name] = column[0].item() if isinstance(column, np.ndarray) else column[0]
+    return record
+
+
+def raw_column(f: Field, name: str, datatype: str, raw: bytes, limit: int) -> Column:
+    """Field `f`'s column from a tensor's binary data, typed where it can be: numbers as a
+    numpy array read from the bytes, texts that are all known levels (or a boolean's
+    spellings) as their codes (values); otherwise a list, as JSON gives it. `ValueError`
+    naming the tensor when the bytes do not fit its datatype, or hold more than `limit`
+    values (refused before a Python object is made for each)."""
     if datatype == "BYTES":
-        return _decode_bytes_elements(name, raw, limit)
+        levels = _byte_levels(f)
+        known = levels.read(raw) if levels is not None else None
+        if known is None:
+            return _decode_bytes_elements(name, raw, limit)
+        _within(name, len(known), limit)
+        return KnownCodes(known) if f.kind is Kind.CATEGORICAL else known
     dtype = RAW_DTYPES.get(datatype)
     if dtype is None:
         raise ValueError(f"input {shown(name)}: datatype {shown(datatype)} is not one of "
@@ -103,7 +156,9 @@ def decode_raw(name: str, datatype: str, raw: bytes, limit: int) -> list:
         raise ValueError(f"input {shown(name)}: {len(raw)} bytes is not a whole number of "
                          f"{datatype} elements ({size} bytes each)")
     _within(name, len(raw) // size, limit)
-    return np.frombuffer(raw, dtype=dtype).tolist()
+    values = np.frombuffer(raw, dtype=dtype)
+    # a categorical's numbers are looked up as levels written as numbers, one by one
+    return values.tolist() if f.kind is Kind.CATEGORICAL else values
 
 
 def _within(name: str, count: int, limit: int) -> None:
@@ -134,39 +189,115 @@ def _decode_bytes_elements(name: str, raw: bytes, limit: int) -> list[str]:
         raise ValueError(f"input {shown(name)}: element {bad} is not UTF-8 text") from None
 
 
-def encode_raw(tensor: dict[str, Any]) -> bytes:
-    """The binary data of an output tensor (its `data` as `outputs` made it)."""
-    if tensor["datatype"] == "BYTES":
-        encoded = [value.encode() for value in tensor["data"]]
-        return b"".join(_LENGTH.pack(len(item)) + item for item in encoded)
-    return np.asarray(tensor["data"], dtype=RAW_DTYPES[tensor["datatype"]]).tobytes()
+class ByteLevels:
+    """Reads a BYTES tensor whose every element is one of a few known texts (a categorical's
+    levels, a boolean's spellings) into their values, in C-speed steps.
+
+    Each element is its length (4 bytes, little-endian) then its text. When every text is 1
+    to 255 bytes long without a NUL byte, the only NULs in such data are the three of each
+    length, so splitting at them gives, between the first length byte and the last text,
+    pieces of one text followed by the next element's length byte: each piece is looked up
+    whole, and the lengths are checked to chain. Data that is anything else, or a single
+    element, gives None: it is read one element at a time."""
+
+    MAX_TEXTS = 64  # pieces pair a text with the next one's length: at most 64 × 64 of them
+
+    def __init__(self, texts: dict[str, Any]):
+        encoded = {text.encode(): value for text, value in texts.items()}
+        self.values = np.array(list(encoded.values()))
+        self.sizes = np.array([len(text) for text in encoded], np.intp)
+        sizes = sorted(set(self.sizes.tolist()))
+        self.last = {text: i for i, text in enumerate(encoded)}
+        self.inner = {text + bytes([size]): i << 8 | size
+                      for text, i in self.last.items() for size in sizes}
+
+    @classmethod
+    def usable(cls, texts: dict[str, Any]) -> bool:
+        return 0 < len(texts) <= cls.MAX_TEXTS and all(
+            0 < len(text.encode()) < 256 and "\0" not in text for text in texts)
+
+    def read(self, raw: bytes) -> np.ndarray | None:
+        pieces = raw.split(b"\0\0\0")
+        if len(pieces) < 3 or len(pieces[0]) != 1:  # one element: as cheap read as text
+            return None
+        try:
+            inner = np.fromiter(map(self.inner.__getitem__, pieces[1:-1]), np.intp,
+                                len(pieces) - 2)
+            last = self.last[pieces[-1]]
+        except KeyError:
+            return None
+        index = np.append(inner >> 8, last)
+        following = np.append(pieces[0][0], inner & 255)  # the length before each text
+        if not (following == self.sizes[index]).all():
+            return None
+        return self.values[index]
 
 
-def requested_outputs(tensors: list[dict[str, Any]], names: list[str] | None) -> list[dict[str, Any]]:
-    """The output tensors a request asked for, in its order (all when it named none);
-    `ValueError` for a name the model has not."""
+@lru_cache(maxsize=256)
+def _byte_levels(f: Field) -> ByteLevels | None:
+    """`f`'s reader of known texts: a categorical's levels to their codes, a boolean's
+    spellings to 1/0 (exactly as validation takes them as they stand); None where texts must
+    be read one by one."""
+    if f.kind is Kind.CATEGORICAL:
+        texts = {level: code for level, code in f.category_codes.items() if type(level) is str}
+    elif f.kind is Kind.BOOLEAN:
+        texts = {text: value for text, value in f.boolean_table.items() if type(text) is str}
+    else:
+        return None
+    return ByteLevels(texts) if ByteLevels.usable(texts) else None
+
+
+def requested_outputs(shape: AnswerShape, names: list[str] | None) -> list[str]:
+    """The names of the output tensors a request asked for, in its order (all when it named
+    none); `ValueError` for a name the model has not."""
+    known = [tensor["name"] for tensor in output_tensors(shape)]
     if not names:
-        return tensors
-    by_name = {tensor["name"]: tensor for tensor in tensors}
-    unknown = [name for name in names if name not in by_name]
+        return known
+    unknown = [name for name in names if name not in known]
     if unknown:
         raise ValueError(f"unknown output {shown(unknown[0])}: this model's outputs are "
-                         f"{', '.join(map(repr, by_name))}")
-    return [by_name[name] for name in dict.fromkeys(names)]
+                         f"{', '.join(map(repr, known))}")
+    return list(dict.fromkeys(names))
 
 
-def outputs(scored: Scored) -> list[dict[str, Any]]:
-    """The output tensors of scored records."""
+@dataclass(frozen=True)
+class Output:
+    """An output tensor of scored records: its values as an array (BYTES: indexes into
+    `texts`), written as JSON data or as binary data."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    values: np.ndarray
+    texts: tuple[str, ...] = ()
+
+    def data(self) -> list:
+        """The values as a JSON tensor's `data`."""
+        if self.datatype == "BYTES":
+            return list(map(self.texts.__getitem__, self.values.tolist()))
+        return self.values.tolist()
+
+    def raw(self) -> bytes:
+        """The values as binary data."""
+        if self.datatype == "BYTES":
+            encoded = [_LENGTH.pack(len(text.encode())) + text.encode() for text in self.texts]
+            return b"".join(map(encoded.__getitem__, self.values.tolist()))
+        return self.values.astype(RAW_DTYPES[self.datatype], copy=False).tobytes()
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": self.shape}
+
+
+def outputs(scored: Scored, names: list[str]) -> list[Output]:
+    """The output tensors `names` (as `requested_outputs` gives them) of scored records."""
     count, classes = len(scored), len(scored.shape.classes)
-    tensors = [
-        {"name": "label", "datatype": "BYTES", "shape": [count], "data": scored.labels},
-        {"name": "probabilities", "datatype": "FP64", "shape": [count, classes],
-         "data": scored.probabilities.ravel().tolist()},
-    ]
+    made = {"label": Output("label", "BYTES", [count], scored.codes, scored.shape.classes),
+            "probabilities": Output("probabilities", "FP64", [count, classes],
+                                    scored.probabilities.ravel())}
     if scored.shape.binary:
-        tensors.append({"name": scored.shape.target_probability, "datatype": "FP64",
-                        "shape": [count], "data": scored.positive.tolist()})
-    return tensors
+        name = scored.shape.target_probability
+        made[name] = Output(name, "FP64", [count], scored.positive)
+    return [made[name] for name in names]
 
 
 def warnings(scored: Scored, unknown: list[str]) -> str | None:
