@@ -122,7 +122,7 @@ def post_worker_init(worker):
 
     try:
         worker.grpc_server = serve(worker.app.wsgi().extensions["tabserve"],
-                                   server_settings.grpc_port, server_settings.threads)
+                                   server_settings.grpc_port)
     except OSError as err:
         worker.log.error("error: %s", err)
         sys.exit(3)  # gunicorn's "worker failed to boot": the master stops, as it should
@@ -143,7 +143,7 @@ def worker_exit(server, worker):
     if not handover.await_successor(worker.born, graceful_timeout):
         worker.log.warning("SIGHUP: no new worker served gRPC within %d s; stopping anyway",
                            graceful_timeout)
-    grpc_server.stop(graceful_timeout).wait()
+    grpc_server.stop(graceful_timeout)
 
 
 def child_exit(server, worker):

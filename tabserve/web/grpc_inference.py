@@ -12,15 +12,17 @@ failure has over HTTP (so the alerting rules see both transports).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
+from gevent import monkey
 from open_inference.grpc import protocol as pb
 from open_inference.grpc.service import GRPCInferenceServiceServicer
 
@@ -67,15 +69,15 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     def __init__(self, current: Service):
         self.current = current
 
-    def ServerLive(self, request, context):  # noqa: N802 - the protocol's names
-        return self._call("ServerLive", request, context,
+    async def ServerLive(self, request, context):  # noqa: N802 - the protocol's names
+        return await self._call("ServerLive", request, context,
                           lambda call: pb.ServerLiveResponse(live=True))
 
-    def ServerReady(self, request, context):  # noqa: N802
-        return self._call("ServerReady", request, context,
+    async def ServerReady(self, request, context):  # noqa: N802
+        return await self._call("ServerReady", request, context,
                           lambda call: pb.ServerReadyResponse(ready=True))
 
-    def ModelReady(self, request, context):  # noqa: N802
+    async def ModelReady(self, request, context):  # noqa: N802
         def answer(call):
             # not ready rather than NOT_FOUND for another model: the clients read it so
             try:
@@ -83,18 +85,18 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             except LookupError:
                 return pb.ModelReadyResponse(ready=False)
             return pb.ModelReadyResponse(ready=True)
-        return self._call("ModelReady", request, context, answer)
+        return await self._call("ModelReady", request, context, answer)
 
-    def ServerMetadata(self, request, context):  # noqa: N802
-        return self._call("ServerMetadata", request, context, lambda call: pb.ServerMetadataResponse(
+    async def ServerMetadata(self, request, context):  # noqa: N802
+        return await self._call("ServerMetadata", request, context, lambda call: pb.ServerMetadataResponse(
             name="tabserve", version=__version__, extensions=EXTENSIONS))
 
-    def ModelMetadata(self, request, context):  # noqa: N802
-        return self._call("ModelMetadata", request, context,
+    async def ModelMetadata(self, request, context):  # noqa: N802
+        return await self._call("ModelMetadata", request, context,
                           lambda call: self._metadata(request))
 
-    def ModelInfer(self, request, context):  # noqa: N802
-        return self._call("ModelInfer", request, context,
+    async def ModelInfer(self, request, context):  # noqa: N802
+        return await self._call("ModelInfer", request, context,
                           lambda call: self._infer(request, call))
 
     def _metadata(self, request) -> pb.ModelMetadataResponse:
@@ -125,7 +127,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             response.parameters["warnings"].string_param = answer.warnings
         return response
 
-    def _call(self, method: str, request: Any, context: grpc.ServicerContext,
+    async def _call(self, method: str, request: Any, context: grpc.aio.ServicerContext,
               answer: Callable[[dict[str, Any]], Any]):
         """One call, accounted; `answer` gets the call's record (its request id, records...)
         and its errors become statuses (a message that is not the protocol's, too)."""
@@ -136,8 +138,8 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         call = {"PATH_INFO": f"/{SERVICE}/{method}", "REQUEST_METHOD": "GRPC",
                 "REMOTE_ADDR": context.peer(), "tabserve.model_version": current.bundle.version,
                 "tabserve.request_id": given if valid_request_id(given) else os.urandom(16).hex()}
-        context.send_initial_metadata((("x-request-id", call["tabserve.request_id"]),
-                                       ("x-model-version", call["tabserve.model_version"])))
+        await context.send_initial_metadata((("x-request-id", call["tabserve.request_id"]),
+                                             ("x-model-version", call["tabserve.model_version"])))
         code = grpc.StatusCode.OK
         try:
             if method not in OPEN_METHODS:
@@ -163,7 +165,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             status = HTTP_STATUS.get(code, 500)
             current.metrics.observe_request(call["PATH_INFO"], "GRPC", status, seconds)
             _log_access(call, status, code, seconds)
-        context.abort(code, message)
+        await context.abort(code, message)
 
     def _key_id(self, metadata: dict[str, str]) -> str | None:
         """The id of the call's API key (None when keys are off); `Refused` without a valid
@@ -264,17 +266,51 @@ def _log_access(call: dict[str, Any], status: int, code: grpc.StatusCode,
         access_log.info(json.dumps({**line, "grpc_status": code.name}))
 
 
-def serve(current: Service, port: int, threads: int) -> grpc.Server:
+class GrpcServer:
+    """A `grpc.aio` server on an event loop of its own thread, in this worker: one thread
+    takes a call from the network to the answer (grpcio's synchronous server hands each call
+    from its polling thread to a pool thread, and both take the call's lock)."""
+
+    def __init__(self, current: Service, port: int):
+        # the standard library's selector and sockets, not gevent's (its worker patches them)
+        selector = monkey.get_original("selectors", "DefaultSelector")()
+        self.loop = asyncio.SelectorEventLoop(selector)
+        self.thread = threading.Thread(target=self.loop.run_forever, name="grpc", daemon=True)
+        self.thread.start()
+        try:
+            self.server = self._run(self._start(current, port))
+        except BaseException:
+            self._close()
+            raise
+
+    def _run(self, coroutine) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    async def _start(self, current: Service, port: int) -> grpc.aio.Server:
+        server = grpc.aio.server(options=[
+            ("grpc.so_reuseport", 1),
+            ("grpc.max_receive_message_length", current.settings.max_body_bytes)])
+        server.add_generic_rpc_handlers((_handlers(InferenceServicer(current)),))
+        try:
+            server.add_insecure_port(f"0.0.0.0:{port}")
+        except RuntimeError:
+            raise OSError(f"cannot serve gRPC on GRPC_PORT={port}: another program holds the "
+                          "port; choose another GRPC_PORT") from None
+        await server.start()
+        return server
+
+    def stop(self, grace: float) -> None:
+        """Refuse new calls, give those under way `grace` seconds, then stop the thread."""
+        try:
+            self._run(self.server.stop(grace))
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+
+
+def serve(current: Service, port: int) -> GrpcServer:
     """Start serving the protocol on `port`, in this process, beside its other workers."""
-    server = grpc.server(
-        ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
-        options=[("grpc.so_reuseport", 1),
-                 ("grpc.max_receive_message_length", current.settings.max_body_bytes)])
-    server.add_generic_rpc_handlers((_handlers(InferenceServicer(current)),))
-    try:
-        server.add_insecure_port(f"0.0.0.0:{port}")
-    except RuntimeError:
-        raise OSError(f"cannot serve gRPC on GRPC_PORT={port}: another program holds the "
-                      "port; choose another GRPC_PORT") from None
-    server.start()
-    return server
+    return GrpcServer(current, port)

@@ -19,8 +19,8 @@ in gunicorn's gevent worker:
   SIGHUP brought (its model stays the old one: both answer for a moment, as with sync
   workers).
 
-Threads are not patched: gRPC's server (`GRPC_PORT`) runs in real threads of its own, whose C
-core blocks in calls gevent cannot see, and its thread pool hands work over through real queues.
+Threads are not patched: gRPC's server (`GRPC_PORT`) runs an asyncio loop in a real thread of
+its own, whose C core blocks in calls gevent cannot see.
 """
 
 from __future__ import annotations
