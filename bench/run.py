@@ -61,6 +61,7 @@ KEYS_HEALTH = "tabserve, API keys on, GET /health"
 MONITORING_OFF = "tabserve, monitoring off"
 SYNC_WORKERS = "tabserve, sync workers"
 SYNC = {"WORKER_CLASS": "sync"}  # the reference apps run as they would alone: sync workers
+V2_SPEEDUPS = ("tensor_rows", "inference_before_flask")  # measured on /v2's path
 V2_JSON, V2_BINARY, V2_GRPC = ("tabserve, /v2 JSON tensors", "tabserve, /v2 binary tensors",
                                "tabserve, gRPC (raw tensors)")
 
@@ -453,11 +454,11 @@ def main() -> int:
                     Server(KEYS_REFUSED, "predict:app", ROOT, keyed),
                     Server(KEYS_HEALTH, "predict:app", ROOT, keyed, path="/health",
                            method="GET")]
-    if args.ablation:  # each on the path it speeds: tensor_rows on /v2's, the others /predict's
+    if args.ablation:  # each on the path it speeds: /v2's or /predict's
         servers += [Server(f"tabserve, {name} off", "predict:app", ROOT,
                            {"MODEL_PATH": str(args.model.resolve()), "SPEEDUPS_OFF": name},
                            **({"path": v2_path, "body": v2_tensors(bundle)}
-                              if name == "tensor_rows" else {}))
+                              if name in V2_SPEEDUPS else {}))
                     for name in SPEEDUPS]
     samples: dict[tuple[str, str], list[dict]] = {}
     startups: dict[str, list[float]] = {}

@@ -331,6 +331,41 @@ def test_one_record_answers_alike_on_the_row_path_and_the_column_path(telco_bund
     assert drift[0]["fields"] == drift[1]["fields"]
 
 
+def test_inference_answers_alike_before_flask_and_through_its_route(telco_bundle,
+                                                                   telco_record):
+    """`inference_before_flask` (a request that succeeds is answered before Flask) changes no
+    byte of any answer, no status, no drift count and no metric label: the same requests
+    against the app with it switched off, failures included (both go to the route)."""
+    apps = [create_app(telco_bundle, Settings(speedups_off=off)).test_client()
+            for off in (frozenset(), frozenset({"inference_before_flask"}))]
+    records = varied(telco_record, 5)
+    bodies = []
+    for binary in (True, False):
+        for sent in (records[:1], records, [{**records[0], "contract": "One year"}],
+                     [{**records[0], "tenure": math.inf}]):
+            body, json_size = triton_http.InferenceServerClient.generate_request_body(
+                triton_inputs(triton_http, sent, telco_bundle, binary=binary))
+            bodies.append((body, {} if json_size is None else {HEADER: str(json_size)}))
+    bodies += [(b"{", {}), (b'{"inputs": []}', {}), (b"[]" * 10, {HEADER: "1"})]
+    answers = [[], []]
+    for i, (body, headers) in enumerate(bodies):
+        for answered, app in zip(answers, apps):
+            for path in ("/v2/models/churn/infer", "/v2/models/other/infer"):
+                response = app.post(path, data=body, headers={**headers, "X-Request-ID":
+                                                              f"r{i}"})
+                answered.append((response.status_code, response.data,
+                                 response.headers.get("Content-Type"),
+                                 response.headers.get(HEADER)))
+    assert answers[0] == answers[1]
+    assert {status for status, *_ in answers[0]} == {200, 400, 404}
+    drift = [app.get("/drift").get_json() for app in apps]
+    assert drift[0] == drift[1] and drift[0]["records"] == 1 + 5 + 1 + 1 + 5 + 1
+    metrics = [app.get("/metrics").get_data(as_text=True) for app in apps]
+    for text in metrics:
+        assert re.search(r'tabserve_requests_total\{endpoint="/v2/models/<name>/infer",'
+                         r'method="POST",status="200"\} 6.0', text)
+
+
 def test_server_metadata_lists_the_binary_extension(client):
     assert client.get("/v2").get_json()["extensions"] == ["binary_tensor_data"]
 

@@ -15,7 +15,7 @@ from tabserve.serving.explaining import ExplanationsUnavailable
 from tabserve.settings import environment
 from tabserve.web.auth import ApiKeys, KeyGate
 from tabserve.web.config import Settings
-from tabserve.web.open_inference import v2
+from tabserve.web.open_inference import PlainInference, v2
 from tabserve.web.openapi import endpoint_index
 from tabserve.web.middleware import (PLAIN_REFUSED, EndpointRequest, PlainPredictions,
                                      RequestAccounting, predictions)
@@ -215,7 +215,10 @@ def create_app(bundle: ModelBundle | None = None, settings: Settings | None = No
     app.request_class = EndpointRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["tabserve"] = current
-    app.wsgi_app = RequestAccounting(KeyGate(PlainPredictions(app.wsgi_app, current), current),
+    answered = app.wsgi_app
+    if "inference_before_flask" not in settings.speedups_off:
+        answered = PlainInference(answered, current)
+    app.wsgi_app = RequestAccounting(KeyGate(PlainPredictions(answered, current), current),
                                      current)
     app.register_blueprint(api)
     app.register_blueprint(v2)

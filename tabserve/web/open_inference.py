@@ -9,7 +9,9 @@ routes' own here, and the app's handlers for invalid values, unknown routes and 
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 from typing import Any
 
 import msgspec
@@ -18,9 +20,11 @@ from flask import Blueprint, Response, request
 from tabserve import __version__
 from tabserve.serving.codecs import tensors
 from tabserve.web.inference import Inference, check_model, infer
-from tabserve.web.responses import error_response, json_response
-from tabserve.web.service import service
+from tabserve.web.middleware import REQUEST_ID
+from tabserve.web.responses import INTERNAL_ERROR, error_response, json_response
+from tabserve.web.service import Service, service
 
+log = logging.getLogger(__name__)
 v2 = Blueprint("v2", __name__, url_prefix="/v2")
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -70,27 +74,79 @@ def model_ready(name: str, version: str | None = None) -> Response:
 def infer_route(name: str, version: str | None = None) -> Response:
     current = service()
     check_model(current, name, version)
+    raw = request.get_data(cache=False)
+    header_length = request.headers.get(HEADER_LENGTH)
+    too_many = current.decoder.too_many_values(_json_part(raw, header_length))
+    if too_many:
+        return error_response(too_many, 413)
     try:
-        raw = request.get_data(cache=False)
-        too_many = current.decoder.too_many_values(raw)
-        if too_many:
-            return error_response(too_many, 413)
-        body, inputs = _request_body(raw, request.headers.get(HEADER_LENGTH))
-        wanted = body.get("outputs")
-        if wanted is not None and (not isinstance(wanted, list) or not all(
-                isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted)):
-            raise ValueError("'outputs' must be a list of objects with a 'name'")
-        answer = infer(current, inputs, [o["name"] for o in wanted or []])
+        answer, headers, records = inference(current, name, raw, header_length,
+                                             request.environ.get(REQUEST_ID))
     except ValueError as err:
         return error_response(str(err))
-    request.environ["tabserve.records"] = answer.records
+    request.environ["tabserve.records"] = records
+    return Response(answer, headers=headers)
+
+
+def inference(current: Service, name: str, raw: bytes, header_length: str | None,
+              request_id: str | None) -> tuple[bytes, list[tuple[str, str]], int]:
+    """The answer to an inference request's body, for model `name` (the served one): its
+    bytes, its headers and the records scored; `ValueError` saying what is wrong with the
+    request (`RequestError` for invalid values), before any scoring."""
+    body, inputs = _request_body(raw, header_length)
+    wanted = body.get("outputs")
+    if wanted is not None and (not isinstance(wanted, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted)):
+        raise ValueError("'outputs' must be a list of objects with a 'name'")
+    answer = infer(current, inputs, [o["name"] for o in wanted or []])
     given_id = body.get("id")
     head = {"model_name": name, "model_version": answer.model_version,
-            "id": given_id if isinstance(given_id, str) else
-            request.environ.get("tabserve.request_id")}
+            "id": given_id if isinstance(given_id, str) else request_id}
     if answer.warnings:
         head["parameters"] = {"warnings": answer.warnings}
-    return _answer(head, answer, _binary_outputs(body))
+    encoded, headers = _answer(head, answer, _binary_outputs(body))
+    return encoded, headers, answer.records
+
+
+class PlainInference:
+    """Answers POST /v2/models/<served model>/infer itself when the request succeeds, as
+    `PlainPredictions` does /predict: Flask's request context, routing and response objects
+    cost more than scoring one record. A request that fails (any 4xx) goes on to the Flask
+    route with its body put back, which answers it in the protocol's error shape."""
+
+    def __init__(self, wsgi_app, service: Service):
+        self.wsgi_app = wsgi_app
+        self.service = service
+
+    def __call__(self, environ, start_response):
+        current = self.service
+        length = environ.get("CONTENT_LENGTH", "")
+        if (environ["REQUEST_METHOD"] != "POST" or not length.isdigit()
+                or environ["PATH_INFO"] != f"/v2/models/{current.model_name}/infer"
+                or int(length) > current.settings.max_body_bytes):
+            return self.wsgi_app(environ, start_response)
+        raw = environ["wsgi.input"].read(int(length))
+        try:
+            header_length = environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
+            if current.decoder.too_many_values(_json_part(raw, header_length)):
+                raise ValueError("too many values")
+            answer, headers, records = inference(current, current.model_name, raw,
+                                                 header_length, environ.get(REQUEST_ID))
+        except ValueError:  # the route answers it, in the protocol's shape
+            environ["wsgi.input"] = io.BytesIO(raw)
+            return self.wsgi_app(environ, start_response)
+        except Exception:  # a bug: logged with its cause, answered as the route answers one
+            log.exception("unhandled error on POST %s", environ["PATH_INFO"])
+            return error_response(INTERNAL_ERROR[2], 500)(environ, start_response)
+        environ["tabserve.endpoint"] = "/v2/models/<name>/infer"
+        environ["tabserve.records"] = records
+        start_response("200 OK", headers)
+        return [answer]
+
+
+def _json_part(raw: bytes, header_length: str | None) -> bytes:
+    """The JSON of a body (binary data after it is not JSON, whatever bytes it holds)."""
+    return raw[:int(header_length)] if header_length and header_length.isdigit() else raw
 
 
 def _request_body(raw: bytes, header_length: str | None) -> tuple[dict[str, Any],
@@ -150,7 +206,8 @@ def _binary_outputs(body: dict[str, Any]) -> set[str] | bool:
             if isinstance(o.get("parameters"), dict) and o["parameters"].get("binary_data")}
 
 
-def _answer(head: dict[str, Any], answer: Inference, binary: set[str] | bool) -> Response:
+def _answer(head: dict[str, Any], answer: Inference,
+            binary: set[str] | bool) -> tuple[bytes, list[tuple[str, str]]]:
     chunks = []
     outputs = []
     for tensor in answer.outputs:
@@ -162,10 +219,11 @@ def _answer(head: dict[str, Any], answer: Inference, binary: set[str] | bool) ->
             outputs.append({**tensor.metadata(), "data": tensor.data()})
     encoded = msgspec.json.encode({**head, "outputs": outputs})
     if not chunks:
-        return Response(encoded, mimetype="application/json")
-    response = Response(b"".join([encoded, *chunks]), mimetype="application/octet-stream")
-    response.headers[HEADER_LENGTH] = str(len(encoded))
-    return response
+        return encoded, [("Content-Type", "application/json"),
+                         ("Content-Length", str(len(encoded)))]
+    whole = b"".join([encoded, *chunks])
+    return whole, [("Content-Type", "application/octet-stream"),
+                   ("Content-Length", str(len(whole))), (HEADER_LENGTH, str(len(encoded)))]
 
 
 @v2.errorhandler(LookupError)
