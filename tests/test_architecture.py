@@ -289,9 +289,11 @@ SERVING_PROCESSES = {
 @pytest.mark.process
 def test_a_serving_process_runs_one_thread_per_native_pool(host):
     """The thread settings reach OpenBLAS and OpenMP only if set before those libraries load:
-    each pool of a process that loaded the model has one thread (two workers on two cores
-    would otherwise run four)."""
-    probe = (SERVING_PROCESSES[host] + "\nfrom threadpoolctl import threadpool_info\n"
+    each pool of a process that loaded the model, and later XGBoost and scikit-learn, has one
+    thread (two workers on two cores would otherwise run four)."""
+    # XGBoost and scikit-learn (OpenMP's users) load later, for /explain or pickled steps
+    probe = (SERVING_PROCESSES[host] + "\nimport xgboost, sklearn.ensemble"
+             "\nfrom threadpoolctl import threadpool_info\n"
              "print(json.dumps([(p['internal_api'], p['num_threads'])\n"
              "                  for p in threadpool_info()]))")
     env = {k: v for k, v in os.environ.items()
@@ -302,6 +304,31 @@ def test_a_serving_process_runs_one_thread_per_native_pool(host):
     pools = json.loads(done.stdout.splitlines()[-1])
     assert {api for api, _ in pools} >= {"openblas", "openmp"}
     assert pools and all(threads == 1 for _, threads in pools), pools
+
+
+@pytest.mark.process
+def test_a_server_starts_and_scores_without_xgboost_scikit_learn_scipy_or_pandas():
+    """Start fast: serving the shipped model (a blend with XGBoost's trees, held as arrays with
+    their base margin) imports none of them to start or to answer a record or a batch; /explain
+    loads XGBoost when first asked, and answers."""
+    probe = """
+import json, sys
+from predict import app
+heavy = lambda: [m for m in ("xgboost", "sklearn", "scipy", "pandas") if m in sys.modules]
+client = app.test_client()
+record = app.extensions["tabserve"].bundle.example
+answers = [client.post("/predict", json=body).status_code for body in (record, [record] * 300)]
+before = heavy()
+explained = client.post("/explain", json=record).status_code
+print(json.dumps([answers, before, explained, heavy()]))
+"""
+    env = {**os.environ, "MODEL_PATH": str(ROOT / "model.bin")}
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    answers, before, explained, after = json.loads(done.stdout.splitlines()[-1])
+    assert answers == [200, 200] and before == []
+    assert explained == 200 and "xgboost" in after
 
 
 def test_test_modules_never_import_each_other():

@@ -95,7 +95,7 @@ def test_a_plain_single_record_takes_the_row_path(telco_bundle, telco_record, mo
 
 
 def test_hinges_bend_only_continuous_columns_inside_their_range():
-    from tabserve.model.encoding import Hinges
+    from tabserve.model.sklearn_steps import Hinges
 
     rng = np.random.default_rng(0)
     matrix = np.column_stack([rng.normal(size=500), rng.integers(0, 2, 500),
@@ -127,6 +127,7 @@ def test_the_single_record_tree_walk_equals_the_booster(classes):
     beyond float32's range among the features."""
     from xgboost import XGBClassifier
 
+    from tabserve.model.xgboost_trees import trees_from_booster
     from tabserve.serving.scorers.trees import TreeArrays
 
     rng = np.random.default_rng(0)
@@ -136,11 +137,27 @@ def test_the_single_record_tree_walk_equals_the_booster(classes):
     matrix[rng.random(matrix.shape) < 0.1] = np.nan  # the model learns default branches
     model = XGBClassifier(n_estimators=40, max_depth=4, n_jobs=1).fit(matrix, y)
     matrix[0, 1] = 1e300
-    arrays = TreeArrays(model.get_booster(), classes)
+    arrays = TreeArrays(trees_from_booster(model.get_booster(), classes))
     expected = model.get_booster().inplace_predict(matrix, predict_type="margin").reshape(
         len(matrix), -1)  # as served batches are: a DMatrix would refuse the infinity
     for x, margins in zip(matrix.tolist(), expected):
         np.testing.assert_allclose(arrays.margins_row(x), margins, rtol=0, atol=1e-5)
+
+
+def test_trees_written_without_their_base_margin_have_it_measured_alike():
+    """A file's trees written before their base margin was stored are served alike: the
+    margin is measured when they load (with XGBoost); a stored one must fit the outputs."""
+    from tabserve.model.bundle import ModelBundle
+    from tabserve.model.fitted import ModelFileError
+    from tabserve.serving.scorers.trees import TreeArrays
+
+    trees = ModelBundle.load(ROOT / "model.bin").model.members[1]
+    assert trees.base_margin is not None
+    older = msgspec.structs.replace(trees, base_margin=None)
+    assert TreeArrays(older).base_margin.tolist() == trees.base_margin
+    for wrong in ([0.0, 0.0], [math.inf]):
+        with pytest.raises(ModelFileError, match="base margin"):
+            msgspec.structs.replace(trees, base_margin=wrong).check(trees.n_features, 2)
 
 
 @pytest.mark.parametrize("classes", [2, 3])
@@ -152,6 +169,7 @@ def test_batch_tree_tables_equal_the_booster(classes):
     from xgboost import XGBClassifier
 
     from tabserve.model.from_sklearn import boosted_trees
+    from tabserve.model.xgboost_trees import trees_from_booster
     from tabserve.serving.scorers.trees import BoosterScorer, TreeArrays, TreeTables
 
     rng = np.random.default_rng(1)
@@ -169,7 +187,7 @@ def test_batch_tree_tables_equal_the_booster(classes):
     served[0, 1], served[1, 2] = 1e300, -1e300  # XGBoost only refuses these in training
     for model in small:
         model.fit(matrix, y)
-        tables = TreeTables(TreeArrays(model.get_booster(), classes))
+        tables = TreeTables(TreeArrays(trees_from_booster(model.get_booster(), classes)))
         assert tables.fits
         tables.CHUNK_BYTES = 8 * 30 * classes * 64  # several chunks of records
         expected = model.get_booster().inplace_predict(served, predict_type="margin").reshape(
@@ -180,7 +198,7 @@ def test_batch_tree_tables_equal_the_booster(classes):
         assert BoosterScorer(boosted_trees([model])).tables is not None
     assert tables.offsets.dtype == np.int32  # the 520 trees
     deep = XGBClassifier(n_estimators=5, max_depth=5, n_jobs=1).fit(matrix, y)
-    assert not TreeTables(TreeArrays(deep.get_booster(), classes)).fits
+    assert not TreeTables(TreeArrays(trees_from_booster(deep.get_booster(), classes))).fits
     assert BoosterScorer(boosted_trees([deep])).tables is None
 
 

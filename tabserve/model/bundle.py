@@ -67,6 +67,9 @@ MOVED_MODULES = {
     "tabserve.blend": "tabserve.model.blend",
     "tabserve.decision": "tabserve.model.decision",
 }
+# classes that moved out of their module since (the scikit-learn steps, out of serving's way)
+MOVED_CLASSES = {("tabserve.model.encoding", "FrameEncoder"): "tabserve.model.sklearn_steps",
+                 ("tabserve.model.encoding", "Hinges"): "tabserve.model.sklearn_steps"}
 
 
 class ModelLoadError(RuntimeError):
@@ -385,4 +388,5 @@ class _Unpickler(pickle.Unpickler):
     """Finds the classes of bundles written by the flat layout where they live now."""
 
     def find_class(self, module: str, name: str):
-        return super().find_class(MOVED_MODULES.get(module, module), name)
+        module = MOVED_MODULES.get(module, module)
+        return super().find_class(MOVED_CLASSES.get((module, name), module), name)

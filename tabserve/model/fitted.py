@@ -76,7 +76,7 @@ def _finite(array: np.ndarray, name: str, bound: float = SANE) -> None:
 
 
 class LinearModel(msgspec.Struct, tag="linear", frozen=True):
-    """Imputation by fixed values, hinge terms (`encoding.Hinges`), standardisation and a
+    """Imputation by fixed values, hinge terms (`sklearn_steps.Hinges`), standardisation and a
     logistic model: a record's raw scores are `((expanded - mean) / scale) @ coef.T + intercept`,
     `expanded` being the imputed record followed by its hinge terms."""
 
@@ -115,7 +115,10 @@ class BoostedTrees(msgspec.Struct, tag="boosted_trees", frozen=True):
     tree has its children at 1 + 2k and 2 + 2k, so a tree of s splits has 1 + 2s nodes. Tree t
     adds to output t % outputs; a split sends `x < threshold` (float32) left, a missing value
     where `default_left` says; a leaf's `value` is what it adds. `cover` (the hessian sums
-    under each node) weighs tree SHAP. `base_score` is XGBoost's, as its objective reads it."""
+    under each node) weighs tree SHAP. `base_score` is XGBoost's, as its objective reads it;
+    `base_margin` (per output) is what XGBoost's margin holds beyond the leaves, measured from
+    the booster when the trees were written (`xgboost_trees.measured`), so serving needs no
+    XGBoost to score them; None in files written before it was stored."""
 
     name: ClassVar[str] = "XGBoost"
     n_classes: int
@@ -129,6 +132,7 @@ class BoostedTrees(msgspec.Struct, tag="boosted_trees", frozen=True):
     default_left: np.ndarray    # at a split: whether a missing value goes left
     value: np.ndarray           # at a leaf: its value (float32); at a split, its base weight
     cover: np.ndarray           # float32
+    base_margin: Union[list[float], None] = None
 
     @property
     def outputs(self) -> int:
@@ -145,6 +149,11 @@ class BoostedTrees(msgspec.Struct, tag="boosted_trees", frozen=True):
         _expect(len(base) in (1, self.outputs), f"the XGBoost model has {len(base)} base "
                                                 f"scores for {self.outputs} outputs")
         _finite(base, "the XGBoost base score", 1e6)
+        if self.base_margin is not None:
+            margin = np.asarray(self.base_margin, np.float64)
+            _expect(margin.shape == (self.outputs,), f"the XGBoost model has "
+                    f"{len(margin)} base margins for {self.outputs} outputs")
+            _finite(margin, "the XGBoost base margin", 1e6)
         if self.objective == "binary:logistic":
             _expect(bool(np.all((base > 0) & (base < 1))),
                     "the XGBoost base score of a binary model must lie between 0 and 1")

@@ -1,5 +1,5 @@
 """Training-style rows (a pandas frame of trimmed strings, as `training.data.load_csv` reads
-them) as typed columns, for the pipeline's first step (`encoding.FrameEncoder`); and columns
+them) as typed columns, for the pipeline's first step (`sklearn_steps.FrameEncoder`); and columns
 as a frame, for an imported model that reads one. Requests of a trained model never come
 this way: pandas is imported on the first call, not when the server starts."""
 

@@ -24,9 +24,40 @@ NO_PARENT = 2147483647  # XGBoost's parent of a root
 
 
 def trees_from_booster(booster, n_classes: int) -> BoostedTrees:
-    """A fitted booster (training, import: the user's own object) as arrays."""
-    return trees_from_document(json.loads(booster.save_raw("json")), n_classes,
-                               booster.num_features())
+    """A fitted booster (training, import: the user's own object) as arrays, with their base
+    margin measured."""
+    return measured(trees_from_document(json.loads(booster.save_raw("json")), n_classes,
+                                        booster.num_features()))
+
+
+def measured(trees: BoostedTrees) -> BoostedTrees:
+    """`trees` with `base_margin` set: XGBoost's margin for a record of zeros, less the leaves
+    that record reaches, summed as the served walks sum them. XGBoost turns `base_score` into
+    a margin by float32 arithmetic of its own, and its predictor adds float32 leaves: over
+    hundreds of trees its margin and a float64 sum of the same leaves part by ~1e-6, so the
+    margin is measured, where XGBoost is loaded anyway (training, import), not recomputed
+    where a server starts."""
+    import xgboost
+
+    zero = np.zeros((1, trees.n_features), np.float32)
+    margin = trees.load().predict(xgboost.DMatrix(zero), output_margin=True).reshape(-1)
+    reached = np.add.reduce(leaves_reached(trees, zero[0]).reshape(-1, trees.outputs), axis=0)
+    return msgspec.structs.replace(trees, base_margin=(margin - reached).tolist())
+
+
+def leaves_reached(trees: BoostedTrees, record: np.ndarray) -> np.ndarray:
+    """The value (float64) of the leaf each tree sends one record (float32, no missing value)
+    to, tree by tree."""
+    starts = np.concatenate([[0], np.cumsum(trees.node_counts)[:-1]]).astype(np.intp)
+    node = starts.copy()
+    while True:
+        split = trees.left[node] >= 0
+        if not split.any():
+            return trees.value[node].astype(np.float64)
+        at = node[split]
+        # `x < threshold` goes left; its right sibling follows it
+        go_right = record[trees.feature[at]] >= trees.threshold[at]
+        node[split] = starts[split] + trees.left[at] + go_right
 
 
 def trees_from_file(model: XGBoostFile) -> BoostedTrees:

@@ -47,7 +47,7 @@ from tabserve.model.bundle import (MAGIC, ModelBundle, ModelLoadError, library_v
                                    pickled, read_pickled_model)
 from tabserve.model.encoding import MAX_ONE_HOT_LEVELS, Encoder
 from tabserve.model.fitted import Adapted, BoostedTrees, LevelCodes, LinearModel, OwnModel
-from tabserve.model.xgboost_trees import trees_from_booster, trees_from_document
+from tabserve.model.xgboost_trees import measured, trees_from_booster, trees_from_document
 from tabserve.model.frames import columns_from_frame
 from tabserve.model.schema import Dropped, Field, Kind, Schema
 from tabserve.model.trust import Trust
@@ -714,8 +714,8 @@ def inner_model(classifier: Any, mean: np.ndarray, n_classes: int):
                             DecisionTreeClassifier):
         return forest([classifier])
     if _is_hist_boosting(classifier):
-        return trees_from_document(json.loads(hist_trees.booster_json(classifier)), n_classes,
-                                   width)
+        return measured(trees_from_document(json.loads(hist_trees.booster_json(classifier)),
+                                            n_classes, width))
     raise Untranslatable(f"the classifier is a {type(classifier).__name__}")
 
 

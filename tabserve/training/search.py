@@ -49,7 +49,7 @@ from xgboost import XGBClassifier
 from xgboost.callback import TrainingCallback
 
 from tabserve.model.blend import MEMBERS, WEIGHTS, Blend, combine
-from tabserve.model.encoding import Hinges
+from tabserve.model.sklearn_steps import Hinges
 
 FAMILIES = ("logistic_regression", "xgboost", "random_forest")
 EARLY_STOPPING_ROUNDS = 50

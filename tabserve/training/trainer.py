@@ -31,7 +31,7 @@ from sklearn.pipeline import Pipeline
 from tabserve.model.blend import MEMBERS, WEIGHTS
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.decision import Calibration, calibrate, label_codes
-from tabserve.model.encoding import FrameEncoder
+from tabserve.model.sklearn_steps import FrameEncoder
 from tabserve.model.from_sklearn import fitted_model
 from tabserve.model.schema import Schema
 from tabserve.tables import DataError

@@ -7,7 +7,6 @@ import math
 from typing import Protocol
 
 import numpy as np
-from scipy.special import expit, softmax
 
 from tabserve.model.decision import sigmoid
 
@@ -46,9 +45,11 @@ class MarginScorer(Scorer, Protocol):
 def probability_matrix(margins: np.ndarray) -> np.ndarray:
     """Class probabilities (records × classes) from raw scores (records × outputs)."""
     if margins.shape[1] == 1:
-        positive = expit(margins[:, 0])
+        with np.errstate(over="ignore"):  # exp(-x) = inf for x < -709: the probability is 0
+            positive = 1.0 / (1.0 + np.exp(-margins[:, 0]))
         return np.column_stack([1.0 - positive, positive])
-    return softmax(margins, axis=1)
+    exps = np.exp(margins - margins.max(axis=1, keepdims=True))
+    return exps / exps.sum(axis=1, keepdims=True)
 
 
 def probabilities_from_margins(margins: list[float]) -> list[float]:

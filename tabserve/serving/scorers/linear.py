@@ -12,7 +12,7 @@ from tabserve.serving.scorers.base import probabilities_from_margins, probabilit
 
 
 class LinearScorer:
-    """Median imputation, optional hinge terms (see `encoding.Hinges`), standardisation and a
+    """Median imputation, optional hinge terms (see `sklearn_steps.Hinges`), standardisation and a
     logistic model folded into one affine map of the imputed, hinged record."""
 
     def __init__(self, model: LinearModel):

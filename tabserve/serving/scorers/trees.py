@@ -5,13 +5,13 @@ default branches for missing values, as XGBoost does): one record walks them as 
 
 from __future__ import annotations
 
-import json
 import math
+from functools import cached_property
 
 import numpy as np
-import xgboost
 
 from tabserve.model.fitted import BoostedTrees, Forest
+from tabserve.model.xgboost_trees import measured
 from tabserve.serving.scorers.base import probabilities_from_margins, probability_matrix
 
 TREE_TABLES = "tree_tables"  # its name for `speedups_off`
@@ -31,16 +31,25 @@ class TreeArrays:
     Each numpy call counts (in a server, caches are cold: ~5 µs a call), so the walk makes few.
     """
 
-    def __init__(self, booster, n_classes: int):
-        trees = [json.loads(dump) for dump in booster.get_dump(dump_format="json")]
-        self._allocate(len(trees), max(_count_nodes(tree) for tree in trees))
-        self.depth = max(self._fill(root, tree, [root + 1])
-                         for root, tree in zip(self.roots.tolist(), trees))
-        self.outputs = 1 if n_classes == 2 else n_classes  # tree t adds to output t % outputs
-        reference = np.zeros(booster.num_features(), np.float32)
-        from xgboost import DMatrix
-        margin = booster.predict(DMatrix(reference[None, :]), output_margin=True).reshape(-1)
-        self.base_margin = margin - self._sum_leaves(reference, has_nan=False)
+    def __init__(self, trees: BoostedTrees):
+        """XGBoost's trees from their checked arrays (a file's trees written before their base
+        margin was stored have it measured here, which loads XGBoost)."""
+        counts = trees.node_counts.astype(np.intp)
+        self._allocate(len(counts), int(counts.max()))
+        self.outputs = trees.outputs  # tree t adds to output t % outputs
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        tree_of = np.repeat(np.arange(len(counts)), counts)
+        at = self.roots[tree_of] + np.arange(counts.sum()) - starts[tree_of]  # node → here
+        split = trees.left >= 0
+        self.left[at[split]] = self.roots[tree_of[split]] + trees.left[split]
+        self.feature[at[split]] = trees.feature[split]
+        self.threshold[at[split]] = trees.threshold[split]  # x < t goes "yes", as in XGBoost
+        self.missing_no[at[split]] = trees.default_left[split] == 0
+        self.leaf[at[~split]] = trees.value[~split]
+        self.depth = _depth(trees.left, starts, tree_of)
+        if trees.base_margin is None:
+            trees = measured(trees)
+        self.base_margin = np.asarray(trees.base_margin, np.float64)
 
     def _allocate(self, trees: int, size: int, leaf_width: int | None = None) -> None:
         count = trees * size
@@ -84,20 +93,6 @@ class TreeArrays:
             leaf = np.flatnonzero(left < 0)
             arrays.leaf[at[leaf]] = forest.value[start:stop][leaf] / len(counts)
         return arrays
-
-    def _fill(self, at: int, node: dict, free: list[int]) -> int:
-        """Put `node` at `at` and its subtree from `free[0]` on; the subtree's depth."""
-        if "leaf" in node:
-            self.leaf[at] = node["leaf"]
-            return 0
-        yes = self.left[at] = free[0]
-        free[0] += 2
-        self.feature[at] = int(node["split"].removeprefix("f"))
-        self.threshold[at] = node["split_condition"]  # x < t goes "yes", as in XGBoost
-        self.missing_no[at] = node["missing"] == node["no"]
-        child = {c["nodeid"]: c for c in node["children"]}
-        return 1 + max(self._fill(yes, child[node["yes"]], free),
-                       self._fill(yes + 1, child[node["no"]], free))
 
     def _sum_leaves(self, x: np.ndarray, has_nan: bool) -> np.ndarray:
         """The leaves' sum per output for one record (float32 values, as XGBoost reads them)."""
@@ -237,8 +232,14 @@ def tree_spans(forest: Forest) -> list[tuple[int, int]]:
     return list(zip([0, *stops[:-1]], stops))
 
 
-def _count_nodes(tree: dict) -> int:
-    return 1 + sum(_count_nodes(child) for child in tree.get("children", ()))
+def _depth(left: np.ndarray, starts: np.ndarray, tree_of: np.ndarray) -> int:
+    """The deepest tree's depth (BoostedTrees' layout: a split lies before its children)."""
+    depth = np.zeros(len(left), np.intp)
+    split = np.flatnonzero(left >= 0)
+    children = starts[tree_of[split]] + left[split]
+    for parent, child in zip(split.tolist(), children.tolist()):
+        depth[child] = depth[child + 1] = depth[parent] + 1
+    return int(depth.max())
 
 
 class BoosterScorer:
@@ -248,10 +249,18 @@ class BoosterScorer:
     runs)."""
 
     def __init__(self, model: BoostedTrees, speedups_off: frozenset[str] = frozenset()):
-        self.booster = model.load()
-        self.arrays = TreeArrays(self.booster, model.n_classes)
+        self.model = model
+        self.arrays = TreeArrays(model)
         tables = TreeTables(self.arrays)
         self.tables = tables if tables.fits and TREE_TABLES not in speedups_off else None
+        if self.tables is None:  # batches go to the booster: ready before the first one
+            self.booster = model.load()
+
+    @cached_property
+    def booster(self):
+        """XGBoost's booster, loaded (with XGBoost) for what the arrays do not do: batches of
+        trees too large for tables, and explanations."""
+        return self.model.load()
 
     def margins_row(self, x: list[float]) -> list[float]:
         return self.arrays.margins_row(x).tolist()
@@ -273,6 +282,8 @@ class BoosterScorer:
         # XGBoost works in float32 and its DMatrix refuses what float32 cannot hold; a
         # clipped value takes the same branches as the number it stands for
         limit = float(np.finfo(np.float32).max)
+        import xgboost
+
         raw = self.booster.predict(xgboost.DMatrix(np.clip(matrix, -limit, limit),
                                                    missing=np.nan), pred_contribs=True)
         if raw.ndim == 2:  # binary: records × (columns + bias)
