@@ -50,9 +50,11 @@ def when_ready(server):
     sharing those pages instead of copying them when the collector touches them."""
     gc.collect()
     gc.freeze()
+    served = getattr(server.app.wsgi(), "extensions", {}).get("tabserve")
+    if served is None:  # another app under this configuration (the benchmark's reference apps)
+        return
     host = "localhost" if server_settings.host in ("0.0.0.0", "::", "") else server_settings.host
-    server.log.info("Serving model %s: try http://%s:%d/docs",
-                    server.app.wsgi().extensions["tabserve"].bundle.version, host,
+    server.log.info("Serving model %s: try http://%s:%d/docs", served.bundle.version, host,
                     server_settings.port)
 
 
