@@ -6,10 +6,12 @@ BIN := $(VENV)/bin
 TOOLS := .venv-tools
 PIPENV := $(TOOLS)/bin/pipenv
 PIPENV_VERSION := 2026.10.3
+UV := $(TOOLS)/bin/uv
+UV_VERSION := 0.13.9
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 
-.PHONY: help install install-runtime system-tools run train score monitor test test-fast test-unit bench bench-lambda bench-score bench-load notebooks audit clean
+.PHONY: help install install-runtime system-tools run train score monitor test test-fast test-unit bench bench-lambda bench-score bench-load notebooks audit uv-lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -42,6 +44,15 @@ $(VENV)/.dev: $(VENV)/.runtime
 	$(BIN)/pip install --disable-pip-version-check --require-hashes -r $(VENV)/requirements-dev.txt
 	@touch $@
 
+# uv beside pipenv, for those who use it (docs/uv.md): pyproject.toml and uv.lock pin what
+# Pipfile.lock pins; the tests check both and run docs/uv.md's commands
+$(UV): | $(PIPENV)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+uv-lock: $(UV) ## after `pipenv lock`: write pyproject.toml's pins from Pipfile.lock, and uv.lock from them
+	python3 scripts/uv_pins.py
+	$(UV) lock
+
 # KServe's SDK in a virtualenv of its own (its Pipfile says why), for the v2 client tests
 KSERVE_VENV := .venv-kserve
 KSERVE_PIPFILE := tests/clients/kserve/Pipfile
@@ -56,7 +67,7 @@ $(KSERVE_VENV)/.installed: $(KSERVE_PIPFILE) $(KSERVE_PIPFILE).lock | $(PIPENV)
 
 install-runtime: $(VENV)/.runtime ## install the locked runtime packages and the tools beside serving into .venv (what the README's commands need)
 
-install: $(VENV)/.dev $(KSERVE_VENV)/.installed ## install the locked runtime and dev packages into .venv (and KServe's SDK into .venv-kserve, for its tests)
+install: $(VENV)/.dev $(KSERVE_VENV)/.installed $(UV) ## install the locked runtime and dev packages into .venv (and KServe's SDK into .venv-kserve, for its tests)
 
 run: install-runtime ## serve model.bin on port 9696 (MODEL_PATH, PORT, WEB_CONCURRENCY to change)
 	$(BIN)/gunicorn predict:app

@@ -269,6 +269,7 @@ SYSTEM_TOOLS = {
     "java": "apt-get install openjdk-17-jre-headless (for a local Spark)",
     "docker": "a Docker engine: ../shared/docker/docker-sandbox.sh up (.ci/run starts one)",
     "modeldata": "apt-get install r-cran-modeldata (R writes its tables to CSV)",
+    "uv": "make install (it puts uv in .venv-tools/)",
 }
 
 

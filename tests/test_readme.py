@@ -14,9 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import ROOT, answering, free_port, process_fixture, wait_for
+from helpers import ROOT, answering, free_port, need_tool, process_fixture, wait_for
 
 README = (ROOT / "README.md").read_text()
+UV_PAGE = (ROOT / "docs" / "uv.md").read_text()
 SERVERS = ("make run", ".venv/bin/gunicorn")  # commands that serve until stopped
 
 
@@ -54,9 +55,9 @@ def clone(tmp_path_factory) -> Path:
     return folder
 
 
-def _serve(clone: Path, command: str, port: int):
+def _serve(clone: Path, command: str, port: int, env: dict | None = None):
     process = subprocess.Popen(["bash", "-c", command], cwd=clone, start_new_session=True,
-                               env={**os.environ, "PORT": str(port)},
+                               env={**(env or os.environ), "PORT": str(port)},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     ready = answering(f"http://127.0.0.1:{port}/ready", process,
@@ -87,15 +88,7 @@ def test_the_readme_runs_as_written_in_a_fresh_clone(clone):
                 servers = [_serve(clone, command, port)]
                 continue
             if command.startswith("curl"):
-                command = command.replace("localhost:9696", f"127.0.0.1:{port}")
-                done = subprocess.run(["bash", "-c", command + " --fail-with-body"], cwd=clone,
-                                      capture_output=True, text=True, timeout=60)
-                assert done.returncode == 0, done.stdout + done.stderr
-                answer, shown = json.loads(done.stdout), answer_shown(README)
-                assert answer.keys() == shown.keys()
-                for key, value in shown.items():
-                    assert answer[key] == (pytest.approx(value, abs=1e-9)
-                                           if isinstance(value, float | dict) else value), key
+                _same_answer_as_the_readme(command, port, clone)
                 continue
             done = subprocess.run(["bash", "-c", command], cwd=clone, capture_output=True,
                                   text=True, timeout=900)
@@ -108,3 +101,90 @@ def test_the_readme_runs_as_written_in_a_fresh_clone(clone):
     assert (clone / "my.bin").exists() and (clone / "my.reports" / "reference_profile.png").exists()
     assert len(pd.read_csv(clone / "scores.csv")) == 7043
     assert (clone / "drift-report" / "drift.md").exists()
+
+
+def _same_answer_as_the_readme(command: str, port: int, clone: Path) -> None:
+    command = command.replace("localhost:9696", f"127.0.0.1:{port}")
+    done = subprocess.run(["bash", "-c", command + " --fail-with-body"], cwd=clone,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    answer, shown = json.loads(done.stdout), answer_shown(README)
+    assert answer.keys() == shown.keys()
+    for key, value in shown.items():
+        assert answer[key] == (pytest.approx(value, abs=1e-9)
+                               if isinstance(value, float | dict) else value), key
+
+
+@process_fixture(scope="module")
+def uv_clone(tmp_path_factory) -> Path:
+    """Another fresh clone: uv's `.venv` is its own."""
+    folder = tmp_path_factory.mktemp("uv") / "tabserve"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(folder)], check=True)
+    return folder
+
+
+@pytest.mark.slow
+def test_the_uv_page_runs_as_written_in_a_fresh_clone(uv_clone):
+    """docs/uv.md's commands, as a uv user types them: `uv sync --locked` installs what
+    `make run` does from uv.lock, `uv run gunicorn` serves, and the answer is the README's."""
+    uv = need_tool("uv", str(ROOT / ".venv-tools" / "bin" / "uv"))
+    env = {**os.environ, "PATH": f"{Path(uv).parent}{os.pathsep}{os.environ['PATH']}",
+           "UV_PYTHON_DOWNLOADS": "never"}  # the machine's Python 3.11, as the page says
+    env = {k: v for k, v in env.items() if k != "VIRTUAL_ENV"}
+    commands = shell_blocks(UV_PAGE)
+    assert commands[:2] == ["uv sync --locked", "uv run gunicorn predict:app"]
+    port = free_port()
+    server = None
+    try:
+        for command in commands:
+            if command.startswith("uv run gunicorn"):
+                server = _serve(uv_clone, command, port, env)
+            elif command.startswith("curl"):
+                _same_answer_as_the_readme(command, port, uv_clone)
+            else:
+                done = subprocess.run(["bash", "-c", command], cwd=uv_clone, env=env,
+                                      capture_output=True, text=True, timeout=900)
+                assert done.returncode == 0, f"{command}\n{done.stderr[-3000:]}"
+    finally:
+        if server is not None:
+            _stop(server)
+    # what it installed is what `make run` installs: no test tool, the tools beside serving
+    python = uv_clone / ".venv" / "bin" / "python"
+    probe = "import importlib.util as u; print([u.find_spec(m) is not None for m in " \
+            "('pytest', 'pyarrow', 'matplotlib', 'gunicorn'])"
+    assert subprocess.run([str(python), "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[False, True, True, True]"
+
+
+@pytest.mark.slow
+def test_uv_lock_is_up_to_date_with_pyproject():
+    """`uv lock --check`: uv.lock was made from pyproject.toml as it is (uv asks the index)."""
+    uv = need_tool("uv", str(ROOT / ".venv-tools" / "bin" / "uv"))
+    done = subprocess.run([uv, "lock", "--check"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_uv_pins_exactly_what_pipenv_pins():
+    """pyproject.toml is what scripts/uv_pins.py writes from Pipfile.lock, and uv.lock holds
+    every package of Pipfile.lock at its version (names compared as PEP 503 normalises them)."""
+    import importlib.util
+    import tomllib
+
+    spec = importlib.util.spec_from_file_location("uv_pins", ROOT / "scripts" / "uv_pins.py")
+    uv_pins = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(uv_pins)
+    lock = json.loads((ROOT / "Pipfile.lock").read_text())
+    assert (ROOT / "pyproject.toml").read_text() == uv_pins.pyproject(lock), \
+        "pyproject.toml differs from Pipfile.lock: run `make uv-lock`"
+
+    def normal(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    pinned = {normal(name): entry["version"].removeprefix("==")
+              for category in ("default", "tools", "develop", "lambda")
+              for name, entry in lock[category].items()}
+    locked = {normal(package["name"]): package["version"]
+              for package in tomllib.loads((ROOT / "uv.lock").read_text())["package"]}
+    assert {name: (version, locked.get(name)) for name, version in pinned.items()
+            if locked.get(name) != version} == {}
