@@ -151,9 +151,9 @@ def test_the_uv_page_runs_as_written_in_a_fresh_clone(uv_clone):
     # what it installed is what `make run` installs: no test tool, the tools beside serving
     python = uv_clone / ".venv" / "bin" / "python"
     probe = "import importlib.util as u; print([u.find_spec(m) is not None for m in " \
-            "('pytest', 'pyarrow', 'matplotlib', 'gunicorn'])"
-    assert subprocess.run([str(python), "-c", probe], capture_output=True, text=True,
-                          check=True).stdout.strip() == "[False, True, True, True]"
+            "('pytest', 'pyarrow', 'matplotlib', 'gunicorn')])"
+    done = subprocess.run([str(python), "-c", probe], env=env, capture_output=True, text=True)
+    assert done.stdout.strip() == "[False, True, True, True]", done.stderr[-2000:]
 
 
 @pytest.mark.slow
