@@ -289,6 +289,27 @@ def course_bundle(course, tmp_path_factory):
     return out, own
 
 
+def test_the_course_workshop_pipeline_imports_as_data_with_its_answers():
+    """The course's current workshop model (make_pipeline(DictVectorizer(), LogisticRegression(
+    solver='liblinear')), pickled whole under scikit-learn 1.7, by
+    tests/fixtures/workshop/make_model.py) imports in one call, with the Telco table as
+    --data and its yes/no target read as the model's 1/0; served as data, its answers are the
+    ones scikit-learn 1.7 gave, to 1e-9."""
+    folder = ROOT / "tests" / "fixtures" / "workshop"
+    expected = json.loads((folder / "answers.json").read_text())
+    imported = import_model(folder / "model.bin", load_csv(ROOT / "data" / "telco_churn.csv"),
+                            target="churn")
+    bundle = imported.bundle
+    assert not bundle.holds_pickle and bundle.classes == ["0", "1"]
+    assert bundle.metrics["imported"]["target"] == \
+        "'yes' read as the model's class 1, 'no' as 0"
+    assert bundle.metrics["test"]["roc_auc"] > 0.8
+    answers = create_app(bundle, Settings()).test_client().post(
+        "/predict", json=expected["records"]).get_json()
+    np.testing.assert_allclose([a["churn_probability"] for a in answers],
+                               expected["churn_probability"], rtol=0, atol=1e-9)
+
+
 @pytest.mark.process
 def test_importing_over_a_model_says_what_it_replaced_and_the_way_back(course, course_bundle):
     """`--output model.bin`, as the course's student types it, replaces the committed default

@@ -49,7 +49,7 @@ from tabserve.model.encoding import MAX_ONE_HOT_LEVELS, Encoder
 from tabserve.model.fitted import Adapted, BoostedTrees, LevelCodes, LinearModel, OwnModel
 from tabserve.model.xgboost_trees import measured, trees_from_booster, trees_from_document
 from tabserve.model.frames import columns_from_frame
-from tabserve.model.schema import Dropped, Field, Kind, Schema
+from tabserve.model.schema import BOOLEAN_VALUES, Dropped, Field, Kind, Schema
 from tabserve.model.trust import Trust
 from tabserve.serving.core import Predictor
 from tabserve.training.reference import reference_profile
@@ -732,6 +732,24 @@ def own_model_data(schema: Schema, user: UserModel) -> OwnModel:
         takes_records=user.takes_records)
 
 
+def _truth(target: pd.Series, classes: list[str]) -> tuple[pd.Series, str | None]:
+    """Each row's class code (NaN where the value is not a class), and how the values were
+    read when they are a flag's words for a model of classes 0 and 1: the course's model
+    learns `churn == "yes"` as 1, while its table, like the Kaggle file, says yes and no."""
+    codes = {label: code for code, label in enumerate(classes)}
+    truth = target.map(codes)
+    if not truth.isna().any() or sorted(classes) != ["0", "1"]:
+        return truth, None
+    flags = target.str.strip().str.lower().map(
+        {text: value for text, value in BOOLEAN_VALUES.items() if isinstance(text, str)})
+    if flags.isna().any():
+        return truth, None
+    words = {value: " or ".join(map(repr, sorted(set(target.str.strip()[flags == value]))))
+             for value in (1.0, 0.0)}
+    return flags.map({1.0: codes["1"], 0.0: codes["0"]}), \
+        f"{words[1.0]} read as the model's class 1, {words[0.0]} as 0"
+
+
 def _bundle(model_path: Path, rows: pd.DataFrame, features: pd.DataFrame, target: str | None,
             schema: Schema, user: UserModel, own: np.ndarray,
             data_path: Path | None) -> ModelBundle:
@@ -745,8 +763,9 @@ def _bundle(model_path: Path, rows: pd.DataFrame, features: pd.DataFrame, target
                      "served": "as data" if user.translated else "its own predict_proba"},
         "rows": {"sample": len(rows)}, "test": None}
     if target is not None:
-        codes = {label: code for code, label in enumerate(user.classes)}
-        truth = rows[target].map(codes)
+        truth, read_as_flags = _truth(rows[target], user.classes)
+        if read_as_flags:
+            metrics["imported"]["target"] = read_as_flags
         if truth.isna().any():
             raise ImportRefused(f"the target {target!r} holds values that are not the model's "
                                 f"classes ({', '.join(user.classes)}): "
