@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{signed_with(key)}): {holds(imported.bundle)}; "
           f"answers checked on {imported.checked_rows} rows, largest difference "
           f"{imported.largest_difference:.2g}")
-    read_as = imported.bundle.metrics["imported"].get("target")
+    if imported.unread:
+        print(f"Left out the columns of {args.data} the model does not read: "
+              f"{', '.join(imported.unread)}")
+    read_as = imported.bundle.metrics.get("imported", {}).get("target")
     if read_as:
         print(f"The target {args.target!r}: {read_as}")
     if reports:

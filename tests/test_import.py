@@ -643,9 +643,10 @@ REFUSALS = {
     "a sample without a field": (
         "course", lambda f: f.drop(columns=["tenure"]), "the model reads fields the sample "
                                                          "lacks: tenure"),
-    "a sample with an extra column": (
-        "course", lambda f: f.assign(nickname="x"), "the sample has columns the model does not "
-                                                    "read: nickname"),
+    "fields of another spelling": (
+        "course", lambda f: f.rename(columns={"tenure": "Tenure", "seniorcitizen": "SeniorCitizen"}),
+        "the model reads fields the sample lacks: seniorcitizen (the sample has "
+        "'SeniorCitizen'), tenure (the sample has 'Tenure') (2 of them)"),
     "a target the sample lacks": ("course", lambda f: f.drop(columns=["churn"]),
                                   "the target column 'churn' is not in the data"),
     "text where the model reads a number": (
@@ -671,6 +672,20 @@ def test_what_cannot_be_imported_is_refused_in_one_line(course, tmp_path, case):
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_columns_the_model_does_not_read_are_left_out_and_said(course, tmp_path):
+    """An id and other columns of a file (the Kaggle one has customerID) that the model does
+    not read are left out of the sample, and the command names them."""
+    _, frame = course
+    model_file = tmp_path / "model.pkl"
+    model_file.write_bytes(pickle.dumps(course_pair(frame, _lr())[0]))
+    sample = frame[COURSE_CATEGORICAL + COURSE_NUMERICAL + ["churn"]].iloc[:300]
+    sample.assign(customerID=[f"c{i}" for i in range(len(sample))], nickname="x").to_csv(
+        tmp_path / "sample.csv", index=False)
+    imported = import_model(model_file, load_csv(tmp_path / "sample.csv"), "churn")
+    assert imported.unread == ("customerID", "nickname")
+    assert "customerID" not in imported.bundle.schema.names
 
 
 def test_a_pickle_this_environment_cannot_read_names_the_versions(tmp_path):

@@ -49,7 +49,7 @@ from tabserve.model.encoding import MAX_ONE_HOT_LEVELS, Encoder
 from tabserve.model.fitted import Adapted, BoostedTrees, LevelCodes, LinearModel, OwnModel
 from tabserve.model.xgboost_trees import measured, trees_from_booster, trees_from_document
 from tabserve.model.frames import columns_from_frame
-from tabserve.model.schema import BOOLEAN_VALUES, Dropped, Field, Kind, Schema
+from tabserve.model.schema import BOOLEAN_VALUES, Dropped, Field, Kind, Schema, loose_spelling
 from tabserve.model.trust import Trust
 from tabserve.serving.core import Predictor
 from tabserve.training.reference import reference_profile
@@ -76,6 +76,7 @@ class Imported:
     bundle: ModelBundle
     checked_rows: int
     largest_difference: float
+    unread: tuple[str, ...] = ()  # columns of --data the model does not read, left out
 
 
 @dataclass
@@ -134,11 +135,34 @@ def import_model(model_path: Path, rows: pd.DataFrame | None = None,
     if target is not None and target not in rows.columns:
         raise ImportRefused(f"the target column {target!r} is not in the data; its columns "
                             f"are: {', '.join(rows.columns[:20])}")
+    read = _fields_read(user)
+    missing = [name for name in read if name not in features.columns]
+    if missing:
+        raise missing_fields(missing, list(features.columns))
+    # columns the model does not read (an id, the Kaggle file's extras) are left out, and said
+    unread = tuple(name for name in features.columns if name not in read)
+    features = features.drop(columns=list(unread))
     try:
-        return _checked_import(model_path, rows, features, target, user, data_path)
+        imported = _checked_import(model_path, rows, features, target, user, data_path)
     except Untranslatable as reason:
-        return _checked_import(model_path, rows, features, target,
-                               own_model(model, features, reason), data_path)
+        imported = _checked_import(model_path, rows, features, target,
+                                   own_model(model, features, reason), data_path)
+    return replace(imported, unread=unread)
+
+
+def _fields_read(user: UserModel) -> list[str]:
+    return list(dict.fromkeys(c.field for c in user.columns))
+
+
+def missing_fields(names: list[str], columns: list[str]) -> ImportRefused:
+    """The refusal for a model's fields the sample lacks, every one named, each with the column
+    that differs from it only in spelling (case, spaces, `-`, `_`) when there is one."""
+    hints = []
+    for name in names:
+        near = [c for c in columns if loose_spelling(c) == loose_spelling(name)]
+        hints.append(f"{name} (the sample has {near[0]!r})" if near else name)
+    return ImportRefused(f"the model reads fields the sample lacks: {', '.join(hints)} "
+                         f"({len(names)} of them); give the rows as the model receives them")
 
 
 def _checked_import(model_path: Path, rows: pd.DataFrame, features: pd.DataFrame,
@@ -548,7 +572,7 @@ def own_model(model: Any, features: pd.DataFrame, reason: Untranslatable) -> Use
                             "it on a DataFrame (so it has feature_names_in_)")
     missing = [name for name in names if name not in features.columns]
     if missing:
-        raise ImportRefused(f"the model reads fields the sample lacks: {', '.join(missing[:8])}")
+        raise missing_fields(missing, list(features.columns))
     columns = []
     for name in names:
         seen = features[name].dropna()
@@ -574,15 +598,9 @@ def _own_description(model: Any, reason: Untranslatable) -> str:
 def reconcile_schema(features: pd.DataFrame, user: UserModel, target: str) -> Schema:
     """The sample's inferred schema, with each field's kind as the model reads it and the
     levels the model knows; `ImportRefused` when the model and the sample disagree on fields."""
-    needed = list(dict.fromkeys(c.field for c in user.columns))
-    missing = [name for name in needed if name not in features.columns]
+    missing = [name for name in _fields_read(user) if name not in features.columns]
     if missing:
-        raise ImportRefused(f"the model reads fields the sample lacks: {', '.join(missing[:8])}")
-    unread = [name for name in features.columns if name not in needed]
-    if unread:
-        raise ImportRefused(f"the sample has columns the model does not read: "
-                            f"{', '.join(unread[:8])} (give the rows as the model receives "
-                            "them, with --target naming the outcome)")
+        raise missing_fields(missing, list(features.columns))
     inferred = infer_schema(features, target="")
     by_name = {f.name: f for f in (*inferred.fields, *inferred.dropped)}
     read_as_levels = {c.field for c in user.columns if c.reads_levels}
@@ -591,7 +609,7 @@ def reconcile_schema(features: pd.DataFrame, user: UserModel, target: str) -> Sc
     if both:
         raise ImportRefused(f"the model reads {sorted(both)[0]!r} both as a number and as levels")
     fields = []
-    for name in needed:
+    for name in _fields_read(user):
         column = features[name]
         if name in read_as_levels:
             fields.append(_levels_field(name, column, user.categorical_levels.get(name, [])))
