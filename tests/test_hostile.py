@@ -137,8 +137,13 @@ def test_grpc_garbage_is_invalid_argument(keyed_server):
     assert "ModelInferRequest" in refused.value.details()
 
 
+# the default model as committed before its trees were saved as arrays: its XGBoost booster
+# is UBJSON, which files of that age hold and the bounded reader reads
+UBJSON_BOOSTER = ROOT / "tests" / "fixtures" / "legacy" / "booster-ubjson.bin"
+
+
 def _forge_booster_length(path: Path) -> None:
-    """The committed model's XGBoost booster (UBJSON) with its first key declared 2^30 bytes
+    """An older model's XGBoost booster (UBJSON) with its first key declared 2^30 bytes
     long, the checksum made to fit: XGBoost's own reader crashed on it."""
     def forge(members):
         name = next(n for n in members if n.endswith(".ubj"))
@@ -163,7 +168,7 @@ def _forge_booster_count(path: Path) -> None:
 @pytest.mark.parametrize("forge", [_forge_booster_length, _forge_booster_count])
 def test_a_forged_booster_is_refused_in_one_line_at_every_door(tmp_path, forge):
     path = tmp_path / "model.bin"
-    shutil.copy(ROOT / "model.bin", path)  # an older bundle: its booster is XGBoost's UBJSON
+    shutil.copy(UBJSON_BOOSTER, path)  # an older bundle: its booster is XGBoost's UBJSON
     forge(path)
     with pytest.raises(ModelLoadError) as refused:
         ModelBundle.load(path)
@@ -190,6 +195,7 @@ def test_a_forged_booster_is_refused_in_one_line_at_every_door(tmp_path, forge):
 def test_sighup_with_a_forged_booster_keeps_the_current_model(keyed_server, telco_record):
     process, url = keyed_server
     original = process.model_path.read_bytes()
+    shutil.copy(UBJSON_BOOSTER, process.model_path)
     _forge_booster_length(process.model_path)
     try:
         process.send_signal(signal.SIGHUP)
@@ -278,16 +284,18 @@ def test_a_blend_whose_weights_are_not_shares_is_refused(tmp_path):
 
 
 def test_booster_arrays_answer_as_xgboost_did(telco_record):
-    """The committed model's booster read by the bounded reader into arrays scores exactly
-    as XGBoost's own reading of the same bytes."""
+    """An older model's booster (UBJSON) read by the bounded reader into arrays scores exactly
+    as XGBoost's own reading of the same bytes; the committed model, the same one saved as
+    arrays with their base margin, answers as it does."""
     import xgboost
 
     from tabserve.model.archive import Archive
     from tabserve.serving.core import Predictor
 
-    bundle = ModelBundle.load(ROOT / "model.bin")
+    bundle = ModelBundle.load(UBJSON_BOOSTER)
     trees = bundle.model.members[1]
-    payload = (ROOT / "model.bin").read_bytes().partition(b"\n")[2]
+    assert trees.base_margin is None  # measured when it loads for serving
+    payload = UBJSON_BOOSTER.read_bytes().partition(b"\n")[2]
     archive = Archive(payload)
     ubj = next(name for name in archive.unread() if name.endswith(".ubj"))
     own = xgboost.Booster(model_file=bytearray(archive.read(ubj)))
@@ -295,7 +303,10 @@ def test_booster_arrays_answer_as_xgboost_did(telco_record):
     rows[rows < -40] = np.nan
     served = trees.load().predict(xgboost.DMatrix(rows), output_margin=True)
     assert np.array_equal(served, own.predict(xgboost.DMatrix(rows), output_margin=True))
-    assert Predictor(bundle).score_records([telco_record]).labels
+    records = [{**telco_record, "tenure": tenure} for tenure in range(0, 72, 3)]
+    older, committed = (Predictor(b).score_records(records).probabilities
+                        for b in (bundle, ModelBundle.load(ROOT / "model.bin")))
+    np.testing.assert_allclose(older, committed, rtol=0, atol=1e-12)
 
 
 def test_a_soak_of_hostile_and_valid_traffic_answers_every_valid_request(keyed_server,
