@@ -289,6 +289,8 @@ def course_bundle(course, tmp_path_factory):
     return out, own
 
 
+# scikit-learn says the pickle is from 1.7.2: that is the point of the test
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.InconsistentVersionWarning")
 def test_the_course_workshop_pipeline_imports_as_data_with_its_answers():
     """The course's current workshop model (make_pipeline(DictVectorizer(), LogisticRegression(
     solver='liblinear')), pickled whole under scikit-learn 1.7, by
