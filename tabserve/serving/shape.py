@@ -4,6 +4,7 @@ parent, Spark's driver) needs nothing heavier. Imports nothing beyond the standa
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -12,28 +13,36 @@ if TYPE_CHECKING:
 
 # the keys every answer has; a target named like one of them gets no keys of its own
 ANSWER_KEYS = ("label", "probabilities", "model_version", "warnings")
+_SEPARATORS = re.compile(r"[\s\-]+")
+
+
+def answer_key(target: str) -> str:
+    """The target's key in an answer, spelt as the course's clients read it: lower case, spaces
+    and `-` as `_` ("Churn" and "churn" both answer `churn`, "Churn Label" `churn_label`)."""
+    return _SEPARATORS.sub("_", target.strip()).lower()
 
 
 @dataclass(frozen=True)
 class AnswerShape:
     """What an answer holds, read from the bundle alone (no scorer is compiled): the classes
     in order, the label rule, the model version, and whether a binary model's answer also
-    carries `<target>_probability` and `<target>`, as the course's clients expect."""
+    carries `<key>_probability` and `<key>`, as the course's clients expect (`key`: the
+    target's name as `answer_key` spells it)."""
 
     classes: tuple[str, ...]
-    target: str
+    key: str
     threshold: float | None
     version: str
     target_keys: bool
 
     @classmethod
     def of(cls, bundle: ModelBundle) -> AnswerShape:
-        target = bundle.schema.target
-        target_keys = (bundle.task == "binary" and target not in ANSWER_KEYS
-                       and f"{target}_probability" not in ANSWER_KEYS)
+        key = answer_key(bundle.schema.target)
+        target_keys = (bundle.task == "binary" and key not in ANSWER_KEYS
+                       and f"{key}_probability" not in ANSWER_KEYS)
         # a bundle still in training (its report explains it) has no version yet
         version = bundle.metadata.get("model_version", "")
-        return cls(tuple(bundle.classes), target, bundle.threshold, version, target_keys)
+        return cls(tuple(bundle.classes), key, bundle.threshold, version, target_keys)
 
     @property
     def binary(self) -> bool:
@@ -42,4 +51,4 @@ class AnswerShape:
     @property
     def target_probability(self) -> str:
         """The key of the positive class's probability in a binary model's answer."""
-        return f"{self.target}_probability"
+        return f"{self.key}_probability"

@@ -197,15 +197,16 @@ def openapi_document(bundle: ModelBundle, *, max_batch: int, model_name: str,
         "warnings": {"type": "array", "items": {"type": "string"}},
     }
     required = ["label", "probabilities", "model_version"]
-    if AnswerShape.of(bundle).target_keys:
-        answer_properties[f"{target}_probability"] = {
+    shape = AnswerShape.of(bundle)
+    if shape.target_keys:
+        answer_properties[shape.target_probability] = {
             "type": "number", "minimum": 0, "maximum": 1,
             "description": f"Probability of the positive class {bundle.positive_class!r}"}
-        answer_properties[target] = {
+        answer_properties[shape.key] = {
             "type": "boolean",
             "description": f"True when the label is {bundle.positive_class!r} "
                            f"(probability >= {bundle.threshold})"}
-        required += [f"{target}_probability", target]
+        required += [shape.target_probability, shape.key]
     problem = {
         "type": "object", "description": "RFC 9457 problem details",
         "properties": {

@@ -17,13 +17,13 @@ if TYPE_CHECKING:  # not imported: score.py's parent plans its columns without t
 def answer_types(shape: AnswerShape) -> dict[str, str]:
     """Each answer column's name and type ("string", "double" or "boolean", as Spark spells
     them), in order: the label, one probability per class, for a binary model
-    `<target>_probability` and `<target>` (as the API's answers carry them), the model version
+    `<key>_probability` and `<key>` (as the API's answers carry them), the model version
     and any warnings."""
     types = {"label": "string"}
     types.update((f"probability_{label}", "double") for label in shape.classes)
     if shape.target_keys:
         types[shape.target_probability] = "double"
-        types[shape.target] = "boolean"
+        types[shape.key] = "boolean"
     return types | {"model_version": "string", "warnings": "string"}
 
 
@@ -41,7 +41,7 @@ def answer_arrays(scored: Scored) -> dict[str, np.ndarray]:
         arrays[f"probability_{label}"] = scored.probabilities[:, i]
     if shape.target_keys:
         arrays[shape.target_probability] = scored.positive
-        arrays[shape.target] = scored.codes == 1
+        arrays[shape.key] = scored.codes == 1
     arrays["model_version"] = np.full(count, shape.version, dtype=object)
     notes = np.full(count, "", dtype=object)
     for row, messages in scored.warnings.items():

@@ -26,7 +26,7 @@ def _answer_types(shape: AnswerShape) -> tuple[type, type]:
     rename = {}
     if shape.target_keys:
         fields += [("target_probability", float), ("target", bool)]
-        rename = {"target_probability": shape.target_probability, "target": shape.target}
+        rename = {"target_probability": shape.target_probability, "target": shape.key}
     fields += [("model_version", str), ("warnings", list[str] | msgspec.UnsetType, msgspec.UNSET)]
     # gc=False: answers hold no cycles, and untracked objects don't trigger collections
     return msgspec.defstruct("Answer", fields, rename=rename or None, gc=False), probabilities
