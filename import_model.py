@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         replacing = replaced(args.output, *([args.reports] if args.target else []))
         imported.bundle.save(args.output, signing_key=key)
         reports = [] if args.target is None else \
-            write_import_reports(imported.bundle, rows, args.reports)
+            write_import_reports(imported.bundle, imported.sample, args.reports)
     except (ConfigError, DataError, ImportRefused) as err:
         return refuse(str(err))
     except OSError as err:
@@ -56,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{signed_with(key)}): {holds(imported.bundle)}; "
           f"answers checked on {imported.checked_rows} rows, largest difference "
           f"{imported.largest_difference:.2g}")
+    if imported.pickled_by:
+        print(f"The pickle was made by {imported.pickled_by} (this is {sklearn_version()}): "
+              f"its answers are the ones checked above, on every row of {args.data}")
+    if imported.renamed:
+        print(f"Read columns of {args.data} by the model's spelling: "
+              f"{', '.join(imported.renamed)}")
+    if imported.relevelled:
+        print(f"Read values of {args.data} by the model's spelling of its levels (as the "
+              f"server reads them, with a warning): {'; '.join(imported.relevelled)}")
     if imported.unread:
         print(f"Left out the columns of {args.data} the model does not read: "
               f"{', '.join(imported.unread)}")
@@ -67,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     if replacing:
         print(replacing)
     return 0
+
+
+def sklearn_version() -> str:
+    import sklearn  # imported by now: the pickle needed it
+
+    return f"scikit-learn {sklearn.__version__}"
 
 
 def holds(bundle) -> str:

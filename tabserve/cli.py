@@ -3,6 +3,7 @@ model file is announced, and where its reports go."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,11 +24,24 @@ def replaced(*paths: Path) -> str | None:
     """The line to say when a command is about to write over a model or reports that are there
     (`--output model.bin` replaces the committed default model and its `reports/`); None when
     it writes new files. Called before writing."""
-    there = [str(path) for path in paths if path.exists()]
+    there = [path for path in paths if path.exists()]
     if not there:
         return None
-    return (f"Replaced the {' and '.join(there)} that were there (a committed one comes back "
-            f"with: git checkout -- {' '.join(there)})")
+    said = f"Replaced the existing {' and '.join(map(str, there))}"
+    committed = [str(path) for path in there if _committed(path)]
+    if committed:
+        said += f" (they come back with: git checkout -- {' '.join(committed)})"
+    return said
+
+
+def _committed(path: Path) -> bool:
+    """Whether git tracks the file (or a file under the folder) at `path`; False without git."""
+    try:
+        done = subprocess.run(["git", "ls-files", "--error-unmatch", "--", path.name],
+                              cwd=path.resolve().parent, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
 
 
 def signed_with(key: bytes | None) -> str:

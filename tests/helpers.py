@@ -304,6 +304,35 @@ def course_frame() -> pd.DataFrame:
     return frame
 
 
+# the Kaggle file's names for the course's (the course lower-cases them)
+KAGGLE_NAMES = {name.lower(): name for name in [
+    "SeniorCitizen", "Partner", "Dependents", "PhoneService", "MultipleLines", "InternetService",
+    "OnlineSecurity", "OnlineBackup", "DeviceProtection", "TechSupport", "StreamingTV",
+    "StreamingMovies", "Contract", "PaperlessBilling", "PaymentMethod", "MonthlyCharges",
+    "TotalCharges", "Churn"]}
+
+
+def kaggle_frame() -> pd.DataFrame:
+    """Our Telco rows as the Kaggle file "Telco Customer Churn" spells them, the file a course
+    student downloads: a `customerID`, CamelCase names, levels as written (`Month-to-month`,
+    `Fiber optic`, `DSL`, `Yes`), a blank `TotalCharges` as " ": the course's preparation
+    (lower case, `_` for spaces) undone. As text, as a CSV holds it."""
+    frame = pd.read_csv(ROOT / "data" / "telco_churn.csv", dtype=str, keep_default_na=False)
+
+    def as_written(level: str) -> str:
+        if level == "dsl":
+            return "DSL"
+        words = level.replace("_", " ")
+        return words[:1].upper() + words[1:]
+
+    for name in [*COURSE_CATEGORICAL, "churn"]:
+        if name != "seniorcitizen":
+            frame[name] = frame[name].map(as_written)
+    frame["totalcharges"] = frame["totalcharges"].replace("", " ")
+    frame.insert(0, "customerID", [f"{i:04d}-KAGGL" for i in range(len(frame))])
+    return frame.rename(columns=KAGGLE_NAMES)
+
+
 # The ML Zoomcamp course's client: the original column names and lowercase values
 COURSE_CUSTOMER = {
     "gender": "female", "seniorcitizen": 0, "partner": "yes", "dependents": "no",

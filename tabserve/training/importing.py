@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -77,6 +78,11 @@ class Imported:
     checked_rows: int
     largest_difference: float
     unread: tuple[str, ...] = ()  # columns of --data the model does not read, left out
+    renamed: tuple[str, ...] = ()  # "SeniorCitizen as seniorcitizen": read by loose spelling
+    relevelled: tuple[str, ...] = ()  # "contract: 'One year' as 'one_year', ...", by field
+    sample: pd.DataFrame | None = None  # the rows as read: the model's spellings, the target
+    #                                     as its classes (what the model card is made from)
+    pickled_by: str | None = None  # "scikit-learn 1.7.2" when not the version reading it
 
 
 @dataclass
@@ -122,12 +128,15 @@ def import_model(model_path: Path, rows: pd.DataFrame | None = None,
     except OSError as err:
         raise ImportRefused(f"model file {model_path} cannot be read ({err.strerror})") from None
     if head == MAGIC:
-        return _import_bundle(model_path, rows)
+        return replace(_import_bundle(model_path, rows), sample=rows)
     if rows is None:
         raise ImportRefused("--data is needed: a sample of the rows as the model receives them "
                             "(the schema is read from it and the answers checked on it)")
+    renamed = []
+    if target is not None and target not in rows.columns:
+        rows, renamed = _loosely_named(rows, [target])
     features = rows.drop(columns=[target]) if target in rows.columns else rows
-    model = _read_model(model_path)
+    model, pickled_by = _read_model(model_path)
     try:
         user = user_model(model, list(features.columns))
     except Untranslatable as reason:
@@ -136,6 +145,9 @@ def import_model(model_path: Path, rows: pd.DataFrame | None = None,
         raise ImportRefused(f"the target column {target!r} is not in the data; its columns "
                             f"are: {', '.join(rows.columns[:20])}")
     read = _fields_read(user)
+    features, renamed_fields = _loosely_named(features, read)
+    features, relevelled = _loosely_levelled(features, user)
+    rows = pd.concat([features, rows[[target]]], axis=1) if target is not None else features
     missing = [name for name in read if name not in features.columns]
     if missing:
         raise missing_fields(missing, list(features.columns))
@@ -147,11 +159,55 @@ def import_model(model_path: Path, rows: pd.DataFrame | None = None,
     except Untranslatable as reason:
         imported = _checked_import(model_path, rows, features, target,
                                    own_model(model, features, reason), data_path)
-    return replace(imported, unread=unread)
+    sample = features.copy()
+    if target is not None:
+        truth, _ = _truth(rows[target], imported.bundle.classes)
+        sample[target] = np.asarray(imported.bundle.classes, dtype=object)[truth.astype(int)]
+    return replace(imported, unread=unread, renamed=tuple(renamed + renamed_fields),
+                   relevelled=relevelled, sample=sample, pickled_by=pickled_by)
 
 
 def _fields_read(user: UserModel) -> list[str]:
     return list(dict.fromkeys(c.field for c in user.columns))
+
+
+def _loosely_named(frame: pd.DataFrame, names: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """The frame with each of `names` it lacks taken from the one column spelt like it but for
+    case, spaces, `-` and `_` (the Kaggle file's `SeniorCitizen` for the course's
+    `seniorcitizen`), as the server reads a record's names; and each renaming, said."""
+    by_spelling: dict[str, list[str]] = {}
+    for column in frame.columns:
+        if column not in names:
+            by_spelling.setdefault(loose_spelling(column), []).append(column)
+    renames = {}
+    for name in names:
+        near = by_spelling.get(loose_spelling(name), [])
+        if name not in frame.columns and len(near) == 1:
+            renames[near[0]] = name
+    return frame.rename(columns=renames), [f"{old} as {new}" for old, new in renames.items()]
+
+
+def _loosely_levelled(features: pd.DataFrame, user: UserModel
+                      ) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """The sample with each value the model does not know as a level, but spelt like exactly
+    one of its levels (the Kaggle file's `Month-to-month` for the course's `month-to-month`),
+    written as that level, as the server reads it; and each field's rewritings, said."""
+    features, said = features.copy(), []
+    for name, known in user.categorical_levels.items():
+        if name not in features.columns:
+            continue
+        by_spelling: dict[str, list[str]] = {}
+        for level in known:
+            by_spelling.setdefault(loose_spelling(level), []).append(level)
+        values = features[name].dropna().unique()
+        rewrite = {value: by_spelling[loose_spelling(value)][0] for value in values
+                   if isinstance(value, str) and value not in known
+                   and len(by_spelling.get(loose_spelling(value), [])) == 1}
+        if rewrite:
+            features[name] = features[name].replace(rewrite)
+            said.append(f"{name}: " + ", ".join(f"{old!r} as {new!r}"
+                                                for old, new in sorted(rewrite.items())))
+    return features, tuple(said)
 
 
 def missing_fields(names: list[str], columns: list[str]) -> ImportRefused:
@@ -160,7 +216,8 @@ def missing_fields(names: list[str], columns: list[str]) -> ImportRefused:
     hints = []
     for name in names:
         near = [c for c in columns if loose_spelling(c) == loose_spelling(name)]
-        hints.append(f"{name} (the sample has {near[0]!r})" if near else name)
+        hints.append(f"{name} (the sample has {' and '.join(map(repr, near))})" if near
+                     else name)
     return ImportRefused(f"the model reads fields the sample lacks: {', '.join(hints)} "
                          f"({len(names)} of them); give the rows as the model receives them")
 
@@ -214,25 +271,38 @@ def _import_bundle(model_path: Path, rows: pd.DataFrame | None) -> Imported:
     return Imported(bundle, len(rows), difference)
 
 
-def _read_model(path: Path) -> Any:
-    """The user's model object: an XGBoost booster file, or a pickle (which runs its code)."""
+def _read_model(path: Path) -> tuple[Any, str | None]:
+    """The user's model object: an XGBoost booster file, or a pickle (which runs its code); and
+    the scikit-learn that pickled it, when scikit-learn says it is not this one (its warning,
+    once per estimator, becomes one line: the answers are checked on the sample anyway)."""
     import sklearn
     import xgboost
+    from sklearn.exceptions import InconsistentVersionWarning
 
     if path.suffix.lower() in (".json", ".ubj"):
         try:
-            return xgboost.Booster(model_file=str(path))
+            return xgboost.Booster(model_file=str(path)), None
         except xgboost.core.XGBoostError as err:
             raise ImportRefused(f"{path} is not an XGBoost model XGBoost {xgboost.__version__} "
                                 f"can read: {str(err).splitlines()[0]}") from None
     try:
-        return read_pickled_model(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", InconsistentVersionWarning)
+            model = read_pickled_model(path)
     except Exception as err:  # noqa: BLE001 - any failure means "not readable here"
         raise ImportRefused(
             f"{path} cannot be unpickled with scikit-learn {sklearn.__version__} and XGBoost "
             f"{xgboost.__version__} here ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}); save it with these versions, "
             "or XGBoost's own save_model") from None
+    versions = set()
+    for caught_warning in caught:
+        if isinstance(caught_warning.message, InconsistentVersionWarning):
+            versions.add(caught_warning.message.original_sklearn_version)
+        else:
+            warnings.warn_explicit(caught_warning.message, caught_warning.category,
+                                   caught_warning.filename, caught_warning.lineno)
+    return model, ", ".join(f"scikit-learn {v}" for v in sorted(versions)) or None
 
 
 # --- what the user's model reads ----------------------------------------------------------------
