@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +126,19 @@ def test_score_py_answers_each_row_as_the_api_does(rows, tmp_path, telco_server,
     # rejects name their line in the input file (the header is line 1)
     lines = dict(zip(rejects["customer_id"], rejects["line"].astype(int)))
     assert lines["C0011"] == 13 and lines["C0013"] == 15
+    # a kept numeric field is written as the number read (unquoted, a missing one empty);
+    # other columns as the text they held
+    cells = {}
+    for line in output.read_text().splitlines()[1:]:
+        found = re.findall(r'(?:^|,)("(?:[^"]|"")*"|[^,"]*)', line)
+        cells[found[0].strip('"')] = dict(zip(scored.columns, found))
+    assert cells["C0009"]["tenure"] == "900" and cells["C0002"]["tenure"] == "2"
+    assert cells["C0000"]["monthlycharges"] == "29.85"
+    assert cells["C0000"]["gender"] == '"female"'
+    numeric = {f.name for f in telco_bundle.schema.fields if f.kind is Kind.NUMERIC}
+    nullable = [f.name for f in telco_bundle.schema.fields if f.nullable]
+    missing = [(f"C{20 + i:04d}", name) for i, name in enumerate(nullable) if name in numeric]
+    assert missing and all(cells[row][name] == "" for row, name in missing)
     assert f"scored {len(scored):,} of {len(rows):,} rows" in done.stdout
 
 

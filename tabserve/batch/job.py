@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from tabserve.batch.files import BatchError, InputFile, OutputFile, file_format, table_bytes
-from tabserve.model.schema import Schema, loose_spelling
+from tabserve.model.schema import Kind, Schema, loose_spelling
 from tabserve.serving.codecs.columns import answer_types
 from tabserve.serving.process import available_cpus
 from tabserve.serving.shape import AnswerShape
@@ -45,6 +45,9 @@ class Plan:
     rejects_schema: pa.Schema
     output_format: str
     row_column: str                    # "line" (CSV: line in the file) or "row" (Parquet)
+    # kept columns of a CSV that are numeric fields: written as the numbers read (29.85, not
+    # the text "29.85", which a CSV writer quotes)
+    kept_numbers: tuple[str, ...] = ()
 
 
 @dataclass
@@ -87,19 +90,23 @@ def plan(model_path: Path, schema: Schema, shape: AnswerShape, source: InputFile
     if unknown:
         raise BatchError(f"--keep names columns the input lacks: {', '.join(unknown)}")
     answers = answer_types(shape)
+    numeric = {f.name for f in schema.fields if f.kind is Kind.NUMERIC}
     kept_as = [kept_name(name, list(answers)) for name in keep]
     types = source.arrow_types()
+    kept_numbers = tuple(name for name in keep if source.format == "csv" and name in numeric)
+    kept_types = {**types, **{name: pa.float64() for name in kept_numbers}}
     answer_fields = [pa.field(name, ARROW_TYPES[kind]) for name, kind in answers.items()]
     row_column = "line" if source.format == "csv" else "row"
     return Plan(
         model_path=model_path, keep=tuple(keep), kept_as=tuple(kept_as),
         input_columns=tuple(source.columns),
-        output_schema=pa.schema([pa.field(new, types[old]) for old, new in zip(keep, kept_as)]
-                                + answer_fields),
+        output_schema=pa.schema([pa.field(new, kept_types[old])
+                                 for old, new in zip(keep, kept_as)] + answer_fields),
         rejects_schema=pa.schema([pa.field(row_column, pa.int64()),
                                   pa.field("problems", pa.string())]
                                  + [pa.field(name, types[name]) for name in source.columns]),
-        output_format=file_format(output, "output"), row_column=row_column)
+        output_format=file_format(output, "output"), row_column=row_column,
+        kept_numbers=kept_numbers)
 
 
 # --- in each worker process ----------------------------------------------------------------
@@ -136,12 +143,16 @@ def _column(values, field: pa.Field) -> pa.Array:
     return pa.array(values, type=field.type, from_pandas=True)
 
 
-def _input_columns(batch: pa.Table, names, rows: np.ndarray,
-                   schema: pa.Schema) -> list[pa.ChunkedArray]:
-    """Input columns as read, for `rows` of the chunk, typed as `schema` says."""
+def _input_columns(batch: pa.Table, names, rows: np.ndarray, schema: pa.Schema,
+                   numbers: dict[str, np.ndarray] | None = None) -> list[pa.ChunkedArray]:
+    """Input columns as read, for `rows` of the chunk, typed as `schema` says; those in
+    `numbers` as the numbers read from them there."""
     every = len(rows) == batch.num_rows
     columns = []
     for name, field in zip(names, schema):
+        if numbers and name in numbers:
+            columns.append(_column(numbers[name], field))
+            continue
         column = batch.column(name)
         column = column if every else column.take(pa.array(rows))
         columns.append(column.cast(field.type))
@@ -154,7 +165,8 @@ def score_chunk(plan_: Plan, batch: pa.Table, first_row: int,
     _model()  # this worker's load error, if it had one
     chunk = _scorer.score(batch.to_pandas())
     out = plan_.output_schema
-    columns = _input_columns(batch, plan_.keep, chunk.scored, out)
+    numbers = {name: chunk.numbers[name] for name in plan_.kept_numbers}
+    columns = _input_columns(batch, plan_.keep, chunk.scored, out, numbers)
     columns += [_column(chunk.answers[name], out.field(name)) for name in _scorer.columns]
     answers = table_bytes(pa.Table.from_arrays(columns, schema=out), plan_.output_format, header)
     offset = 2 if plan_.row_column == "line" else 1  # the header is line 1; rows count from 1

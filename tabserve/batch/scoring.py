@@ -78,6 +78,7 @@ class ScoredChunk:
     answers: dict[str, np.ndarray]
     rejected: np.ndarray          # positions of the rejected rows
     problems: list[str]           # one text per rejected row: every problem, "; "-joined
+    numbers: dict[str, np.ndarray]  # each numeric field's numbers read, for the scored rows
 
 
 class ChunkScorer:
@@ -103,8 +104,10 @@ class ChunkScorer:
         warnings = {position[row]: messages for row, messages in validated.warnings.items()
                     if row in position}
         answers = answer_arrays(self.predictor.scored(proba, warnings))
+        numbers = {f.name: columns[f.name] for f in self.schema.fields
+                   if f.kind is Kind.NUMERIC}
         return ScoredChunk(scored, answers, rejected,
-                           ["; ".join(by_row[i]) for i in rejected.tolist()])
+                           ["; ".join(by_row[i]) for i in rejected.tolist()], numbers)
 
     def validate(self, frame: pd.DataFrame) -> Validated:
         """The rows validated as a request's records are, field by field in the schema's
