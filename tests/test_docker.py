@@ -5,10 +5,14 @@ These skip, saying why, only where no Docker engine runs (`.ci/run` starts one w
 """
 
 import getpass
+import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import time
+import tomllib
 import uuid
 from pathlib import Path
 
@@ -257,6 +261,71 @@ def test_workers_follow_the_container_cpu_quota(image):
     count = ["python", "-c", "import runpy; print(runpy.run_path('gunicorn.conf.py')['workers'])"]
     assert docker("run", "--rm", "--cpus", "1", image, *count).splitlines()[-1] == "1"
     assert docker("run", "--rm", image, *count).splitlines()[-1] == str(len(os.sched_getaffinity(0)))
+
+
+def _seconds(duration: str) -> float:
+    """A Fly duration ("15s", "1m") in seconds."""
+    number, unit = re.fullmatch(r"(\d+)(s|m)", duration).groups()
+    return int(number) * (60 if unit == "m" else 1)
+
+
+def accepted_connections(container: str, port: int) -> int:
+    """Connections to `port` a process in the container has accepted: established, with an
+    inode (one still in the listen queue has none), from the container's /proc/net/tcp."""
+    table = docker("exec", container, "cat", "/proc/net/tcp").splitlines()[1:]
+    return sum(1 for line in table
+               if (cells := line.split())[1].endswith(f":{port:04X}") and cells[3] == "01"
+               and cells[9] != "0")
+
+
+def test_fly_toml_runs_as_fly_would_run_the_image(image, telco_record):
+    """fly.toml, read as Fly reads it: the image its Dockerfile builds, run with its env in a
+    machine of its size (CPUs and memory), answers its HTTP check on its internal port and
+    predicts there; on its kill signal a request in flight still gets its answer and the
+    container exits 0 within its kill timeout. Fly's own machines, proxy and TLS are not
+    reached here."""
+    fly = tomllib.loads((ROOT / "fly.toml").read_text())
+    assert (ROOT / fly["build"]["dockerfile"]).exists()
+    service, vm = fly["http_service"], fly["vm"][0]
+    port = service["internal_port"]
+    cpus = {"shared-cpu-1x": "1", "shared-cpu-2x": "2"}[vm["size"]]
+    memory = vm["memory"].lower().replace("mb", "m").replace("gb", "g")
+    env = [arg for name, value in fly.get("env", {}).items() for arg in ("-e", f"{name}={value}")]
+    host_port = free_port()
+    name = f"tabserve-test-{uuid.uuid4().hex[:8]}"
+    docker("run", "-d", "--name", name, "--cpus", cpus, "--memory", memory, *env,
+           "-p", f"127.0.0.1:{host_port}:{port}", image)
+    url = f"http://127.0.0.1:{host_port}"
+    try:
+        for check in service["checks"]:
+            def answers_check(check=check) -> bool:
+                try:
+                    return requests.request(check["method"], f"{url}{check['path']}",
+                                            timeout=_seconds(check["timeout"])).ok
+                except (requests.ConnectionError, requests.Timeout):  # not answering yet
+                    return False
+            wait_for(answers_check, 60, f"the check {check['path']} to pass")
+        answer = requests.post(f"{url}/predict", json=telco_record, timeout=10)
+        assert answer.status_code == 200 and "churn_probability" in answer.json()
+        body = json.dumps(telco_record).encode()
+        with socket.create_connection(("127.0.0.1", host_port), timeout=60) as client:
+            client.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                           b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                           + body[:10])
+            wait_for(lambda: accepted_connections(name, port) > 0, 30,
+                     "a worker to accept the request")
+            docker("kill", "--signal", fly["kill_signal"], name)
+            wait_for(lambda: "Handling signal" in logs(name), 30, "gunicorn to take the signal")
+            client.sendall(body[10:])
+            answer = b""
+            while chunk := client.recv(65536):  # until the server closes
+                answer += chunk
+        docker("wait", name, timeout=_seconds(fly["kill_timeout"]) + 10)  # + the CLI's own
+        assert answer.startswith(b"HTTP/1.1 200") and b"churn_probability" in answer, logs(name)
+        assert docker("inspect", "--format", "{{.State.ExitCode}}", name) == "0", logs(name)
+        assert docker("inspect", "--format", "{{.State.OOMKilled}}", name) == "false"
+    finally:
+        docker("rm", "-f", name, check=False)
 
 
 def test_another_model_without_rebuilding(image, tmp_path, flower_csv):
