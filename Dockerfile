@@ -1,22 +1,31 @@
 # The serving image: gunicorn predict:app on port 9696, as a non-root user (the last stage,
 # what `docker build .` makes). The AWS Lambda image: `docker build --target lambda .`.
-# Build stage: install the locked runtime packages (pipenv verify refuses a stale lock), and
-# Pipfile's [lambda] packages apart in /opt/lambda, for the Lambda image only.
+# Build stage: install the locked runtime packages (a stale lock fails the build), and the
+# [lambda] packages apart in /opt/lambda, for the Lambda image only. The list comes from
+# Pipfile.lock, or with `--build-arg LOCK=uv` from uv.lock (the same versions: docs/uv.md).
 FROM python:3.11-slim AS build
+ARG LOCK=pipenv
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIPENV_VERBOSITY=-1
-# pipenv lives in its own venv so that only the project's packages reach the final image
-RUN python -m venv /opt/pipenv && /opt/pipenv/bin/pip install --quiet pipenv==2026.10.3
+# the locking tool lives in its own venv so that only the project's packages reach the image
+RUN python -m venv /opt/lock && /opt/lock/bin/pip install --quiet \
+    "$(if [ "$LOCK" = uv ]; then echo uv==0.13.9; else echo pipenv==2026.10.3; fi)"
 WORKDIR /build
-COPY Pipfile Pipfile.lock ./
+COPY Pipfile Pipfile.lock pyproject.toml uv.lock ./
 # Test suites inside the wheels are never imported when serving: removed (pip and setuptools
 # too: the final stage keeps the base image's). Bytecode is compiled ahead (+50 MB) because
 # compiling pandas and scikit-learn at every start doubles the cold start.
-# pip installs the lock's own list (`pipenv install --system` skipped `packaging`, which
-# pipenv's own venv holds at the same version, and gunicorn's gevent worker needs it)
-RUN /opt/pipenv/bin/pipenv verify \
-    && /opt/pipenv/bin/pipenv requirements --hash > requirements.txt \
+# pip installs the lock's own list with its hashes (`pipenv install --system` skipped
+# `packaging`, which pipenv's own venv holds at the same version, and gunicorn's gevent worker
+# needs it)
+RUN if [ "$LOCK" = uv ]; then \
+        export="/opt/lock/bin/uv export --locked --no-emit-project --format requirements-txt" \
+        && $export --no-default-groups -o requirements.txt && $export --only-group lambda -o lambda.txt; \
+    else \
+        /opt/lock/bin/pipenv verify \
+        && /opt/lock/bin/pipenv requirements --hash > requirements.txt \
+        && /opt/lock/bin/pipenv requirements --hash --categories lambda > lambda.txt; \
+    fi \
     && pip install --quiet --no-deps --require-hashes -r requirements.txt \
-    && /opt/pipenv/bin/pipenv requirements --hash --categories lambda > lambda.txt \
     && pip install --quiet --no-deps --require-hashes --target /opt/lambda -r lambda.txt \
     && cd /usr/local/lib/python3.11/site-packages \
     && rm -rf pandas/tests numpy/*/tests numpy/tests scipy/*/tests scipy/*/*/tests \

@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# Pipfile.lock's categories as pyproject.toml holds them: the project's dependencies are what
-# `make run` installs (the runtime packages and the tools beside serving); the rest are groups
-GROUPS = {"dev": "develop", "lambda": "lambda"}
-PROJECT = ("default", "tools")
+# Pipfile.lock's categories as pyproject.toml holds them: the project's dependencies are the
+# runtime packages (what the image installs), the rest are groups; `uv sync` installs the
+# tools group by default, so it installs what `make run` does
+GROUPS = {"tools": "tools", "dev": "develop", "lambda": "lambda"}
+PROJECT = ("default",)
 
 HEAD = '''# Written by scripts/uv_pins.py from Pipfile.lock (`make uv-lock`): do not edit by hand.
 # pipenv (`make install`, the README's way) and uv (`uv sync --locked`) install the same
@@ -29,7 +30,8 @@ requires-python = "==3.11.*"
 TAIL = '''
 [tool.uv]
 package = false        # an application: nothing to build or install of its own
-default-groups = []    # `uv sync` installs what `make run` does; `--group dev` adds the tests'
+default-groups = ["tools"]  # `uv sync` installs what `make run` does; `--group dev` adds the
+#                             tests'; the image exports the project's alone (Dockerfile)
 '''
 
 

@@ -263,6 +263,30 @@ def test_workers_follow_the_container_cpu_quota(image):
     assert docker("run", "--rm", image, *count).splitlines()[-1] == str(len(os.sched_getaffinity(0)))
 
 
+INSTALLED = ["python", "-c", "import importlib.metadata as m; "
+             "print(sorted(f'{d.name.lower()}=={d.version}' for d in m.distributions()))"]
+
+
+def test_the_image_built_from_uv_lock_holds_what_the_pipfile_lock_one_holds(
+        image, telco_bundle, telco_record):
+    """`docker build --build-arg LOCK=uv .` installs from uv.lock: the same packages at the
+    same versions as the default build from Pipfile.lock, and it serves the same answer."""
+    from_uv = build(ROOT, "--build-arg", "LOCK=uv")
+    try:
+        installed = docker("run", "--rm", from_uv, *INSTALLED).splitlines()[-1]
+        assert installed == docker("run", "--rm", image, *INSTALLED).splitlines()[-1]
+        assert "'xgboost-cpu==" in installed and "'matplotlib==" not in installed
+        name, url = run_container(from_uv)
+        try:
+            answer = requests.post(f"{url}/predict", json=telco_record, timeout=10).json()
+        finally:
+            docker("rm", "-f", name, check=False)
+        expected = JsonAnswers(Predictor(telco_bundle)).for_records([telco_record])[0]
+        assert answer["churn_probability"] == expected["churn_probability"]
+    finally:
+        docker("rmi", "-f", from_uv, check=False)
+
+
 def _seconds(duration: str) -> float:
     """A Fly duration ("15s", "1m") in seconds."""
     number, unit = re.fullmatch(r"(\d+)(s|m)", duration).groups()

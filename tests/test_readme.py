@@ -188,3 +188,6 @@ def test_uv_pins_exactly_what_pipenv_pins():
               for package in tomllib.loads((ROOT / "uv.lock").read_text())["package"]}
     assert {name: (version, locked.get(name)) for name, version in pinned.items()
             if locked.get(name) != version} == {}
+    # the Dockerfile's `LOCK=uv` build exports with the uv `make install` installs
+    uv_version = re.search(r"^UV_VERSION := (\S+)", (ROOT / "Makefile").read_text(), re.M)[1]
+    assert f"uv=={uv_version}" in (ROOT / "Dockerfile").read_text()
