@@ -486,13 +486,13 @@ def write_reports(bundle: ModelBundle, result: TrainingResult, folder: Path,
     effects = section("field importance", lambda: field_effects(bundle, result.test_frame,
                                                                  result.split_model),
                       failures, FieldEffects({}, "not computed"))
-    # the plots take about as long again as the importance; the bootstrap gets what is left
-    left = seconds - 2 * (time.perf_counter() - started)
+    plots, note = plots_or_note(bundle, result.test_y, result.test_proba, effects, folder,
+                                failures, "test split")
+    # the plots cost seconds whatever the rows; the bootstrap, last, gets what is left
+    left = seconds - (time.perf_counter() - started)
     intervals = section("bootstrap intervals", lambda: bootstrap_intervals(
         result.test_y, result.test_proba, bundle.threshold, seed=bundle.metadata["seed"],
         seconds=left), failures, {})
-    plots, note = plots_or_note(bundle, result.test_y, result.test_proba, effects, folder,
-                                failures, "test split")
     card = model_card(bundle, result, intervals, effects, plots, note, output, failures)
     return [*_write_card(bundle, intervals, effects, failures, card, folder), *plots]
 
