@@ -117,8 +117,13 @@ class ChunkScorer:
         out = Validated(columns={})
         for f in self.schema.fields:
             codes, distinct = pd.factorize(frame[f.name])  # a missing cell: -1
-            values = request_values(f, pd.Series(distinct, dtype=object)) + [None]
-            codes = np.where(codes < 0, len(values) - 1, codes)
+            # text as read stays text (trimmed in one vectorised pass), typed cells objects
+            values = request_values(f, pd.Series(distinct, dtype=None if isinstance(
+                distinct.dtype, pd.StringDtype) else object))
+            missing = codes < 0
+            if missing.any():  # one more value, and its problem, only where a cell is missing
+                values.append(None)
+                codes = np.where(missing, len(values) - 1, codes)
             one = validate_columns(replace(self.schema, fields=(f,)), {f.name: values})
             out.columns[f.name] = one.columns[f.name][codes]
             marked = {p.index for p in one.problems} | set(one.warnings)
