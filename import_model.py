@@ -56,18 +56,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{signed_with(key)}): {holds(imported.bundle)}; "
           f"answers checked on {imported.checked_rows} rows, largest difference "
           f"{imported.largest_difference:.2g}")
-    if imported.pickled_by:
-        print(f"The pickle was made by {imported.pickled_by} (this is {sklearn_version()}): "
-              f"its answers are the ones checked above, on every row of {args.data}")
-    if imported.renamed:
-        print(f"Read columns of {args.data} by the model's spelling: "
-              f"{', '.join(imported.renamed)}")
-    if imported.relevelled:
-        print(f"Read values of {args.data} by the model's spelling of its levels (as the "
-              f"server reads them, with a warning): {'; '.join(imported.relevelled)}")
-    if imported.unread:
-        print(f"Left out the columns of {args.data} the model does not read: "
-              f"{', '.join(imported.unread)}")
+    for line in how_the_data_was_read(imported, args.data):
+        print(line)
     read_as = imported.bundle.metrics.get("imported", {}).get("target")
     if read_as:
         print(f"The target {args.target!r}: {read_as}")
@@ -78,10 +68,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def sklearn_version() -> str:
-    import sklearn  # imported by now: the pickle needed it
+def how_the_data_was_read(imported, data: Path) -> list[str]:
+    """A line for each way the model file or --data was read other than as it stands."""
+    lines = []
+    if imported.pickled_by:
+        import sklearn  # imported by now: the pickle needed it
 
-    return f"scikit-learn {sklearn.__version__}"
+        lines.append(f"The pickle was made by {imported.pickled_by} (this is scikit-learn "
+                     f"{sklearn.__version__}): its answers are the ones checked above, on "
+                     f"every row of {data}")
+    if imported.renamed:
+        lines.append(f"Read columns of {data} by the model's spelling: "
+                     f"{', '.join(imported.renamed)}")
+    if imported.relevelled:
+        lines.append(f"Read values of {data} by the model's spelling of its levels (as the "
+                     f"server reads them, with a warning): {'; '.join(imported.relevelled)}")
+    if imported.unread:
+        lines.append(f"Left out the columns of {data} the model does not read: "
+                     f"{', '.join(imported.unread)}")
+    return lines
 
 
 def holds(bundle) -> str:
