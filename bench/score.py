@@ -110,7 +110,7 @@ def breakdown(path: Path, bundle: ModelBundle, rows: int = 100_000) -> dict[str,
     steps: dict[str, float] = {}
     for _ in range(2):
         started = time.perf_counter()
-        batch = next(InputFile(path, rows).chunks()).rows
+        batch = next(InputFile(path, rows).chunks()).read()
         parsed = time.perf_counter()
         validated = scorer.validate(batch.to_pandas())
         checked = time.perf_counter()

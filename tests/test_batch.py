@@ -13,11 +13,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv
 import pyarrow.parquet
 import pytest
 import requests
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from helpers import PYTHON, ROOT, need_tool, process_fixture
+from tabserve.batch.files import InputFile, csv_options
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.schema import MISSING_TOKENS, Kind
 
@@ -235,6 +240,74 @@ def test_progress_names_rows_rate_and_time_left(tmp_path):
     assert lines and all(line.startswith("score: ") and "rows/s" in line and "s left" in line
                          for line in lines)
     assert len(pd.read_csv(tmp_path / "out.csv", usecols=["label"])) == len(big)
+
+
+# --- CSV spans: what the workers read ------------------------------------------------------
+
+SPAN_CASES = {
+    "quoted line breaks": b'a,b\n1,"x\ny"\n2,z\n',
+    "semicolons": b"a;b\n1;x\n2;y\n",
+    "BOM and CRLF": b"\xef\xbb\xbfa,b\r\n1,2\r\n3,4\r\n",
+    "doubled quotes": b'a,b\n"1","he said ""hi"""\n2,"x,y"\n',
+    "quoted header": b'"a","b"\n"1","x\n\ny"\n"2",""\n',
+    "blank lines": b"a,b\n1,2\n\n3,4\n",
+    "no final line break": b"a,b\n1,2\n3,4",
+    "breaks in every record": b"a,b\n" + b"".join(b'%d,"l1\nl2\r\nl3 ""q"" \n"\n' % i
+                                                   for i in range(30)),
+    "a literal quote in a cell": b'a,b\n1,x\n2,5\'11"\n3,"x\ny"\n4,z\n',
+    "bare carriage returns": b"a,b\r1,2\r3,4\r",
+}
+
+
+def read_in_chunks(path: Path, chunk_rows: int) -> tuple[pa.Table, set[str]]:
+    """The file as score.py's workers get it (each chunk read as a worker reads it), and
+    which kinds of chunk it took."""
+    chunks = list(InputFile(path, chunk_rows).chunks())
+    return pa.concat_tables([c.read() for c in chunks]), {type(c).__name__ for c in chunks}
+
+
+def read_whole(path: Path) -> pa.Table:
+    source = InputFile(path, 1)
+    return pyarrow.csv.read_csv(path, **csv_options(source.columns, source.delimiter, 1))
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 1000])
+@pytest.mark.parametrize("content", SPAN_CASES.values(), ids=SPAN_CASES.keys())
+def test_a_csv_read_in_spans_is_the_file_read_whole(tmp_path, content, chunk_rows):
+    """Workers read byte spans that end where records end, quoted line breaks included;
+    where quotes cannot be followed by counting, the parent parses the rest itself."""
+    path = tmp_path / "in.csv"
+    path.write_bytes(content)
+    table, kinds = read_in_chunks(path, chunk_rows)
+    assert table.equals(read_whole(path))
+    if b"'11" in content or b"\n" not in content:
+        assert "Chunk" in kinds  # the parent's parsing, from the literal quote's span on
+    else:
+        assert kinds == {"CsvSpan"}
+
+
+CSV_CELLS = st.one_of(
+    st.sampled_from(["1", "2.5", "abc", "", "x y", 'q"uote']),
+    st.lists(st.sampled_from(["a", ",", "\n", '""', "\r\n", " "]), max_size=5).map(
+        lambda parts: '"' + "".join(parts) + '"'))
+
+
+@settings(max_examples=int(os.environ.get("TABSERVE_FUZZ_EXAMPLES", 300)), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), chunk_rows=st.integers(1, 5))
+def test_any_csv_pyarrow_reads_is_read_alike_in_spans(tmp_path_factory, data, chunk_rows):
+    rows = data.draw(st.lists(st.lists(CSV_CELLS, min_size=3, max_size=3), min_size=1,
+                              max_size=30))
+    ending = data.draw(st.sampled_from(["\n", "\r\n"]))
+    text = ending.join(["a,b,c"] + [",".join(row) for row in rows]) + data.draw(
+        st.sampled_from(["", ending]))
+    path = tmp_path_factory.mktemp("spans") / "in.csv"
+    path.write_bytes(text.encode())
+    try:
+        whole = read_whole(path)
+    except pa.ArrowInvalid:  # not a CSV: a refusal is another test's
+        return
+    assert read_in_chunks(path, chunk_rows)[0].equals(whole)
 
 
 # --- Spark ---------------------------------------------------------------------------------

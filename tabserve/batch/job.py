@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from tabserve.batch.files import BatchError, InputFile, OutputFile, file_format, table_bytes
+from tabserve.batch.files import (BatchError, Chunk, CsvError, CsvSpan, InputFile, OutputFile,
+                                  file_format, table_bytes)
 from tabserve.model.schema import Kind, Schema, loose_spelling
 from tabserve.serving.codecs.columns import answer_types
-from tabserve.serving.process import available_cpus
+from tabserve.serving.process import available_cpus, prepare_process
 from tabserve.serving.shape import AnswerShape
 from tabserve.settings import CHUNK_ROWS, environment, progress_seconds
 
@@ -116,6 +118,8 @@ _load_error: Exception | None = None  # why the model could not be loaded, told 
 
 
 def _start_worker(model_path: Path) -> None:
+    # a spawned process starts with glibc's defaults: its own freed memory kept for reuse
+    prepare_process(environment())
     from tabserve.batch.scoring import ChunkScorer
     from tabserve.model.bundle import ModelLoadError, load_trusted
     from tabserve.model.fitted import ModelFileError
@@ -159,24 +163,32 @@ def _input_columns(batch: pa.Table, names, rows: np.ndarray, schema: pa.Schema,
     return columns
 
 
-def score_chunk(plan_: Plan, batch: pa.Table, first_row: int,
-                header: bool) -> tuple[bytes, bytes, int, int]:
-    """One chunk's answers (in the output's format) and rejects (CSV), and their counts."""
+def score_chunk(plan_: Plan, chunk: Chunk | CsvSpan,
+                header: bool) -> tuple[bytes, pa.Table, int]:
+    """One chunk's answers (in the output's format, with the header if asked), its rejects
+    (their row numbers counted from the chunk's first row, 0), and how many rows it held."""
     _model()  # this worker's load error, if it had one
-    chunk = _scorer.score(batch.to_pandas())
+    batch = chunk.read()
+    outcome = _scorer.score(batch.to_pandas())
     out = plan_.output_schema
-    numbers = {name: chunk.numbers[name] for name in plan_.kept_numbers}
-    columns = _input_columns(batch, plan_.keep, chunk.scored, out, numbers)
-    columns += [_column(chunk.answers[name], out.field(name)) for name in _scorer.columns]
+    numbers = {name: outcome.numbers[name] for name in plan_.kept_numbers}
+    columns = _input_columns(batch, plan_.keep, outcome.scored, out, numbers)
+    columns += [_column(outcome.answers[name], out.field(name)) for name in _scorer.columns]
     answers = table_bytes(pa.Table.from_arrays(columns, schema=out), plan_.output_format, header)
-    offset = 2 if plan_.row_column == "line" else 1  # the header is line 1; rows count from 1
     reject_schema = plan_.rejects_schema
-    rejected = [pa.array(chunk.rejected + first_row + offset, type=pa.int64()),
-                pa.array(chunk.problems, type=pa.string())]
-    rejected += _input_columns(batch, plan_.input_columns, chunk.rejected,
+    rejected = [pa.array(outcome.rejected, type=pa.int64()),
+                pa.array(outcome.problems, type=pa.string())]
+    rejected += _input_columns(batch, plan_.input_columns, outcome.rejected,
                                pa.schema(list(reject_schema)[2:]))
-    rejects = table_bytes(pa.Table.from_arrays(rejected, schema=reject_schema), "csv", header)
-    return answers, rejects, len(chunk.scored), len(chunk.rejected)
+    return answers, pa.Table.from_arrays(rejected, schema=reject_schema), batch.num_rows
+
+
+def numbered_rejects(plan_: Plan, rejects: pa.Table, first_row: int, header: bool) -> bytes:
+    """A chunk's rejects as CSV, each named by its line in the input file (the header is line
+    1) or its row (from 1), now that the rows before the chunk are counted."""
+    offset = first_row + (2 if plan_.row_column == "line" else 1)
+    rows = pc.add(rejects.column(0), pa.scalar(offset, pa.int64()))
+    return table_bytes(rejects.set_column(0, plan_.row_column, rows), "csv", header)
 
 
 # --- in the parent -------------------------------------------------------------------------
@@ -216,7 +228,7 @@ def score_file(model_path: Path, input_path: Path, output_path: Path,
     workers = workers or available_cpus()
     # spawned, not forked: a fork of this process, whose libraries run thread pools, can
     # deadlock in the child (OpenMP's locks); the workers inherit the environment
-    # `prepare_process` set, one thread per pool
+    # `prepare_process` set (one thread per pool) and call it for what is not inherited
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_start_worker, initargs=(model_path,)) as pool:
         for _ in range(workers):  # started at once: they all load the model meanwhile
@@ -254,20 +266,33 @@ def _score_chunks(pool: ProcessPoolExecutor, workers: int, plan_: Plan, source: 
     pending: deque = deque()
 
     def write_oldest() -> None:
-        future, done = pending.popleft()
-        answers, rejected, n_scored, n_rejected = future.result()
+        future, done, header = pending.popleft()
+        try:
+            answers, rejected, rows = future.result()
+        except CsvError as err:
+            raise _not_csv(source, summary, err) from None
         output.append(answers)
-        rejects.append(rejected)
-        summary.scored += n_scored
-        summary.rejected += n_rejected
-        summary.rows = summary.scored + summary.rejected
+        rejects.append(numbered_rejects(plan_, rejected, summary.rows, header))
+        summary.rejected += rejected.num_rows
+        summary.scored += rows - rejected.num_rows
+        summary.rows += rows
         shown.update(summary.rows, done)
 
-    for number, chunk in enumerate(source.chunks()):
-        pending.append((pool.submit(score_chunk, plan_, chunk.rows, chunk.first_row,
-                                    number == 0), chunk.done))
-        if len(pending) >= 2 * workers:
+    chunks = source.chunks()
+    try:
+        for number, chunk in enumerate(chunks):
+            pending.append((pool.submit(score_chunk, plan_, chunk, number == 0), chunk.done,
+                            number == 0))
+            if len(pending) >= 2 * workers:
+                write_oldest()
+    except CsvError as err:  # the parent's own parsing: the rows before it are written first
+        while pending:
             write_oldest()
+        raise _not_csv(source, summary, err) from None
     while pending:
         write_oldest()
     return summary
+
+
+def _not_csv(source: InputFile, summary: Summary, err: CsvError) -> BatchError:
+    return BatchError(f"{source.path}: not a valid CSV after line {summary.rows + 1}: {err}")

@@ -12,12 +12,14 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
-from tabserve.batch.files import InputFile
+from tabserve.batch.files import BatchError, CsvError, InputFile
 from tabserve.batch.job import missing_fields
 from tabserve.batch.scoring import ChunkScorer
 from tabserve.model.bundle import ModelBundle, ModelLoadError, load_trusted
@@ -61,8 +63,7 @@ def count_file(bundle: ModelBundle, path: Path, chunk_rows: int = CHUNK_ROWS
     outcomes = Outcomes() if target in source.columns else None
     class_code = {label: code for code, label in enumerate(bundle.classes)}
     rejected = 0
-    for chunk in source.chunks():
-        frame = chunk.rows.to_pandas()
+    for frame in _frames(source):
         validated = scorer.validate(frame)
         bad = {p.index for p in validated.problems}
         rejected += len(bad)
@@ -79,6 +80,18 @@ def count_file(bundle: ModelBundle, path: Path, chunk_rows: int = CHUNK_ROWS
             outcomes.codes.append(codes[known])
             outcomes.proba.append(proba[known])
     return counter.store, rejected, outcomes
+
+
+def _frames(source: InputFile) -> Iterator[pd.DataFrame]:
+    """The file's rows, a chunk at a time, read in this process."""
+    rows = 0
+    try:
+        for chunk in source.chunks():
+            frame = chunk.read().to_pandas()
+            rows += len(frame)
+            yield frame
+    except CsvError as err:
+        raise BatchError(f"{source.path}: not a valid CSV after line {rows + 1}: {err}") from None
 
 
 def quality(bundle: ModelBundle, outcomes: Outcomes) -> dict[str, Any] | None:
