@@ -179,24 +179,34 @@ def test_batch_tree_tables_equal_the_booster(classes):
     matrix[rng.random(matrix.shape) < 0.1] = np.nan  # the model learns default branches
     # depth 3 (up to 7 splits), pruned deeper trees of up to 8 splits (9 leaves), and enough
     # trees that their tables outgrow 16-bit indices
+    # trees of depth 2 and stumps share a byte per group (2 and 8 trees), counts that leave the
+    # last group short
     small = [XGBClassifier(n_estimators=30, max_depth=3, n_jobs=1),
              XGBClassifier(n_estimators=30, max_depth=6, max_leaves=9, grow_policy="lossguide",
                            tree_method="hist", n_jobs=1),
-             XGBClassifier(n_estimators=520, max_depth=3, learning_rate=0.02, n_jobs=1)]
+             XGBClassifier(n_estimators=520, max_depth=3, learning_rate=0.02, n_jobs=1),
+             XGBClassifier(n_estimators=31, max_depth=2, n_jobs=1),
+             XGBClassifier(n_estimators=13, max_depth=1, n_jobs=1)]
     served = matrix.copy()
     served[0, 1], served[1, 2] = 1e300, -1e300  # XGBoost only refuses these in training
     for model in small:
         model.fit(matrix, y)
-        tables = TreeTables(TreeArrays(trees_from_booster(model.get_booster(), classes)))
+        arrays = TreeArrays(trees_from_booster(model.get_booster(), classes))
+        tables, one_per_tree = TreeTables(arrays), TreeTables(arrays, grouped=False)
         assert tables.fits
+        if model.max_depth < 3:
+            assert tables.split_at.shape[1] < one_per_tree.split_at.shape[1]
         tables.CHUNK_BYTES = 8 * 30 * classes * 64  # several chunks of records
         expected = model.get_booster().inplace_predict(served, predict_type="margin").reshape(
             len(served), -1)
         np.testing.assert_allclose(tables.margins(served), expected, rtol=0, atol=1e-5)
         np.testing.assert_allclose(tables.margins(served[:3]), expected[:3], rtol=0, atol=1e-5)
         assert tables.margins(served[:0]).shape == (0, 1 if classes == 2 else classes)
+        np.testing.assert_allclose(tables.margins(served), one_per_tree.margins(served),
+                                   rtol=0, atol=1e-12)
         assert BoosterScorer(boosted_trees([model])).tables is not None
-    assert tables.offsets.dtype == np.int32  # the 520 trees
+        if model.n_estimators == 520:
+            assert tables.offsets.dtype == np.int32
     deep = XGBClassifier(n_estimators=5, max_depth=5, n_jobs=1).fit(matrix, y)
     assert not TreeTables(TreeArrays(trees_from_booster(deep.get_booster(), classes))).fits
     assert BoosterScorer(boosted_trees([deep])).tables is None

@@ -15,6 +15,7 @@ from tabserve.model.xgboost_trees import measured
 from tabserve.serving.scorers.base import probabilities_from_margins, probability_matrix
 
 TREE_TABLES = "tree_tables"  # its name for `speedups_off`
+TREE_GROUPS = "tree_groups"  # ditto: a lookup per tree, not per group of small trees
 
 
 class TreeArrays:
@@ -146,7 +147,7 @@ class TreeTables:
     # in cache and off fresh pages
     CHUNK_BYTES = 1 << 18
 
-    def __init__(self, arrays: TreeArrays):
+    def __init__(self, arrays: TreeArrays, grouped: bool = True):
         self.outputs, self.base_margin = arrays.outputs, arrays.base_margin
         left = arrays.left
         splits: dict[tuple, int] = {}           # (feature, threshold, NaN goes "no") → bit row
@@ -176,10 +177,32 @@ class TreeTables:
         node = np.repeat(arrays.roots[:, None], len(codes), axis=1)
         for _ in range(arrays.depth):
             node = np.where(left[node] == node, node, left[node] + (codes >> slot_of[node] & 1))
-        self.tables = arrays.leaf[node].reshape(-1)  # tree t's table starts at t << slots
+        self._group(arrays.leaf[node], len(splits), grouped)
         # narrow offsets make narrow indices, which cost less to add to the codes than intp's
         index_type = np.uint16 if self.tables.size <= 1 << 16 else np.int32
-        self.offsets = (np.arange(len(split_at)) << self.slots).astype(index_type)[:, None]
+        self.offsets = (np.arange(self.split_at.shape[1]) << self.slots).astype(index_type)[:, None]
+
+    def _group(self, tables: np.ndarray, no_split: int, grouped: bool) -> None:
+        """Trees whose splits fit one byte together share it: a byte and a lookup per group,
+        its table the sum of their leaves (two trees of 3 splits: 6 bits, 64 sums). A group
+        holds consecutive trees of one output, so group g still adds to output g % outputs;
+        the last is filled with trees that read no split and add 0."""
+        per_group = self.MAX_SPLITS // self.slots if grouped else 1
+        outputs, bits = self.outputs, self.slots
+        rounds = self.split_at.shape[1] // outputs
+        pad = -rounds % per_group
+        split_at = np.pad(self.split_at.reshape(bits, rounds, outputs), ((0, 0), (0, pad), (0, 0)),
+                          constant_values=no_split)
+        groups = (rounds + pad) // per_group
+        self.split_at = (split_at.reshape(bits, groups, per_group, outputs)
+                         .transpose(2, 0, 1, 3).reshape(per_group * bits, groups * outputs).copy())
+        tables = np.pad(tables.reshape(rounds, outputs, 1 << bits), ((0, pad), (0, 0), (0, 0)))
+        tables = tables.reshape(groups, per_group, outputs, 1 << bits)
+        self.slots = per_group * bits
+        codes = np.arange(1 << self.slots)
+        summed = sum(tables[:, i][..., codes >> (i * bits) & (1 << bits) - 1]
+                     for i in range(per_group))
+        self.tables = summed.reshape(-1)  # group g's table starts at g << slots
 
     @staticmethod
     def _internal(root: int, left: np.ndarray) -> list[int]:
@@ -251,7 +274,7 @@ class BoosterScorer:
     def __init__(self, model: BoostedTrees, speedups_off: frozenset[str] = frozenset()):
         self.model = model
         self.arrays = TreeArrays(model)
-        tables = TreeTables(self.arrays)
+        tables = TreeTables(self.arrays, TREE_GROUPS not in speedups_off)
         self.tables = tables if tables.fits and TREE_TABLES not in speedups_off else None
         if self.tables is None:  # batches go to the booster: ready before the first one
             self.booster = model.load()
