@@ -61,7 +61,7 @@ KEYS_HEALTH = "tabserve, API keys on, GET /health"
 MONITORING_OFF = "tabserve, monitoring off"
 SYNC_WORKERS = "tabserve, sync workers"
 SYNC = {"WORKER_CLASS": "sync"}  # the reference apps run as they would alone: sync workers
-V2_SPEEDUPS = ("tensor_rows", "inference_before_flask")  # measured on /v2's path
+V2_SPEEDUPS = ("tensor_rows", "tensor_levels", "inference_before_flask")  # measured on /v2's path
 V2_JSON, V2_BINARY, V2_GRPC = ("tabserve, /v2 JSON tensors", "tabserve, /v2 binary tensors",
                                "tabserve, gRPC (raw tensors)")
 # each machine door against /predict, by server CPU per request: one record, 1,000 records

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 # the speed mechanisms that `SPEEDUPS_OFF` may switch off, to measure what each earns
 # (`make bench ARGS=--ablation`; docs/performance.md)
-SPEEDUPS = ("tree_tables", "tree_groups", "packed_levels", "heap_reuse", "tensor_rows", "inference_before_flask")
+SPEEDUPS = ("tree_tables", "tree_groups", "packed_levels", "heap_reuse", "tensor_rows", "tensor_levels", "inference_before_flask")
 DEFAULT_PORT = 9696
 # gunicorn's worker for each `WORKER_CLASS`: gevent's by default, so that slow clients hold a
 # greenlet and not a worker (docs/reliability.md); sync workers need a buffering proxy in front

@@ -366,6 +366,59 @@ def test_inference_answers_alike_before_flask_and_through_its_route(telco_bundle
                          r'method="POST",status="200"\} 6.0', text)
 
 
+def test_json_tensors_answer_alike_with_levels_read_typed_and_as_lists(telco_bundle,
+                                                                      telco_record):
+    """`tensor_levels` (a JSON tensor of exact levels or booleans as they stand read straight
+    into codes and flags) changes no byte of any answer, no status and no drift count: the
+    same bodies against the app with it switched off, odd values, nested shapes, a NaN, nulls
+    and broken tensors included; and the batch of known levels does take the typed way."""
+    apps = [create_app(telco_bundle, Settings(speedups_off=off)).test_client()
+            for off in (frozenset(), frozenset({"tensor_levels"}))]
+    records = varied(telco_record, 6)
+    odd = [{**records[0], "contract": "Month-to-month"}, {**records[1], "partner": "YES"},
+           {**records[2], "partner": None}, {**records[3], "gender": 3},
+           {**records[4], "seniorcitizen": True}, records[5]]
+
+    def body(sent: list[dict], **extra) -> dict:
+        return {"inputs": [{"name": name, "shape": [len(sent)], "datatype": datatype,
+                            "data": [r[name] for r in sent]}
+                           for name, datatype in fields(telco_bundle)], **extra}
+
+    nested = body(records)
+    for tensor in nested["inputs"]:
+        tensor["data"], tensor["shape"] = [[v] for v in tensor["data"]], [len(records), 1]
+    no_data = body(records)
+    del no_data["inputs"][2]["data"]
+    null_data = body(records)
+    null_data["inputs"][3]["data"] = None
+    bodies = [json.dumps(body(records)).encode(), json.dumps(body(odd)).encode(),
+              json.dumps(body(records, id="mine", outputs=[{"name": "label"}])).encode(),
+              json.dumps(body(records, parameters={"binary_data_output": True})).encode(),
+              json.dumps(nested).encode(), json.dumps(no_data).encode(),
+              json.dumps(null_data).encode(),
+              json.dumps(body(records)).encode().replace(b"20.0,", b"NaN,", 1),
+              json.dumps(body(records[:1])).encode(), b'{"inputs": [{"name": 3}]}']
+    answers = [[], []]
+    for i, raw in enumerate(bodies):
+        for answered, app in zip(answers, apps):
+            response = app.post("/v2/models/churn/infer", data=raw,
+                                content_type="application/json",
+                                headers={"X-Request-ID": f"r{i}"})
+            answered.append((response.status_code, response.data))
+    assert answers[0] == answers[1]
+    assert {status for status, _ in answers[0]} == {200, 400}
+    drift = [app.get("/drift").get_json() for app in apps]
+    assert drift[0] == drift[1]
+    from tabserve.model.validation import KnownCodes
+    from tabserve.serving.codecs.tensors import typed_json_request
+    typed = {t.name: t.column for t in typed_json_request(bodies[0], telco_bundle.schema)[1]}
+    kinds = {f.name: f.kind for f in telco_bundle.schema.fields}
+    assert all(isinstance(typed[name], KnownCodes) for name, kind in kinds.items()
+               if kind is Kind.CATEGORICAL)
+    assert all(isinstance(typed[name], np.ndarray) for name, kind in kinds.items()
+               if kind is Kind.BOOLEAN)
+
+
 def test_server_metadata_lists_the_binary_extension(client):
     assert client.get("/v2").get_json()["extensions"] == ["binary_tensor_data"]
 

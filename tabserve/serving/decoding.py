@@ -52,7 +52,7 @@ class PackedLevel(bytes, Enum):
 _PACKED_MISSING = struct.pack("<q", MISSING_CODE)
 
 
-def _packed_levels(f: Field) -> type[PackedLevel] | None:
+def packed_levels(f: Field) -> type[PackedLevel] | None:
     if f.kind is not Kind.CATEGORICAL:
         return None
     return PackedLevel("Level", [(f"level{code}", (text, code))
@@ -106,7 +106,7 @@ class BodyDecoder:
     def _record(self, batch: bool) -> type:
         # attribute names are positional, so any column name works as a JSON key
         return msgspec.defstruct(
-            "Record", [(f"f{at}", strict_type(f, _packed_levels(f) if batch else None))
+            "Record", [(f"f{at}", strict_type(f, packed_levels(f) if batch else None))
                        for at, f in enumerate(self.fields)],
             forbid_unknown_fields=True, gc=False,
             rename={f"f{at}": name for at, name in enumerate(self.names)})
@@ -185,9 +185,10 @@ class BodyDecoder:
 
     def too_many_values(self, raw: bytes) -> str | None:
         """Why a body holds too many values to be parsed as any JSON, or None: every value
-        after a container's first follows a comma, so commas bound the values, counted in C
-        before a single object is made."""
-        commas = raw.count(b",")
+        after a container's first follows a comma, so commas bound the values, counted
+        before a single object is made (numpy compares every byte at once: several times
+        `bytes.count`'s speed)."""
+        commas = int(np.count_nonzero(np.frombuffer(raw, np.uint8) == ord(",")))
         if commas < self.max_values:
             return None
         return (f"the body holds more than {self.max_values} values: at most "

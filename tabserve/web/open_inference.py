@@ -93,7 +93,7 @@ def inference(current: Service, name: str, raw: bytes, header_length: str | None
     """The answer to an inference request's body, for model `name` (the served one): its
     bytes, its headers and the records scored; `ValueError` saying what is wrong with the
     request (`RequestError` for invalid values), before any scoring."""
-    body, inputs = _request_body(raw, header_length)
+    body, inputs = _request_body(raw, header_length, current)
     wanted = body.get("outputs")
     if wanted is not None and (not isinstance(wanted, list) or not all(
             isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted)):
@@ -149,11 +149,15 @@ def _json_part(raw: bytes, header_length: str | None) -> bytes:
     return raw[:int(header_length)] if header_length and header_length.isdigit() else raw
 
 
-def _request_body(raw: bytes, header_length: str | None) -> tuple[dict[str, Any],
-                                                                  list[tensors.Tensor]]:
+def _request_body(raw: bytes, header_length: str | None, current: Service
+                  ) -> tuple[dict[str, Any], list[tensors.Tensor]]:
     """The request's JSON, and its input tensors (those sent as binary data with their
-    bytes)."""
+    bytes, a JSON request's levels read into codes where it can be)."""
     if header_length is None:
+        if tensors.TENSOR_LEVELS not in current.settings.speedups_off:
+            typed = tensors.typed_json_request(raw, current.bundle.schema)
+            if typed is not None:
+                return typed
         body = _json_object(raw)
         return body, tensors.json_inputs(body)
     if not header_length.isdigit() or int(header_length) > len(raw):

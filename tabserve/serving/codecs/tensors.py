@@ -15,13 +15,15 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal, Union
 
+import msgspec
 import numpy as np
 
 from tabserve.model.schema import Field, Kind, Schema
 from tabserve.model.validation import Column, KnownCodes
 from tabserve.serving.core import AnswerShape, Scored
+from tabserve.serving.decoding import packed_levels
 
 DATATYPES = {"numeric": "FP64", "categorical": "BYTES", "boolean": "INT64"}
 NUMERIC_SPELLINGS = {("1", "0"), ("1.0", "0.0")}
@@ -31,6 +33,7 @@ RAW_DTYPES = {"BOOL": "?", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UI
               "FP32": "<f4", "FP64": "<f8"}
 _LENGTH = struct.Struct("<I")
 SHOWN_NAMES = 5  # unknown input names quoted in a warning; the rest are counted
+TENSOR_LEVELS = "tensor_levels"  # the name for `speedups_off`: see `typed_json_request`
 
 
 def shown(name: str) -> str:
@@ -65,28 +68,105 @@ def output_tensors(shape: AnswerShape) -> list[dict[str, Any]]:
 @dataclass(frozen=True)
 class Tensor:
     """An input tensor as a transport carried it: its values parsed (`data`: JSON, gRPC's
-    typed contents) or its binary data (`raw`), read only for the fields the model has."""
+    typed contents), its binary data (`raw`), read only for the fields the model has, or
+    its column already read (`column`: `typed_column`)."""
 
     name: str
     datatype: str = ""
     data: list | None = None
     raw: bytes | None = None
+    column: Column | None = None
 
 
-def json_inputs(body: Any, raw: dict[int, bytes] | None = None) -> list[Tensor]:
+def json_inputs(body: Any, raw: dict[int, bytes] | None = None,
+                typed: dict[int, Column] | None = None) -> list[Tensor]:
     """The input tensors of a JSON request; `raw` holds the binary data of those that had
-    theirs after the JSON (by position). `ValueError` saying what is wrong."""
+    theirs after the JSON, `typed` the columns of those already read (both by position).
+    `ValueError` saying what is wrong."""
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
         raise ValueError("expected an object with a list of 'inputs'")
-    raw = raw or {}
+    raw, typed = raw or {}, typed or {}
     inputs = []
     for i, tensor in enumerate(body["inputs"]):
         if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str) \
-                or not (i in raw or isinstance(tensor.get("data"), list)):
+                or not (i in raw or i in typed or isinstance(tensor.get("data"), list)):
             raise ValueError(f"inputs[{i}]: expected an object with a 'name' and a 'data' list")
         inputs.append(Tensor(tensor["name"], str(tensor.get("datatype")),
-                             None if i in raw else tensor["data"], raw.get(i)))
+                             None if i in raw or i in typed else tensor["data"], raw.get(i),
+                             typed.get(i)))
     return inputs
+
+
+class _RawTensor(msgspec.Struct):
+    name: str
+    datatype: Any = None
+    shape: Any = None
+    parameters: Any = None
+    data: msgspec.Raw = msgspec.Raw()  # empty: not given
+
+
+class _RawRequest(msgspec.Struct):
+    inputs: list[_RawTensor]
+    id: Any = None
+    parameters: Any = None
+    outputs: Any = None
+
+
+_RAW_REQUEST = msgspec.json.Decoder(_RawRequest)
+
+
+def typed_json_request(raw: bytes, schema: Schema) -> tuple[dict[str, Any], list[Tensor]] | None:
+    """A JSON request (no binary data) whose categorical and boolean fields' tensors are
+    read straight into columns where every value is a level exactly (msgspec matches the texts
+    in C, with no Python string per value) or a boolean as it stands (true/false, 1/0, a
+    spelling validation takes as it is): its JSON as the
+    general decoder gives it but for those tensors' data, and its input tensors. None for any
+    request this does not read as the general decoder would (that decoder then reads it
+    whole)."""
+    try:
+        request = _RAW_REQUEST.decode(raw)
+        body = {"inputs": [], "id": request.id, "parameters": request.parameters,
+                "outputs": request.outputs}
+        typed: dict[int, Column] = {}
+        fields = {f.name: f for f in schema.fields if f.kind is not Kind.NUMERIC}
+        for i, tensor in enumerate(request.inputs):
+            column = None
+            given = len(tensor.data) > 0
+            if tensor.name in fields and given:
+                column = typed_column(fields[tensor.name], tensor.data)
+            if column is not None:
+                typed[i] = column
+            data = msgspec.json.decode(tensor.data) if given and column is None else None
+            body["inputs"].append({"name": tensor.name, "datatype": tensor.datatype,
+                                   "shape": tensor.shape, "parameters": tensor.parameters,
+                                   **({} if data is None else {"data": data})})
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    return body, json_inputs(body, typed=typed)
+
+
+def typed_column(f: Field, data: bytes) -> Column | None:
+    """A categorical's or a boolean's JSON tensor data (two values or more) as its codes or
+    flags, as a binary tensor gives them, if every value is one of its levels exactly or a
+    boolean as it stands; else None."""
+    try:
+        values = _typed_decoder(f).decode(data)
+    except msgspec.DecodeError:
+        return None
+    if len(values) < 2:  # one record takes the row path, which reads lists
+        return None
+    if f.kind is Kind.CATEGORICAL:
+        return KnownCodes(np.frombuffer(b"".join(values), np.int64))
+    # the decoder gives back its own spellings' strings, whose hashes are kept
+    return np.fromiter(map(f.boolean_table.__getitem__, values), np.float64, len(values))
+
+
+@lru_cache(maxsize=256)
+def _typed_decoder(f: Field) -> msgspec.json.Decoder:
+    if f.kind is Kind.CATEGORICAL:
+        return msgspec.json.Decoder(list[packed_levels(f)])
+    spellings = tuple(k for k in f.boolean_table if isinstance(k, str))
+    return msgspec.json.Decoder(list[Union[bool, Literal[0, 1], Literal[spellings]]])
 
 
 def input_columns(inputs: list[Tensor], schema: Schema, limit: int) -> tuple[
@@ -114,6 +194,8 @@ def input_columns(inputs: list[Tensor], schema: Schema, limit: int) -> tuple[
 
 
 def _column(f: Field, tensor: Tensor, limit: int) -> Column:
+    if tensor.column is not None:
+        return tensor.column
     if tensor.raw is not None:
         return raw_column(f, tensor.name, tensor.datatype, tensor.raw, limit)
     data = tensor.data
