@@ -374,10 +374,10 @@ def test_json_tensors_answer_alike_with_levels_read_typed_and_as_lists(telco_bun
     and broken tensors included; and the batch of known levels does take the typed way."""
     apps = [create_app(telco_bundle, Settings(speedups_off=off)).test_client()
             for off in (frozenset(), frozenset({"tensor_levels"}))]
-    records = varied(telco_record, 6)
+    records = varied(telco_record, 80)  # past TYPED_FROM_BYTES: a few records go as lists
     odd = [{**records[0], "contract": "Month-to-month"}, {**records[1], "partner": "YES"},
            {**records[2], "partner": None}, {**records[3], "gender": 3},
-           {**records[4], "seniorcitizen": True}, records[5]]
+           {**records[4], "seniorcitizen": True}, *records[5:]]
 
     def body(sent: list[dict], **extra) -> dict:
         return {"inputs": [{"name": name, "shape": [len(sent)], "datatype": datatype,
@@ -410,7 +410,8 @@ def test_json_tensors_answer_alike_with_levels_read_typed_and_as_lists(telco_bun
     drift = [app.get("/drift").get_json() for app in apps]
     assert drift[0] == drift[1]
     from tabserve.model.validation import KnownCodes
-    from tabserve.serving.codecs.tensors import typed_json_request
+    from tabserve.serving.codecs.tensors import TYPED_FROM_BYTES, typed_json_request
+    assert len(bodies[0]) >= TYPED_FROM_BYTES
     typed = {t.name: t.column for t in typed_json_request(bodies[0], telco_bundle.schema)[1]}
     kinds = {f.name: f.kind for f in telco_bundle.schema.fields}
     assert all(isinstance(typed[name], KnownCodes) for name, kind in kinds.items()

@@ -34,6 +34,9 @@ RAW_DTYPES = {"BOOL": "?", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UI
 _LENGTH = struct.Struct("<I")
 SHOWN_NAMES = 5  # unknown input names quoted in a warning; the rest are counted
 TENSOR_LEVELS = "tensor_levels"  # the name for `speedups_off`: see `typed_json_request`
+# a few records' body is read faster in the general decoder's one pass (one Telco record's
+# JSON tensors are ~1.5 KB: typed, 154 against 148 µs a request)
+TYPED_FROM_BYTES = 8192
 
 
 def shown(name: str) -> str:
@@ -123,6 +126,8 @@ def typed_json_request(raw: bytes, schema: Schema) -> tuple[dict[str, Any], list
     general decoder gives it but for those tensors' data, and its input tensors. None for any
     request this does not read as the general decoder would (that decoder then reads it
     whole)."""
+    if len(raw) < TYPED_FROM_BYTES:
+        return None
     try:
         request = _RAW_REQUEST.decode(raw)
         body = {"inputs": [], "id": request.id, "parameters": request.parameters,
