@@ -123,7 +123,7 @@ def breakdown(path: Path, bundle: ModelBundle, rows: int = 100_000) -> dict[str,
             names=batch.schema.names + [f"{name}_" for name in scorer.columns])
         formatting = time.perf_counter()
         table_bytes(table, "csv", True)
-        steps = {"parse CSV (pyarrow, in the parent)": parsed - started,
+        steps = {"parse CSV (pyarrow, in the workers)": parsed - started,
                  "validate": checked - parsed, "score (the model)": scored - checked,
                  "format CSV (pyarrow)": time.perf_counter() - formatting}
     return steps
