@@ -135,10 +135,11 @@ def _with_missing_numbers(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def ordinal_boosting(frame, categorical: bool = False):
-    """An OrdinalEncoder (unseen levels as -1) before a HistGradientBoostingClassifier, the
-    numbers passed through (the remainder) and sometimes missing; `categorical`: the codes
-    split as levels (`categorical_features`), which have no data form here."""
+def ordinal_boosting(frame, categorical: bool = False, library: str = "scikit-learn"):
+    """An OrdinalEncoder (unseen levels as -1) before a HistGradientBoostingClassifier (or
+    LightGBM's LGBMClassifier), the numbers passed through (the remainder) and sometimes
+    missing; `categorical`: the codes split as levels (`categorical_features`), which have no
+    data form here."""
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.pipeline import Pipeline
@@ -148,11 +149,16 @@ def ordinal_boosting(frame, categorical: bool = False):
         ("levels", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
          COURSE_CATEGORICAL)], remainder="passthrough")
     levels = list(range(len(COURSE_CATEGORICAL))) if categorical else None
-    model = Pipeline([("prepare", prepare),
-                      ("model", HistGradientBoostingClassifier(
-                          max_iter=40, random_state=0, categorical_features=levels))])
+    if library == "lightgbm":
+        classifier, fit = _lgbm(), {"model__categorical_feature": levels or "auto"}
+    elif library == "catboost":
+        classifier, fit = _catboost(), {}
+    else:
+        classifier, fit = HistGradientBoostingClassifier(
+            max_iter=40, random_state=0, categorical_features=levels), {}
+    model = Pipeline([("prepare", prepare), ("model", classifier)])
     columns = COURSE_CATEGORICAL + COURSE_NUMERICAL
-    model.fit(frame[columns].iloc[:SAMPLE_ROWS], frame.churn.iloc[:SAMPLE_ROWS])
+    model.fit(frame[columns].iloc[:SAMPLE_ROWS], frame.churn.iloc[:SAMPLE_ROWS], **fit)
     return model, lambda rows: model.predict_proba(rows[columns])
 
 
@@ -168,14 +174,15 @@ def course_pair_boosting(frame):
     return course_pair(frame, HistGradientBoostingClassifier(max_iter=40, random_state=0))
 
 
-def bare_boosting(frame):
-    """A multiclass HistGradientBoostingClassifier fitted on a frame of numbers, some missing:
-    the contract from the rest (one tree per class per round)."""
+def bare_boosting(frame, library: str = "scikit-learn"):
+    """A multiclass HistGradientBoostingClassifier (or LGBMClassifier) fitted on a frame of
+    numbers, some missing: the contract from the rest (one tree per class per round)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     columns = ["seniorcitizen", *COURSE_NUMERICAL]
     y = frame.contract.map({"month-to-month": 0, "one_year": 1, "two_year": 2})
-    model = HistGradientBoostingClassifier(max_iter=30, random_state=0)
+    model = {"lightgbm": _lgbm, "catboost": _catboost}.get(
+        library, lambda: HistGradientBoostingClassifier(max_iter=30, random_state=0))()
     model.fit(frame[columns].iloc[:SAMPLE_ROWS], y.iloc[:SAMPLE_ROWS])
     return model, lambda rows: model.predict_proba(rows[columns])
 
@@ -196,19 +203,33 @@ KINDS = {
     "course HistGradientBoosting": (course_pair_boosting, None),
     "course DecisionTree": (course_pair_tree, None),
     "bare multiclass HistGradientBoosting": (bare_boosting, _with_missing_numbers),
+    "course LightGBM": (lambda f: course_pair(f, _lgbm()), None),
+    "Pipeline(ColumnTransformer(OrdinalEncoder, remainder), LightGBM)": (
+        lambda f: ordinal_boosting(f, library="lightgbm"),
+        lambda f: _with_missing_numbers(_with_missing_and_unseen_contracts(f))),
+    "bare multiclass LightGBM": (lambda f: bare_boosting(f, "lightgbm"), _with_missing_numbers),
+    "course CatBoost": (lambda f: course_pair(f, _catboost()), None),
+    "Pipeline(ColumnTransformer(OrdinalEncoder, remainder), CatBoost)": (
+        lambda f: ordinal_boosting(f, library="catboost"),
+        lambda f: _with_missing_numbers(_with_missing_and_unseen_contracts(f))),
+    "bare multiclass CatBoost": (lambda f: bare_boosting(f, "catboost"), _with_missing_numbers),
 }
 
 
 def _tolerance(kind: str) -> float:
-    """XGBoost's own answers are float32, and a HistGradientBoosting model is served as an
-    XGBoost booster (float32 leaves)."""
-    return 1e-6 if "XGB" in kind or "HistGradientBoosting" in kind else 1e-9
+    """XGBoost's own answers are float32, and HistGradientBoosting, LightGBM and CatBoost
+    models are served as XGBoost boosters (float32 leaves)."""
+    return 1e-6 if any(name in kind for name in ("XGB", *BOOSTERS)) else 1e-9
+
+
+BOOSTERS = ("HistGradientBoosting", "LightGBM", "CatBoost")
 
 
 def _one_as_in_a_batch(kind: str) -> float:
     """One record's trees are summed in float64; a batch of trees too deep for the tree tables
-    (HistGradientBoosting's 31 leaves) is XGBoost's own float32 sum."""
-    return 1e-6 if "HistGradientBoosting" in kind else 1e-12
+    (HistGradientBoosting's and LightGBM's 31 leaves, CatBoost's 64) is XGBoost's own float32
+    sum."""
+    return 1e-6 if any(name in kind for name in BOOSTERS) else 1e-12
 
 
 def _lr():
@@ -219,6 +240,17 @@ def _lr():
 def _xgb():
     from xgboost import XGBClassifier
     return XGBClassifier(n_estimators=30, max_depth=3, n_jobs=1)
+
+
+def _lgbm(**params):
+    from lightgbm import LGBMClassifier
+    return LGBMClassifier(n_estimators=40, n_jobs=1, verbose=-1, random_state=0, **params)
+
+
+def _catboost(**params):
+    from catboost import CatBoostClassifier
+    return CatBoostClassifier(iterations=40, thread_count=1, verbose=0, random_seed=0,
+                              allow_writing_files=False, **params)
 
 
 def _sample_columns(name: str, frame: pd.DataFrame) -> list[str]:
@@ -527,6 +559,159 @@ def test_hist_gradient_boosting_float32_cannot_part_is_served_through_its_own(tm
                                model.predict_proba(held_out)[:, 1], rtol=0, atol=1e-9)
 
 
+# --- LightGBM: served as an XGBoost booster -------------------------------------------------
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_lightgbm_is_served_as_a_booster_with_its_answers_and_its_own_explanations(classes):
+    """Translated to an XGBoost booster (`model.lightgbm_trees`), an LGBMClassifier grown
+    leaf-wise gives its own `predict_proba` one record at a time and in batches: on records
+    on each split's threshold and just above it (LightGBM sends `x <= t` left, XGBoost `x <
+    t`), with missing values where it learnt a side for them (missing type NaN) and where it
+    never saw one (type None: read as 0); its explanations are LightGBM's own tree SHAP
+    values (`pred_contrib`)."""
+    from tabserve.model.fitted import BoostedTrees
+    from tabserve.serving.scorers import compile_model
+    from tabserve.training.importing import inner_model
+
+    rng = np.random.default_rng(3)
+    matrix = rng.normal(size=(3000, 5))
+    y = (matrix[:, 0] + matrix[:, 1] * matrix[:, 2] > 0).astype(int) + \
+        (matrix[:, 3] > 1 if classes == 3 else 0)
+    matrix[rng.random(3000) < 0.2, 4] = np.nan  # column 4 alone is ever missing in training
+    model = _lgbm(num_leaves=24, min_child_samples=5).fit(matrix, y)
+    document = model.booster_.dump_model()
+    splits = [node for info in document["tree_info"]
+              for node in _lightgbm_nodes(info["tree_structure"]) if "split_feature" in node]
+    assert {node["missing_type"] for node in splits} == {"None", "NaN"}
+    fitted = inner_model(model, np.zeros(5), classes)
+    assert isinstance(fitted, BoostedTrees)
+    scorer = compile_model(fitted)
+    # on each of the first trees' thresholds, and just above it
+    records = _on_edges_and_unseen_missing(matrix, rng, [
+        (node["split_feature"], value) for node in splits[:40]
+        for value in (node["threshold"], node["threshold"] + 1e-4 * (1 + abs(node["threshold"])))])
+    _assert_answers_alike(scorer, records, model.predict_proba(records))
+    contributions, base = scorer.contributions(records)
+    own = model.predict(records, pred_contrib=True).reshape(len(records), -1, 6)
+    np.testing.assert_allclose(contributions, own[:, :, :5], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(base, own[:, :, 5], rtol=0, atol=1e-5)
+
+
+def _on_edges_and_unseen_missing(matrix: np.ndarray, rng, edges: list[tuple[int, float]]
+                                 ) -> np.ndarray:
+    """The rows; a record per (column, value) of `edges`; and rows whose first four columns,
+    never missing in training, are sometimes missing."""
+    on_edges = np.repeat(np.nan_to_num(matrix[:1]), len(edges), axis=0)
+    on_edges[np.arange(len(edges)), [column for column, _ in edges]] = [v for _, v in edges]
+    unseen_missing = matrix[:300].copy()
+    unseen_missing[:, :4][rng.random((300, 4)) < 0.3] = np.nan
+    return np.vstack([matrix, on_edges, unseen_missing])
+
+
+def _assert_answers_alike(scorer, records: np.ndarray, expected: np.ndarray) -> None:
+    """One record at a time (every seventh) and as a batch, to 1e-6."""
+    for x, probabilities in zip(records[::7].tolist(), expected[::7]):
+        np.testing.assert_allclose(scorer.row(x), probabilities, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(scorer(records), expected, rtol=0, atol=1e-6)
+
+
+def _lightgbm_nodes(node: dict) -> list[dict]:
+    if "split_feature" not in node:
+        return [node]
+    return [node, *_lightgbm_nodes(node["left_child"]), *_lightgbm_nodes(node["right_child"])]
+
+
+def test_a_lightgbm_booster_saved_as_text_imports_as_data(tmp_path):
+    """`lightgbm.train` on an array, saved by LightGBM as text (`--model model.txt`): its
+    columns are the sample's in order, its classes 0 and 1, and its answers its own; a model
+    that reads zeros as missing values, which the served trees cannot say, is refused in one
+    line."""
+    import lightgbm
+
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame(rng.normal(size=(3000, 3)), columns=["age", "income", "score"])
+    frame.loc[rng.random(3000) < 0.1, "income"] = np.nan
+    y = (frame.age + frame.income.fillna(0) > 0).astype(int)
+    params = {"objective": "binary", "verbose": -1, "num_leaves": 15, "seed": 0}
+    booster = lightgbm.train(params, lightgbm.Dataset(frame.to_numpy()[:2000], y[:2000]), 30)
+    booster.save_model(tmp_path / "model.txt")
+    frame.iloc[:2000].assign(y=y[:2000]).to_csv(tmp_path / "sample.csv", index=False)
+    imported = import_model(tmp_path / "model.txt", load_csv(tmp_path / "sample.csv"), "y")
+    assert isinstance(imported.bundle.model, Adapted) and imported.bundle.classes == ["0", "1"]
+    assert imported.bundle.metrics["imported"]["kind"] == "a LightGBM booster"
+    held_out = frame.iloc[2000:]
+    answers = create_app(imported.bundle, Settings()).test_client().post(
+        "/predict", json=[{k: (None if np.isnan(v) else v) for k, v in r.items()}
+                          for r in held_out.to_dict(orient="records")]).get_json()
+    np.testing.assert_allclose([a["probabilities"]["1"] for a in answers],
+                               booster.predict(held_out.to_numpy()), rtol=0, atol=1e-6)
+    zeros = frame.fillna(0).where(rng.random((3000, 3)) > 0.3, 0.0)
+    lightgbm.train({**params, "zero_as_missing": True},
+                   lightgbm.Dataset(zeros.to_numpy()[:2000], y[:2000]), 30).save_model(
+        tmp_path / "zeros.txt")
+    with pytest.raises(ImportRefused, match=r"^the LightGBM model reads zeros as missing values "
+                                            r"\(zero_as_missing\): a LightGBM booster is"):
+        import_model(tmp_path / "zeros.txt", load_csv(tmp_path / "sample.csv"), "y")
+
+
+# --- CatBoost: served as an XGBoost booster ------------------------------------------------
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_catboost_is_served_as_a_booster_with_its_answers_and_its_own_explanations(classes):
+    """Translated to an XGBoost booster (`model.catboost_trees`), a CatBoostClassifier's
+    symmetric trees give its own `predict_proba` one record at a time and in batches: on
+    records on each split's border and on the next float32 (CatBoost sends `x > border`
+    right), with missing values sent left (nan_mode Min), right (Max) and where training saw
+    none; its explanations are CatBoost's own SHAP values."""
+    import catboost
+
+    from tabserve.model.fitted import BoostedTrees
+    from tabserve.serving.scorers import compile_model
+    from tabserve.training.importing import inner_model
+
+    rng = np.random.default_rng(3)
+    matrix = rng.normal(size=(3000, 5))
+    y = (matrix[:, 0] + matrix[:, 1] * matrix[:, 2] > 0).astype(int) + \
+        (matrix[:, 3] > 1 if classes == 3 else 0)
+    matrix[rng.random(3000) < 0.2, 4] = np.nan  # column 4 alone is ever missing in training
+    for nan_mode in ("Min", "Max"):
+        model = _catboost(depth=4, nan_mode=nan_mode).fit(matrix, y)
+        fitted = inner_model(model, np.zeros(5), classes)
+        assert isinstance(fitted, BoostedTrees)
+        scorer = compile_model(fitted)
+        # on borders of each column, and on the float32 above
+        records = _on_edges_and_unseen_missing(matrix, rng, [
+            (feature, value) for feature, borders in model.get_borders().items()
+            for border in borders[::4]
+            for value in (border, np.nextafter(np.float32(border), np.float32(np.inf)))])
+        _assert_answers_alike(scorer, records, model.predict_proba(records))
+        contributions, base = scorer.contributions(records[:500])
+        own = model.get_feature_importance(catboost.Pool(records[:500]), type="ShapValues")
+        own = own.reshape(500, -1, 6)
+        np.testing.assert_allclose(contributions, own[:, :, :5], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(base, own[:, :, 5], rtol=0, atol=1e-5)
+
+
+def test_a_catboost_model_saved_in_its_own_format_imports_as_data(tmp_path):
+    """`save_model("model.cbm")`, CatBoost's own format, fitted on a frame: its columns by
+    name, its answers its own."""
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame(rng.normal(size=(3000, 3)), columns=["age", "income", "score"])
+    frame.loc[rng.random(3000) < 0.1, "income"] = np.nan
+    y = (frame.age + frame.income.fillna(0) > 0).astype(int)
+    model = _catboost(depth=5).fit(frame.iloc[:2000], y[:2000])
+    model.save_model(str(tmp_path / "model.cbm"))
+    frame.iloc[:2000].assign(y=y[:2000]).to_csv(tmp_path / "sample.csv", index=False)
+    imported = import_model(tmp_path / "model.cbm", load_csv(tmp_path / "sample.csv"), "y")
+    assert isinstance(imported.bundle.model, Adapted) and imported.bundle.classes == ["0", "1"]
+    held_out = frame.iloc[2000:]
+    answers = create_app(imported.bundle, Settings()).test_client().post(
+        "/predict", json=[{k: (None if np.isnan(v) else v) for k, v in r.items()}
+                          for r in held_out.to_dict(orient="records")]).get_json()
+    np.testing.assert_allclose([a["probabilities"]["1"] for a in answers],
+                               model.predict_proba(held_out)[:, 1], rtol=0, atol=1e-6)
+
+
 # --- models without a data form: served through their own predict_proba ---------------------
 
 def course_pair_neighbours(frame):
@@ -536,7 +721,10 @@ def course_pair_neighbours(frame):
 
 OWN = {"ColumnTransformer(OrdinalEncoder), HistGradientBoosting(categorical_features)": (
            lambda f: ordinal_boosting(f, categorical=True), _with_missing_numbers),
-       "course pair, KNeighbors": (course_pair_neighbours, None)}
+       "course pair, KNeighbors": (course_pair_neighbours, None),
+       "ColumnTransformer(OrdinalEncoder), LightGBM(categorical_feature)": (
+           lambda f: ordinal_boosting(f, categorical=True, library="lightgbm"),
+           _with_missing_numbers)}
 
 
 @pytest.mark.parametrize("kind", OWN, ids=list(OWN))
@@ -701,6 +889,18 @@ def _unfitted():
     return LogisticRegression()
 
 
+def _lightgbm_on_categories():
+    frame = course_frame().iloc[:1000]
+    return _lgbm().fit(frame[COURSE_CATEGORICAL + COURSE_NUMERICAL].astype(
+        {name: "category" for name in COURSE_CATEGORICAL}), frame.churn)
+
+
+def _catboost_on_levels():
+    frame = course_frame().iloc[:1000]
+    return _catboost(cat_features=COURSE_CATEGORICAL[:3]).fit(
+        frame[COURSE_CATEGORICAL[:3] + COURSE_NUMERICAL], frame.churn)
+
+
 REFUSALS = {
     "a regressor": (_regressor, None, "holds a LinearRegression (a regressor), not a classifier"),
     "a function": (lambda: len, None, "holds a builtin_function_or_method (a Python object), not a classifier"),
@@ -717,6 +917,12 @@ REFUSALS = {
     "text where the model reads a number": (
         "course", lambda f: f.assign(tenure="long"), "the model reads 'tenure' as a number; "
                                                       "the sample has 'long' in it"),
+    "LightGBM on pandas categories": (_lightgbm_on_categories, None,
+                                      "the LGBMClassifier was fitted on pandas category "
+                                      "columns, which it reads only as such"),
+    "CatBoost with cat_features": (_catboost_on_levels, None,
+                                   "the CatBoostClassifier reads categorical features "
+                                   "(cat_features): their statistics have no data form here"),
 }
 
 

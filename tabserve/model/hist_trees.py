@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tabserve.model.xgboost_trees import NO_PARENT, model_document
+from tabserve.model.xgboost_trees import model_document, tree_json
 
 FLOAT32_MAX = np.finfo(np.float32).max
 
@@ -60,30 +60,12 @@ def booster_json(model) -> bytes:
 def _tree(nodes: np.ndarray, tree_id: int, n_features: int, start: float) -> dict:
     """One tree in XGBoost's JSON layout; `start` is added to every leaf."""
     nodes = nodes[_breadth_first(nodes)]
-    leaf = nodes["is_leaf"].astype(bool)
-    count = len(nodes)
-    split = np.flatnonzero(~leaf)
-    left = np.full(count, -1, np.int64)
-    left[split] = 1 + 2 * np.arange(len(split))  # children in pairs, in the splits' order
-    right = np.where(leaf, -1, left + 1)
-    parents = np.full(count, NO_PARENT, np.int64)
-    parents[left[split]] = parents[right[split]] = split
-    value = (nodes["value"] + start).astype(np.float32)
-    threshold = float32_threshold(nodes["num_threshold"])
-    # XGBoost keeps a leaf's value where a split keeps its threshold
-    conditions = np.where(leaf, value, threshold).astype(np.float32)
-    return {
-        "base_weights": _floats(value), "categories": [], "categories_nodes": [],
-        "categories_segments": [], "categories_sizes": [],
-        "default_left": np.where(leaf, 0, nodes["missing_go_to_left"]).astype(int).tolist(),
-        "id": tree_id, "left_children": left.tolist(),
-        "loss_changes": _floats(np.where(leaf, 0.0, nodes["gain"])),
-        "parents": parents.tolist(), "right_children": right.tolist(),
-        "split_conditions": _floats(conditions),
-        "split_indices": np.where(leaf, 0, nodes["feature_idx"]).astype(int).tolist(),
-        "split_type": [0] * count, "sum_hessian": _floats(nodes["count"]),
-        "tree_param": {"num_deleted": "0", "num_feature": str(n_features),
-                       "num_nodes": str(count), "size_leaf_vector": "1"}}
+    split = ~nodes["is_leaf"].astype(bool)
+    left = np.full(len(nodes), -1, np.int64)
+    left[split] = 1 + 2 * np.arange(int(split.sum()))  # children in pairs, in the splits' order
+    return tree_json(left, nodes["feature_idx"], float32_threshold(nodes["num_threshold"]),
+                     nodes["missing_go_to_left"], nodes["value"] + start, nodes["count"],
+                     tree_id, n_features, gain=nodes["gain"])
 
 
 def _breadth_first(nodes: np.ndarray) -> np.ndarray:
@@ -97,7 +79,3 @@ def _breadth_first(nodes: np.ndarray) -> np.ndarray:
         at += 1
     return np.array(order, np.intp)
 
-
-def _floats(values: np.ndarray) -> list:
-    """float32 values as JSON numbers (exact: a float32 is a float64)."""
-    return np.asarray(values, np.float32).astype(np.float64).tolist()

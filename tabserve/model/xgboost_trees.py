@@ -195,28 +195,42 @@ def model_document(trees: list[dict], objective: str, base_score: list[float],
 
 
 def _tree_document(trees: BoostedTrees, start: int, stop: int, tree_id: int) -> dict:
-    split = trees.left[start:stop] >= 0
-    left = np.where(split, trees.left[start:stop], -1).astype(np.int64)
+    nodes = slice(start, stop)
+    return tree_json(trees.left[nodes], trees.feature[nodes], trees.threshold[nodes],
+                     trees.default_left[nodes], trees.value[nodes], trees.cover[nodes],
+                     tree_id, trees.n_features)
+
+
+def tree_json(left: np.ndarray, feature, threshold, default_left, value, cover, tree_id: int,
+              n_features: int, gain=None) -> dict:
+    """One tree in XGBoost's JSON layout, from its nodes in the served order (breadth-first, a
+    split's two children side by side: `left` holds a split's left child, -1 at a leaf); at a
+    leaf only `value` and `cover` are read (XGBoost keeps a leaf's value where a split keeps
+    its threshold)."""
+    split = np.asarray(left) >= 0
+    left = np.where(split, left, -1).astype(np.int64)
     right = np.where(split, left + 1, -1)
-    parents = np.full(stop - start, NO_PARENT, np.int64)
+    parents = np.full(len(left), NO_PARENT, np.int64)
     at = np.flatnonzero(split)
     parents[left[at]] = parents[right[at]] = at
-    value = trees.value[start:stop]
-    conditions = np.where(split, trees.threshold[start:stop], value)
+    value = np.asarray(value, np.float32)
+    conditions = np.where(split, np.asarray(threshold, np.float32), value)
     return {
-        "base_weights": _floats(value), "categories": [], "categories_nodes": [],
+        "base_weights": json_floats(value), "categories": [], "categories_nodes": [],
         "categories_segments": [], "categories_sizes": [],
-        "default_left": np.where(split, trees.default_left[start:stop], 0).astype(int).tolist(),
-        "id": tree_id, "left_children": left.tolist(), "loss_changes": [0.0] * (stop - start),
+        "default_left": np.where(split, default_left, 0).astype(int).tolist(),
+        "id": tree_id, "left_children": left.tolist(),
+        "loss_changes": [0.0] * len(left) if gain is None
+        else json_floats(np.where(split, gain, 0.0)),
         "parents": parents.tolist(), "right_children": right.tolist(),
-        "split_conditions": _floats(conditions),
-        "split_indices": np.where(split, trees.feature[start:stop], 0).astype(int).tolist(),
-        "split_type": [0] * (stop - start), "sum_hessian": _floats(trees.cover[start:stop]),
-        "tree_param": {"num_deleted": "0", "num_feature": str(trees.n_features),
-                       "num_nodes": str(stop - start), "size_leaf_vector": "1"}}
+        "split_conditions": json_floats(conditions),
+        "split_indices": np.where(split, feature, 0).astype(int).tolist(),
+        "split_type": [0] * len(left), "sum_hessian": json_floats(cover),
+        "tree_param": {"num_deleted": "0", "num_feature": str(n_features),
+                       "num_nodes": str(len(left)), "size_leaf_vector": "1"}}
 
 
-def _floats(values: np.ndarray) -> list:
+def json_floats(values) -> list:
     """float32 values as JSON numbers (exact: a float32 is a float64)."""
     return np.asarray(values, np.float32).astype(np.float64).tolist()
 

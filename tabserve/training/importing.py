@@ -8,18 +8,19 @@ What can be imported (docs/import.md):
 - a scikit-learn `Pipeline` of a `ColumnTransformer` (`OneHotEncoder`, `OrdinalEncoder`,
   `StandardScaler`, `MinMaxScaler`, `SimpleImputer`, pipelines of them, passthrough, drop)
   and/or scalers and imputers, then a classifier;
-- a bare classifier fitted on a frame (`feature_names_in_`), or an XGBoost booster saved as
-  JSON or UBJSON;
+- a bare classifier fitted on a frame (`feature_names_in_`), an XGBoost booster saved as
+  JSON or UBJSON, or a LightGBM booster (pickled, or saved by LightGBM as text);
 where the classifier is a `LogisticRegression`, an `XGBClassifier`, a scikit-learn
 `RandomForestClassifier` / `ExtraTreesClassifier` / `DecisionTreeClassifier` (a forest of one
-tree), or a `HistGradientBoostingClassifier` without natively categorical splits (as an XGBoost
-booster: `model.hist_trees`).
+tree), or a `HistGradientBoostingClassifier`, LightGBM's `LGBMClassifier` or a
+`CatBoostClassifier` without natively categorical splits (as XGBoost boosters:
+`model.hist_trees`, `model.lightgbm_trees`, `model.catboost_trees`).
 
 The user's steps become data: each column the classifier reads is one column of tabserve's
 encoded record (a number, or a level's 0/1) or a level's code, filled, centred and scaled
 (`model.fitted.Adapted`); the classifier becomes the same arrays a trained model is made of.
 Any other fitted classifier that says which fields it reads (a custom transformer, an SVM,
-a HistGradientBoosting with categorical splits...) is kept whole, pickled, and served through
+a HistGradientBoosting, LightGBM or CatBoost model with categorical splits...) is kept whole, pickled, and served through
 its own `predict_proba` on those fields (`model.fitted.OwnModel`): such a bundle is read only
 when trusted, as every pickle is.
 The schema comes from the sample (`--data`, the rows as the model receives them) and the
@@ -33,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tempfile
 import warnings
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -43,7 +45,7 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from tabserve.model import hist_trees
+from tabserve.model import catboost_trees, hist_trees, lightgbm_trees
 from tabserve.model.bundle import (MAGIC, ModelBundle, ModelLoadError, library_versions,
                                    pickled, read_pickled_model)
 from tabserve.model.encoding import MAX_ONE_HOT_LEVELS, Encoder
@@ -236,7 +238,8 @@ def _checked_import(model_path: Path, rows: pd.DataFrame, features: pd.DataFrame
     served = Predictor(bundle).probabilities(columns_from_frame(schema, features))
     difference = float(np.max(np.abs(served - own), initial=0.0))
     tolerance = FLOAT32_TOLERANCE if isinstance(bundle.model.model, BoostedTrees) else TOLERANCE
-    if not difference <= tolerance and user.translated and _is_hist_boosting(user.classifier):
+    if not difference <= tolerance and user.translated and \
+            (_is_hist_boosting(user.classifier) or _lightgbm_booster(user.classifier)):
         # its float64 thresholds, moved to float32 in the booster, no longer part some of the
         # sample's values as they did (values within float32's rounding of a threshold)
         raise Untranslatable(f"as an XGBoost booster its answers differ by {difference:.2g}: "
@@ -279,6 +282,10 @@ def _read_model(path: Path) -> tuple[Any, str | None]:
     import xgboost
     from sklearn.exceptions import InconsistentVersionWarning
 
+    if path.suffix.lower() == ".txt":
+        return _read_lightgbm_file(path), None
+    if path.suffix.lower() == ".cbm":
+        return _read_catboost_file(path), None
     if path.suffix.lower() in (".json", ".ubj"):
         try:
             return xgboost.Booster(model_file=str(path)), None
@@ -305,6 +312,36 @@ def _read_model(path: Path) -> tuple[Any, str | None]:
     return model, ", ".join(f"scikit-learn {v}" for v in sorted(versions)) or None
 
 
+def _read_lightgbm_file(path: Path):
+    """A booster LightGBM saved as text (`save_model("model.txt")`): read by LightGBM, which
+    reading one needs (serving it does not)."""
+    try:
+        import lightgbm
+    except ImportError:
+        raise ImportRefused(f"{path} is read as a LightGBM model file, and LightGBM is not "
+                            "installed here: pip install lightgbm") from None
+    try:
+        return lightgbm.Booster(model_file=str(path))
+    except lightgbm.basic.LightGBMError as err:
+        raise ImportRefused(f"{path} is not a LightGBM model LightGBM {lightgbm.__version__} can "
+                            f"read: {str(err).splitlines()[0]}") from None
+
+
+def _read_catboost_file(path: Path):
+    """A classifier CatBoost saved in its own format (`save_model("model.cbm")`): read by
+    CatBoost, which reading one needs (serving it does not)."""
+    try:
+        import catboost
+    except ImportError:
+        raise ImportRefused(f"{path} is read as a CatBoost model file, and CatBoost is not "
+                            "installed here: pip install catboost") from None
+    try:
+        return catboost.CatBoostClassifier().load_model(str(path))
+    except catboost.CatBoostError as err:
+        raise ImportRefused(f"{path} is not a CatBoost model CatBoost {catboost.__version__} can "
+                            f"read: {str(err).splitlines()[0]}") from None
+
+
 # --- what the user's model reads ----------------------------------------------------------------
 
 def user_model(model: Any, sample_columns: list[str]) -> UserModel:
@@ -321,16 +358,18 @@ def user_model(model: Any, sample_columns: list[str]) -> UserModel:
         return _pipeline_model(model)
     if isinstance(model, xgboost.Booster):
         return _booster_model(model, sample_columns)
+    if _lightgbm_booster(model) is model:
+        return _lightgbm_model(model, sample_columns)
     _check_classifier(model)
     _check_translatable(model)
-    names = getattr(model, "feature_names_in_", None)
-    if names is None:
+    names = _feature_names(model)
+    if not names:
         raise ImportRefused(f"a bare {type(model).__name__} does not say which columns it reads: "
                             "fit it on a DataFrame (so it has feature_names_in_), or import a "
                             "Pipeline or (DictVectorizer, model) pair")
-    columns = [Column(str(name)) for name in names]
+    columns = [Column(name) for name in names]
     return UserModel(columns, model, _classes(model), type(model).__name__,
-                     lambda frame: model.predict_proba(frame[list(names)]))
+                     lambda frame: model.predict_proba(frame[names]))
 
 
 def _check_classifier(model: Any) -> None:
@@ -360,6 +399,22 @@ def _check_translatable(classifier: Any) -> None:
             raise Untranslatable("the HistGradientBoostingClassifier splits levels natively "
                                  "(categorical_features)")
         return
+    library = _library_trees(classifier)
+    if library is not None:
+        module, document = library
+        if document.get("pandas_categorical"):  # LightGBM's
+            raise ImportRefused(
+                f"the {type(classifier).__name__} was fitted on pandas category columns, which "
+                "it reads only as such: fit it after an OrdinalEncoder in a Pipeline")
+        if document.get("features_info", {}).get("categorical_features"):  # CatBoost's
+            raise ImportRefused(
+                "the CatBoostClassifier reads categorical features (cat_features): their "
+                "statistics have no data form here, and it reads them only typed as it was "
+                "fitted; one-hot or ordinal encode them before it in a Pipeline")
+        reason = module.untranslatable(document)
+        if reason:
+            raise Untranslatable(reason)
+        return
     if not isinstance(classifier, (LogisticRegression, xgboost.XGBClassifier)) and \
             type(classifier) not in (RandomForestClassifier, ExtraTreesClassifier,
                                      DecisionTreeClassifier):
@@ -370,6 +425,45 @@ def _is_hist_boosting(classifier: Any) -> bool:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     return type(classifier) is HistGradientBoostingClassifier
+
+
+def _feature_names(model: Any) -> list[str]:
+    """The columns a model fitted on a DataFrame reads, by name (CatBoost's say it their own
+    way); [] when it does not say."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is None and type(model).__module__.split(".")[0] == "catboost":
+        names = model.feature_names_
+    return [] if names is None else [str(name) for name in names]
+
+
+def _lightgbm_booster(classifier: Any):
+    """LightGBM's booster of an `LGBMClassifier` (or a booster itself); None for anything
+    else, without importing LightGBM."""
+    if type(classifier).__module__.split(".")[0] != "lightgbm":
+        return None
+    import lightgbm
+
+    if isinstance(classifier, lightgbm.Booster):
+        return classifier
+    return classifier.booster_ if isinstance(classifier, lightgbm.LGBMClassifier) else None
+
+
+def _library_trees(classifier: Any):
+    """For a LightGBM or CatBoost classifier (or a LightGBM booster): the module that writes
+    its trees as XGBoost's, and the model document it reads (the library's own description of
+    the model); None for anything else."""
+    booster = _lightgbm_booster(classifier)
+    if booster is not None:
+        return lightgbm_trees, booster.dump_model()
+    if type(classifier).__module__.split(".")[0] != "catboost":
+        return None
+    import catboost
+
+    if not isinstance(classifier, catboost.CatBoostClassifier):
+        return None
+    with tempfile.TemporaryDirectory() as folder:  # CatBoost writes its JSON only to a file
+        classifier.save_model(f"{folder}/model.json", format="json")
+        return catboost_trees, json.loads(Path(f"{folder}/model.json").read_text())
 
 
 def _classes(model: Any) -> list[str]:
@@ -621,6 +715,34 @@ def _booster_model(booster, sample_columns: list[str]) -> UserModel:
                      [str(c) for c in range(n_classes)], "an XGBoost booster", own)
 
 
+def _lightgbm_model(booster, sample_columns: list[str]) -> UserModel:
+    """A LightGBM booster (from `lightgbm.train`): its columns by name, or the sample's in
+    order when it was trained on an array (LightGBM then names them Column_0, ...)."""
+    document = booster.dump_model()
+    name, _ = lightgbm_trees.objective(document)
+    if name not in ("binary", "multiclass"):
+        raise ImportRefused(f"the LightGBM booster's objective is {name}: import supports "
+                            "classifiers (binary, multiclass)")
+    reason = lightgbm_trees.untranslatable(document)
+    if reason:  # a booster has no predict_proba to be served through
+        raise ImportRefused(f"{reason}: a LightGBM booster is imported as data only; import an "
+                            "LGBMClassifier fitted on a DataFrame to serve it as it is")
+    n_classes = max(2, int(document["num_class"]))
+    names = booster.feature_name()
+    if names == [f"Column_{i}" for i in range(len(names))] and names[0] not in sample_columns:
+        names = sample_columns
+    if len(names) != booster.num_feature():
+        raise ImportRefused(f"the LightGBM booster reads {booster.num_feature()} columns; the "
+                            f"sample has {len(names)} besides the target")
+
+    def own(frame: pd.DataFrame) -> np.ndarray:
+        raw = booster.predict(frame[names].to_numpy(dtype=np.float64))
+        return np.column_stack([1 - raw, raw]) if n_classes == 2 else raw
+
+    return UserModel([Column(str(n)) for n in names], booster,
+                     [str(c) for c in range(n_classes)], "a LightGBM booster", own)
+
+
 def own_model(model: Any, features: pd.DataFrame, reason: Untranslatable) -> UserModel:
     """A fitted classifier with steps that have no data form (`reason`), kept whole and served
     through its own `predict_proba` on the fields it reads: levels where its DictVectorizer or
@@ -636,7 +758,7 @@ def own_model(model: Any, features: pd.DataFrame, reason: Untranslatable) -> Use
         return UserModel(columns, model, _classes(model), _own_description(model, reason),
                          lambda frame: model.predict_proba(_records(frame)), takes_records=True,
                          categorical_levels=levels, translated=False)
-    names = [str(name) for name in getattr(model, "feature_names_in_", [])]
+    names = _feature_names(model)
     if not names:
         raise ImportRefused(f"the {type(model).__name__} does not say which columns it reads: fit "
                             "it on a DataFrame (so it has feature_names_in_)")
@@ -804,6 +926,11 @@ def inner_model(classifier: Any, mean: np.ndarray, n_classes: int):
     if _is_hist_boosting(classifier):
         return measured(trees_from_document(json.loads(hist_trees.booster_json(classifier)),
                                             n_classes, width))
+    library = _library_trees(classifier)
+    if library is not None:
+        module, document = library
+        return measured(trees_from_document(
+            json.loads(module.booster_json(document, n_classes, width)), n_classes, width))
     raise Untranslatable(f"the classifier is a {type(classifier).__name__}")
 
 
