@@ -372,8 +372,12 @@ def train_course_model(bundle: ModelBundle, path: Path) -> None:
     from sklearn.linear_model import LogisticRegression
     from xgboost import XGBClassifier
 
+    from tabserve.training.importing import class_codes
+
     frame = complete_rows(bundle)
-    y = (frame[bundle.schema.target] == bundle.classes[-1]).astype(int).to_numpy()
+    # an imported model's classes may be 0/1 where the table says yes/no (read as flags)
+    y = (class_codes(frame[bundle.schema.target], bundle.classes)[0] == len(bundle.classes) - 1
+         ).astype(int).to_numpy()
     dv = DictVectorizer(sparse=False)
     X = dv.fit_transform(records_from_frame(bundle, frame))
     # an imported model's family is "imported": the course's own LogisticRegression

@@ -163,7 +163,7 @@ def import_model(model_path: Path, rows: pd.DataFrame | None = None,
                                    own_model(model, features, reason), data_path)
     sample = features.copy()
     if target is not None:
-        truth, _ = _truth(rows[target], imported.bundle.classes)
+        truth, _ = class_codes(rows[target], imported.bundle.classes)
         sample[target] = np.asarray(imported.bundle.classes, dtype=object)[truth.astype(int)]
     return replace(imported, unread=unread, renamed=tuple(renamed + renamed_fields),
                    relevelled=relevelled, sample=sample, pickled_by=pickled_by)
@@ -947,7 +947,7 @@ def own_model_data(schema: Schema, user: UserModel) -> OwnModel:
         takes_records=user.takes_records)
 
 
-def _truth(target: pd.Series, classes: list[str]) -> tuple[pd.Series, str | None]:
+def class_codes(target: pd.Series, classes: list[str]) -> tuple[pd.Series, str | None]:
     """Each row's class code (NaN where the value is not a class), and how the values were
     read when they are a flag's words for a model of classes 0 and 1: the course's model
     learns `churn == "yes"` as 1, while its table, like the Kaggle file, says yes and no."""
@@ -978,7 +978,7 @@ def _bundle(model_path: Path, rows: pd.DataFrame, features: pd.DataFrame, target
                      "served": "as data" if user.translated else "its own predict_proba"},
         "rows": {"sample": len(rows)}, "test": None}
     if target is not None:
-        truth, read_as_flags = _truth(rows[target], user.classes)
+        truth, read_as_flags = class_codes(rows[target], user.classes)
         if read_as_flags:
             metrics["imported"]["target"] = read_as_flags
         if truth.isna().any():
