@@ -92,6 +92,27 @@ def test_the_import_reader_sees_what_it_must():
     assert offenders(["tabserve.web.app"], ("flask",))
 
 
+def test_no_module_imports_itself_back():
+    """No circle of imports between the package's modules, at the top or inside a function
+    (a package's `__init__`, which gathers its modules, aside): each layer stands on the ones
+    below it."""
+    def below(name: str) -> set[str]:
+        return {m for m in imports(name) if m in modules() and m.startswith("tabserve")
+                and modules()[m].name != "__init__.py"}
+
+    circles = []
+    for start in sorted(m for m in modules() if m.startswith("tabserve")):
+        seen, todo = set(), list(below(start))
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo += below(name)
+        if start in seen:
+            circles.append(start)
+    assert circles == []
+
+
 def test_training_never_imports_the_web_wing_or_flask():
     assert offenders(wing("training"), ("tabserve.web", "flask", "werkzeug")) == {}
 
@@ -170,9 +191,11 @@ def test_the_server_never_imports_model_selection_or_plotting():
                      ("sklearn.model_selection", "matplotlib", "tabserve.training")) == {}
 
 
-def test_only_the_bundle_module_reads_or_writes_model_files():
+def test_only_one_module_reads_or_writes_pickles():
+    """`model.pickles`: what has no data form, and the one reader, for trusted files and the
+    user's own model."""
     users = sorted(name for name in modules() if {"pickle", "joblib", "cloudpickle"} & imports(name))
-    assert users == ["tabserve.model.bundle"]
+    assert users == ["tabserve.model.pickles"]
 
 
 def environment_reads(path: Path) -> list[str]:

@@ -12,7 +12,8 @@ from sklearn.pipeline import Pipeline
 
 from helpers import ROOT, alter_keeping_checksum
 from tabserve.model import bundle as bundle_module
-from tabserve.model.bundle import MAGIC, ModelBundle, ModelLoadError, pickled_steps
+from tabserve.model.bundle import MAGIC, ModelBundle, ModelLoadError
+from tabserve.model.pickles import pickled_steps
 from tabserve.model.encoding import Encoder
 from tabserve.model.trust import Trust, key_id
 from tabserve.settings import ConfigError, signing_key

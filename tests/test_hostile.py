@@ -290,6 +290,7 @@ def test_booster_arrays_answer_as_xgboost_did(telco_record):
     import xgboost
 
     from tabserve.model.archive import Archive
+    from tabserve.model.xgboost_trees import loaded_booster
     from tabserve.serving.core import Predictor
 
     bundle = ModelBundle.load(UBJSON_BOOSTER)
@@ -301,7 +302,7 @@ def test_booster_arrays_answer_as_xgboost_did(telco_record):
     own = xgboost.Booster(model_file=bytearray(archive.read(ubj)))
     rows = np.random.default_rng(0).normal(size=(200, trees.n_features)) * 50
     rows[rows < -40] = np.nan
-    served = trees.load().predict(xgboost.DMatrix(rows), output_margin=True)
+    served = loaded_booster(trees).predict(xgboost.DMatrix(rows), output_margin=True)
     assert np.array_equal(served, own.predict(xgboost.DMatrix(rows), output_margin=True))
     records = [{**telco_record, "tenure": tenure} for tenure in range(0, 72, 3)]
     older, committed = (Predictor(b).score_records(records).probabilities

@@ -498,7 +498,7 @@ def test_hist_gradient_boosting_is_served_as_a_booster_with_its_answers(classes)
 
     from tabserve.model.fitted import BoostedTrees
     from tabserve.serving.scorers import compile_model
-    from tabserve.training.importing import inner_model
+    from tabserve.training.import_kinds import translated
 
     rng = np.random.default_rng(3)
     matrix = rng.normal(size=(1500, 5))
@@ -509,7 +509,7 @@ def test_hist_gradient_boosting_is_served_as_a_booster_with_its_answers(classes)
     model = HistGradientBoostingClassifier(max_iter=60, random_state=0).fit(matrix, y)
     nodes = [p.nodes for round_ in model._predictors for p in round_]
     assert any(np.isinf(n["num_threshold"][~n["is_leaf"].astype(bool)]).any() for n in nodes)
-    fitted = inner_model(model, np.zeros(5), classes)
+    fitted = translated(model, np.zeros(5), classes)
     assert isinstance(fitted, BoostedTrees)
     scorer = compile_model(fitted)
     edges = []  # a record on each of the first tree's thresholds, and just above it
@@ -571,7 +571,7 @@ def test_lightgbm_is_served_as_a_booster_with_its_answers_and_its_own_explanatio
     values (`pred_contrib`)."""
     from tabserve.model.fitted import BoostedTrees
     from tabserve.serving.scorers import compile_model
-    from tabserve.training.importing import inner_model
+    from tabserve.training.import_kinds import translated
 
     rng = np.random.default_rng(3)
     matrix = rng.normal(size=(3000, 5))
@@ -583,7 +583,7 @@ def test_lightgbm_is_served_as_a_booster_with_its_answers_and_its_own_explanatio
     splits = [node for info in document["tree_info"]
               for node in _lightgbm_nodes(info["tree_structure"]) if "split_feature" in node]
     assert {node["missing_type"] for node in splits} == {"None", "NaN"}
-    fitted = inner_model(model, np.zeros(5), classes)
+    fitted = translated(model, np.zeros(5), classes)
     assert isinstance(fitted, BoostedTrees)
     scorer = compile_model(fitted)
     # on each of the first trees' thresholds, and just above it
@@ -667,7 +667,7 @@ def test_catboost_is_served_as_a_booster_with_its_answers_and_its_own_explanatio
 
     from tabserve.model.fitted import BoostedTrees
     from tabserve.serving.scorers import compile_model
-    from tabserve.training.importing import inner_model
+    from tabserve.training.import_kinds import translated
 
     rng = np.random.default_rng(3)
     matrix = rng.normal(size=(3000, 5))
@@ -676,7 +676,7 @@ def test_catboost_is_served_as_a_booster_with_its_answers_and_its_own_explanatio
     matrix[rng.random(3000) < 0.2, 4] = np.nan  # column 4 alone is ever missing in training
     for nan_mode in ("Min", "Max"):
         model = _catboost(depth=4, nan_mode=nan_mode).fit(matrix, y)
-        fitted = inner_model(model, np.zeros(5), classes)
+        fitted = translated(model, np.zeros(5), classes)
         assert isinstance(fitted, BoostedTrees)
         scorer = compile_model(fitted)
         # on borders of each column, and on the float32 above

@@ -21,15 +21,13 @@ to the header: an HMAC of the payload with the key. A server given the key refus
 reading the payload, a file that is unsigned, signed with another key, or altered after signing
 (the checksum alone can be recomputed by anyone; the HMAC only with the key). Format-1 files
 written before the package had wings name their classes by the old flat modules
-(`tabserve.schema`, ...); the loader finds them where they live now (`MOVED_MODULES`).
+(`tabserve.schema`, ...); the loader finds them where they live now (`model.pickles`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
-import pickle
 import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -46,6 +44,7 @@ from tabserve.model.digest import value_digest
 from tabserve.model.encoding import Encoder
 from tabserve.model.fitted import (Blob, FittedModel, ModelFileError, OwnModel, Pickled,
                                    PickledSteps)
+from tabserve.model.pickles import unpickled
 from tabserve.model.profile import Profile
 from tabserve.model.schema import Schema
 from tabserve.model.trust import Trust, key_id, signature, signature_problem
@@ -59,17 +58,6 @@ FORMAT = "2"          # data only
 PICKLE_FORMAT = "1"   # the header, then the pickled bundle: read only when trusted
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 TRACKED_PACKAGES = ("scikit-learn", "xgboost-cpu", "numpy", "pandas")
-# where the classes of bundles written by the flat layout (up to commit 0db92fe) live now
-MOVED_MODULES = {
-    "tabserve.bundle": "tabserve.model.bundle",
-    "tabserve.schema": "tabserve.model.schema",
-    "tabserve.encoding": "tabserve.model.encoding",
-    "tabserve.blend": "tabserve.model.blend",
-    "tabserve.decision": "tabserve.model.decision",
-}
-# classes that moved out of their module since (the scikit-learn steps, out of serving's way)
-MOVED_CLASSES = {("tabserve.model.encoding", "FrameEncoder"): "tabserve.model.sklearn_steps",
-                 ("tabserve.model.encoding", "Hinges"): "tabserve.model.sklearn_steps"}
 
 
 class ModelLoadError(RuntimeError):
@@ -89,29 +77,6 @@ def library_versions() -> dict[str, str]:
 
 def _minor(version: str) -> str:
     return ".".join(version.split(".")[:2])
-
-
-def pickled_steps(steps: Any, width: int) -> PickledSteps:
-    """Fitted steps that have no data form, pickled (read back only from a trusted file)."""
-    return PickledSteps(pickled(steps), width)
-
-
-def pickled(fitted: Any) -> Pickled:
-    """A fitted object that has no data form, pickled (read back only from a trusted file)."""
-    return Pickled(pickle.dumps(fitted, protocol=5))
-
-
-def unpickled(blob: Pickled) -> Any:
-    """The object in a `Pickled` part that `ModelBundle.load` let through (a trusted file)."""
-    return _Unpickler(io.BytesIO(blob.data)).load()
-
-
-def read_pickled_model(path: Path) -> Any:
-    """A model a user pickled (`pickle.dump` or `joblib.dump`), for `import_model.py`: this
-    runs code from the file, as every unpickling does; the caller says so."""
-    import joblib
-
-    return joblib.load(path)
 
 
 @dataclass
@@ -372,7 +337,7 @@ def _decoded_bundle(path: Path, payload: bytes, pickle_declared: bool) -> ModelB
 def _unpickled_bundle(path: Path, payload: bytes) -> ModelBundle:
     """A format-1 payload (a trusted file: `ModelBundle.load` checked)."""
     try:
-        bundle = _Unpickler(io.BytesIO(payload)).load()
+        bundle = unpickled(payload)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "incompatible"
         raise ModelLoadError(
             f"model file {path} cannot be loaded with the libraries installed here "
@@ -383,10 +348,3 @@ def _unpickled_bundle(path: Path, payload: bytes) -> ModelBundle:
                              "not a model bundle")
     return bundle
 
-
-class _Unpickler(pickle.Unpickler):
-    """Finds the classes of bundles written by the flat layout where they live now."""
-
-    def find_class(self, module: str, name: str):
-        module = MOVED_MODULES.get(module, module)
-        return super().find_class(MOVED_CLASSES.get((module, name), module), name)

@@ -118,7 +118,8 @@ class BoostedTrees(msgspec.Struct, tag="boosted_trees", frozen=True):
     under each node) weighs tree SHAP. `base_score` is XGBoost's, as its objective reads it;
     `base_margin` (per output) is what XGBoost's margin holds beyond the leaves, measured from
     the booster when the trees were written (`xgboost_trees.measured`), so serving needs no
-    XGBoost to score them; None in files written before it was stored."""
+    XGBoost to score them; None in files written before it was stored. XGBoost reads them
+    only as `xgboost_trees.loaded_booster` writes them."""
 
     name: ClassVar[str] = "XGBoost"
     n_classes: int
@@ -194,21 +195,6 @@ class BoostedTrees(msgspec.Struct, tag="boosted_trees", frozen=True):
         _expect(bool(np.all((self.feature[at] >= 0) & (self.feature[at] < self.n_features))),
                 "an XGBoost split reads a column the encoder does not have")
         _expect(bool(np.all(self.default_left <= 1)), "XGBoost default_left must be 0 or 1")
-
-    def load(self):
-        """The booster, read by XGBoost from the document `model.xgboost_trees` writes from
-        these checked arrays (one thread: workers are processes)."""
-        import xgboost
-
-        from tabserve.model.xgboost_trees import booster_document
-
-        try:
-            booster = xgboost.Booster(model_file=bytearray(booster_document(self)))
-        except xgboost.core.XGBoostError as err:
-            raise ModelFileError(f"XGBoost cannot read the model's trees: "
-                                 f"{str(err).splitlines()[0]}") from None
-        booster.set_param({"nthread": 1})
-        return booster
 
 
 class XGBoostFile(msgspec.Struct, tag="xgboost", frozen=True):

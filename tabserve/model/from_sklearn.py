@@ -14,8 +14,8 @@ from sklearn.tree import DecisionTreeClassifier
 
 from tabserve.model.blend import Blend
 from tabserve.model.sklearn_steps import Hinges
-from tabserve.model.bundle import pickled_steps
 from tabserve.model.fitted import BlendModel, BoostedTrees, FittedModel, Forest, LinearModel
+from tabserve.model.pickles import pickled_steps
 from tabserve.model.xgboost_trees import trees_from_booster
 
 

@@ -40,7 +40,7 @@ def measured(trees: BoostedTrees) -> BoostedTrees:
     import xgboost
 
     zero = np.zeros((1, trees.n_features), np.float32)
-    margin = trees.load().predict(xgboost.DMatrix(zero), output_margin=True).reshape(-1)
+    margin = loaded_booster(trees).predict(xgboost.DMatrix(zero), output_margin=True).reshape(-1)
     reached = np.add.reduce(leaves_reached(trees, zero[0]).reshape(-1, trees.outputs), axis=0)
     return msgspec.structs.replace(trees, base_margin=(margin - reached).tolist())
 
@@ -58,6 +58,20 @@ def leaves_reached(trees: BoostedTrees, record: np.ndarray) -> np.ndarray:
         # `x < threshold` goes left; its right sibling follows it
         go_right = record[trees.feature[at]] >= trees.threshold[at]
         node[split] = starts[split] + trees.left[at] + go_right
+
+
+def loaded_booster(trees: BoostedTrees):
+    """The booster, read by XGBoost from the document this module writes from the checked
+    arrays (one thread: workers are processes)."""
+    import xgboost
+
+    try:
+        loaded = xgboost.Booster(model_file=bytearray(booster_document(trees)))
+    except xgboost.core.XGBoostError as err:
+        raise ModelFileError(f"XGBoost cannot read the model's trees: "
+                             f"{str(err).splitlines()[0]}") from None
+    loaded.set_param({"nthread": 1})
+    return loaded
 
 
 def trees_from_file(model: XGBoostFile) -> BoostedTrees:

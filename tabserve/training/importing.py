@@ -10,18 +10,15 @@ What can be imported (docs/import.md):
   and/or scalers and imputers, then a classifier;
 - a bare classifier fitted on a frame (`feature_names_in_`), an XGBoost booster saved as
   JSON or UBJSON, or a LightGBM booster (pickled, or saved by LightGBM as text);
-where the classifier is a `LogisticRegression`, an `XGBClassifier`, a scikit-learn
-`RandomForestClassifier` / `ExtraTreesClassifier` / `DecisionTreeClassifier` (a forest of one
-tree), or a `HistGradientBoostingClassifier`, LightGBM's `LGBMClassifier` or a
-`CatBoostClassifier` without natively categorical splits (as XGBoost boosters:
-`model.hist_trees`, `model.lightgbm_trees`, `model.catboost_trees`).
+where the classifier is one `training.import_kinds` knows (`KINDS`: logistic regression,
+XGBoost, scikit-learn's forests and HistGradientBoosting, LightGBM, CatBoost).
 
 The user's steps become data: each column the classifier reads is one column of tabserve's
 encoded record (a number, or a level's 0/1) or a level's code, filled, centred and scaled
 (`model.fitted.Adapted`); the classifier becomes the same arrays a trained model is made of.
 Any other fitted classifier that says which fields it reads (a custom transformer, an SVM,
-a HistGradientBoosting, LightGBM or CatBoost model with categorical splits...) is kept whole, pickled, and served through
-its own `predict_proba` on those fields (`model.fitted.OwnModel`): such a bundle is read only
+a HistGradientBoosting, LightGBM or CatBoost model with categorical splits...) is kept whole,
+pickled, and served through its own `predict_proba` on those fields (`model.fitted.OwnModel`): such a bundle is read only
 when trusted, as every pickle is.
 The schema comes from the sample (`--data`, the rows as the model receives them) and the
 model together: the model decides which fields are numbers and which are levels, and the
@@ -32,9 +29,7 @@ levels it knows join the sample's. The served probabilities are checked against 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import tempfile
 import warnings
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -45,16 +40,17 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from tabserve.model import catboost_trees, hist_trees, lightgbm_trees
-from tabserve.model.bundle import (MAGIC, ModelBundle, ModelLoadError, library_versions,
-                                   pickled, read_pickled_model)
+from tabserve.model import lightgbm_trees
+from tabserve.model.bundle import MAGIC, ModelBundle, ModelLoadError, library_versions
 from tabserve.model.encoding import MAX_ONE_HOT_LEVELS, Encoder
-from tabserve.model.fitted import Adapted, BoostedTrees, LevelCodes, LinearModel, OwnModel
-from tabserve.model.xgboost_trees import measured, trees_from_booster, trees_from_document
+from tabserve.model.fitted import Adapted, BoostedTrees, LevelCodes, OwnModel
 from tabserve.model.frames import columns_from_frame
+from tabserve.model.pickles import pickled, read_pickled_model
 from tabserve.model.schema import BOOLEAN_VALUES, Dropped, Field, Kind, Schema, loose_spelling
 from tabserve.model.trust import Trust
 from tabserve.serving.core import Predictor
+from tabserve.training.import_kinds import (ImportRefused, Untranslatable, check_translatable,
+                                            kind_of, lightgbm_booster, translated)
 from tabserve.training.reference import reference_profile
 from tabserve.training.schema_inference import example_record, infer_schema
 
@@ -63,15 +59,6 @@ from tabserve.training.schema_inference import example_record, infer_schema
 # 6e-8; an older tabserve blend mixed clipped probabilities in log space (docs/import.md)
 TOLERANCE = 1e-9
 FLOAT32_TOLERANCE = 1e-6
-
-
-class ImportRefused(ValueError):
-    """A model that cannot be imported; the message says why in one line."""
-
-
-class Untranslatable(ImportRefused):
-    """A classifier or step that has no data form here: the model is served through its own
-    `predict_proba` instead (`own_model`)."""
 
 
 @dataclass
@@ -238,8 +225,8 @@ def _checked_import(model_path: Path, rows: pd.DataFrame, features: pd.DataFrame
     served = Predictor(bundle).probabilities(columns_from_frame(schema, features))
     difference = float(np.max(np.abs(served - own), initial=0.0))
     tolerance = FLOAT32_TOLERANCE if isinstance(bundle.model.model, BoostedTrees) else TOLERANCE
-    if not difference <= tolerance and user.translated and \
-            (_is_hist_boosting(user.classifier) or _lightgbm_booster(user.classifier)):
+    kind = kind_of(user.classifier) if user.translated else None
+    if not difference <= tolerance and kind is not None and kind.float64_thresholds:
         # its float64 thresholds, moved to float32 in the booster, no longer part some of the
         # sample's values as they did (values within float32's rounding of a threshold)
         raise Untranslatable(f"as an XGBoost booster its answers differ by {difference:.2g}: "
@@ -358,10 +345,10 @@ def user_model(model: Any, sample_columns: list[str]) -> UserModel:
         return _pipeline_model(model)
     if isinstance(model, xgboost.Booster):
         return _booster_model(model, sample_columns)
-    if _lightgbm_booster(model) is model:
+    if lightgbm_booster(model) is model:
         return _lightgbm_model(model, sample_columns)
     _check_classifier(model)
-    _check_translatable(model)
+    check_translatable(model)
     names = _feature_names(model)
     if not names:
         raise ImportRefused(f"a bare {type(model).__name__} does not say which columns it reads: "
@@ -388,45 +375,6 @@ def _check_classifier(model: Any) -> None:
         raise ImportRefused(f"the file holds a {type(model).__name__}: {err}") from None
 
 
-def _check_translatable(classifier: Any) -> None:
-    import xgboost
-    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.tree import DecisionTreeClassifier
-
-    if _is_hist_boosting(classifier):
-        if not hist_trees.is_translatable(classifier):
-            raise Untranslatable("the HistGradientBoostingClassifier splits levels natively "
-                                 "(categorical_features)")
-        return
-    library = _library_trees(classifier)
-    if library is not None:
-        module, document = library
-        if document.get("pandas_categorical"):  # LightGBM's
-            raise ImportRefused(
-                f"the {type(classifier).__name__} was fitted on pandas category columns, which "
-                "it reads only as such: fit it after an OrdinalEncoder in a Pipeline")
-        if document.get("features_info", {}).get("categorical_features"):  # CatBoost's
-            raise ImportRefused(
-                "the CatBoostClassifier reads categorical features (cat_features): their "
-                "statistics have no data form here, and it reads them only typed as it was "
-                "fitted; one-hot or ordinal encode them before it in a Pipeline")
-        reason = module.untranslatable(document)
-        if reason:
-            raise Untranslatable(reason)
-        return
-    if not isinstance(classifier, (LogisticRegression, xgboost.XGBClassifier)) and \
-            type(classifier) not in (RandomForestClassifier, ExtraTreesClassifier,
-                                     DecisionTreeClassifier):
-        raise Untranslatable(f"the classifier is a {type(classifier).__name__}")
-
-
-def _is_hist_boosting(classifier: Any) -> bool:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    return type(classifier) is HistGradientBoostingClassifier
-
-
 def _feature_names(model: Any) -> list[str]:
     """The columns a model fitted on a DataFrame reads, by name (CatBoost's say it their own
     way); [] when it does not say."""
@@ -436,36 +384,6 @@ def _feature_names(model: Any) -> list[str]:
     return [] if names is None else [str(name) for name in names]
 
 
-def _lightgbm_booster(classifier: Any):
-    """LightGBM's booster of an `LGBMClassifier` (or a booster itself); None for anything
-    else, without importing LightGBM."""
-    if type(classifier).__module__.split(".")[0] != "lightgbm":
-        return None
-    import lightgbm
-
-    if isinstance(classifier, lightgbm.Booster):
-        return classifier
-    return classifier.booster_ if isinstance(classifier, lightgbm.LGBMClassifier) else None
-
-
-def _library_trees(classifier: Any):
-    """For a LightGBM or CatBoost classifier (or a LightGBM booster): the module that writes
-    its trees as XGBoost's, and the model document it reads (the library's own description of
-    the model); None for anything else."""
-    booster = _lightgbm_booster(classifier)
-    if booster is not None:
-        return lightgbm_trees, booster.dump_model()
-    if type(classifier).__module__.split(".")[0] != "catboost":
-        return None
-    import catboost
-
-    if not isinstance(classifier, catboost.CatBoostClassifier):
-        return None
-    with tempfile.TemporaryDirectory() as folder:  # CatBoost writes its JSON only to a file
-        classifier.save_model(f"{folder}/model.json", format="json")
-        return catboost_trees, json.loads(Path(f"{folder}/model.json").read_text())
-
-
 def _classes(model: Any) -> list[str]:
     return [str(c) for c in model.classes_]
 
@@ -473,7 +391,7 @@ def _classes(model: Any) -> list[str]:
 def _dict_model(vectorizer, classifier, description: str, steps=None) -> UserModel:
     """A DictVectorizer's features: `field=level` for text values, `field` for numbers."""
     _check_classifier(classifier if steps is None else steps)
-    _check_translatable(classifier)
+    check_translatable(classifier)
     columns, levels = _dict_columns(vectorizer)
     model = steps if steps is not None else classifier
 
@@ -533,7 +451,7 @@ def _pipeline_model(pipeline) -> UserModel:
             raise ImportRefused("the Pipeline does not say which columns it reads: fit it on a "
                                 "DataFrame (so it has feature_names_in_)")
         columns, levels, middle = [Column(str(n)) for n in names], {}, steps[:-1]
-    _check_translatable(classifier)
+    check_translatable(classifier)
     for step in middle:
         columns = _elementwise(step, columns)
     names = list(getattr(pipeline, "feature_names_in_", []))
@@ -870,7 +788,7 @@ def adapted_model(schema: Schema, user: UserModel, features: pd.DataFrame) -> Ad
     with np.errstate(invalid="ignore"):
         made = AdaptedScorer(adapted, None, len(at)).columns(
             encoder.encode(columns_from_frame(schema, features)))
-    return msgspec.structs.replace(adapted, model=inner_model(
+    return msgspec.structs.replace(adapted, model=translated(
         user.classifier, np.nanmean(made, axis=0), len(user.classes)))
 
 
@@ -896,42 +814,6 @@ def level_codes(columns: list[Column], at: dict[str, int]) -> LevelCodes | None:
         level_of=np.array([k for k, _, _ in levels], np.int64),
         level_at=np.array([a for _, a, _ in levels], np.int64),
         code=np.array([code for _, _, code in levels], np.float64))
-
-
-def inner_model(classifier: Any, mean: np.ndarray, n_classes: int):
-    """The classifier as the arrays a trained model is made of; `mean`, the sample's mean
-    of each column, is a linear model's reference record for explanations."""
-    width = len(mean)
-    import xgboost
-    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.tree import DecisionTreeClassifier
-
-    from tabserve.model.from_sklearn import forest
-
-    if isinstance(classifier, LogisticRegression):
-        coef = np.asarray(classifier.coef_, np.float64)
-        mean = np.nan_to_num(mean)
-        # (x - mean) @ coef + (intercept + mean @ coef): the same map, explained from the mean
-        return LinearModel(fill=np.zeros(width), hinge_columns=np.zeros(0, np.int64),
-                           hinge_knots=np.zeros(0), mean=mean, scale=np.ones(width), coef=coef,
-                           intercept=np.asarray(classifier.intercept_, np.float64) + coef @ mean)
-    if isinstance(classifier, (xgboost.XGBClassifier, xgboost.Booster)):
-        booster = classifier if isinstance(classifier, xgboost.Booster) \
-            else classifier.get_booster()
-        return trees_from_booster(booster, n_classes)
-    if type(classifier) in (RandomForestClassifier, ExtraTreesClassifier,
-                            DecisionTreeClassifier):
-        return forest([classifier])
-    if _is_hist_boosting(classifier):
-        return measured(trees_from_document(json.loads(hist_trees.booster_json(classifier)),
-                                            n_classes, width))
-    library = _library_trees(classifier)
-    if library is not None:
-        module, document = library
-        return measured(trees_from_document(
-            json.loads(module.booster_json(document, n_classes, width)), n_classes, width))
-    raise Untranslatable(f"the classifier is a {type(classifier).__name__}")
 
 
 def own_model_data(schema: Schema, user: UserModel) -> OwnModel:

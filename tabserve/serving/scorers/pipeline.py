@@ -8,7 +8,7 @@ import copy
 
 import numpy as np
 
-from tabserve.model.bundle import unpickled
+from tabserve.model.pickles import unpickled
 from tabserve.model.fitted import Forest, OwnModel, PickledSteps
 from tabserve.model.frames import frame_from_columns
 from tabserve.serving.scorers.trees import TreeArrays, tree_spans

@@ -11,7 +11,7 @@ from functools import cached_property
 import numpy as np
 
 from tabserve.model.fitted import BoostedTrees, Forest
-from tabserve.model.xgboost_trees import measured
+from tabserve.model.xgboost_trees import loaded_booster, measured
 from tabserve.serving.scorers.base import probabilities_from_margins, probability_matrix
 
 TREE_TABLES = "tree_tables"  # its name for `speedups_off`
@@ -277,13 +277,13 @@ class BoosterScorer:
         tables = TreeTables(self.arrays, TREE_GROUPS not in speedups_off)
         self.tables = tables if tables.fits and TREE_TABLES not in speedups_off else None
         if self.tables is None:  # batches go to the booster: ready before the first one
-            self.booster = model.load()
+            self.booster = loaded_booster(model)
 
     @cached_property
     def booster(self):
         """XGBoost's booster, loaded (with XGBoost) for what the arrays do not do: batches of
         trees too large for tables, and explanations."""
-        return self.model.load()
+        return loaded_booster(self.model)
 
     def margins_row(self, x: list[float]) -> list[float]:
         return self.arrays.margins_row(x).tolist()
