@@ -714,6 +714,44 @@ def test_a_catboost_model_saved_in_its_own_format_imports_as_data(tmp_path):
 
 # --- models without a data form: served through their own predict_proba ---------------------
 
+# CatBoost's categorical features: its texts, seniorcitizen (0/1) a number
+CATBOOST_LEVELS = [name for name in COURSE_CATEGORICAL if name != "seniorcitizen"]
+
+
+def catboost_on_levels(frame):
+    """A CatBoostClassifier on a frame, its levels as categorical features (its statistics of
+    them have no data form here)."""
+    columns = COURSE_CATEGORICAL + COURSE_NUMERICAL
+    model = _catboost(cat_features=CATBOOST_LEVELS).fit(frame[columns].iloc[:SAMPLE_ROWS],
+                                                         frame.churn.iloc[:SAMPLE_ROWS])
+    return model, lambda rows: model.predict_proba(rows[columns])
+
+
+def test_catboost_kept_whole_is_given_a_missing_level_as_its_text(course, tmp_path):
+    """CatBoost reads no missing category (NaN in one is an error): a record whose level is
+    missing is given the text pandas writes for NaN, as CatBoost's documentation has users
+    fill them, and is answered as the model answers that text, where NaN would have been a
+    500."""
+    frame, _, model_file = users_model(OWN["bare CatBoost(cat_features)"], course, tmp_path)
+    columns = COURSE_CATEGORICAL + COURSE_NUMERICAL
+    sample = frame[columns + ["churn"]].iloc[:SAMPLE_ROWS].copy()
+    sample.loc[sample.index[::40], "contract"] = np.nan
+    sample.to_csv(tmp_path / "sample.csv", index=False)
+    imported = import_model(model_file, load_csv(tmp_path / "sample.csv"), "churn")
+    assert isinstance(imported.bundle.model, OwnModel)
+    assert imported.bundle.model.missing_text == "nan"
+    assert "(the CatBoost model reads categorical or text features (cat_features))" in \
+        imported.bundle.metrics["imported"]["kind"]
+    client = create_app(imported.bundle, Settings(trust=Trust(allow_pickle=True))).test_client()
+    record = {**frame[columns].iloc[SAMPLE_ROWS].to_dict(), "contract": None}
+    answer = client.post("/predict", json=record)
+    assert answer.status_code == 200
+    model = pickle.loads(model_file.read_bytes())
+    expected = model.predict_proba(pd.DataFrame([{**record, "contract": "nan"}])[columns])
+    assert answer.get_json()["probabilities"]["1"] == pytest.approx(expected[0, 1], abs=1e-9)
+
+
+
 def course_pair_neighbours(frame):
     from sklearn.neighbors import KNeighborsClassifier
     return course_pair(frame, KNeighborsClassifier(n_neighbors=25))
@@ -724,7 +762,8 @@ OWN = {"ColumnTransformer(OrdinalEncoder), HistGradientBoosting(categorical_feat
        "course pair, KNeighbors": (course_pair_neighbours, None),
        "ColumnTransformer(OrdinalEncoder), LightGBM(categorical_feature)": (
            lambda f: ordinal_boosting(f, categorical=True, library="lightgbm"),
-           _with_missing_numbers)}
+           _with_missing_numbers),
+       "bare CatBoost(cat_features)": (catboost_on_levels, _with_missing_numbers)}
 
 
 @pytest.mark.parametrize("kind", OWN, ids=list(OWN))
@@ -895,12 +934,6 @@ def _lightgbm_on_categories():
         {name: "category" for name in COURSE_CATEGORICAL}), frame.churn)
 
 
-def _catboost_on_levels():
-    frame = course_frame().iloc[:1000]
-    return _catboost(cat_features=COURSE_CATEGORICAL[:3]).fit(
-        frame[COURSE_CATEGORICAL[:3] + COURSE_NUMERICAL], frame.churn)
-
-
 REFUSALS = {
     "a regressor": (_regressor, None, "holds a LinearRegression (a regressor), not a classifier"),
     "a function": (lambda: len, None, "holds a builtin_function_or_method (a Python object), not a classifier"),
@@ -920,9 +953,6 @@ REFUSALS = {
     "LightGBM on pandas categories": (_lightgbm_on_categories, None,
                                       "the LGBMClassifier was fitted on pandas category "
                                       "columns, which it reads only as such"),
-    "CatBoost with cat_features": (_catboost_on_levels, None,
-                                   "the CatBoostClassifier reads categorical features "
-                                   "(cat_features): their statistics have no data form here"),
 }
 
 

@@ -389,7 +389,9 @@ class OwnModel(msgspec.Struct, tag="own", frozen=True):
     classifier tabserve does not rebuild): pickled whole, served through its own
     `predict_proba` on its input fields rebuilt from the encoded record, and read only when
     trusted (`import_model.py`). A field is a number (its encoded column) or levels (one 0/1
-    column each, from `columns[i]` on, and its "is missing" column, or -1)."""
+    column each, from `columns[i]` on, and its "is missing" column, or -1). A missing level is
+    given as NaN, or as `missing_text` to a model that reads no missing level (CatBoost's
+    categorical features)."""
 
     name: ClassVar[str] = "imported model (served through its own predict_proba)"
     model: Pickled
@@ -398,8 +400,11 @@ class OwnModel(msgspec.Struct, tag="own", frozen=True):
     levels: list[list[str]]     # per field: its levels in encoded order ([] for a number)
     missing: list[int]          # per field: its "is missing" column (-1: none)
     takes_records: bool         # a DictVectorizer reads dicts (a missing value left out)
+    missing_text: Union[str, None] = None
 
     def check(self, width: int, n_classes: int) -> None:
+        _expect(self.missing_text is None or len(self.missing_text) <= 64,
+                "an imported model's text for a missing level is over 64 characters")
         count = len(self.fields)
         _expect(len(self.columns) == len(self.levels) == len(self.missing) == count > 0,
                 "an imported model's fields, columns and levels differ in number")

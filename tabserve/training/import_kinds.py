@@ -128,13 +128,7 @@ def _catboost_document(classifier) -> dict:
 
 
 def _catboost_why_not(classifier) -> str | None:
-    document = _catboost_document(classifier)
-    if document["features_info"].get("categorical_features"):
-        raise ImportRefused(
-            "the CatBoostClassifier reads categorical features (cat_features): their "
-            "statistics have no data form here, and it reads them only typed as it was "
-            "fitted; one-hot or ordinal encode them before it in a Pipeline")
-    return catboost_trees.untranslatable(document)
+    return catboost_trees.untranslatable(_catboost_document(classifier))
 
 
 def _catboost(classifier, mean: np.ndarray, n_classes: int):
@@ -155,6 +149,19 @@ KINDS = (
     Importable("CatBoost", lambda c: _library(c) == "catboost" and
          type(c).__name__ == "CatBoostClassifier", _catboost, _catboost_why_not),
 )
+
+
+# what a model kept whole that reads no missing level (CatBoost's categorical features) is
+# given for one: the text pandas writes for NaN, as CatBoost's documentation has users fill them
+MISSING_LEVEL_TEXT = "nan"
+
+
+def levels_never_missing(model: Any) -> list[str]:
+    """The fields a model kept whole reads only as levels and never missing: CatBoost's
+    categorical features (an integer or a text, never NaN); [] for any other model."""
+    if _library(model) != "catboost" or type(model).__name__ != "CatBoostClassifier":
+        return []
+    return [model.feature_names_[i] for i in model.get_cat_feature_indices()]
 
 
 def kind_of(classifier: Any) -> Importable | None:

@@ -49,8 +49,9 @@ from tabserve.model.pickles import pickled, read_pickled_model
 from tabserve.model.schema import BOOLEAN_VALUES, Dropped, Field, Kind, Schema, loose_spelling
 from tabserve.model.trust import Trust
 from tabserve.serving.core import Predictor
-from tabserve.training.import_kinds import (ImportRefused, Untranslatable, check_translatable,
-                                            kind_of, lightgbm_booster, translated)
+from tabserve.training.import_kinds import (MISSING_LEVEL_TEXT, ImportRefused, Untranslatable,
+                                            check_translatable, kind_of, levels_never_missing,
+                                            lightgbm_booster, translated)
 from tabserve.training.reference import reference_profile
 from tabserve.training.schema_inference import example_record, infer_schema
 
@@ -106,6 +107,7 @@ class UserModel:
     categorical_levels: dict[str, list[str]] = field(default_factory=dict)
     numeric_levels: set[str] = field(default_factory=set)  # levels its encoder knows as numbers
     translated: bool = True      # False: `classifier` is the whole model, kept as it is
+    missing_text: str | None = None  # what it is given for a missing level (None: NaN)
 
 
 def import_model(model_path: Path, rows: pd.DataFrame | None = None,
@@ -683,15 +685,21 @@ def own_model(model: Any, features: pd.DataFrame, reason: Untranslatable) -> Use
     missing = [name for name in names if name not in features.columns]
     if missing:
         raise missing_fields(missing, list(features.columns))
+    never_missing = levels_never_missing(model)
     columns = []
     for name in names:
         seen = features[name].dropna()
-        if pd.to_numeric(seen, errors="coerce").notna().all():
+        if name not in never_missing and pd.to_numeric(seen, errors="coerce").notna().all():
             columns.append(Column(name))
         else:
             columns += [Column(name, str(level)) for level in seen.unique()]
-    return UserModel(columns, model, _classes(model), _own_description(model, reason),
-                     lambda frame: model.predict_proba(frame[names]), translated=False)
+    text = MISSING_LEVEL_TEXT if never_missing else None
+
+    def own(frame: pd.DataFrame) -> np.ndarray:
+        return model.predict_proba(frame[names].fillna({name: text for name in never_missing}))
+
+    return UserModel(columns, model, _classes(model), _own_description(model, reason), own,
+                     translated=False, missing_text=text)
 
 
 def _own_description(model: Any, reason: Untranslatable) -> str:
@@ -826,7 +834,7 @@ def own_model_data(schema: Schema, user: UserModel) -> OwnModel:
         model=pickled(user.classifier), fields=[f.name for f in fields],
         columns=[at[f"{f.name}={kept[0]}" if kept else f.name] for f, kept in zip(fields, levels)],
         levels=levels, missing=[at.get(f"{f.name} is missing", -1) for f in fields],
-        takes_records=user.takes_records)
+        takes_records=user.takes_records, missing_text=user.missing_text)
 
 
 def class_codes(target: pd.Series, classes: list[str]) -> tuple[pd.Series, str | None]:

@@ -49,6 +49,7 @@ class OwnModelScorer:
     def __init__(self, model: OwnModel):
         self.model = unpickled(model.model)
         self.takes_records = model.takes_records
+        self.missing_level = np.nan if model.missing_text is None else model.missing_text
         self.plan = [(name, at, np.array(levels, dtype=object), missing)
                      for name, at, levels, missing
                      in zip(model.fields, model.columns, model.levels, model.missing)]
@@ -64,7 +65,7 @@ class OwnModelScorer:
             values = levels[ones.argmax(axis=1)]
             values[ones.max(axis=1) == 0] = UNSEEN_LEVEL
             if missing >= 0:
-                values[matrix[:, missing] == 1] = np.nan
+                values[matrix[:, missing] == 1] = self.missing_level
             fields[name] = values
         return frame_from_columns(fields)
 
