@@ -662,7 +662,8 @@ def test_catboost_is_served_as_a_booster_with_its_answers_and_its_own_explanatio
     symmetric trees give its own `predict_proba` one record at a time and in batches: on
     records on each split's border and on the next float32 (CatBoost sends `x > border`
     right), with missing values sent left (nan_mode Min), right (Max) and where training saw
-    none; its explanations are CatBoost's own SHAP values."""
+    none; its explanations are CatBoost's own SHAP values. A batch is scored by the tree
+    tables: each level's nodes test one split, so a tree of depth 4 needs 4 bits, not 15."""
     import catboost
 
     from tabserve.model.fitted import BoostedTrees
@@ -679,6 +680,7 @@ def test_catboost_is_served_as_a_booster_with_its_answers_and_its_own_explanatio
         fitted = translated(model, np.zeros(5), classes)
         assert isinstance(fitted, BoostedTrees)
         scorer = compile_model(fitted)
+        assert scorer.tables is not None
         # on borders of each column, and on the float32 above
         records = _on_edges_and_unseen_missing(matrix, rng, [
             (feature, value) for feature, borders in model.get_borders().items()

@@ -133,16 +133,18 @@ class TreeArrays:
 
 
 class TreeTables:
-    """A forest of small trees (at most 8 splits each) scored for a batch as table lookups.
+    """A forest of small trees (at most 8 distinct splits each) scored for a batch as table
+    lookups.
 
     Every distinct split of the forest is tested once for all records (a bit: does the record
     take the "no" branch). A tree's split bits form a byte, and a table made at load time holds
     the leaf that each value of the byte leads to, so each tree costs one lookup per record
-    instead of a walk. Exact as `TreeArrays` is: float32 comparisons, default branches
+    instead of a walk. Nodes of a tree that test the same split share its bit: a symmetric
+    tree of depth 6 (CatBoost's), 63 nodes, needs 6. Exact as `TreeArrays` is: float32 comparisons, default branches
     for missing values, the base margin measured from the booster.
     """
 
-    MAX_SPLITS = 8           # per tree: its bits fill one byte
+    MAX_SPLITS = 8           # distinct splits per tree: their bits fill one byte
     # bits gathered per pass (slots × trees × records): passes of ~200 records keep their arrays
     # in cache and off fresh pages
     CHUNK_BYTES = 1 << 18
@@ -155,11 +157,12 @@ class TreeTables:
         split_at = []                                 # per tree, the bit row of each split
         for root in arrays.roots.tolist():
             nodes = self._internal(root, left)
-            for slot, node in enumerate(nodes):
-                slot_of[node] = slot
             key = zip(arrays.feature[nodes].tolist(), arrays.threshold[nodes].tolist(),
                       arrays.missing_no[nodes].tolist())
-            split_at.append([splits.setdefault(k, len(splits)) for k in key])
+            rows = [splits.setdefault(k, len(splits)) for k in key]
+            slot_of_row = {row: slot for slot, row in enumerate(dict.fromkeys(rows))}
+            slot_of[nodes] = [slot_of_row[row] for row in rows]
+            split_at.append(list(slot_of_row))
         # the bits of a tree's code: 7 for trees of depth 3 (at least one: a forest of stumps)
         self.slots = max(1, max(map(len, split_at), default=0))
         self.fits = self.slots <= self.MAX_SPLITS
