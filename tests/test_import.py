@@ -498,7 +498,7 @@ def test_hist_gradient_boosting_is_served_as_a_booster_with_its_answers(classes)
 
     from tabserve.model.fitted import BoostedTrees
     from tabserve.serving.scorers import compile_model
-    from tabserve.training.import_kinds import translated
+    from tabserve.training.importing.kinds import translated
 
     rng = np.random.default_rng(3)
     matrix = rng.normal(size=(1500, 5))
@@ -571,7 +571,7 @@ def test_lightgbm_is_served_as_a_booster_with_its_answers_and_its_own_explanatio
     values (`pred_contrib`)."""
     from tabserve.model.fitted import BoostedTrees
     from tabserve.serving.scorers import compile_model
-    from tabserve.training.import_kinds import translated
+    from tabserve.training.importing.kinds import translated
 
     rng = np.random.default_rng(3)
     matrix = rng.normal(size=(3000, 5))
@@ -668,7 +668,7 @@ def test_catboost_is_served_as_a_booster_with_its_answers_and_its_own_explanatio
 
     from tabserve.model.fitted import BoostedTrees
     from tabserve.serving.scorers import compile_model
-    from tabserve.training.import_kinds import translated
+    from tabserve.training.importing.kinds import translated
 
     rng = np.random.default_rng(3)
     matrix = rng.normal(size=(3000, 5))

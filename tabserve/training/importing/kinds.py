@@ -1,8 +1,8 @@
 """The classifiers `import_model.py` serves as data, an entry each (`KINDS`): how one is known
 (without importing its library unless it is one of its objects), why one cannot be
 translated, and its translation into the arrays a trained model is made of (`model.fitted`).
-`training.importing` reads this list and names no classifier itself: a new importable kind
-is its module (its trees or coefficients as data) and its entry here.
+The rest of `training.importing` reads this list and names no classifier itself: a new
+importable kind is its module (its trees or coefficients as data) and its entry here.
 """
 
 from __future__ import annotations

@@ -1,0 +1,332 @@
+"""The user's model: its file read (a pickle, XGBoost's, LightGBM's or CatBoost's own
+format), and what it reads (`UserModel`: its columns, classifier, classes and own answers)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from tabserve.model import lightgbm_trees
+from tabserve.model.pickles import read_pickled_model
+from tabserve.model.schema import loose_spelling
+from tabserve.training.importing.columns import (Column, column_transformer, dict_columns,
+                                                 elementwise, is_missing, numeric_levels)
+from tabserve.training.importing.kinds import (MISSING_LEVEL_TEXT, ImportRefused, Untranslatable,
+                                               check_translatable, levels_never_missing,
+                                               lightgbm_booster)
+
+
+def read_model(path: Path) -> tuple[Any, str | None]:
+    """The user's model object: an XGBoost booster file, or a pickle (which runs its code); and
+    the scikit-learn that pickled it, when scikit-learn says it is not this one (its warning,
+    once per estimator, becomes one line: the answers are checked on the sample anyway)."""
+    import sklearn
+    import xgboost
+    from sklearn.exceptions import InconsistentVersionWarning
+
+    if path.suffix.lower() == ".txt":
+        return _read_lightgbm_file(path), None
+    if path.suffix.lower() == ".cbm":
+        return _read_catboost_file(path), None
+    if path.suffix.lower() in (".json", ".ubj"):
+        try:
+            return xgboost.Booster(model_file=str(path)), None
+        except xgboost.core.XGBoostError as err:
+            raise ImportRefused(f"{path} is not an XGBoost model XGBoost {xgboost.__version__} "
+                                f"can read: {str(err).splitlines()[0]}") from None
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", InconsistentVersionWarning)
+            model = read_pickled_model(path)
+    except Exception as err:  # noqa: BLE001 - any failure means "not readable here"
+        raise ImportRefused(
+            f"{path} cannot be unpickled with scikit-learn {sklearn.__version__} and XGBoost "
+            f"{xgboost.__version__} here ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); save it with these versions, "
+            "or XGBoost's own save_model") from None
+    versions = set()
+    for caught_warning in caught:
+        if isinstance(caught_warning.message, InconsistentVersionWarning):
+            versions.add(caught_warning.message.original_sklearn_version)
+        else:
+            warnings.warn_explicit(caught_warning.message, caught_warning.category,
+                                   caught_warning.filename, caught_warning.lineno)
+    return model, ", ".join(f"scikit-learn {v}" for v in sorted(versions)) or None
+
+
+def _read_lightgbm_file(path: Path):
+    """A booster LightGBM saved as text (`save_model("model.txt")`): read by LightGBM, which
+    reading one needs (serving it does not)."""
+    try:
+        import lightgbm
+    except ImportError:
+        raise ImportRefused(f"{path} is read as a LightGBM model file, and LightGBM is not "
+                            "installed here: pip install lightgbm") from None
+    try:
+        return lightgbm.Booster(model_file=str(path))
+    except lightgbm.basic.LightGBMError as err:
+        raise ImportRefused(f"{path} is not a LightGBM model LightGBM {lightgbm.__version__} can "
+                            f"read: {str(err).splitlines()[0]}") from None
+
+
+def _read_catboost_file(path: Path):
+    """A classifier CatBoost saved in its own format (`save_model("model.cbm")`): read by
+    CatBoost, which reading one needs (serving it does not)."""
+    try:
+        import catboost
+    except ImportError:
+        raise ImportRefused(f"{path} is read as a CatBoost model file, and CatBoost is not "
+                            "installed here: pip install catboost") from None
+    try:
+        return catboost.CatBoostClassifier().load_model(str(path))
+    except catboost.CatBoostError as err:
+        raise ImportRefused(f"{path} is not a CatBoost model CatBoost {catboost.__version__} can "
+                            f"read: {str(err).splitlines()[0]}") from None
+
+
+@dataclass
+class UserModel:
+    """What the user's model reads, its classifier, and its own answers."""
+
+    columns: list[Column]
+    classifier: Any
+    classes: list[str]
+    description: str
+    own_proba: Callable[[pd.DataFrame], np.ndarray]  # on rows typed as the model receives them
+    takes_records: bool = False  # a DictVectorizer reads dicts, the others a frame
+    categorical_levels: dict[str, list[str]] = field(default_factory=dict)
+    numeric_levels: set[str] = field(default_factory=set)  # levels its encoder knows as numbers
+    translated: bool = True      # False: `classifier` is the whole model, kept as it is
+    missing_text: str | None = None  # what it is given for a missing level (None: NaN)
+
+
+def user_model(model: Any, sample_columns: list[str]) -> UserModel:
+    """The columns, classifier and answers of a model object; `ImportRefused` for what is not
+    a fitted classifier made of the supported pieces. A booster saved without feature names
+    reads the sample's columns in order."""
+    from sklearn.feature_extraction import DictVectorizer
+    from sklearn.pipeline import Pipeline
+    import xgboost
+
+    if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], DictVectorizer):
+        return _dict_model(model[0], model[1], "the course's pair (DictVectorizer, {})")
+    if isinstance(model, Pipeline):
+        return _pipeline_model(model)
+    if isinstance(model, xgboost.Booster):
+        return _booster_model(model, sample_columns)
+    if lightgbm_booster(model) is model:
+        return _lightgbm_model(model, sample_columns)
+    _check_classifier(model)
+    check_translatable(model)
+    names = _feature_names(model)
+    if not names:
+        raise ImportRefused(f"a bare {type(model).__name__} does not say which columns it reads: "
+                            "fit it on a DataFrame (so it has feature_names_in_), or import a "
+                            "Pipeline or (DictVectorizer, model) pair")
+    columns = [Column(name) for name in names]
+    return UserModel(columns, model, _classes(model), type(model).__name__,
+                     lambda frame: model.predict_proba(frame[names]))
+
+
+def _check_classifier(model: Any) -> None:
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    if not hasattr(model, "predict_proba") or not hasattr(model, "fit"):
+        kind = "regressor" if hasattr(model, "predict") else "Python object"
+        raise ImportRefused(f"the file holds a {type(model).__name__} (a {kind}), not a "
+                            "classifier with predict_proba")
+    try:
+        check_is_fitted(model)
+    except NotFittedError:
+        raise ImportRefused(f"the {type(model).__name__} in the file is not fitted") from None
+    except TypeError as err:
+        raise ImportRefused(f"the file holds a {type(model).__name__}: {err}") from None
+
+
+def _feature_names(model: Any) -> list[str]:
+    """The columns a model fitted on a DataFrame reads, by name (CatBoost's say it their own
+    way); [] when it does not say."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is None and type(model).__module__.split(".")[0] == "catboost":
+        names = model.feature_names_
+    return [] if names is None else [str(name) for name in names]
+
+
+def _classes(model: Any) -> list[str]:
+    return [str(c) for c in model.classes_]
+
+
+def _dict_model(vectorizer, classifier, description: str, steps=None) -> UserModel:
+    """A DictVectorizer's features: `field=level` for text values, `field` for numbers."""
+    _check_classifier(classifier if steps is None else steps)
+    check_translatable(classifier)
+    columns, levels = dict_columns(vectorizer)
+    model = steps if steps is not None else classifier
+
+    def own(frame: pd.DataFrame) -> np.ndarray:
+        if steps is not None:
+            return model.predict_proba(_records(frame))
+        return classifier.predict_proba(vectorizer.transform(_records(frame)))
+
+    user = UserModel(columns, classifier, _classes(model),
+                     description.format(type(classifier).__name__), own, takes_records=True,
+                     categorical_levels=levels)
+    return user
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as a DictVectorizer receives them: a missing value left out."""
+    return [{k: v for k, v in r.items() if not is_missing(v)}
+            for r in frame.to_dict(orient="records")]
+
+
+def _pipeline_model(pipeline) -> UserModel:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction import DictVectorizer
+
+    _check_classifier(pipeline)
+    steps = [step for _, step in pipeline.steps]
+    first, *middle, classifier = steps
+    if isinstance(first, DictVectorizer):
+        if middle:
+            raise Untranslatable("a Pipeline with steps between its DictVectorizer and its "
+                                "classifier is not supported yet")
+        return _dict_model(first, classifier, "a Pipeline (DictVectorizer, {})", pipeline)
+    if isinstance(first, ColumnTransformer):
+        columns, levels = column_transformer(first)
+    else:
+        names = getattr(first, "feature_names_in_", None)
+        if names is None:
+            raise ImportRefused("the Pipeline does not say which columns it reads: fit it on a "
+                                "DataFrame (so it has feature_names_in_)")
+        columns, levels, middle = [Column(str(n)) for n in names], {}, steps[:-1]
+    check_translatable(classifier)
+    for step in middle:
+        columns = elementwise(step, columns)
+    names = list(getattr(pipeline, "feature_names_in_", []))
+    description = (f"a Pipeline ({', '.join(type(s).__name__ for s in steps[:-1])}, "
+                   f"{type(classifier).__name__})")
+    return UserModel(columns, classifier, _classes(pipeline), description,
+                     lambda frame: pipeline.predict_proba(frame[names] if names else frame),
+                     categorical_levels=levels,
+                     numeric_levels=numeric_levels(first) if isinstance(first, ColumnTransformer)
+                     else set())
+
+
+def _booster_model(booster, sample_columns: list[str]) -> UserModel:
+    import json
+
+    import xgboost
+
+    config = json.loads(booster.save_config())
+    objective = config["learner"]["objective"]["name"]
+    if objective not in ("binary:logistic", "multi:softprob", "multi:softmax"):
+        raise ImportRefused(f"the XGBoost booster's objective is {objective}: import supports "
+                            "classifiers (binary:logistic, multi:softprob)")
+    n_classes = max(2, int(config["learner"]["learner_model_param"]["num_class"]))
+    names = booster.feature_names or sample_columns
+    if len(names) != booster.num_features():
+        raise ImportRefused(f"the XGBoost booster reads {booster.num_features()} columns; the "
+                            f"sample has {len(names)} besides the target")
+
+    def own(frame: pd.DataFrame) -> np.ndarray:
+        matrix = frame[names].to_numpy(dtype=np.float64)
+        raw = booster.predict(xgboost.DMatrix(matrix, missing=np.nan))
+        return np.column_stack([1 - raw, raw]) if n_classes == 2 else raw
+
+    return UserModel([Column(str(n)) for n in names], booster,
+                     [str(c) for c in range(n_classes)], "an XGBoost booster", own)
+
+
+def _lightgbm_model(booster, sample_columns: list[str]) -> UserModel:
+    """A LightGBM booster (from `lightgbm.train`): its columns by name, or the sample's in
+    order when it was trained on an array (LightGBM then names them Column_0, ...)."""
+    document = booster.dump_model()
+    name, _ = lightgbm_trees.objective(document)
+    if name not in ("binary", "multiclass"):
+        raise ImportRefused(f"the LightGBM booster's objective is {name}: import supports "
+                            "classifiers (binary, multiclass)")
+    reason = lightgbm_trees.untranslatable(document)
+    if reason:  # a booster has no predict_proba to be served through
+        raise ImportRefused(f"{reason}: a LightGBM booster is imported as data only; import an "
+                            "LGBMClassifier fitted on a DataFrame to serve it as it is")
+    n_classes = max(2, int(document["num_class"]))
+    names = booster.feature_name()
+    if names == [f"Column_{i}" for i in range(len(names))] and names[0] not in sample_columns:
+        names = sample_columns
+    if len(names) != booster.num_feature():
+        raise ImportRefused(f"the LightGBM booster reads {booster.num_feature()} columns; the "
+                            f"sample has {len(names)} besides the target")
+
+    def own(frame: pd.DataFrame) -> np.ndarray:
+        raw = booster.predict(frame[names].to_numpy(dtype=np.float64))
+        return np.column_stack([1 - raw, raw]) if n_classes == 2 else raw
+
+    return UserModel([Column(str(n)) for n in names], booster,
+                     [str(c) for c in range(n_classes)], "a LightGBM booster", own)
+
+
+def own_model(model: Any, features: pd.DataFrame, reason: Untranslatable) -> UserModel:
+    """A fitted classifier with steps that have no data form (`reason`), kept whole and served
+    through its own `predict_proba` on the fields it reads: levels where its DictVectorizer or
+    the sample has text, numbers where the sample has only numbers."""
+    from sklearn.feature_extraction import DictVectorizer
+    from sklearn.pipeline import Pipeline, make_pipeline
+
+    if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], DictVectorizer):
+        model = make_pipeline(*model)  # fitted steps: one object that answers predict_proba
+    vectorizer = model.steps[0][1] if isinstance(model, Pipeline) else None
+    if isinstance(vectorizer, DictVectorizer):
+        columns, levels = dict_columns(vectorizer)
+        return UserModel(columns, model, _classes(model), _own_description(model, reason),
+                         lambda frame: model.predict_proba(_records(frame)), takes_records=True,
+                         categorical_levels=levels, translated=False)
+    names = _feature_names(model)
+    if not names:
+        raise ImportRefused(f"the {type(model).__name__} does not say which columns it reads: fit "
+                            "it on a DataFrame (so it has feature_names_in_)")
+    missing = [name for name in names if name not in features.columns]
+    if missing:
+        raise missing_fields(missing, list(features.columns))
+    never_missing = levels_never_missing(model)
+    columns = []
+    for name in names:
+        seen = features[name].dropna()
+        if name not in never_missing and pd.to_numeric(seen, errors="coerce").notna().all():
+            columns.append(Column(name))
+        else:
+            columns += [Column(name, str(level)) for level in seen.unique()]
+    text = MISSING_LEVEL_TEXT if never_missing else None
+
+    def own(frame: pd.DataFrame) -> np.ndarray:
+        return model.predict_proba(frame[names].fillna({name: text for name in never_missing}))
+
+    return UserModel(columns, model, _classes(model), _own_description(model, reason), own,
+                     translated=False, missing_text=text)
+
+
+def _own_description(model: Any, reason: Untranslatable) -> str:
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(model, Pipeline):
+        return (f"a Pipeline ({', '.join(type(s).__name__ for _, s in model.steps)}) "
+                f"served through its own predict_proba ({reason})")
+    return f"a {type(model).__name__} served through its own predict_proba ({reason})"
+
+
+def missing_fields(names: list[str], columns: list[str]) -> ImportRefused:
+    """The refusal for a model's fields the sample lacks, every one named, each with the column
+    that differs from it only in spelling (case, spaces, `-`, `_`) when there is one."""
+    hints = []
+    for name in names:
+        near = [c for c in columns if loose_spelling(c) == loose_spelling(name)]
+        hints.append(f"{name} (the sample has {' and '.join(map(repr, near))})" if near
+                     else name)
+    return ImportRefused(f"the model reads fields the sample lacks: {', '.join(hints)} "
+                         f"({len(names)} of them); give the rows as the model receives them")
