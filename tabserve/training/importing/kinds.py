@@ -31,6 +31,8 @@ class Untranslatable(ImportRefused):
 
 @dataclass(frozen=True)
 class Importable:
+    """One kind of classifier that import translates to data."""
+
     name: str
     accepts: Callable[[Any], bool]
     # (classifier, the sample's mean of each column it reads, classes) → its data form
