@@ -1,7 +1,8 @@
 # The serving image: gunicorn predict:app on port 9696, as a non-root user (the last stage,
 # what `docker build .` makes). The AWS Lambda image: `docker build --target lambda .`.
 # Build stage: install the locked runtime packages (a stale lock fails the build), and the
-# [lambda] packages apart in /opt/lambda, for the Lambda image only. The list comes from
+# [lambda] packages apart in /opt/lambda, for the Lambda image only; onnxruntime only for a
+# model that needs it. The list comes from
 # Pipfile.lock, or with `--build-arg LOCK=uv` from uv.lock (the same versions: docs/uv.md).
 FROM python:3.11-slim AS build
 ARG LOCK=pipenv
@@ -19,11 +20,13 @@ COPY Pipfile Pipfile.lock pyproject.toml uv.lock ./
 # needs it)
 RUN if [ "$LOCK" = uv ]; then \
         export="/opt/lock/bin/uv export --locked --no-emit-project --format requirements-txt" \
-        && $export --no-default-groups -o requirements.txt && $export --only-group lambda -o lambda.txt; \
+        && $export --no-default-groups -o requirements.txt && $export --only-group lambda -o lambda.txt \
+        && $export --only-group onnx -o onnx.txt; \
     else \
         /opt/lock/bin/pipenv verify \
         && /opt/lock/bin/pipenv requirements --hash > requirements.txt \
-        && /opt/lock/bin/pipenv requirements --hash --categories lambda > lambda.txt; \
+        && /opt/lock/bin/pipenv requirements --hash --categories lambda > lambda.txt \
+        && /opt/lock/bin/pipenv requirements --hash --categories onnx > onnx.txt; \
     fi \
     && pip install --quiet --no-deps --require-hashes -r requirements.txt \
     && pip install --quiet --no-deps --require-hashes --target /opt/lambda -r lambda.txt \
@@ -32,6 +35,15 @@ RUN if [ "$LOCK" = uv ]; then \
               sklearn/*/tests sklearn/tests pip setuptools \
     && find . /opt/lambda -name __pycache__ -type d -prune -exec rm -rf {} + \
     && python -m compileall -q -j 2 . /opt/lambda > /dev/null
+# onnxruntime and onnx (Pipfile's [onnx]) only for a model.bin that holds an ONNX graph, as its
+# header declares (` onnx`); any other model's image is built without them. (The site's pip is
+# removed above: the locking venv's installs them beside, and what is not there yet is copied.)
+COPY model.bin ./
+RUN if head -n 1 model.bin | grep -q " onnx"; then \
+        /opt/lock/bin/pip install --quiet --no-deps --require-hashes --target /opt/onnx -r onnx.txt \
+        && cp -a -n /opt/onnx/. /usr/local/lib/python3.11/site-packages/ \
+        && python -m compileall -q -j 2 /usr/local/lib/python3.11/site-packages > /dev/null; \
+    fi
 
 # The Lambda image: the same packages, app and model, run by AWS's runtime interface client
 # (awslambdaric), which asks Lambda's Runtime API for events and calls

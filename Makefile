@@ -37,9 +37,10 @@ $(VENV)/.runtime: Pipfile Pipfile.lock | $(PIPENV)
 	$(BIN)/pip install --disable-pip-version-check --require-hashes -r $(VENV)/requirements.txt
 	@touch $@
 
-# the dev tools, and the Lambda adapter and runtime client (Pipfile's [lambda]) for its tests
+# the dev tools, the Lambda adapter and runtime client (Pipfile's [lambda]) for its tests, and
+# onnxruntime and onnx (Pipfile's [onnx]) for the imported ONNX graphs' tests
 $(VENV)/.dev: $(VENV)/.runtime
-	$(PIPENV) requirements --hash --categories "packages tools dev-packages lambda" \
+	$(PIPENV) requirements --hash --categories "packages tools dev-packages lambda onnx" \
 	    > $(VENV)/requirements-dev.txt
 	$(BIN)/pip install --disable-pip-version-check --require-hashes -r $(VENV)/requirements-dev.txt
 	@touch $@

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Pipfile.lock's categories as pyproject.toml holds them: the project's dependencies are the
 # runtime packages (what the image installs), the rest are groups; `uv sync` installs the
 # tools group by default, so it installs what `make run` does
-GROUPS = {"tools": "tools", "dev": "develop", "lambda": "lambda"}
+GROUPS = {"tools": "tools", "dev": "develop", "lambda": "lambda", "onnx": "onnx"}
 PROJECT = ("default",)
 
 HEAD = '''# Written by scripts/uv_pins.py from Pipfile.lock (`make uv-lock`): do not edit by hand.

@@ -342,3 +342,36 @@ COURSE_CUSTOMER = {
     "contract": "month-to-month", "paperlessbilling": "yes",
     "paymentmethod": "electronic_check", "tenure": 1, "monthlycharges": 29.85,
     "totalcharges": 29.85}
+
+
+# --- an ONNX graph as skl2onnx users write one (tests/test_onnx.py, the ONNX image) ----------
+
+ONNX_SAMPLE_ROWS = 3000  # the rest of the course's rows are the ones answers are compared on
+ONNX_NUMBERS = ["seniorcitizen", *COURSE_NUMERICAL]
+ONNX_LEVELS = [name for name in COURSE_CATEGORICAL if name not in ONNX_NUMBERS]
+
+
+def as_float32(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as skl2onnx users convert it: numbers as float32 (float64 and float32 inputs
+    side by side make a graph onnxruntime refuses)."""
+    return frame.astype({name: np.float32 for name in ONNX_NUMBERS if name in frame.columns})
+
+
+def one_input_per_field(frame):
+    """A Pipeline of a ColumnTransformer (OneHotEncoder, imputed and scaled numbers) and a
+    LogisticRegression, converted from the frame: one input per field, ZipMap's maps out."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from skl2onnx import to_onnx
+
+    columns = ONNX_LEVELS + ONNX_NUMBERS
+    train = as_float32(frame[columns].iloc[:ONNX_SAMPLE_ROWS])
+    pipeline = make_pipeline(
+        ColumnTransformer([
+            ("levels", OneHotEncoder(handle_unknown="ignore"), ONNX_LEVELS),
+            ("numbers", make_pipeline(SimpleImputer(), StandardScaler()), ONNX_NUMBERS)]),
+        LogisticRegression(max_iter=3000)).fit(train, frame.churn.iloc[:ONNX_SAMPLE_ROWS])
+    return to_onnx(pipeline, train[:1]), columns + ["churn"]

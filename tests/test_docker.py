@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import requests
 
-from helpers import (IMAGE_UID, PYTHON, ROOT, build, docker, free_port, logs, need_tool,
-                     process_fixture, wait_for)
+from helpers import (IMAGE_UID, ONNX_SAMPLE_ROWS, PYTHON, ROOT, build, course_frame, docker,
+                     free_port, logs, need_tool, one_input_per_field, process_fixture, wait_for)
 from slow_clients import (SlowClients, SlowGrpcClients, grpc_latencies, p99,
                           valid_latencies)
 from tabserve.model.bundle import ModelBundle
@@ -691,3 +691,67 @@ def test_the_image_answers_beside_50_slow_connections(image, telco_record):
               f"{p99(calls) * 1000:.1f} ms")
     finally:
         docker("rm", "-f", name, check=False)
+
+
+# --- an imported ONNX graph: its image installs onnxruntime; the others have none -----------
+
+@pytest.fixture(scope="session")
+def onnx_model(tmp_path_factory) -> Path:
+    """A bundle of an ONNX graph (skl2onnx's, of a scikit-learn Pipeline), as import_model.py
+    writes it."""
+    from tabserve.tables import load_csv
+    from tabserve.training.importing import import_model
+
+    folder = tmp_path_factory.mktemp("onnx-model")
+    frame = course_frame()
+    graph, columns = one_input_per_field(frame)
+    (folder / "model.onnx").write_bytes(graph.SerializeToString())
+    frame[columns].iloc[:ONNX_SAMPLE_ROWS].to_csv(folder / "sample.csv", index=False)
+    imported = import_model(folder / "model.onnx", load_csv(folder / "sample.csv"), "churn")
+    imported.bundle.save(folder / "model.bin")
+    (folder / "model.bin").chmod(0o644)
+    return folder / "model.bin"
+
+
+@process_fixture(scope="session")
+def onnx_image(docker_engine, tmp_path_factory, onnx_model):
+    """The image `docker build .` makes of a checkout whose model.bin is the ONNX bundle."""
+    context = tmp_path_factory.mktemp("onnx-image")
+    for name in ("Dockerfile", ".dockerignore", "Pipfile", "Pipfile.lock", "pyproject.toml",
+                 "uv.lock", "gunicorn.conf.py", "predict.py", "lambda_function.py"):
+        shutil.copy(ROOT / name, context / name)
+    shutil.copytree(ROOT / "tabserve", context / "tabserve",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(onnx_model, context / "model.bin")
+    tag = build(context)
+    yield tag
+    docker("rmi", "-f", tag, check=False)
+
+
+def test_an_onnx_models_image_runs_it_with_onnxruntime(onnx_image, onnx_model):
+    """The header's ` onnx` makes the build install onnxruntime and onnx: the container
+    answers as the bundle does in process (to float32's 1e-6: batch sizes differ)."""
+    bundle = ModelBundle.load(onnx_model)
+    records = [bundle.example, {**bundle.example, "tenure": 60, "contract": "two_year"}]
+    expected = JsonAnswers(Predictor(bundle)).for_records(records)
+    name, url = run_container(onnx_image)
+    try:
+        answers = requests.post(f"{url}/predict", json=records, timeout=10).json()
+    finally:
+        docker("rm", "-f", name, check=False)
+    for got, want in zip(answers, expected):
+        assert got["label"] == want["label"]
+        assert got["churn_probability"] == pytest.approx(want["churn_probability"], abs=1e-6)
+
+
+def test_the_default_image_has_no_onnxruntime_and_an_onnx_model_says_so(image, onnx_model):
+    imports = ["python", "-c", "import onnxruntime"]
+    done = subprocess.run(["docker", "run", "--rm", image, *imports], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0 and "No module named 'onnxruntime'" in done.stderr
+    done = subprocess.run(["docker", "run", "--rm", "-v", f"{onnx_model}:/models/model.bin:ro",
+                           "-e", "MODEL_PATH=/models/model.bin", image],
+                          capture_output=True, text=True, timeout=120)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert done.returncode != 0
+    assert len(lines) == 1 and "onnxruntime is not installed here" in lines[0], lines

@@ -10,6 +10,10 @@ typed JSON, plain dtypes, shapes against sizes, trees that are trees, numbers fi
 range; no other library parses the file's bytes (older bundles' XGBoost boosters, in
 XGBoost's UBJSON, are read by `model.ubjson`'s bounded reader and become arrays).
 
+An imported ONNX graph (`fitted.OnnxModel`) is a member of its own, parsed by `onnx` under
+`model.onnx_graph`'s rules, and declared in the header (` onnx`) so that the Dockerfile installs
+onnxruntime for it alone.
+
 What still needs pickle says so in its header (` pickle`): a model whose steps could not be
 translated to data (`PickledSteps`), and every format-1 file (the header, then the pickled
 bundle, written before this format). Such a file is refused before its payload is read unless
@@ -42,8 +46,8 @@ from tabserve.model import archive
 from tabserve.model.decision import Calibration, calibrate
 from tabserve.model.digest import value_digest
 from tabserve.model.encoding import Encoder
-from tabserve.model.fitted import (Blob, FittedModel, ModelFileError, OwnModel, Pickled,
-                                   PickledSteps)
+from tabserve.model.fitted import (Blob, FittedModel, ModelFileError, OnnxGraph, OnnxModel,
+                                   OwnModel, Pickled, PickledSteps)
 from tabserve.model.pickles import unpickled
 from tabserve.model.profile import Profile
 from tabserve.model.schema import Schema
@@ -137,7 +141,13 @@ class ModelBundle:
 
     @property
     def holds_pickle(self) -> bool:
-        return isinstance(self.model, (PickledSteps, OwnModel))
+        return isinstance(self.model, PickledSteps) or \
+            isinstance(self.model, OwnModel) and isinstance(self.model.model, Pickled)
+
+    @property
+    def holds_onnx(self) -> bool:
+        """An ONNX graph, which onnxruntime serves (the image installs it for such a model)."""
+        return isinstance(self.model, OnnxModel)
 
     def save(self, path: Path | str, signing_key: bytes | None = None) -> None:
         """Write atomically: a crash or a full disk never leaves half a model at `path`.
@@ -147,6 +157,8 @@ class ModelBundle:
         header = MAGIC + f"{FORMAT} sha256={hashlib.sha256(payload).hexdigest()}".encode()
         if self.holds_pickle:
             header += b" pickle"
+        if self.holds_onnx:
+            header += b" onnx"
         if signing_key is not None:
             header += (f" key={key_id(signing_key)} "
                        f"hmac-sha256={signature(signing_key, payload)}").encode()
@@ -211,7 +223,7 @@ class ModelBundle:
         if version == PICKLE_FORMAT:
             bundle = _unpickled_bundle(path, payload)
         else:
-            bundle = _decoded_bundle(path, payload, holds_pickle)
+            bundle = _decoded_bundle(path, payload, holds_pickle, "onnx" in fields)
         mismatches = bundle.version_mismatches()
         if mismatches and bundle.holds_pickle:  # a data bundle answers alike under any of them
             log.warning("%s holds pickled steps, fitted under other versions (%s): their answers "
@@ -295,7 +307,8 @@ def _pickle_refusal(path: Path, version: str) -> str:
             "explicitly with ALLOW_PICKLE=1 (or sign it with the server's MODEL_SIGNING_KEY)")
 
 
-def _decoded_bundle(path: Path, payload: bytes, pickle_declared: bool) -> ModelBundle:
+def _decoded_bundle(path: Path, payload: bytes, pickle_declared: bool,
+                    onnx_declared: bool) -> ModelBundle:
     """A format-2 payload, read as hostile input: one line for anything wrong in it."""
     def refuse(problem: str) -> ModelLoadError:
         return ModelLoadError(f"model file {path} cannot be read: {problem}")
@@ -315,6 +328,8 @@ def _decoded_bundle(path: Path, payload: bytes, pickle_declared: bool) -> ModelB
             if issubclass(kind, Blob):
                 if kind is Pickled and not pickle_declared:
                     raise TypeError("it holds pickle that its header does not declare")
+                if kind is OnnxGraph and not onnx_declared:
+                    raise TypeError("it holds an ONNX graph that its header does not declare")
                 return kind(parts.read(name))
             raise NotImplementedError
 

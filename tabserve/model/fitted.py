@@ -47,6 +47,12 @@ class Pickled(Blob):
     suffix = ".pkl"
 
 
+class OnnxGraph(Blob):
+    """An ONNX graph's protobuf bytes: data, checked by `model.onnx_graph` before it is run."""
+
+    suffix = ".onnx"
+
+
 def outputs_of(n_classes: int) -> int:
     """Raw scores per record: the log-odds of the positive class when binary, one per class
     otherwise."""
@@ -413,5 +419,33 @@ class OwnModel(msgspec.Struct, tag="own", frozen=True):
                     "an imported model reads a column the encoder does not have")
 
 
+class OnnxModel(OwnModel, tag="onnx", frozen=True):
+    """An imported ONNX classifier graph, run by onnxruntime on its input fields rebuilt as an
+    `OwnModel`'s are (a level as its text): each field the graph's input of its name, or all
+    of them, in order, its one input. Data, not code: checked as hostile input at load
+    (`model.onnx_graph`), and read without any trust."""
+
+    name: ClassVar[str] = "imported ONNX graph (served by onnxruntime)"
+    model: OnnxGraph
+
+    def check(self, width: int, n_classes: int) -> None:
+        from tabserve.model.onnx_graph import GraphRefused, OnnxClassifier
+
+        super().check(width, n_classes)
+        try:
+            classifier = OnnxClassifier(self.model.data)
+        except ImportError:
+            raise ModelFileError("it is an ONNX graph, and onnxruntime is not installed here: "
+                                 "pip install onnxruntime onnx (an image built with this model "
+                                 "as its model.bin installs them)") from None
+        except GraphRefused as err:
+            raise ModelFileError(str(err)) from None
+        _expect(len(classifier.classes) == n_classes,
+                f"its ONNX graph has {len(classifier.classes)} classes; the bundle {n_classes}")
+        _expect(classifier.by_name and sorted(classifier.fields) == sorted(self.fields)
+                or not classifier.by_name and classifier.feeds[0].width in (None, len(self.fields)),
+                "its ONNX graph's inputs are not the bundle's fields")
+
+
 FittedModel = Union[LinearModel, BoostedTrees, XGBoostFile, Forest, BlendModel, Adapted,
-                    PickledSteps, OwnModel]
+                    PickledSteps, OnnxModel, OwnModel]

@@ -9,7 +9,7 @@ import copy
 import numpy as np
 
 from tabserve.model.pickles import unpickled
-from tabserve.model.fitted import Forest, OwnModel, PickledSteps
+from tabserve.model.fitted import Forest, OnnxGraph, OwnModel, PickledSteps
 from tabserve.model.frames import frame_from_columns
 from tabserve.serving.scorers.trees import TreeArrays, tree_spans
 
@@ -41,13 +41,13 @@ UNSEEN_LEVEL = "(unseen level)"
 
 
 class OwnModelScorer:
-    """An imported model whose steps have no data form: its input fields rebuilt from the
-    encoded record (a number as it came, a level from its 0/1 column, a missing value as NaN,
-    as pandas reads an empty cell, or left out of a DictVectorizer's dict), then the model's
-    own `predict_proba`."""
+    """An imported model whose steps have no data form, or an ONNX graph: its input fields
+    rebuilt from the encoded record (a number as it came, a level from its 0/1 column, a
+    missing value as NaN, as pandas reads an empty cell, or left out of a DictVectorizer's
+    dict), then the model's own `predict_proba` (the graph's, run by onnxruntime)."""
 
     def __init__(self, model: OwnModel):
-        self.model = unpickled(model.model)
+        self.model = own_classifier(model)
         self.takes_records = model.takes_records
         self.missing_level = np.nan if model.missing_text is None else model.missing_text
         self.plan = [(name, at, np.array(levels, dtype=object), missing)
@@ -79,6 +79,15 @@ class OwnModelScorer:
                        for record in fields.to_dict(orient="records")]
             return np.asarray(self.model.predict_proba(records), dtype=np.float64)
         return np.asarray(self.model.predict_proba(fields), dtype=np.float64)
+
+
+def own_classifier(model: OwnModel):
+    """What answers `predict_proba` for an own model: its unpickled object, or its graph."""
+    if isinstance(model.model, OnnxGraph):
+        from tabserve.model.onnx_graph import OnnxClassifier
+
+        return OnnxClassifier(model.model.data)
+    return unpickled(model.model)
 
 
 class ForestScorer:

@@ -10,6 +10,8 @@ What can be imported (docs/import.md):
   and/or scalers and imputers, then a classifier;
 - a bare classifier fitted on a frame (`feature_names_in_`), an XGBoost booster saved as
   JSON or UBJSON, or a LightGBM booster (pickled, or saved by LightGBM as text);
+- an ONNX classifier graph (as skl2onnx and onnxmltools write them), checked as hostile input
+  and served by onnxruntime (`model.fitted.OnnxModel`: data, read without trust);
 where the classifier is one `kinds` knows (`KINDS`: logistic regression,
 XGBoost, scikit-learn's forests and HistGradientBoosting, LightGBM, CatBoost).
 
@@ -41,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from tabserve.model.bundle import MAGIC, ModelBundle, ModelLoadError
-from tabserve.model.fitted import BoostedTrees
+from tabserve.model.fitted import BoostedTrees, OnnxModel
 from tabserve.model.frames import columns_from_frame
 from tabserve.model.trust import Trust
 from tabserve.serving.core import Predictor
@@ -55,7 +57,7 @@ from tabserve.training.importing.schema import (fields_read, loosely_levelled, l
 
 # the largest difference allowed between served probabilities and the model's own: float64
 # models to 1e-9; XGBoost's own `predict_proba` answers in float32, whose resolution near 1 is
-# 6e-8; an older tabserve blend mixed clipped probabilities in log space (docs/import.md)
+# 6e-8, as onnxruntime does (its sums' order depends on the batch's size); an older tabserve blend mixed clipped probabilities in log space (docs/import.md)
 TOLERANCE = 1e-9
 FLOAT32_TOLERANCE = 1e-6
 
@@ -134,7 +136,8 @@ def _checked_import(model_path: Path, rows: pd.DataFrame, features: pd.DataFrame
     bundle = assembled_bundle(model_path, rows, features, target, schema, user, own, data_path)
     served = Predictor(bundle).probabilities(columns_from_frame(schema, features))
     difference = float(np.max(np.abs(served - own), initial=0.0))
-    tolerance = FLOAT32_TOLERANCE if isinstance(bundle.model.model, BoostedTrees) else TOLERANCE
+    float32 = isinstance(bundle.model, OnnxModel) or isinstance(bundle.model.model, BoostedTrees)
+    tolerance = FLOAT32_TOLERANCE if float32 else TOLERANCE
     kind = kind_of(user.classifier) if user.translated else None
     if not difference <= tolerance and kind is not None and kind.float64_thresholds:
         # its float64 thresholds, moved to float32 in the booster, no longer part some of the

@@ -14,7 +14,8 @@ import pandas as pd
 
 from tabserve.model.bundle import ModelBundle, library_versions
 from tabserve.model.encoding import Encoder
-from tabserve.model.fitted import Adapted, LevelCodes, OwnModel
+from tabserve.model.fitted import Adapted, LevelCodes, OnnxGraph, OnnxModel, OwnModel
+from tabserve.model.onnx_graph import OnnxClassifier
 from tabserve.model.frames import columns_from_frame
 from tabserve.model.pickles import pickled
 from tabserve.model.schema import BOOLEAN_VALUES, Kind, Schema
@@ -73,13 +74,18 @@ def level_codes(columns: list[Column], at: dict[str, int]) -> LevelCodes | None:
 
 
 def own_model_data(schema: Schema, user: UserModel) -> OwnModel:
-    """The whole model pickled, and where each field it reads lies in the encoded record."""
+    """The whole model pickled (an ONNX graph as its bytes), and where each field it reads lies
+    in the encoded record."""
     encoder = Encoder(schema)
     at = {name: i for i, name in enumerate(encoder.feature_names)}
     fields = [f for f in schema.fields]
     levels = [list(f.categories) if f.kind is Kind.CATEGORICAL else [] for f in fields]
-    return OwnModel(
-        model=pickled(user.classifier), fields=[f.name for f in fields],
+    if isinstance(user.classifier, OnnxClassifier):
+        kind, model = OnnxModel, OnnxGraph(user.classifier.data)
+    else:
+        kind, model = OwnModel, pickled(user.classifier)
+    return kind(
+        model=model, fields=[f.name for f in fields],
         columns=[at[f"{f.name}={kept[0]}" if kept else f.name] for f, kept in zip(fields, levels)],
         levels=levels, missing=[at.get(f"{f.name} is missing", -1) for f in fields],
         takes_records=user.takes_records, missing_text=user.missing_text)
@@ -113,7 +119,9 @@ def assembled_bundle(model_path: Path, rows: pd.DataFrame, features: pd.DataFram
     metrics: dict[str, Any] = {
         "task": "binary" if binary else "multiclass", "chosen": "imported",
         "imported": {"kind": user.description, "file": model_path.name,
-                     "served": "as data" if user.translated else "its own predict_proba"},
+                     "served": "as data" if user.translated
+                     else "by onnxruntime" if isinstance(user.classifier, OnnxClassifier)
+                     else "its own predict_proba"},
         "rows": {"sample": len(rows)}, "test": None}
     if target is not None:
         truth, read_as_flags = class_codes(rows[target], user.classes)

@@ -1,5 +1,5 @@
 """The user's model: its file read (a pickle, XGBoost's, LightGBM's or CatBoost's own
-format), and what it reads (`UserModel`: its columns, classifier, classes and own answers)."""
+format, an ONNX graph), and what it reads (`UserModel`: its columns, classifier, classes and own answers)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from tabserve.model import lightgbm_trees
+from tabserve.model.onnx_graph import GraphRefused, OnnxClassifier
 from tabserve.model.pickles import read_pickled_model
 from tabserve.model.schema import loose_spelling
 from tabserve.training.importing.columns import (Column, column_transformer, dict_columns,
@@ -33,6 +34,8 @@ def read_model(path: Path) -> tuple[Any, str | None]:
         return _read_lightgbm_file(path), None
     if path.suffix.lower() == ".cbm":
         return _read_catboost_file(path), None
+    if path.suffix.lower() == ".onnx":
+        return _read_onnx_file(path), None
     if path.suffix.lower() in (".json", ".ubj"):
         try:
             return xgboost.Booster(model_file=str(path)), None
@@ -89,6 +92,21 @@ def _read_catboost_file(path: Path):
                             f"read: {str(err).splitlines()[0]}") from None
 
 
+def _read_onnx_file(path: Path) -> OnnxClassifier:
+    """An ONNX graph, checked as hostile input (`model.onnx_graph`) and run by onnxruntime."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ImportRefused(f"{path} cannot be read ({err.strerror})") from None
+    try:
+        return OnnxClassifier(data)
+    except ImportError:
+        raise ImportRefused(f"{path} is read as an ONNX graph, and onnxruntime is not installed "
+                            "here: pip install onnxruntime onnx") from None
+    except GraphRefused as err:
+        raise ImportRefused(f"{path} is not served: {err}") from None
+
+
 @dataclass
 class UserModel:
     """What the user's model reads, its classifier, and its own answers."""
@@ -113,6 +131,8 @@ def user_model(model: Any, sample_columns: list[str]) -> UserModel:
     from sklearn.pipeline import Pipeline
     import xgboost
 
+    if isinstance(model, OnnxClassifier):
+        raise Untranslatable("an ONNX graph, run by onnxruntime")
     if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], DictVectorizer):
         return _dict_model(model[0], model[1], "the course's pair (DictVectorizer, {})")
     if isinstance(model, Pipeline):
@@ -279,6 +299,8 @@ def own_model(model: Any, features: pd.DataFrame, reason: Untranslatable) -> Use
     from sklearn.feature_extraction import DictVectorizer
     from sklearn.pipeline import Pipeline, make_pipeline
 
+    if isinstance(model, OnnxClassifier):
+        return _onnx_model(model, features)
     if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], DictVectorizer):
         model = make_pipeline(*model)  # fitted steps: one object that answers predict_proba
     vectorizer = model.steps[0][1] if isinstance(model, Pipeline) else None
@@ -309,6 +331,36 @@ def own_model(model: Any, features: pd.DataFrame, reason: Untranslatable) -> Use
 
     return UserModel(columns, model, _classes(model), _own_description(model, reason), own,
                      translated=False, missing_text=text)
+
+
+def _onnx_model(graph: OnnxClassifier, features: pd.DataFrame) -> UserModel:
+    """An ONNX graph's fields: its inputs by name, or the sample's columns in order for a
+    graph of one input; a field of a text input reads levels, the others numbers."""
+    names = graph.fields or list(features.columns)
+    missing = [name for name in names if name not in features.columns]
+    if missing:
+        raise missing_fields(missing, list(features.columns))
+    width = graph.feeds[0].width
+    if graph.fields is None and width is not None and width != len(names):
+        raise ImportRefused(f"the ONNX graph's input {graph.feeds[0].name!r} has {width} "
+                            f"columns; the sample has {len(names)} besides the target")
+    types = {feed.name: feed.dtype for feed in graph.feeds} if graph.fields else \
+        dict.fromkeys(names, graph.feeds[0].dtype)
+    columns = []
+    for name in names:
+        seen = features[name].dropna()
+        if types[name] is object:
+            columns += [Column(name, str(level)) for level in seen.unique()]
+            continue
+        if not pd.to_numeric(seen, errors="coerce").notna().all():
+            raise ImportRefused(f"the ONNX graph reads {name!r} as numbers; the sample has "
+                                f"text in it: {seen[pd.to_numeric(seen, errors='coerce').isna()].iloc[0]!r}")
+        if types[name] is np.int64 and len(seen) < len(features):
+            raise ImportRefused(f"the ONNX graph reads {name!r} as int64, which holds no missing "
+                                "value, and the sample has missing values in it")
+        columns.append(Column(name))
+    return UserModel(columns, graph, graph.classes, "an ONNX graph served by onnxruntime",
+                     lambda frame: graph.predict_proba(frame[names]), translated=False)
 
 
 def _own_description(model: Any, reason: Untranslatable) -> str:
