@@ -178,7 +178,7 @@ def _external_tensor():
     tensor = helper.make_tensor("weights", TensorProto.FLOAT, [3], [0.0, 0.0, 0.0])
     tensor.ClearField("float_data")
     tensor.data_location = TensorProto.EXTERNAL
-    tensor.external_data.add(key="location", value="/etc/passwd")
+    tensor.external_data.add(key="location", value="weights.bin")  # beside the server's cwd
     return tensor
 
 
