@@ -198,6 +198,13 @@ def test_only_one_module_reads_or_writes_pickles():
     assert users == ["tabserve.model.pickles"]
 
 
+def test_only_one_module_reads_or_runs_onnx_graphs():
+    """`model.onnx_graph`: the checks a graph passes before onnxruntime sees it are in the one
+    module that opens one."""
+    users = sorted(name for name in modules() if {"onnx", "onnxruntime"} & imports(name))
+    assert users == ["tabserve.model.onnx_graph"]
+
+
 def environment_reads(path: Path) -> list[str]:
     """Where a file reads the process's environment: `os.environ`, `os.getenv`, `os.putenv`
     or `environ` imported from os, as `line: code`."""
