@@ -6,15 +6,19 @@
 The result is the DataFrame with the answer's columns added, named as in `score.py`'s output,
 and `error`: null for a scored row; for a row the API would refuse, every problem, with null
 answers (a bad row never fails the job). The bundle is shipped to the executors once
-(`SparkContext.addFile`) and loaded once per executor Python process, not per batch. Rows
+(`SparkContext.addFile`, under a name made of its content's digest, so that two models both
+called model.bin are two files) and loaded once per executor Python process, not per batch. Rows
 travel as Arrow batches to pandas (`mapInPandas`); see docs/batch.md for what pandas 3 means
 there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +86,9 @@ def predict(df, model_path: str | Path):
         StructField(name, _parse_datatype_string(kind), True) for name, kind in answers.items()]
     schema = StructType(fields + [StructField(ERROR_COLUMN, _parse_datatype_string("string"),
                                               True)])
-    df.sparkSession.sparkContext.addFile(path)
-    shipped = Path(path).name
+    shipped = shipped_file(Path(path))
+    df.sparkSession.sparkContext.addFile(str(shipped))
+    shipped = shipped.name
     originals = {new: name for name, new in renamed.items()}
 
     def score_batches(frames):
@@ -92,6 +97,21 @@ def predict(df, model_path: str | Path):
             yield _scored_frame(scorer, frame.rename(columns=originals), renamed)
 
     return inputs.mapInPandas(score_batches, schema)
+
+
+def shipped_file(path: Path) -> Path:
+    """A copy of the bundle named by its content's digest: Spark knows its files by their name
+    alone, and refuses a second of the same name; the executors keep their scorers by it too.
+    The copy stays for the session's life (a cluster's driver serves it from there)."""
+    data = path.read_bytes()
+    folder = Path(tempfile.gettempdir()) / "tabserve-spark"
+    folder.mkdir(exist_ok=True)
+    copy = folder / f"{path.stem}-{hashlib.sha256(data).hexdigest()[:16]}{path.suffix}"
+    if not copy.is_file():
+        partial = copy.with_name(f"{copy.name}.{uuid.uuid4().hex}.partial")
+        partial.write_bytes(data)
+        partial.replace(copy)
+    return copy
 
 
 def _scored_frame(scorer: ChunkScorer, frame: pd.DataFrame,

@@ -139,7 +139,7 @@ TRAINING_FILE_NOTE = (
 def is_training_file(bundle: ModelBundle, data: Path) -> bool:
     """Whether `data` is, byte for byte, the file the model was trained on (its SHA-256 is in
     the bundle): a user's first sanity check, whose score drift is expected."""
-    trained_on = bundle.metadata.get("data", {}).get("sha256")
+    trained_on = (bundle.metadata.get("data") or {}).get("sha256")  # None: imported without a file
     return trained_on is not None and file_sha256(data) == trained_on
 
 
