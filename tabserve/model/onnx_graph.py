@@ -192,8 +192,10 @@ class OnnxClassifier:
                 [_column(frame[name].to_numpy(), feed.dtype)[:, 0] for name in frame.columns])}
         (probabilities,) = self.session.run([self.output], inputs)
         if isinstance(probabilities, list):  # ZipMap's maps, in the classes' order
-            return np.array([list(record.values()) for record in probabilities], np.float64)
-        return np.asarray(probabilities, dtype=np.float64)
+            probabilities = [list(record.values()) for record in probabilities]
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        # float32's sums miss 1 by ~1e-7: the answers, and the metrics made of them, add up
+        return probabilities / probabilities.sum(axis=1, keepdims=True)
 
 
 def _column(values: np.ndarray, dtype: Any) -> np.ndarray:
