@@ -375,3 +375,48 @@ def one_input_per_field(frame):
             ("numbers", make_pipeline(SimpleImputer(), StandardScaler()), ONNX_NUMBERS)]),
         LogisticRegression(max_iter=3000)).fit(train, frame.churn.iloc[:ONNX_SAMPLE_ROWS])
     return to_onnx(pipeline, train[:1]), columns + ["churn"]
+
+
+# --- the kinds users bring, imported (every door's test of them) ----------------------------
+
+DOOR_NUMBERS = ["seniorcitizen", "tenure", "monthlycharges", "totalcharges"]
+
+
+def _lightgbm_on_numbers(frame: pd.DataFrame):
+    from lightgbm import LGBMClassifier
+    return LGBMClassifier(n_estimators=30, n_jobs=1, verbose=-1, random_state=0).fit(
+        frame[DOOR_NUMBERS], frame.contract), DOOR_NUMBERS + ["contract"]
+
+
+def _catboost_on_numbers(frame: pd.DataFrame):
+    from catboost import CatBoostClassifier
+    return CatBoostClassifier(iterations=30, thread_count=1, verbose=0, random_seed=0,
+                              allow_writing_files=False).fit(
+        frame[DOOR_NUMBERS], frame.churn), DOOR_NUMBERS + ["churn"]
+
+
+BROUGHT_KINDS = {"LightGBM": (_lightgbm_on_numbers, "model.pkl"),
+                 "CatBoost": (_catboost_on_numbers, "model.pkl"),
+                 "ONNX": (one_input_per_field, "model.onnx")}
+
+
+def brought_bundle(kind: str, folder: Path) -> tuple[Path, pd.DataFrame]:
+    """A kind users bring (multiclass LightGBM, binary CatBoost, an ONNX Pipeline), saved as
+    its user saves it and imported as import_model.py does; and rows it has not seen, as a
+    CSV holds them (`held_out.csv` beside the bundle, read as text)."""
+    import pickle
+
+    from tabserve.tables import load_csv
+    from tabserve.training.importing import import_model
+
+    frame = course_frame()
+    make, name = BROUGHT_KINDS[kind]
+    model, columns = make(frame.iloc[:ONNX_SAMPLE_ROWS])
+    (folder / name).write_bytes(model.SerializeToString() if name.endswith(".onnx")
+                                else pickle.dumps(model))
+    frame[columns].iloc[:ONNX_SAMPLE_ROWS].to_csv(folder / "sample.csv", index=False)
+    imported = import_model(folder / name, load_csv(folder / "sample.csv"), columns[-1])
+    imported.bundle.save(folder / "model.bin")
+    frame[columns].iloc[ONNX_SAMPLE_ROWS:ONNX_SAMPLE_ROWS + 200].to_csv(
+        folder / "held_out.csv", index=False)
+    return folder / "model.bin", load_csv(folder / "held_out.csv")

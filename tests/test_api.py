@@ -234,9 +234,9 @@ def test_explain_names_a_model_kind_it_cannot_explain(loan_csv):
     bundle = fit_bundle(loan_csv, "approved", candidates=["random_forest"])
     response = create_app(bundle, Settings()).test_client().post("/explain", json=bundle.example)
     assert response.status_code == 501
-    assert response.get_json()["detail"] == ("explanations are available for logistic "
-                                             "regression, XGBoost and blends of them; this "
-                                             "model is a random forest")
+    assert response.get_json()["detail"] == (
+        "explanations are available for CatBoost, HistGradientBoosting, LightGBM, logistic "
+        "regression and XGBoost models and blends of them; this model is a random forest")
 
 
 def test_explain_validates_like_predict(client, telco_record):

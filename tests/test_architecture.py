@@ -198,6 +198,48 @@ def test_only_one_module_reads_or_writes_pickles():
     assert users == ["tabserve.model.pickles"]
 
 
+# the kinds only import brings, by the words their code is named with (its library, its class)
+BROUGHT_KINDS = {"tabserve.model.kinds.lightgbm_trees": ("lightgbm", "lgbm"),
+                 "tabserve.model.kinds.catboost_trees": ("catboost",),
+                 "tabserve.model.kinds.hist_trees": ("histgradientboosting",)}
+
+
+def code_words(path: Path) -> set[str]:
+    """The names, attributes, imported modules and strings of a file's code, in lower case
+    (its docstrings and comments aside: prose may name anything)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                       ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    words = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            words.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            words.add(node.attr)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            words.update(alias.name for alias in node.names)
+            words.add(getattr(node, "module", None) or "")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and id(node) not in docstrings:
+            words.add(node.value)
+    return {word.lower() for word in words}
+
+
+def test_a_kind_users_bring_is_named_only_in_its_module():
+    """The registry (`model.kinds`) is how everything else knows LightGBM, CatBoost and
+    HistGradientBoosting: their code names them nowhere but in their module."""
+    offenders = {}
+    for name, path in modules().items():
+        words = code_words(path)
+        for kind, names in BROUGHT_KINDS.items():
+            if name != kind and any(n in word for word in words for n in names):
+                offenders.setdefault(name, []).append(kind.rsplit(".", 1)[1])
+    assert offenders == {}
+
+
 def test_only_one_module_reads_or_runs_onnx_graphs():
     """`model.onnx_graph`: the checks a graph passes before onnxruntime sees it are in the one
     module that opens one."""

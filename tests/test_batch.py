@@ -22,12 +22,11 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import (ONNX_SAMPLE_ROWS, PYTHON, ROOT, course_frame, need_tool,
-                     one_input_per_field, process_fixture)
+from helpers import (BROUGHT_KINDS, PYTHON, ROOT, brought_bundle, need_tool,
+                     process_fixture)
 from tabserve.batch.files import InputFile, csv_options
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.schema import MISSING_TOKENS, Kind
-from tabserve.tables import load_csv
 
 TELCO = ROOT / "data" / "telco_churn.csv"
 
@@ -414,76 +413,30 @@ def test_a_local_spark_whose_workers_lack_pandas_stops_with_one_line(spark, tmp_
 
 # --- every door serves each kind users bring (issue 43) -------------------------------------
 
-def _lightgbm_on_numbers(frame: pd.DataFrame):
-    from lightgbm import LGBMClassifier
-    return LGBMClassifier(n_estimators=30, n_jobs=1, verbose=-1, random_state=0).fit(
-        frame[DOOR_NUMBERS], frame.contract), DOOR_NUMBERS + ["contract"]
-
-
-def _catboost_on_numbers(frame: pd.DataFrame):
-    from catboost import CatBoostClassifier
-    return CatBoostClassifier(iterations=30, thread_count=1, verbose=0, random_seed=0,
-                              allow_writing_files=False).fit(
-        frame[DOOR_NUMBERS], frame.churn), DOOR_NUMBERS + ["churn"]
-
-
-DOOR_NUMBERS = ["seniorcitizen", "tenure", "monthlycharges", "totalcharges"]
-BROUGHT = {"LightGBM": (_lightgbm_on_numbers, "model.pkl"),
-           "CatBoost": (_catboost_on_numbers, "model.pkl"),
-           "ONNX": (lambda frame: one_input_per_field(frame), "model.onnx")}
-
-
-@pytest.fixture(scope="module", params=BROUGHT, ids=list(BROUGHT))
+@pytest.fixture(scope="module", params=BROUGHT_KINDS, ids=list(BROUGHT_KINDS))
 def brought(request, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
-    """A kind users bring, imported as import_model.py does, and rows it has not seen as a
-    CSV holds them (text)."""
-    import pickle
-
-    from tabserve.training.importing import import_model
-
-    folder = tmp_path_factory.mktemp(request.param)
-    frame = course_frame()
-    make, name = BROUGHT[request.param]
-    model, columns = make(frame.iloc[:ONNX_SAMPLE_ROWS])
-    (folder / name).write_bytes(model.SerializeToString() if name.endswith(".onnx")
-                                else pickle.dumps(model))
-    frame[columns].iloc[:ONNX_SAMPLE_ROWS].to_csv(folder / "sample.csv", index=False)
-    imported = import_model(folder / name, load_csv(folder / "sample.csv"), columns[-1])
-    imported.bundle.save(folder / "model.bin")
-    held_out = frame[columns].iloc[ONNX_SAMPLE_ROWS:ONNX_SAMPLE_ROWS + 200]
-    held_out.to_csv(folder / "held_out.csv", index=False)
-    return folder / "model.bin", load_csv(folder / "held_out.csv")
+    return brought_bundle(request.param, tmp_path_factory.mktemp(request.param))
 
 
-def test_each_brought_kind_answers_alike_through_spark_lambda_and_monitor_py(spark, brought):
-    """LightGBM and CatBoost (as data) and an ONNX graph (by onnxruntime), through the doors
-    test_import and test_onnx do not open: Spark, the Lambda handler and monitor.py, against the
-    in-process service on the same held-out rows."""
+def test_each_brought_kind_answers_alike_through_spark_and_monitor_py(spark, brought):
+    """LightGBM and CatBoost (as data) and an ONNX graph (by onnxruntime) through doors
+    test_import and test_onnx do not open: Spark and monitor.py, against the in-process
+    service on the same held-out rows (the Lambda handler: test_lambda)."""
     from tabserve.serving.codecs.json_answers import JsonAnswers
     from tabserve.serving.core import Predictor
     from tabserve.spark import predict
-    from tabserve.web.aws_lambda import lambda_handler_from_env
-    from test_lambda import answer, context, event
 
     path, held_out = brought
     bundle = ModelBundle.load(path)
-    records = [record_of(row, bundle.schema) for _, row in held_out.iterrows()]
-    expected = JsonAnswers(Predictor(bundle)).for_records(records)
-    probability = [f"probability_{c}" for c in bundle.classes]
-    wanted = np.array([[e["probabilities"][c] for c in bundle.classes] for e in expected])
-
+    expected = JsonAnswers(Predictor(bundle)).for_records(
+        [record_of(row, bundle.schema) for _, row in held_out.iterrows()])
     scored = predict(spark.read.csv(str(path.parent / "held_out.csv"), header=True),
                      path).toPandas()
     assert scored["error"].isna().all()
-    np.testing.assert_allclose(scored[probability].to_numpy(float), wanted, rtol=0, atol=1e-6)
-
-    handler = lambda_handler_from_env({"MODEL_PATH": str(path)})
-    status, _, body = answer(handler(event("http_api", "POST", "/predict", records),
-                                     context()))
-    assert status == 200, body
-    got = np.array([[a["probabilities"][c] for c in bundle.classes] for a in json.loads(body)])
-    np.testing.assert_allclose(got, wanted, rtol=0, atol=1e-6)
-
+    np.testing.assert_allclose(scored[[f"probability_{c}" for c in bundle.classes]]
+                               .to_numpy(float),
+                               [[e["probabilities"][c] for c in bundle.classes]
+                                for e in expected], rtol=0, atol=1e-6)
     report = path.parent / "drift"
     done = subprocess.run([PYTHON, "monitor.py", "--model", str(path), "--data",
                            str(path.parent / "held_out.csv"), "--min-records", "100",

@@ -489,7 +489,7 @@ def test_an_xgboost_booster_saved_by_xgboost_is_imported(course, tmp_path, suffi
 
 @pytest.mark.parametrize("classes", [2, 3])
 def test_hist_gradient_boosting_is_served_as_a_booster_with_its_answers(classes):
-    """Translated to an XGBoost booster (`model.hist_trees`), it gives its own `predict_proba`
+    """Translated to an XGBoost booster (`model.kinds.hist_trees`), it gives its own `predict_proba`
     one record at a time and in batches, with missing values, a split of the missing values
     from all numbers (an infinite threshold) and records on each split's threshold
     (scikit-learn sends `x <= t` left, XGBoost `x < t`); its explanations add up to its raw
@@ -498,7 +498,7 @@ def test_hist_gradient_boosting_is_served_as_a_booster_with_its_answers(classes)
 
     from tabserve.model.fitted import BoostedTrees
     from tabserve.serving.scorers import compile_model
-    from tabserve.training.importing.kinds import translated
+    from tabserve.model.kinds import translated
 
     rng = np.random.default_rng(3)
     matrix = rng.normal(size=(1500, 5))
@@ -563,7 +563,7 @@ def test_hist_gradient_boosting_float32_cannot_part_is_served_through_its_own(tm
 
 @pytest.mark.parametrize("classes", [2, 3])
 def test_lightgbm_is_served_as_a_booster_with_its_answers_and_its_own_explanations(classes):
-    """Translated to an XGBoost booster (`model.lightgbm_trees`), an LGBMClassifier grown
+    """Translated to an XGBoost booster (`model.kinds.lightgbm_trees`), an LGBMClassifier grown
     leaf-wise gives its own `predict_proba` one record at a time and in batches: on records
     on each split's threshold and just above it (LightGBM sends `x <= t` left, XGBoost `x <
     t`), with missing values where it learnt a side for them (missing type NaN) and where it
@@ -571,7 +571,7 @@ def test_lightgbm_is_served_as_a_booster_with_its_answers_and_its_own_explanatio
     values (`pred_contrib`)."""
     from tabserve.model.fitted import BoostedTrees
     from tabserve.serving.scorers import compile_model
-    from tabserve.training.importing.kinds import translated
+    from tabserve.model.kinds import translated
 
     rng = np.random.default_rng(3)
     matrix = rng.normal(size=(3000, 5))
@@ -658,7 +658,7 @@ def test_a_lightgbm_booster_saved_as_text_imports_as_data(tmp_path):
 
 @pytest.mark.parametrize("classes", [2, 3])
 def test_catboost_is_served_as_a_booster_with_its_answers_and_its_own_explanations(classes):
-    """Translated to an XGBoost booster (`model.catboost_trees`), a CatBoostClassifier's
+    """Translated to an XGBoost booster (`model.kinds.catboost_trees`), a CatBoostClassifier's
     symmetric trees give its own `predict_proba` one record at a time and in batches: on
     records on each split's border and on the next float32 (CatBoost sends `x > border`
     right), with missing values sent left (nan_mode Min), right (Max) and where training saw
@@ -668,7 +668,7 @@ def test_catboost_is_served_as_a_booster_with_its_answers_and_its_own_explanatio
 
     from tabserve.model.fitted import BoostedTrees
     from tabserve.serving.scorers import compile_model
-    from tabserve.training.importing.kinds import translated
+    from tabserve.model.kinds import translated
 
     rng = np.random.default_rng(3)
     matrix = rng.normal(size=(3000, 5))

@@ -19,7 +19,8 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from helpers import ROOT, build, docker, logs, process_fixture, records_from_csv, wait_for
+from helpers import (BROUGHT_KINDS, ROOT, brought_bundle, build, docker, logs, process_fixture,
+                     records_from_csv, wait_for)
 from lambda_runtime_api import RuntimeApi
 from tabserve.tables import load_csv
 from tabserve.web.aws_lambda import (PAYLOAD_LIMIT_BYTES, InitError, LambdaRequests,
@@ -468,3 +469,22 @@ def test_sam_builds_the_lambda_stage_of_this_repositorys_dockerfile():
     assert context == ROOT
     dockerfile = (context / metadata["Dockerfile"]).read_text()
     assert f"AS {metadata['DockerBuildTarget']}\n" in dockerfile
+
+
+@pytest.mark.parametrize("kind", BROUGHT_KINDS)
+def test_each_brought_kind_answers_through_the_handler_as_in_process(kind, tmp_path):
+    """LightGBM and CatBoost (as data) and an ONNX graph (by onnxruntime) behind the Lambda
+    handler, against the in-process service on held-out rows."""
+    from tabserve.model.bundle import ModelBundle
+    from tabserve.serving.codecs.json_answers import JsonAnswers
+    from tabserve.serving.core import Predictor
+
+    path, held_out = brought_bundle(kind, tmp_path)
+    bundle = ModelBundle.load(path)
+    records = records_from_csv(held_out, bundle.schema)
+    expected = JsonAnswers(Predictor(bundle)).for_records(records)
+    handler = lambda_handler_from_env({"MODEL_PATH": str(path)})
+    status, _, body = answer(handler(event("http_api", "POST", "/predict", records), context()))
+    assert status == 200, body
+    for got, want in zip(json.loads(body), expected):
+        assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-6)

@@ -151,8 +151,8 @@ def graph_classes(model) -> list[str]:
 
 class OnnxClassifier:
     """A checked graph run by onnxruntime, one thread (workers are processes): its
-    probabilities for a frame of its input fields, each input from the field of its name, or
-    a graph of one input from every field of the frame in order."""
+    probabilities for records of its input fields, each input from the field of its name, or
+    a graph of one input from every field in order."""
 
     def __init__(self, data: bytes):
         import onnxruntime
@@ -182,14 +182,15 @@ class OnnxClassifier:
         """The fields it reads by name (None: one input of the sample's columns in order)."""
         return [feed.name for feed in self.feeds] if self.by_name else None
 
-    def predict_proba(self, frame) -> np.ndarray:
+    def predict_proba(self, fields) -> np.ndarray:
+        """Probabilities for the records of `fields` (a DataFrame, or arrays by field name)."""
         if self.by_name:
-            inputs = {feed.name: _column(frame[feed.name].to_numpy(), feed.dtype)
+            inputs = {feed.name: _column(np.asarray(fields[feed.name]), feed.dtype)
                       for feed in self.feeds}
         else:
             feed = self.feeds[0]
             inputs = {feed.name: np.column_stack(
-                [_column(frame[name].to_numpy(), feed.dtype)[:, 0] for name in frame.columns])}
+                [_column(np.asarray(fields[name]), feed.dtype)[:, 0] for name in fields])}
         (probabilities,) = self.session.run([self.output], inputs)
         if isinstance(probabilities, list):  # ZipMap's maps, in the classes' order
             probabilities = [list(record.values()) for record in probabilities]

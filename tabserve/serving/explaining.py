@@ -43,11 +43,14 @@ class Explainer:
     def _contributions(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         explain = getattr(self.predictor.scorer, "contributions", None)
         if explain is None:
+            from tabserve.model.kinds import explained_kinds
+
             fitted = self.predictor.bundle.model
             model = getattr(fitted, "inner_name", fitted.name)
+            *names, last = explained_kinds()
             raise ExplanationsUnavailable(
-                "explanations are available for logistic regression, XGBoost and blends of "
-                f"them; this model is a {model}")
+                f"explanations are available for {', '.join(names)} and {last} models and "
+                f"blends of them; this model is a {model}")
         per_column, base = explain(matrix)
         return per_column @ self.to_fields, base
 

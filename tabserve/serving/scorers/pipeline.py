@@ -49,13 +49,16 @@ class OwnModelScorer:
     def __init__(self, model: OwnModel):
         self.model = own_classifier(model)
         self.takes_records = model.takes_records
+        # a graph reads the columns as arrays: a DataFrame a request would cost more than it
+        self.takes_frame = not isinstance(model.model, OnnxGraph)
         self.missing_level = np.nan if model.missing_text is None else model.missing_text
         self.plan = [(name, at, np.array(levels, dtype=object), missing)
                      for name, at, levels, missing
                      in zip(model.fields, model.columns, model.levels, model.missing)]
 
     def fields(self, matrix: np.ndarray):
-        """The records as the model receives them: a pandas DataFrame."""
+        """The records as the model receives them: a pandas DataFrame (for a graph, its
+        columns by name)."""
         fields = {}
         for name, at, levels, missing in self.plan:
             if not len(levels):
@@ -67,7 +70,7 @@ class OwnModelScorer:
             if missing >= 0:
                 values[matrix[:, missing] == 1] = self.missing_level
             fields[name] = values
-        return frame_from_columns(fields)
+        return frame_from_columns(fields) if self.takes_frame else fields
 
     def row(self, x: list[float]) -> list[float]:
         return self(np.array([x]))[0].tolist()

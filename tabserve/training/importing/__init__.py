@@ -8,12 +8,12 @@ What can be imported (docs/import.md):
 - a scikit-learn `Pipeline` of a `ColumnTransformer` (`OneHotEncoder`, `OrdinalEncoder`,
   `StandardScaler`, `MinMaxScaler`, `SimpleImputer`, pipelines of them, passthrough, drop)
   and/or scalers and imputers, then a classifier;
-- a bare classifier fitted on a frame (`feature_names_in_`), an XGBoost booster saved as
-  JSON or UBJSON, or a LightGBM booster (pickled, or saved by LightGBM as text);
+- a bare classifier fitted on a frame (`feature_names_in_`), a booster, or a file in a kind's
+  own format (XGBoost's JSON or UBJSON, LightGBM's text, CatBoost's .cbm);
 - an ONNX classifier graph (as skl2onnx and onnxmltools write them), checked as hostile input
   and served by onnxruntime (`model.fitted.OnnxModel`: data, read without trust);
-where the classifier is one `kinds` knows (`KINDS`: logistic regression,
-XGBoost, scikit-learn's forests and HistGradientBoosting, LightGBM, CatBoost).
+where the classifier is one the registry `model.kinds` knows (a module each: logistic
+regression, XGBoost, scikit-learn's forests and HistGradientBoosting, LightGBM, CatBoost).
 
 The user's steps become data: each column the classifier reads is one column of tabserve's
 encoded record (a number, or a level's 0/1) or a level's code, filled, centred and scaled
@@ -27,8 +27,8 @@ model together: the model decides which fields are numbers and which are levels,
 levels it knows join the sample's. The served probabilities are checked against the user's own
 `predict_proba` on the sample before anything is written.
 
-The package, each module standing on the ones before it: `kinds` (the classifiers translated
-to data, an entry each), `columns` (the user's steps as the columns the classifier reads),
+The package, each module standing on the ones before it, reading the registry and naming no
+kind: `columns` (the user's steps as the columns the classifier reads),
 `reading` (the user's file, and what the model reads: `UserModel`), `schema` (the sample's
 schema as the model reads it), `bundle` (the bundle assembled), and here the import itself,
 checked against the model's own answers.
@@ -48,7 +48,7 @@ from tabserve.model.frames import columns_from_frame
 from tabserve.model.trust import Trust
 from tabserve.serving.core import Predictor
 from tabserve.training.importing.bundle import assembled_bundle, class_codes
-from tabserve.training.importing.kinds import ImportRefused, Untranslatable, kind_of
+from tabserve.model.kinds import ImportRefused, Untranslatable, kind_of
 from tabserve.training.importing.reading import (UserModel, missing_fields, own_model, read_model,
                                                  user_model)
 from tabserve.training.importing.schema import (fields_read, loosely_levelled, loosely_named,

@@ -20,7 +20,7 @@ from tabserve.model.frames import columns_from_frame
 from tabserve.model.pickles import pickled
 from tabserve.model.schema import BOOLEAN_VALUES, Kind, Schema
 from tabserve.training.importing.columns import Column
-from tabserve.training.importing.kinds import ImportRefused, translated
+from tabserve.model.kinds import ImportRefused, translated
 from tabserve.training.importing.reading import UserModel
 from tabserve.training.reference import reference_profile
 from tabserve.training.schema_inference import example_record

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tabserve.training.importing.kinds import Untranslatable
+from tabserve.model.kinds import Untranslatable
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""The user's model: its file read (a pickle, XGBoost's, LightGBM's or CatBoost's own
-format, an ONNX graph), and what it reads (`UserModel`: its columns, classifier, classes and own answers)."""
+"""The user's model: its file read (a pickle, a kind's own format, an ONNX graph), and what it
+reads (`UserModel`: its columns, classifier, classes and own answers)."""
 
 from __future__ import annotations
 
@@ -11,37 +11,29 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from tabserve.model import lightgbm_trees
+from tabserve.model.kinds import (MISSING_LEVEL_TEXT, Booster, ImportRefused, Untranslatable,
+                                  check_translatable, kind_of, kind_reading)
 from tabserve.model.onnx_graph import GraphRefused, OnnxClassifier
 from tabserve.model.pickles import read_pickled_model
 from tabserve.model.schema import loose_spelling
 from tabserve.training.importing.columns import (Column, column_transformer, dict_columns,
                                                  elementwise, is_missing, numeric_levels)
-from tabserve.training.importing.kinds import (MISSING_LEVEL_TEXT, ImportRefused, Untranslatable,
-                                               check_translatable, levels_never_missing,
-                                               lightgbm_booster)
 
 
 def read_model(path: Path) -> tuple[Any, str | None]:
-    """The user's model object: an XGBoost booster file, or a pickle (which runs its code); and
-    the scikit-learn that pickled it, when scikit-learn says it is not this one (its warning,
-    once per estimator, becomes one line: the answers are checked on the sample anyway)."""
+    """The user's model object: a file in a kind's own format (`model.kinds`), an ONNX graph,
+    or a pickle (which runs its code); and the scikit-learn that pickled it, when
+    scikit-learn says it is not this one (its warning, once per estimator, becomes one line:
+    the answers are checked on the sample anyway)."""
     import sklearn
     import xgboost
     from sklearn.exceptions import InconsistentVersionWarning
 
-    if path.suffix.lower() == ".txt":
-        return _read_lightgbm_file(path), None
-    if path.suffix.lower() == ".cbm":
-        return _read_catboost_file(path), None
+    kind = kind_reading(path)
+    if kind is not None:
+        return kind.read(path), None
     if path.suffix.lower() == ".onnx":
         return _read_onnx_file(path), None
-    if path.suffix.lower() in (".json", ".ubj"):
-        try:
-            return xgboost.Booster(model_file=str(path)), None
-        except xgboost.core.XGBoostError as err:
-            raise ImportRefused(f"{path} is not an XGBoost model XGBoost {xgboost.__version__} "
-                                f"can read: {str(err).splitlines()[0]}") from None
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", InconsistentVersionWarning)
@@ -60,36 +52,6 @@ def read_model(path: Path) -> tuple[Any, str | None]:
             warnings.warn_explicit(caught_warning.message, caught_warning.category,
                                    caught_warning.filename, caught_warning.lineno)
     return model, ", ".join(f"scikit-learn {v}" for v in sorted(versions)) or None
-
-
-def _read_lightgbm_file(path: Path):
-    """A booster LightGBM saved as text (`save_model("model.txt")`): read by LightGBM, which
-    reading one needs (serving it does not)."""
-    try:
-        import lightgbm
-    except ImportError:
-        raise ImportRefused(f"{path} is read as a LightGBM model file, and LightGBM is not "
-                            "installed here: pip install lightgbm") from None
-    try:
-        return lightgbm.Booster(model_file=str(path))
-    except lightgbm.basic.LightGBMError as err:
-        raise ImportRefused(f"{path} is not a LightGBM model LightGBM {lightgbm.__version__} can "
-                            f"read: {str(err).splitlines()[0]}") from None
-
-
-def _read_catboost_file(path: Path):
-    """A classifier CatBoost saved in its own format (`save_model("model.cbm")`): read by
-    CatBoost, which reading one needs (serving it does not)."""
-    try:
-        import catboost
-    except ImportError:
-        raise ImportRefused(f"{path} is read as a CatBoost model file, and CatBoost is not "
-                            "installed here: pip install catboost") from None
-    try:
-        return catboost.CatBoostClassifier().load_model(str(path))
-    except catboost.CatBoostError as err:
-        raise ImportRefused(f"{path} is not a CatBoost model CatBoost {catboost.__version__} can "
-                            f"read: {str(err).splitlines()[0]}") from None
 
 
 def _read_onnx_file(path: Path) -> OnnxClassifier:
@@ -129,7 +91,6 @@ def user_model(model: Any, sample_columns: list[str]) -> UserModel:
     reads the sample's columns in order."""
     from sklearn.feature_extraction import DictVectorizer
     from sklearn.pipeline import Pipeline
-    import xgboost
 
     if isinstance(model, OnnxClassifier):
         raise Untranslatable("an ONNX graph, run by onnxruntime")
@@ -137,10 +98,10 @@ def user_model(model: Any, sample_columns: list[str]) -> UserModel:
         return _dict_model(model[0], model[1], "the course's pair (DictVectorizer, {})")
     if isinstance(model, Pipeline):
         return _pipeline_model(model)
-    if isinstance(model, xgboost.Booster):
-        return _booster_model(model, sample_columns)
-    if lightgbm_booster(model) is model:
-        return _lightgbm_model(model, sample_columns)
+    kind = kind_of(model)
+    booster = kind.booster(model, sample_columns) if kind and kind.booster else None
+    if booster is not None:
+        return _booster_model(booster, model)
     _check_classifier(model)
     check_translatable(model)
     names = _feature_names(model)
@@ -170,11 +131,12 @@ def _check_classifier(model: Any) -> None:
 
 
 def _feature_names(model: Any) -> list[str]:
-    """The columns a model fitted on a DataFrame reads, by name (CatBoost's say it their own
-    way); [] when it does not say."""
+    """The columns a model fitted on a DataFrame reads, by name (as its kind says them, where
+    it has its own way); [] when it does not say."""
     names = getattr(model, "feature_names_in_", None)
-    if names is None and type(model).__module__.split(".")[0] == "catboost":
-        names = model.feature_names_
+    kind = kind_of(model)
+    if names is None and kind is not None and kind.feature_names is not None:
+        names = kind.feature_names(model)
     return [] if names is None else [str(name) for name in names]
 
 
@@ -239,57 +201,17 @@ def _pipeline_model(pipeline) -> UserModel:
                      else set())
 
 
-def _booster_model(booster, sample_columns: list[str]) -> UserModel:
-    import json
-
-    import xgboost
-
-    config = json.loads(booster.save_config())
-    objective = config["learner"]["objective"]["name"]
-    if objective not in ("binary:logistic", "multi:softprob", "multi:softmax"):
-        raise ImportRefused(f"the XGBoost booster's objective is {objective}: import supports "
-                            "classifiers (binary:logistic, multi:softprob)")
-    n_classes = max(2, int(config["learner"]["learner_model_param"]["num_class"]))
-    names = booster.feature_names or sample_columns
-    if len(names) != booster.num_features():
-        raise ImportRefused(f"the XGBoost booster reads {booster.num_features()} columns; the "
-                            f"sample has {len(names)} besides the target")
-
-    def own(frame: pd.DataFrame) -> np.ndarray:
-        matrix = frame[names].to_numpy(dtype=np.float64)
-        raw = booster.predict(xgboost.DMatrix(matrix, missing=np.nan))
-        return np.column_stack([1 - raw, raw]) if n_classes == 2 else raw
-
-    return UserModel([Column(str(n)) for n in names], booster,
-                     [str(c) for c in range(n_classes)], "an XGBoost booster", own)
-
-
-def _lightgbm_model(booster, sample_columns: list[str]) -> UserModel:
-    """A LightGBM booster (from `lightgbm.train`): its columns by name, or the sample's in
-    order when it was trained on an array (LightGBM then names them Column_0, ...)."""
-    document = booster.dump_model()
-    name, _ = lightgbm_trees.objective(document)
-    if name not in ("binary", "multiclass"):
-        raise ImportRefused(f"the LightGBM booster's objective is {name}: import supports "
-                            "classifiers (binary, multiclass)")
-    reason = lightgbm_trees.untranslatable(document)
-    if reason:  # a booster has no predict_proba to be served through
-        raise ImportRefused(f"{reason}: a LightGBM booster is imported as data only; import an "
-                            "LGBMClassifier fitted on a DataFrame to serve it as it is")
-    n_classes = max(2, int(document["num_class"]))
-    names = booster.feature_name()
-    if names == [f"Column_{i}" for i in range(len(names))] and names[0] not in sample_columns:
-        names = sample_columns
-    if len(names) != booster.num_feature():
-        raise ImportRefused(f"the LightGBM booster reads {booster.num_feature()} columns; the "
-                            f"sample has {len(names)} besides the target")
+def _booster_model(booster: Booster, model: Any) -> UserModel:
+    """A booster without predict_proba: its columns, and its answers on them as probabilities
+    of each class."""
+    names = booster.names
 
     def own(frame: pd.DataFrame) -> np.ndarray:
         raw = booster.predict(frame[names].to_numpy(dtype=np.float64))
-        return np.column_stack([1 - raw, raw]) if n_classes == 2 else raw
+        return np.column_stack([1 - raw, raw]) if booster.n_classes == 2 else raw
 
-    return UserModel([Column(str(n)) for n in names], booster,
-                     [str(c) for c in range(n_classes)], "a LightGBM booster", own)
+    return UserModel([Column(str(n)) for n in names], model,
+                     [str(c) for c in range(booster.n_classes)], booster.description, own)
 
 
 def own_model(model: Any, features: pd.DataFrame, reason: Untranslatable) -> UserModel:
@@ -316,7 +238,8 @@ def own_model(model: Any, features: pd.DataFrame, reason: Untranslatable) -> Use
     missing = [name for name in names if name not in features.columns]
     if missing:
         raise missing_fields(missing, list(features.columns))
-    never_missing = levels_never_missing(model)
+    kind = kind_of(model)
+    never_missing = kind.levels_never_missing(model) if kind is not None else []
     columns = []
     for name in names:
         seen = features[name].dropna()

@@ -8,7 +8,7 @@ import pandas as pd
 
 from tabserve.model.encoding import MAX_ONE_HOT_LEVELS
 from tabserve.model.schema import Dropped, Field, Kind, Schema, loose_spelling
-from tabserve.training.importing.kinds import ImportRefused
+from tabserve.model.kinds import ImportRefused
 from tabserve.training.importing.reading import UserModel, missing_fields
 from tabserve.training.schema_inference import infer_schema
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tabserve.model.kinds import Kind, as_xgboost, named
 from tabserve.model.xgboost_trees import model_document, tree_json
 
 FLOAT32_MAX = np.finfo(np.float32).max
@@ -79,3 +80,12 @@ def _breadth_first(nodes: np.ndarray) -> np.ndarray:
         at += 1
     return np.array(order, np.intp)
 
+
+def _why_not(classifier) -> str | None:
+    return None if is_translatable(classifier) else \
+        "the HistGradientBoostingClassifier splits levels natively (categorical_features)"
+
+
+KIND = Kind("HistGradientBoosting", named("sklearn", "HistGradientBoostingClassifier"),
+            lambda c, mean, k: as_xgboost(booster_json(c), k, len(mean)), _why_not,
+            float64_thresholds=True)

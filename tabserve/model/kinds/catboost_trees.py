@@ -14,12 +14,19 @@ Multiclass leaves hold a value per class: each tree becomes one tree per class, 
 order. Leaves are float32, as XGBoost keeps them. Categorical features (CatBoost's statistics
 of levels, one-hot splits), text and non-symmetric trees have no counterpart: `untranslatable`
 says so, and such a model is served through its own `predict_proba` (`training.importing`).
+Its `KIND`: a `CatBoostClassifier`, pickled or saved in CatBoost's format (`model.cbm`); kept
+whole, its categorical features are never given a missing level (NaN is an error there).
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
+from pathlib import Path
+
 import numpy as np
 
+from tabserve.model.kinds import ImportRefused, Kind, as_xgboost, named
 from tabserve.model.xgboost_trees import model_document, tree_json
 
 LOSSES = ("Logloss", "CrossEntropy", "MultiClass")
@@ -97,3 +104,40 @@ def _tree(tree: dict, leaves: np.ndarray, features: dict, tree_id: int,
                      np.concatenate([threshold, zeros_at_leaves]),
                      [f["nan_value_treatment"] != "AsTrue" for f in used] + zeros_at_leaves,
                      value, cover, tree_id, n_features)
+
+
+def _document(classifier) -> dict:
+    with tempfile.TemporaryDirectory() as folder:  # CatBoost writes its JSON only to a file
+        classifier.save_model(f"{folder}/model.json", format="json")
+        return json.loads(Path(f"{folder}/model.json").read_text())
+
+
+def _trees(classifier, mean, n_classes: int):
+    return as_xgboost(booster_json(_document(classifier), n_classes, len(mean)), n_classes,
+                      len(mean))
+
+
+def read_file(path: Path):
+    """A classifier CatBoost saved in its own format (`save_model("model.cbm")`): read by
+    CatBoost, which reading one needs (serving it does not)."""
+    try:
+        import catboost
+    except ImportError:
+        raise ImportRefused(f"{path} is read as a CatBoost model file, and CatBoost is not "
+                            "installed here: pip install catboost") from None
+    try:
+        return catboost.CatBoostClassifier().load_model(str(path))
+    except catboost.CatBoostError as err:
+        raise ImportRefused(f"{path} is not a CatBoost model CatBoost {catboost.__version__} can "
+                            f"read: {str(err).splitlines()[0]}") from None
+
+
+def levels_never_missing(model) -> list[str]:
+    """Its categorical features: an integer or a text, never NaN."""
+    return [model.feature_names_[i] for i in model.get_cat_feature_indices()]
+
+
+KIND = Kind("CatBoost", named("catboost", "CatBoostClassifier"), _trees,
+            lambda classifier: untranslatable(_document(classifier)), suffixes=(".cbm",),
+            read=read_file, feature_names=lambda model: model.feature_names_,
+            levels_never_missing=levels_never_missing)

@@ -18,16 +18,19 @@ a leaf's value. What differs is made equal:
   its trees: both go into the leaves.
 Leaves are float32, as XGBoost keeps them: margins agree to about 1e-7. Categorical splits
 (bitsets of levels) and linear trees have no counterpart: `untranslatable` says so, and such a
-model is served through its own `predict_proba` (`training.importing`).
+model is served through its own `predict_proba` (`training.importing`). Its `KIND`: an
+`LGBMClassifier` or a booster of `lightgbm.train`, pickled or saved as text (`model.txt`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tabserve.model.hist_trees import float32_threshold
+from tabserve.model.kinds import Booster, ImportRefused, Kind, as_xgboost, library_of
+from tabserve.model.kinds.hist_trees import float32_threshold
 from tabserve.model.xgboost_trees import model_document, tree_json
 
 
@@ -120,3 +123,72 @@ def _default_left(node: dict[str, Any]) -> bool:
         return 0.0 <= node["threshold"]
     return bool(node["default_left"])
 
+
+def lightgbm_booster(classifier: Any):
+    """LightGBM's booster of an `LGBMClassifier` (or a booster itself); None for anything
+    else."""
+    if library_of(classifier) != "lightgbm":
+        return None
+    import lightgbm
+
+    if isinstance(classifier, lightgbm.Booster):
+        return classifier
+    return classifier.booster_ if isinstance(classifier, lightgbm.LGBMClassifier) else None
+
+
+def _why_not(classifier) -> str | None:
+    document = lightgbm_booster(classifier).dump_model()
+    if document.get("pandas_categorical"):
+        raise ImportRefused(
+            f"the {type(classifier).__name__} was fitted on pandas category columns, which it "
+            "reads only as such: fit it after an OrdinalEncoder in a Pipeline")
+    return untranslatable(document)
+
+
+def _trees(classifier, mean, n_classes: int):
+    return as_xgboost(booster_json(lightgbm_booster(classifier).dump_model(), n_classes,
+                                   len(mean)), n_classes, len(mean))
+
+
+def read_file(path: Path):
+    """A booster LightGBM saved as text (`save_model("model.txt")`): read by LightGBM, which
+    reading one needs (serving it does not)."""
+    try:
+        import lightgbm
+    except ImportError:
+        raise ImportRefused(f"{path} is read as a LightGBM model file, and LightGBM is not "
+                            "installed here: pip install lightgbm") from None
+    try:
+        return lightgbm.Booster(model_file=str(path))
+    except lightgbm.basic.LightGBMError as err:
+        raise ImportRefused(f"{path} is not a LightGBM model LightGBM {lightgbm.__version__} can "
+                            f"read: {str(err).splitlines()[0]}") from None
+
+
+def booster(model, sample_columns: list[str]) -> Booster | None:
+    """A LightGBM booster (from `lightgbm.train`): its columns by name, or the sample's in
+    order when it was trained on an array (LightGBM then names them Column_0, ...); None for
+    an LGBMClassifier (it has predict_proba)."""
+    if lightgbm_booster(model) is not model:
+        return None
+    document = model.dump_model()
+    name, _ = objective(document)
+    if name not in ("binary", "multiclass"):
+        raise ImportRefused(f"the LightGBM booster's objective is {name}: import supports "
+                            "classifiers (binary, multiclass)")
+    reason = untranslatable(document)
+    if reason:  # a booster has no predict_proba to be served through
+        raise ImportRefused(f"{reason}: a LightGBM booster is imported as data only; import an "
+                            "LGBMClassifier fitted on a DataFrame to serve it as it is")
+    names = model.feature_name()
+    if names == [f"Column_{i}" for i in range(len(names))] and names[0] not in sample_columns:
+        names = sample_columns
+    if len(names) != model.num_feature():
+        raise ImportRefused(f"the LightGBM booster reads {model.num_feature()} columns; the "
+                            f"sample has {len(names)} besides the target")
+    return Booster(list(names), max(2, int(document["num_class"])), model.predict,
+                   "a LightGBM booster")
+
+
+KIND = Kind("LightGBM", lambda c: lightgbm_booster(c) is not None, _trees, _why_not,
+            float64_thresholds=True, suffixes=(".txt",), read=read_file, booster=booster)
