@@ -222,7 +222,7 @@ def test_forest_single_records_equal_scikit_learn(classes):
 
     from tabserve.model.from_sklearn import translated
     from tabserve.serving.scorers import compile_model
-    from tabserve.serving.scorers.pipeline import ForestScorer
+    from tabserve.serving.scorers.forest import ForestScorer
 
     rng = np.random.default_rng(2)
     matrix = rng.normal(size=(600, 5))

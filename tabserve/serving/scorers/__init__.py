@@ -19,7 +19,8 @@ from tabserve.serving.scorers.base import MarginScorer, Scorer
 from tabserve.serving.scorers.blend import BlendScorer
 from tabserve.serving.scorers.calibrated import CalibratedScorer
 from tabserve.serving.scorers.linear import LinearScorer
-from tabserve.serving.scorers.pipeline import ForestScorer, OwnModelScorer, PipelineScorer
+from tabserve.serving.scorers.forest import ForestScorer
+from tabserve.serving.scorers.pipeline import OwnModelScorer, PipelineScorer
 from tabserve.serving.scorers.trees import TREE_TABLES, BoosterScorer
 
 __all__ = ["Scorer", "MarginScorer", "compile_scorer", "compile_model", "LinearScorer",
