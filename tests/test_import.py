@@ -1006,3 +1006,17 @@ def test_a_pickle_this_environment_cannot_read_names_the_versions(tmp_path):
         str(refused.value) and "ModuleNotFoundError" in str(refused.value)
     with pytest.raises(ImportRefused, match="--data is needed"):
         import_model(model_file, None)
+
+
+@pytest.mark.parametrize("suffix, library", [(".txt", "lightgbm"), (".cbm", "catboost"),
+                                             (".json", "xgboost"), (".ubj", "xgboost")])
+def test_a_kinds_own_file_it_cannot_read_is_refused_in_one_line(tmp_path, suffix, library):
+    """A file named as a kind's own format (the registry's suffixes) is read by that library,
+    and its refusal is one line naming the library and its version."""
+    model_file = tmp_path / f"model{suffix}"
+    model_file.write_text("not a model\n")
+    rows = pd.DataFrame({"a": ["1", "2"], "y": ["0", "1"]})
+    with pytest.raises(ImportRefused, match=f"is not a model {library} [0-9.]+ can read: ") \
+            as refused:
+        import_model(model_file, rows, "y")
+    assert "\n" not in str(refused.value)

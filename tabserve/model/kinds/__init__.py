@@ -82,6 +82,23 @@ def named(library: str, *classes: str) -> Callable[[Any], bool]:
     return lambda model: library_of(model) == library and type(model).__name__ in classes
 
 
+def read_by_library(path: Path, library: str, load: Callable[[Any, str], Any],
+                    refusal: Callable[[Any], type]) -> Any:
+    """A kind's own model file, read by its library (`load(module, path)`), which reading one
+    needs where you import (serving it does not): one line when the library is not installed
+    or refuses the file (`refusal(module)`: the error it raises)."""
+    try:
+        module = importlib.import_module(library)
+    except ImportError:
+        raise ImportRefused(f"{path} is read as a {library} model file, and {library} is not "
+                            f"installed here: pip install {library}") from None
+    try:
+        return load(module, str(path))
+    except refusal(module) as err:
+        raise ImportRefused(f"{path} is not a model {library} {module.__version__} can read: "
+                            f"{str(err).splitlines()[0]}") from None
+
+
 def as_xgboost(document_json: bytes, n_classes: int, width: int):
     """An XGBoost model document (the one tree form) as checked `fitted.BoostedTrees`."""
     from tabserve.model.xgboost_trees import measured, trees_from_document

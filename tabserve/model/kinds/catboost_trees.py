@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tabserve.model.kinds import ImportRefused, Kind, as_xgboost, named
+from tabserve.model.kinds import Kind, as_xgboost, named, read_by_library
 from tabserve.model.xgboost_trees import model_document, tree_json
 
 LOSSES = ("Logloss", "CrossEntropy", "MultiClass")
@@ -117,21 +117,6 @@ def _trees(classifier, mean, n_classes: int):
                       len(mean))
 
 
-def read_file(path: Path):
-    """A classifier CatBoost saved in its own format (`save_model("model.cbm")`): read by
-    CatBoost, which reading one needs (serving it does not)."""
-    try:
-        import catboost
-    except ImportError:
-        raise ImportRefused(f"{path} is read as a CatBoost model file, and CatBoost is not "
-                            "installed here: pip install catboost") from None
-    try:
-        return catboost.CatBoostClassifier().load_model(str(path))
-    except catboost.CatBoostError as err:
-        raise ImportRefused(f"{path} is not a CatBoost model CatBoost {catboost.__version__} can "
-                            f"read: {str(err).splitlines()[0]}") from None
-
-
 def levels_never_missing(model) -> list[str]:
     """Its categorical features: an integer or a text, never NaN."""
     return [model.feature_names_[i] for i in model.get_cat_feature_indices()]
@@ -139,5 +124,9 @@ def levels_never_missing(model) -> list[str]:
 
 KIND = Kind("CatBoost", named("catboost", "CatBoostClassifier"), _trees,
             lambda classifier: untranslatable(_document(classifier)), suffixes=(".cbm",),
-            read=read_file, feature_names=lambda model: model.feature_names_,
+            # a classifier saved in CatBoost's format: `save_model("model.cbm")`
+            read=lambda path: read_by_library(
+                path, "catboost", lambda cb, file: cb.CatBoostClassifier().load_model(file),
+                lambda cb: cb.CatBoostError),
+            feature_names=lambda model: model.feature_names_,
             levels_never_missing=levels_never_missing)

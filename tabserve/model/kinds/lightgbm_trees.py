@@ -24,12 +24,12 @@ model is served through its own `predict_proba` (`training.importing`). Its `KIN
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tabserve.model.kinds import Booster, ImportRefused, Kind, as_xgboost, library_of
+from tabserve.model.kinds import (Booster, ImportRefused, Kind, as_xgboost, library_of,
+                                  read_by_library)
 from tabserve.model.kinds.hist_trees import float32_threshold
 from tabserve.model.xgboost_trees import model_document, tree_json
 
@@ -150,21 +150,6 @@ def _trees(classifier, mean, n_classes: int):
                                    len(mean)), n_classes, len(mean))
 
 
-def read_file(path: Path):
-    """A booster LightGBM saved as text (`save_model("model.txt")`): read by LightGBM, which
-    reading one needs (serving it does not)."""
-    try:
-        import lightgbm
-    except ImportError:
-        raise ImportRefused(f"{path} is read as a LightGBM model file, and LightGBM is not "
-                            "installed here: pip install lightgbm") from None
-    try:
-        return lightgbm.Booster(model_file=str(path))
-    except lightgbm.basic.LightGBMError as err:
-        raise ImportRefused(f"{path} is not a LightGBM model LightGBM {lightgbm.__version__} can "
-                            f"read: {str(err).splitlines()[0]}") from None
-
-
 def booster(model, sample_columns: list[str]) -> Booster | None:
     """A LightGBM booster (from `lightgbm.train`): its columns by name, or the sample's in
     order when it was trained on an array (LightGBM then names them Column_0, ...); None for
@@ -191,4 +176,8 @@ def booster(model, sample_columns: list[str]) -> Booster | None:
 
 
 KIND = Kind("LightGBM", lambda c: lightgbm_booster(c) is not None, _trees, _why_not,
-            float64_thresholds=True, suffixes=(".txt",), read=read_file, booster=booster)
+            float64_thresholds=True, suffixes=(".txt",), booster=booster,
+            # a booster saved as text: `save_model("model.txt")`
+            read=lambda path: read_by_library(path, "lightgbm",
+                                              lambda lgb, file: lgb.Booster(model_file=file),
+                                              lambda lgb: lgb.basic.LightGBMError))

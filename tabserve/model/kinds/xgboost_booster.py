@@ -4,12 +4,11 @@ as `fitted.BoostedTrees`: their trees are already the one tree form (`model.xgbo
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tabserve.model.kinds import Booster, ImportRefused, Kind
+from tabserve.model.kinds import Booster, ImportRefused, Kind, read_by_library
 
 
 def is_xgboost(classifier: Any) -> bool:
@@ -23,16 +22,6 @@ def trees(classifier, mean: np.ndarray, n_classes: int):
 
     booster = classifier.get_booster() if hasattr(classifier, "get_booster") else classifier
     return trees_from_booster(booster, n_classes)
-
-
-def read_file(path: Path):
-    import xgboost
-
-    try:
-        return xgboost.Booster(model_file=str(path))
-    except xgboost.core.XGBoostError as err:
-        raise ImportRefused(f"{path} is not an XGBoost model XGBoost {xgboost.__version__} "
-                            f"can read: {str(err).splitlines()[0]}") from None
 
 
 def booster(model, sample_columns: list[str]) -> Booster | None:
@@ -56,5 +45,8 @@ def booster(model, sample_columns: list[str]) -> Booster | None:
                    "an XGBoost booster")
 
 
-KIND = Kind("XGBoost", is_xgboost, trees, suffixes=(".json", ".ubj"), read=read_file,
-            booster=booster)
+KIND = Kind("XGBoost", is_xgboost, trees, suffixes=(".json", ".ubj"), booster=booster,
+            # a booster saved by XGBoost: `save_model("model.json")` (or `.ubj`)
+            read=lambda path: read_by_library(
+                path, "xgboost", lambda xgb, file: xgb.Booster(model_file=file),
+                lambda xgb: xgb.core.XGBoostError))
