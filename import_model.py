@@ -1,7 +1,8 @@
 """Serve a model you trained yourself: write it as a tabserve bundle (data, no pickle, for the
 standard pieces). Reads the ML Zoomcamp course's (DictVectorizer, model) pickle, scikit-learn
-Pipelines, XGBoost models and older tabserve bundles (see docs/import.md); any other fitted
-classifier is kept pickled and served through its own predict_proba. Reading a pickle runs code
+Pipelines, XGBoost, LightGBM and CatBoost models, ONNX graphs and older tabserve bundles (see
+docs/import.md); any other fitted classifier is kept pickled and served through its own
+predict_proba. Reading a pickle runs code
 from the file: import only files you trust."""
 
 import argparse
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 from tabserve.cli import cannot_write, refuse, replaced, reports_folder, signed_with
+from tabserve.model.kinds import kinds
 from tabserve.settings import ConfigError, environment, signing_key
 from tabserve.tables import DataError, load_csv
 from tabserve.training.importing import ImportRefused, import_model
@@ -18,8 +20,10 @@ from tabserve.training.reports import write_import_reports
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, required=True,
-                        help="the model file: a pickle or joblib file, an XGBoost .json/.ubj, "
-                             "or a tabserve bundle of any format")
+                        help="the model file: a pickle or joblib file, a library's own ("
+                             + ", ".join(f"{kind.name} {'/'.join(kind.suffixes)}"
+                                         for kind in kinds() if kind.suffixes)
+                             + "), an ONNX graph (.onnx), or a tabserve bundle of any format")
     parser.add_argument("--output", type=Path, required=True,
                         help="where to write the bundle (signed when MODEL_SIGNING_KEY is set)")
     parser.add_argument("--data", type=Path, default=None,

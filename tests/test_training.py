@@ -184,6 +184,12 @@ def test_reports_are_written(tmp_path, loan_csv):
                     f"--output {out} --seed 1 --trials 3"):
         assert section in card
     metrics = json.loads((reports / "metrics.json").read_text())
+    cv = metrics["metrics"]["cv"]  # which families ran, their trials, and why the winner won
+    assert sum(ran["trials"] for ran in cv["families"].values()) == cv["trials"] == 3
+    assert set(cv["families"]) == {"logistic_regression", "xgboost", "random_forest"}
+    why = metrics["metrics"]["why_chosen"]
+    assert why.startswith(f"{metrics['metrics']['chosen']} had the highest cross-validated "
+                          "ROC AUC") and f"Why: {why}." in card
     low, high = metrics["test_intervals_95"]["roc_auc"]
     assert low <= metrics["metrics"]["test"]["roc_auc"] <= high
     # the loans' score rises with income and falls with debt (helpers.loan_frame)
@@ -386,3 +392,30 @@ def test_a_forest_is_explained_by_the_fields_it_uses_on_rows_it_never_saw():
     ranked = sorted(effects.importance, key=effects.importance.get, reverse=True)
     assert set(ranked[:2]) == {"x00", "x01"}
     assert min(effects.importance["x00"], effects.importance["x01"]) > 0.03
+
+
+def _trial(family: str, folds: list[float]):
+    from tabserve.training.search import Trial
+    return Trial(family, {}, folds, 1.0, np.zeros((1, 2)))
+
+
+def test_why_the_winner_won_says_its_margin_and_a_near_tie():
+    from tabserve.training.trainer import Choice, why_chosen
+
+    clear = {"xgboost": _trial("xgboost", [0.90, 0.91, 0.92]),
+             "logistic_regression": _trial("logistic_regression", [0.80, 0.81, 0.82])}
+    assert why_chosen(Choice([], clear, clear["xgboost"], tuple(clear))) == (
+        "xgboost had the highest cross-validated ROC AUC, 0.9100; the next best, "
+        "logistic_regression, had 0.8100 (0.1000 lower)")
+    near = {**clear, "blend": _trial("blend", [0.89, 0.92, 0.93])}
+    assert why_chosen(Choice([], near, near["blend"], tuple(near))).endswith(
+        "(0.0033 lower; its folds spread ± 0.0170: a near tie, decided by the mean)")
+    # a family searched only for the blend is not a rival of the chosen model
+    alone = {"blend": near["blend"], "xgboost": clear["xgboost"]}
+    assert why_chosen(Choice([], alone, alone["blend"], ("blend",))) == (
+        "blend was the only family that could be chosen (cross-validated ROC AUC 0.9133)")
+    holdout = {"xgboost": _trial("xgboost", [0.9]), "random_forest": _trial("random_forest",
+                                                                            [0.85])}
+    assert why_chosen(Choice([], holdout, holdout["xgboost"], tuple(holdout))) == (
+        "xgboost had the highest ROC AUC on the holdout, 0.9000; the next best, random_forest, "
+        "had 0.8500 (0.0500 lower)")

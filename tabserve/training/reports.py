@@ -362,6 +362,19 @@ def _scored_how(cv: dict) -> str:
                                                                f"({cv['folds']}-fold)")
 
 
+def _trials_run(cv: dict, family: str) -> str:
+    """A family's trials in words: how many, screened out or cut, and their seconds (bundles
+    written before `families` existed: the count alone)."""
+    ran = cv.get("families", {}).get(family)
+    if ran is None:
+        return str(sum(x["family"] == family for x in cv["all_trials"])
+                   or "3 weights of the best of each")
+    notes = [f"{ran[key]} {words}" for key, words in (("screened_out", "screened out"),
+                                                      ("cut_by_budget", "cut by the budget"))
+             if ran[key]]
+    return f"{ran['trials']} in {ran['seconds']:g} s" + (f" ({', '.join(notes)})" if notes else "")
+
+
 def model_card(bundle: ModelBundle, result: TrainingResult, intervals: dict,
                effects: FieldEffects, plots: list[str], plots_note: str, output: Path,
                failures: list[str]) -> str:
@@ -378,9 +391,7 @@ def model_card(bundle: ModelBundle, result: TrainingResult, intervals: dict,
                      for f in schema.fields], ["field", "kind", "missing values", "values"])
     dropped = "\n".join(f"- `{d.name}`: {d.reason}" for d in schema.dropped) or "- none"
     families = _table([[family, f"{t['cv_roc_auc']:.4f} ± {t['cv_sd']:.4f}",
-                        sum(x["family"] == family for x in m["cv"]["all_trials"])
-                        or "3 weights of the best of each",
-                        f"`{json.dumps(t['params'])}`"]
+                        _trials_run(m["cv"], family), f"`{json.dumps(t['params'])}`"]
                        for family, t in m["cv"]["best_by_family"].items()],
                       ["family", "best CV ROC AUC", "trials", "best parameters"])
     metrics = _metrics_table(test, intervals, "test split")
@@ -420,7 +431,7 @@ Dropped columns:
 
 {families}
 
-Chosen: **{m['chosen']}** with `{json.dumps(m['chosen_params'])}`.
+Chosen: **{m['chosen']}** with `{json.dumps(m['chosen_params'])}`.{f" Why: {m['why_chosen']}." if m.get('why_chosen') else ''}
 Calibration: {calibration.get('method', 'not applicable (multiclass)')}{f" (out-of-fold log loss {calibration['log_loss_raw']:.4f} raw, {calibration['log_loss_platt']:.4f} with Platt scaling; kept only if lower)" if calibration else ''}.
 Decision: {decision}
 

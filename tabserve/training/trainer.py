@@ -210,11 +210,13 @@ class Encoded:
 
 @dataclass
 class Choice:
-    """The search's trials, the best of each family (and the blend), and the one chosen."""
+    """The search's trials, the best of each family (and the blend), and the one chosen among
+    the families that could be (`eligible`: a blend's members may be searched for it alone)."""
 
     trials: list[Trial]
     best: dict[str, Trial]
     chosen: Trial
+    eligible: tuple[str, ...] = ()
 
 
 @dataclass
@@ -327,8 +329,9 @@ def choose_model(encoded: Encoded, n_classes: int, candidates: Sequence[str], *,
         log("  no blend: it needs a linear and an XGBoost trial; choosing among those that ran")
         eligible = list(best.values())
     chosen = max(eligible, key=lambda t: t.score)
-    log(f"Chosen: {chosen.family} {chosen.params}")
-    return Choice(trials, best, chosen)
+    choice = Choice(trials, best, chosen, tuple(t.family for t in eligible))
+    log(f"Chosen: {chosen.family} {chosen.params}: {why_chosen(choice)}")
+    return choice
 
 
 def decide(chosen: Trial, y_train: np.ndarray, labelled: Labelled, threshold_rule: str,
@@ -378,14 +381,51 @@ def training_metrics(labelled: Labelled, encoded: Encoded, choice: Choice, decis
                "metric": "roc_auc" if labelled.binary else "roc_auc_ovr",
                "trials": len(choice.trials), "time_budget_seconds": time_budget,
                "best_by_family": {f: t.describe() for f, t in choice.best.items()},
+               "families": families_run(choice),
                "all_trials": [t.describe() for t in choice.trials]},
         "chosen": choice.chosen.family,
+        "why_chosen": why_chosen(choice),
         "chosen_params": choice.chosen.params,
         "calibration": None if decision.report is None else {
             "method": "Platt scaling" if decision.calibration else "none", **decision.report},
         "test": test.scores,
         "final_fit": "the chosen configuration refit on all rows",
     }
+
+
+def families_run(choice: Choice) -> dict[str, dict[str, Any]]:
+    """Each family the search ran: its trials, how many were screened out on the first fold or
+    cut by the budget, the seconds they took together, and its best score (None: no trial of
+    it completed)."""
+    families: dict[str, dict[str, Any]] = {}
+    for trial in choice.trials:
+        ran = families.setdefault(trial.family, {"trials": 0, "screened_out": 0,
+                                                 "cut_by_budget": 0, "seconds": 0.0})
+        ran["trials"] += 1
+        ran["screened_out"] += int(trial.screened_out)
+        ran["cut_by_budget"] += int(trial.cut)
+        ran["seconds"] += trial.seconds
+    for family, ran in families.items():
+        ran["seconds"] = round(ran["seconds"], 2)
+        ran["best_score"] = choice.best[family].score if family in choice.best else None
+    return families
+
+
+def why_chosen(choice: Choice) -> str:
+    """Why the chosen model won, in one sentence: its score against the next best that could be
+    chosen, and whether the gap is within the spread of its folds (a near tie)."""
+    chosen = choice.chosen
+    how = "ROC AUC on the holdout" if len(chosen.folds) == 1 else "cross-validated ROC AUC"
+    rivals = sorted((t for t in choice.best.values() if t is not chosen and t.family in
+                     choice.eligible), key=lambda t: -t.score)
+    if not rivals:
+        return f"{chosen.family} was the only family that could be chosen ({how} {chosen.score:.4f})"
+    rival = rivals[0]
+    gap = chosen.score - rival.score
+    tie = (f"; its folds spread ± {chosen.sd:.4f}: a near tie, decided by the mean"
+           if len(chosen.folds) > 1 and gap <= chosen.sd else "")
+    return (f"{chosen.family} had the highest {how}, {chosen.score:.4f}; the next best, "
+            f"{rival.family}, had {rival.score:.4f} ({gap:.4f} lower{tie})")
 
 
 def train(frame: pd.DataFrame, target: str, *, seed: int = 1, folds: int = 5,
