@@ -15,7 +15,8 @@ import pytest
 import requests
 
 from helpers import (ONNX_NUMBERS, ONNX_SAMPLE_ROWS, PYTHON, ROOT, as_float32, course_frame,
-                     one_input_per_field, rewrite_payload, start_gunicorn, stop)
+                     free_port, one_input_per_field, rewrite_payload, start_gunicorn, stop,
+                     wait_for)
 from tabserve.model.bundle import ModelBundle, ModelLoadError
 from tabserve.model.fitted import OnnxModel
 from tabserve.tables import load_csv
@@ -121,7 +122,8 @@ def test_a_record_the_graph_cannot_read_is_a_4xx_naming_the_field(imported):
 
 
 @pytest.mark.process
-def test_an_onnx_bundle_is_served_by_gunicorn_and_score_py_without_trust(imported, tmp_path):
+def test_an_onnx_bundle_is_served_by_gunicorn_grpc_and_score_py_without_trust(imported,
+                                                                             tmp_path):
     folder, graph, _, held_out, _ = imported
     rows = held_out.iloc[:400]
     expected = own_answers(graph, as_float32(rows))
@@ -135,13 +137,45 @@ def test_an_onnx_bundle_is_served_by_gunicorn_and_score_py_without_trust(importe
     scored = pd.read_csv(tmp_path / "out.csv")
     np.testing.assert_allclose(scored[[f"probability_{c}" for c in bundle.classes]], expected,
                                rtol=0, atol=FLOAT32)
-    process, url = start_gunicorn(folder / "model.bin")
+    grpc_port = free_port()
+    process, url = start_gunicorn(folder / "model.bin", GRPC_PORT=str(grpc_port))
     try:
         answers = requests.post(f"{url}/predict", json=_records(rows), timeout=60).json()
+        declared = requests.get(f"{url}/v2/models/{bundle.schema.target}",
+                                timeout=10).json()["inputs"]
+        by_grpc = _grpc_probabilities(f"127.0.0.1:{grpc_port}", bundle, declared, rows)
     finally:
         stop(process)
     got = np.array([[a["probabilities"][c] for c in bundle.classes] for a in answers])
     np.testing.assert_allclose(got, expected, rtol=0, atol=FLOAT32)
+    np.testing.assert_allclose(by_grpc, expected, rtol=0, atol=FLOAT32)
+
+
+def _grpc_probabilities(address: str, bundle, declared: list[dict], rows: pd.DataFrame):
+    """The rows sent by Triton's gRPC client, as its users build tensors from the model's
+    metadata; the probabilities it reads back, a row per record."""
+    import tritonclient.grpc as triton_grpc
+    from tritonclient.utils import InferenceServerException
+
+    client = triton_grpc.InferenceServerClient(address)
+
+    def live() -> bool:
+        try:
+            return client.is_server_live()
+        except InferenceServerException:
+            return False
+
+    wait_for(live, 60, "gRPC to answer ServerLive")
+    inputs = []
+    for tensor in declared:
+        values = rows[tensor["name"]].to_numpy()
+        kind = {"FP64": np.float64, "INT64": np.int64, "BYTES": np.object_}[tensor["datatype"]]
+        inferred = triton_grpc.InferInput(tensor["name"], [len(rows)], tensor["datatype"])
+        inferred.set_data_from_numpy(values.astype(kind))
+        inputs.append(inferred)
+    result = client.infer(bundle.schema.target, inputs)
+    client.close()
+    return result.as_numpy("probabilities").reshape(len(rows), len(bundle.classes))
 
 
 # --- hostile graphs: one line at import, and from a planted bundle ----------------------------
