@@ -136,15 +136,16 @@ def graph_inputs(model) -> list[Feed]:
     return feeds
 
 
-def graph_classes(model) -> list[str]:
-    """The classes, in the order of the probabilities, from the graph's classifier node."""
+def graph_labels(model) -> list[int | str]:
+    """The classes as the graph's labels (ZipMap's keys), in the order of its probabilities,
+    from its classifier node."""
     for node in model.graph.node:
         if node.op_type.endswith("Classifier") or node.op_type == "ZipMap":
             for attribute in node.attribute:
                 if attribute.name == "classlabels_strings":
                     return [s.decode() for s in attribute.strings]
                 if attribute.name in ("classlabels_int64s", "classlabels_ints"):
-                    return [str(i) for i in attribute.ints]
+                    return list(attribute.ints)
     raise GraphRefused("its graph has no classifier that names its classes (such as "
                        "TreeEnsembleClassifier or LinearClassifier): not a classifier")
 
@@ -159,7 +160,8 @@ class OnnxClassifier:
 
         model = checked_graph(data)
         self.data = data
-        self.classes = graph_classes(model)
+        self.labels = graph_labels(model)
+        self.classes = [str(label) for label in self.labels]
         self.feeds = graph_inputs(model)
         self.by_name = len(self.feeds) > 1
         if self.by_name and any(feed.width != 1 for feed in self.feeds):
@@ -184,6 +186,13 @@ class OnnxClassifier:
 
     def predict_proba(self, fields) -> np.ndarray:
         """Probabilities for the records of `fields` (a DataFrame, or arrays by field name)."""
+        probabilities = self.outputs(fields)
+        # float32's sums miss 1 by ~1e-7: the answers, and the metrics made of them, add up
+        sums = probabilities.sum(axis=1, keepdims=True)
+        return np.divide(probabilities, sums, out=probabilities, where=sums > 0)
+
+    def outputs(self, fields) -> np.ndarray:
+        """The graph's probabilities output as it is, a row per record."""
         if self.by_name:
             inputs = {feed.name: _column(np.asarray(fields[feed.name]), feed.dtype)
                       for feed in self.feeds}
@@ -192,11 +201,21 @@ class OnnxClassifier:
             inputs = {feed.name: np.column_stack(
                 [_column(np.asarray(fields[name]), feed.dtype)[:, 0] for name in fields])}
         (probabilities,) = self.session.run([self.output], inputs)
-        if isinstance(probabilities, list):  # ZipMap's maps, in the classes' order
-            probabilities = [list(record.values()) for record in probabilities]
-        probabilities = np.asarray(probabilities, dtype=np.float64)
-        # float32's sums miss 1 by ~1e-7: the answers, and the metrics made of them, add up
-        return probabilities / probabilities.sum(axis=1, keepdims=True)
+        if isinstance(probabilities, list):  # ZipMap's maps, keyed by the labels
+            probabilities = [[record[label] for label in self.labels]
+                             for record in probabilities]
+        return np.asarray(probabilities, dtype=np.float64)
+
+
+def not_probabilities(outputs: np.ndarray) -> str | None:
+    """What makes a graph's output not probabilities (scores of a LinearSVC, or of an SVC
+    without probability=True, which converters write to the same output), or None."""
+    if not np.all((outputs >= -1e-6) & (outputs <= 1 + 1e-6)):  # float32's rounding aside
+        return "holds values outside [0, 1]"
+    largest = float(np.max(np.abs(outputs.sum(axis=1) - 1), initial=0.0))
+    if largest > 1e-4:
+        return f"has rows that do not add up to 1 (by up to {largest:.3g})"
+    return None
 
 
 def _column(values: np.ndarray, dtype: Any) -> np.ndarray:

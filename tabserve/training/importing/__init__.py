@@ -130,6 +130,8 @@ def _checked_import(model_path: Path, rows: pd.DataFrame, features: pd.DataFrame
     typed = typed_rows(features, schema, user)
     try:
         own = np.asarray(user.own_proba(typed), dtype=np.float64)
+    except ImportRefused:  # its answers are not probabilities (an ONNX graph's scores)
+        raise
     except Exception as err:  # noqa: BLE001 - the user's model refusing its own sample
         raise ImportRefused(f"the model cannot score the sample itself: {type(err).__name__}: "
                             f"{str(err).splitlines()[0] if str(err) else ''}") from None

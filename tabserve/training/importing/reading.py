@@ -13,7 +13,7 @@ import pandas as pd
 
 from tabserve.model.kinds import (MISSING_LEVEL_TEXT, Booster, ImportRefused, Untranslatable,
                                   check_translatable, kind_of, kind_reading)
-from tabserve.model.onnx_graph import GraphRefused, OnnxClassifier
+from tabserve.model.onnx_graph import GraphRefused, OnnxClassifier, not_probabilities
 from tabserve.model.pickles import read_pickled_model
 from tabserve.model.schema import loose_spelling
 from tabserve.training.importing.columns import (Column, column_transformer, dict_columns,
@@ -282,8 +282,17 @@ def _onnx_model(graph: OnnxClassifier, features: pd.DataFrame) -> UserModel:
             raise ImportRefused(f"the ONNX graph reads {name!r} as int64, which holds no missing "
                                 "value, and the sample has missing values in it")
         columns.append(Column(name))
-    return UserModel(columns, graph, graph.classes, "an ONNX graph served by onnxruntime",
-                     lambda frame: graph.predict_proba(frame[names]), translated=False)
+    def own(frame: pd.DataFrame) -> np.ndarray:
+        problem = not_probabilities(graph.outputs(frame[names]))
+        if problem:
+            raise ImportRefused(f"the ONNX graph's probabilities output {problem} on the "
+                                "sample: scores, not probabilities (a LinearSVC, or an SVC "
+                                "without probability=True?); convert a probabilistic "
+                                "classifier")
+        return graph.predict_proba(frame[names])
+
+    return UserModel(columns, graph, graph.classes, "an ONNX graph served by onnxruntime", own,
+                     translated=False)
 
 
 def _own_description(model: Any, reason: Untranslatable) -> str:
