@@ -166,6 +166,10 @@ def main() -> int:
     parser.add_argument("--no-baselines", action="store_true",
                         help="tabserve (and FLAML) only: the baselines do not change with our "
                              "code, and take a third of the run")
+    parser.add_argument("--arm", action="append", default=[], metavar="NAME=OPTIONS",
+                        help="also run train.py with these options (e.g. 'without LightGBM="
+                             "--candidates logistic_regression,xgboost,random_forest,blend'), "
+                             "shown beside tabserve (its defaults) and compared with it")
     parser.add_argument("--data-dir", type=Path, default=HERE / ".data")
     parser.add_argument("--results", type=Path, default=HERE / "GENERALITY.md")
     args = parser.parse_args()
@@ -180,7 +184,8 @@ def main() -> int:
                   for name in dict.fromkeys(name for run, *_ in runs for name in run)}
         _, n_train, n_test, _ = runs[0]
         rows.append((data_set, n_train, n_test, scores, max(s for *_, s in runs)))
-    print(write_results(args.results, rows, bool(args.flaml_python), seeds))
+    print(write_results(args.results, rows, bool(args.flaml_python), seeds,
+                        [arm.split("=", 1)[0] for arm in args.arm]))
     return 0
 
 
@@ -192,8 +197,12 @@ def run_split(data_set: DataSet, path: Path, seed: int, args) -> tuple:
     train, test = typed.loc[ours_train.index], typed.loc[ours_test.index]
     print(f"{data_set.name} (split seed {seed}): {len(train)} training rows, "
           f"{len(test)} held out", flush=True)
-    ours = score_trainer(ours_train, ours_test, data_set.target, quiet=True)
-    scores = {"tabserve": (ours.auc, f"{ours.chosen}, {ours.seconds:.0f} s")}
+    scores, slowest = {}, 0.0
+    for name, options in [("tabserve", "")] + [arm.split("=", 1) for arm in args.arm]:
+        ours = score_trainer(ours_train, ours_test, data_set.target, options.split(),
+                             quiet=True)
+        scores[name] = (ours.auc, f"{ours.chosen}, {ours.seconds:.0f} s")
+        slowest = max(slowest, ours.seconds)
     for name, model in ({} if args.no_baselines or not data_set.baselines else
                         baselines(train[data_set.target].nunique())).items():
         auc, seconds = score_baseline(model, train, test, data_set.target)
@@ -204,7 +213,7 @@ def run_split(data_set: DataSet, path: Path, seed: int, args) -> tuple:
         scores[f"FLAML {args.flaml_seconds} s"] = (auc, f"{best}, {seconds:.0f} s")
     for name, (auc, detail) in scores.items():
         print(f"  {name}: {auc:.4f} ({detail})", flush=True)
-    return scores, len(train), len(test), ours.seconds
+    return scores, len(train), len(test), slowest
 
 
 def median_run(results: list) -> tuple:
@@ -221,7 +230,8 @@ BUDGET_SLACK = 1.15   # issue 31's goal: every run within the budget + 15%
 FLAML_MARGIN = 0.005  # and no table more than this below FLAML's 60 s
 
 
-def write_results(path: Path, rows: list, with_flaml: bool, seeds: list[int]) -> str:
+def write_results(path: Path, rows: list, with_flaml: bool, seeds: list[int],
+                  arms: list[str] = ()) -> str:
     """Append one table (data sets × contenders; "—" where a contender did not run) and the
     goals' verdicts to `path`; the verdicts."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -248,17 +258,37 @@ def write_results(path: Path, rows: list, with_flaml: bool, seeds: list[int]) ->
     counts = {name: sum(name in scores for *_, scores, _ in rows) for name in contenders}
     lines.append("| **mean** (tables) | | " + " | ".join(
         f"{means[name]:.4f} ({counts[name]})" for name in contenders) + " |")
-    lines.append("\n" + "\n".join(f"- {verdict}" for verdict in verdicts(rows, with_flaml)))
+    lines.append("\n" + "\n".join(f"- {verdict}" for verdict in
+                                  verdicts(rows, with_flaml, arms) + against_arms(rows, arms)))
     with path.open("a") as f:
         f.write("\n".join(lines) + "\n")
     return "\n".join(lines[-1:])
 
 
-def verdicts(rows: list, with_flaml: bool) -> list[str]:
+KEEP_MARGIN = 0.003  # issue 45: a change stays only where no table falls by more than this
+
+
+def against_arms(rows: list, arms: list[str]) -> list[str]:
+    """tabserve (the code as it is) against each arm: the change in the mean over the tables
+    both ran, and the tables where tabserve falls by more than `KEEP_MARGIN`."""
+    found = []
+    for arm in arms:
+        both = [(d, scores) for d, _, _, scores, _ in rows if arm in scores]
+        change = statistics.mean(s["tabserve"][0] - s[arm][0] for _, s in both)
+        fallen = [f"{d.name} {s['tabserve'][0] - s[arm][0]:+.4f}" for d, s in both
+                  if s["tabserve"][0] < s[arm][0] - KEEP_MARGIN]
+        found.append(f"tabserve against {arm}: mean {change:+.4f} over {len(both)} tables; no "
+                     f"table more than {KEEP_MARGIN} lower: "
+                     + ("met" if not fallen else f"missed ({', '.join(fallen)})"))
+    return found
+
+
+def verdicts(rows: list, with_flaml: bool, arms: list[str] = ()) -> list[str]:
     """Issue 31's goals, each met or missed on this run."""
     ours = [scores["tabserve"][0] for *_, scores, _ in rows]
-    oracle = [max(auc for name, (auc, _) in scores.items() if name != "tabserve")
-              for *_, scores, _ in rows if len(scores) > 1]
+    others = [{name: auc for name, (auc, _) in scores.items()
+               if name != "tabserve" and name not in arms} for *_, scores, _ in rows]
+    oracle = [max(aucs.values()) for aucs in others if aucs]
     slow = [f"{d.name} {seconds:.0f} s" for d, *_, seconds in rows
             if seconds > BUDGET * BUDGET_SLACK]
     found = [f"every run within {BUDGET * BUDGET_SLACK:.0f} s ({BUDGET} s + 15%): "
