@@ -29,60 +29,15 @@ def test_a_forest_that_beats_its_deadline_is_the_forest_grown_without_one(table)
         assert np.array_equal(a.tree_.value, b.tree_.value)
 
 
-@pytest.mark.parametrize("family", ["random_forest", "xgboost", "lightgbm"])
+@pytest.mark.parametrize("family", ["random_forest", "xgboost"])
 def test_a_fit_past_its_deadline_stops_growing_and_says_so(table, family):
     x, y = table
-    params = {"random_forest": {"min_samples_leaf": 3, "max_features": "sqrt"},
-              "xgboost": {"max_depth": 3, "learning_rate": 0.01},
-              "lightgbm": {**search.LIGHTGBM_DEFAULTS, "learning_rate": 0.01}}[family]
+    params = {"min_samples_leaf": 3, "max_features": "sqrt"} if family == "random_forest" \
+        else {"max_depth": 3, "learning_rate": 0.01}
     model, fitted = search.fit_model(family, params, x, y, 2, seed=1, deadline=-math.inf)
     assert fitted["cut"] is True
-    # boosting stops after its second round (never at the first: early stopping has then
-    # seen no round to call the best) and keeps its best round (XGBoost's early stopping
-    # does not see the round its clock stopped)
-    assert fitted["n_estimators"] in {"random_forest": [search.FOREST_CHUNK], "xgboost": [1],
-                                      "lightgbm": [1, 2]}[family]
+    assert fitted["n_estimators"] == (search.FOREST_CHUNK if family == "random_forest" else 1)
     assert model[-1].get_params().get("callbacks") is None  # nothing of the clock is kept
-
-
-def test_lightgbm_stops_early_at_its_best_round_and_refits_to_it(table):
-    """Its own early stopping on the 15% it holds out: the trial keeps the best round, the
-    refit grows that many trees, and a deadline far off changes nothing."""
-    x, y = table
-    params = {**search.LIGHTGBM_DEFAULTS, "learning_rate": 0.3}
-    model, fitted = search.fit_model("lightgbm", params, x, y, 2, seed=1)
-    timed, fitted_timed = search.fit_model("lightgbm", params, x, y, 2, seed=1,
-                                           deadline=10**9)
-    assert fitted == fitted_timed and "cut" not in fitted
-    assert fitted["n_estimators"] == model[-1].best_iteration_ < search.MAX_TREES
-    np.testing.assert_array_equal(model.predict_proba(x), timed.predict_proba(x))
-    refit, same = search.fit_model("lightgbm", fitted, x, y, 2, seed=1)
-    assert same == fitted and refit[-1].booster_.num_trees() == fitted["n_estimators"]
-
-
-def test_lightgbm_is_served_as_trees_that_part_values_as_it_learned(table):
-    """Amounts a cent apart near a million are one float32 (whose step there is 0.0625):
-    the search fits LightGBM on float32 columns, as the served trees read them, and the trees
-    served as data (`model.fitted.BoostedTrees`) give its answers on every row, split values
-    included, though each threshold lies between two neighbouring float32 values."""
-    from tabserve.model.fitted import BoostedTrees
-    from tabserve.model.from_sklearn import translated
-    from tabserve.serving.scorers import compile_model
-
-    rng = np.random.default_rng(5)
-    amount = 1_000_000 + rng.integers(0, 400, 3000) * 0.01
-    x = np.column_stack([amount, rng.normal(size=3000)])
-    step = (amount.astype(np.float32) - np.float32(1_000_000)) / np.float32(0.0625)
-    y = (step % 2).astype(int)  # alternates from one float32 to the next
-    model, _ = search.fit_model("lightgbm", search.LIGHTGBM_DEFAULTS, x, y, 2, seed=1)
-    trees = translated(model)
-    assert isinstance(trees, BoostedTrees)
-    served = compile_model(trees)
-    expected = model.predict_proba(x)
-    assert np.abs(expected[:, 1] - 0.5).max() > 0.4  # it learned the alternation
-    np.testing.assert_allclose(served(x), expected, rtol=0, atol=1e-6)
-    for record, probabilities in zip(x[:200].tolist(), expected):
-        np.testing.assert_allclose(served.row(record), probabilities, rtol=0, atol=1e-6)
 
 
 def test_a_trial_with_some_folds_cut_refits_with_their_median_tree_count(table, monkeypatch):

@@ -1,6 +1,6 @@
 """The scikit-learn steps of training's pipelines that tabserve defines: the schema's encoder
-as a pipeline's first step (`FrameEncoder`), the hinge terms of the linear model
-(`Hinges`), and the columns as float32 for trees that would otherwise read float64 (`Float32`). Training and import use them; serving never does (its models are data, and
+as a pipeline's first step (`FrameEncoder`), and the hinge terms of the linear model
+(`Hinges`). Training and import use them; serving never does (its models are data, and
 scikit-learn stays out of a server's start), so they live apart from `encoding`."""
 
 from __future__ import annotations
@@ -76,18 +76,3 @@ class Hinges(TransformerMixin, BaseEstimator):
 
     def transform(self, matrix: np.ndarray) -> np.ndarray:
         return np.hstack([matrix, np.maximum(matrix[:, self.columns_] - self.knots_, 0.0)])
-
-
-class Float32(TransformerMixin, BaseEstimator):
-    """The columns as float32, as the served trees read them (`model.fitted.BoostedTrees`), so a
-    library that would part values float32 cannot tell apart (LightGBM) learns only splits the
-    served trees make alike; it learns nothing."""
-
-    def fit(self, matrix, y=None) -> Float32:
-        return self
-
-    def transform(self, matrix) -> np.ndarray:
-        return np.asarray(matrix, np.float32)
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return True

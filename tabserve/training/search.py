@@ -48,12 +48,10 @@ from sklearn.preprocessing import StandardScaler
 from xgboost import XGBClassifier
 from xgboost.callback import TrainingCallback
 
-from tabserve.model.blend import WEIGHTS, Blend, combine
-from tabserve.model.sklearn_steps import Float32, Hinges
+from tabserve.model.blend import MEMBERS, WEIGHTS, Blend, combine
+from tabserve.model.sklearn_steps import Hinges
 
-FAMILIES = ("logistic_regression", "xgboost", "random_forest", "lightgbm")
-# a blend's members: the best trial of a linear family, and of a boosted trees' one
-MEMBERS = (("logistic_regression",), ("xgboost", "lightgbm"))
+FAMILIES = ("logistic_regression", "xgboost", "random_forest")
 EARLY_STOPPING_ROUNDS = 50
 MAX_TREES = 2000
 HINGE_KNOTS = 4  # bends per continuous column for LogisticRegression (see Hinges)
@@ -64,32 +62,6 @@ FOREST_CHUNK = 50  # trees a RandomForest on a deadline grows between looks at t
 SCREENED_ROWS = 4_000   # training rows from which later trials are screened on the first fold
 SCREEN_MARGIN = 0.002   # ROC AUC a screened trial's first fold may trail the best's by
 HOLDOUT_ROWS = 10_000   # training rows from which every trial is scored on one holdout
-LIGHTGBM_DEFAULTS = {"num_leaves": 31, "learning_rate": 0.05, "min_child_samples": 20,
-                     "subsample": 0.8, "colsample_bytree": 0.8, "reg_lambda": 1.0,
-                     "reg_alpha": 0.0}
-
-
-class LightGBMStopAt:
-    """Ends a LightGBM fit when its time is up, keeping the trees up to its best round so far
-    (as early stopping would: it watches the same first metric on the same rows)."""
-
-    order = 40  # LightGBM runs callbacks by `order`: after its early stopping's (30)
-
-    def __init__(self, deadline: float):
-        self.deadline = deadline
-        self.cut = False
-        self.best: tuple[int, list] | None = None
-
-    def __call__(self, env) -> None:
-        from lightgbm.callback import EarlyStopException
-
-        _, _, score, higher_is_better = env.evaluation_result_list[0]
-        best_score = None if self.best is None else self.best[1][0][2]
-        if best_score is None or (score > best_score if higher_is_better else score < best_score):
-            self.best = (env.iteration, env.evaluation_result_list)
-        if env.iteration > env.begin_iteration and time.perf_counter() > self.deadline:
-            self.cut = True
-            raise EarlyStopException(*self.best)
 
 
 class StopAt(TrainingCallback):
@@ -167,14 +139,6 @@ def build_model(family: str, params: dict[str, Any], n_classes: int, seed: int) 
             n_estimators=params.get("n_estimators", 300),
             min_samples_leaf=params["min_samples_leaf"], max_features=params["max_features"],
             n_jobs=2, random_state=seed))])
-    if family == "lightgbm":
-        from lightgbm import LGBMClassifier
-
-        # LightGBM, unlike XGBoost, would part values that float32 cannot tell apart; it
-        # picks its histogram layout by timing both unless told (same answers, same speed here)
-        return Pipeline([("float32", Float32()), ("model", LGBMClassifier(
-            **params, subsample_freq=1, n_jobs=2, random_state=seed, verbose=-1,
-            deterministic=True, force_row_wise=True))])
     return Pipeline([("model", XGBClassifier(
         **params, tree_method="hist", n_jobs=2, random_state=seed,
         objective="binary:logistic" if n_classes == 2 else "multi:softprob"))])
@@ -188,21 +152,11 @@ def configurations(seed: int) -> Iterator[tuple[str, dict[str, Any]]]:
                       "subsample": 0.8, "colsample_bytree": 0.8, "reg_lambda": 1.0,
                       "reg_alpha": 0.0}
     yield "random_forest", {"min_samples_leaf": 3, "max_features": "sqrt"}
-    yield "lightgbm", LIGHTGBM_DEFAULTS
     for c in (0.01, 0.03, 0.1, 0.3, 3.0):
         yield "logistic_regression", {"C": c, "knots": HINGE_KNOTS}
     for c in (0.1, 1.0):  # straight lines, for data where bends only add noise
         yield "logistic_regression", {"C": c, "knots": 0}
-    lightgbm = np.random.default_rng([seed, 1])  # its own draws: the others' stay as they were
     for i in range(10_000):
-        yield "lightgbm", {
-            "num_leaves": int(2 ** lightgbm.uniform(2, 7)),
-            "learning_rate": float(10 ** lightgbm.uniform(-2.0, -0.7)),
-            "min_child_samples": int(2 ** lightgbm.uniform(2, 7)),
-            "subsample": float(lightgbm.uniform(0.5, 1.0)),
-            "colsample_bytree": float(lightgbm.uniform(0.3, 1.0)),
-            "reg_lambda": float(10 ** lightgbm.uniform(-1, 1.5)),
-            "reg_alpha": float(lightgbm.choice([0.0, 0.1, 1.0]))}
         if i % 4 == 3:
             yield "random_forest", {
                 "min_samples_leaf": int(rng.choice([1, 2, 5, 10, 20])),
@@ -243,12 +197,10 @@ def fit_model(family: str, params: dict[str, Any], x: np.ndarray, y: np.ndarray,
     if family == "random_forest" and deadline is not None:
         return _grow_forest(build_model(family, params, n_classes, seed), x, y, params,
                             deadline)
-    if family not in ("xgboost", "lightgbm") or "n_estimators" in params:
+    if family != "xgboost" or "n_estimators" in params:
         return build_model(family, params, n_classes, seed).fit(x, y), params
     x_fit, x_stop, y_fit, y_stop = train_test_split(x, y, test_size=0.15, stratify=y,
                                                     random_state=seed)
-    if family == "lightgbm":
-        return _fit_lightgbm(params, x_fit, x_stop, y_fit, y_stop, n_classes, seed, deadline)
     stop = StopAt(math.inf if deadline is None else deadline)
     model = build_model(family, {**params, "n_estimators": MAX_TREES,
                                  "early_stopping_rounds": EARLY_STOPPING_ROUNDS,
@@ -256,22 +208,6 @@ def fit_model(family: str, params: dict[str, Any], x: np.ndarray, y: np.ndarray,
     model.fit(x_fit, y_fit, model__eval_set=[(x_stop, y_stop)], model__verbose=False)
     model[-1].set_params(callbacks=None)  # a fold model is never shipped, but keep it plain
     fitted = {**params, "n_estimators": int(model[-1].best_iteration) + 1}
-    return model, ({**fitted, "cut": True} if stop.cut else fitted)
-
-
-def _fit_lightgbm(params: dict[str, Any], x_fit: np.ndarray, x_stop: np.ndarray,
-                  y_fit: np.ndarray, y_stop: np.ndarray, n_classes: int, seed: int,
-                  deadline: float | None) -> tuple[Pipeline, dict[str, Any]]:
-    """LightGBM's fit with early stopping on `x_stop`, stopped at `deadline` (see `fit_model`)."""
-    from lightgbm import early_stopping
-
-    stop = LightGBMStopAt(math.inf if deadline is None else deadline)
-    model = build_model("lightgbm", {**params, "n_estimators": MAX_TREES}, n_classes, seed)
-    model.fit(x_fit, y_fit, model__eval_X=(Float32().transform(x_stop),),
-              model__eval_y=(y_stop,),
-              model__callbacks=[early_stopping(EARLY_STOPPING_ROUNDS, verbose=False), stop])
-    fitted = {**params,
-              "n_estimators": int(model[-1].best_iteration_ or model[-1].n_estimators_)}
     return model, ({**fitted, "cut": True} if stop.cut else fitted)
 
 
@@ -342,7 +278,7 @@ def cross_validate(family: str, params: dict[str, Any], x: np.ndarray, y: np.nda
         if fold == 1 and go_on is not None and not go_on(scores[0]):
             return Trial(family, params, scores, time.perf_counter() - started, out_of_fold,
                          cut, screened_out=True)
-    if family in ("xgboost", "lightgbm") and "n_estimators" not in params or cut:
+    if family == "xgboost" and "n_estimators" not in params or cut:
         # the refit on more rows gets the folds' median tree count
         params = {**params, "n_estimators": int(np.median(trees))}
     return Trial(family, params, scores, time.perf_counter() - started, out_of_fold, cut,
@@ -351,12 +287,11 @@ def cross_validate(family: str, params: dict[str, Any], x: np.ndarray, y: np.nda
 
 def blend_trial(trials: list[Trial], y: np.ndarray, folds: int, seed: int,
                 copies: np.ndarray | None = None) -> Trial | None:
-    """The best blend of the best linear and the best boosted trees' trial (see `blend`),
-    scored on their out-of-fold predictions over the same folds (or holdout); None without
-    both."""
+    """The best blend of the best linear and the best XGBoost trial (see `blend`), scored on
+    their out-of-fold predictions over the same folds (or holdout); None without both."""
     members = []
-    for families in MEMBERS:
-        tried = [t for t in trials if t.family in families and t.complete]
+    for family in MEMBERS:
+        tried = [t for t in trials if t.family == family and t.complete]
         if not tried:
             return None
         members.append(max(tried, key=lambda t: t.score))

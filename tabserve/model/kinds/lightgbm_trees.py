@@ -8,10 +8,9 @@ model document (`Booster.dump_model()`): a split's column, threshold and side fo
 values, a node's count of training rows as its cover (LightGBM's tree SHAP weighs by counts),
 a leaf's value. What differs is made equal:
 - LightGBM sends `x <= t` left, comparing doubles; XGBoost `x < t` on float32 values: the
-  threshold becomes the float32 just above the largest float32 not above t (`float32_threshold`),
-  so every float32 value takes LightGBM's branch (the search fits it on float32 columns, and
-  is served exactly), and a float64 value does unless it lies below t by less than float32's
-  rounding (the import checks the sample's answers, and keeps the model whole if one does);
+  threshold becomes the float32 just above t's float32 rounding (`hist_trees.float32_threshold`),
+  so a value takes LightGBM's branch unless it lies above t by less than float32's rounding
+  (the import checks the sample's answers, and keeps the model whole if one does);
 - a missing value: LightGBM's missing type "NaN" sends it to the default side, "None" reads it
   as 0 (so it goes where 0 goes), "Zero" sends zeros and missing values to the default side,
   which the served trees can say only where 0 goes there anyway;
@@ -31,7 +30,7 @@ import numpy as np
 
 from tabserve.model.kinds import (Booster, ImportRefused, Kind, as_xgboost, library_of,
                                   read_by_library)
-from tabserve.model.kinds.hist_trees import FLOAT32_MAX
+from tabserve.model.kinds.hist_trees import float32_threshold
 from tabserve.model.xgboost_trees import model_document, tree_json
 
 
@@ -39,19 +38,6 @@ def objective(document: dict) -> tuple[str, dict[str, str]]:
     """LightGBM's objective ("binary", "multiclass", ...) and its parameters."""
     name, *params = str(document.get("objective", "")).split()
     return name, dict(param.split(":", 1) for param in params if ":" in param)
-
-
-def float32_threshold(threshold: np.ndarray) -> np.ndarray:
-    """XGBoost's threshold (`x < it` on float32) for LightGBM's t (`x <= t`): the float32 just
-    above the largest float32 not above t, so `x <= t` and `x < it` agree on every float32 x.
-    A threshold beyond float32's range becomes its largest number."""
-    threshold = np.asarray(threshold, np.float64)
-    with np.errstate(over="ignore"):
-        rounded = threshold.astype(np.float32)
-        floor = np.where(rounded.astype(np.float64) > threshold,
-                         np.nextafter(rounded, np.float32(-np.inf)), rounded)
-        return np.where(floor >= FLOAT32_MAX, FLOAT32_MAX,
-                        np.nextafter(floor, np.float32(np.inf))).astype(np.float32)
 
 
 def untranslatable(document: dict) -> str | None:
