@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import subprocess
+from importlib.metadata import version as package_version
 
 import numpy as np
 import pandas as pd
@@ -778,6 +779,12 @@ def test_a_model_without_a_data_form_is_served_through_its_own_predict_proba(
     frame[columns + ["churn"]].iloc[:SAMPLE_ROWS].to_csv(tmp_path / "sample.csv", index=False)
     imported = import_model(model_file, load_csv(tmp_path / "sample.csv"), "churn")
     assert isinstance(imported.bundle.model, OwnModel) and imported.bundle.holds_pickle
+    # the version of the library it runs with is recorded (a pickle needs the same one)
+    own_library = next((name for name in ("lightgbm", "catboost") if name in kind.lower()),
+                       None)
+    if own_library:
+        assert imported.bundle.metadata["libraries"][own_library] == \
+            package_version(own_library)
     out = tmp_path / "served.bin"
     imported.bundle.save(out)
     with pytest.raises(ModelLoadError, match="ALLOW_PICKLE=1"):

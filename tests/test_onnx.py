@@ -98,6 +98,14 @@ def test_an_onnx_graph_is_served_with_its_own_answers_without_trust(imported):
     served = ModelBundle.load(folder / "model.bin")
     assert isinstance(served.model, OnnxModel) and not served.holds_pickle
     assert result.bundle.metrics["imported"]["served"] == "by onnxruntime"
+    # its answers depend on the runtime's version (float32 sums): recorded, and compared with
+    # the server's own as a pickle's libraries are
+    import onnx
+    import onnxruntime
+
+    libraries = served.metadata["libraries"]
+    assert (libraries["onnxruntime"], libraries["onnx"]) == (onnxruntime.__version__,
+                                                             onnx.__version__)
     expected = own_answers(graph, as_float32(held_out))
     client = create_app(served, Settings()).test_client()
     records = _records(held_out)

@@ -68,10 +68,12 @@ class ModelLoadError(RuntimeError):
     """A model file that cannot be served; the message names the path and the fix."""
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of Python and the libraries that trained the model."""
+def library_versions(served_with: tuple[str, ...] = ()) -> dict[str, str]:
+    """Versions of Python and the libraries that trained the model, and of those an imported
+    model is served with besides (`served_with`: onnxruntime for a graph, a model kept whole's
+    own library), each where installed."""
     versions = {"python": platform.python_version()}
-    for name in TRACKED_PACKAGES:
+    for name in (*TRACKED_PACKAGES, *served_with):
         try:
             versions[name] = package_version(name)
         except Exception:  # noqa: BLE001 - an absent distribution is simply not recorded

@@ -20,7 +20,7 @@ from tabserve.model.frames import columns_from_frame
 from tabserve.model.pickles import pickled
 from tabserve.model.schema import BOOLEAN_VALUES, Kind, Schema
 from tabserve.training.importing.columns import Column
-from tabserve.model.kinds import ImportRefused, translated
+from tabserve.model.kinds import ImportRefused, library_of, translated
 from tabserve.training.importing.reading import UserModel
 from tabserve.training.reference import reference_profile
 from tabserve.training.schema_inference import example_record
@@ -149,6 +149,18 @@ def assembled_bundle(model_path: Path, rows: pd.DataFrame, features: pd.DataFram
         "imported_from": {"path": str(model_path), "sha256": _sha256(model_path)},
         "data": None if data_path is None else {"path": str(data_path),
                                                 "sha256": _sha256(data_path)},
-        "libraries": library_versions(),
+        "libraries": library_versions(served_with(user)),
     }
     return bundle
+
+
+def served_with(user: UserModel) -> tuple[str, ...]:
+    """The distributions the served model's answers depend on besides the tracked ones: the
+    graph's runtime, or the library of a model kept whole (its final step's: a Pipeline's own
+    is scikit-learn's, tracked already)."""
+    if isinstance(user.classifier, OnnxClassifier):
+        return ("onnxruntime", "onnx")
+    if user.translated:
+        return ()
+    final = user.classifier.steps[-1][1] if hasattr(user.classifier, "steps") else user.classifier
+    return (library_of(final),)
