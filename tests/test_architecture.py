@@ -228,20 +228,14 @@ def code_words(path: Path) -> set[str]:
     return {word.lower() for word in words}
 
 
-# a kind that is also a family of the search is named there too: it fits it
-SEARCHED_KINDS = {"tabserve.model.kinds.catboost_trees": "tabserve.training.search"}
-
-
 def test_a_kind_users_bring_is_named_only_in_its_module():
     """The registry (`model.kinds`) is how everything else knows LightGBM, CatBoost and
-    HistGradientBoosting: their code names them nowhere but in their module (and
-    CatBoost in the search, which fits it; its trees are served through its kind)."""
+    HistGradientBoosting: their code names them nowhere but in their module."""
     offenders = {}
     for name, path in modules().items():
         words = code_words(path)
         for kind, names in BROUGHT_KINDS.items():
-            if name not in (kind, SEARCHED_KINDS.get(kind)) \
-                    and any(n in word for word in words for n in names):
+            if name != kind and any(n in word for word in words for n in names):
                 offenders.setdefault(name, []).append(kind.rsplit(".", 1)[1])
     assert offenders == {}
 

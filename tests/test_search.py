@@ -29,44 +29,32 @@ def test_a_forest_that_beats_its_deadline_is_the_forest_grown_without_one(table)
         assert np.array_equal(a.tree_.value, b.tree_.value)
 
 
-@pytest.mark.parametrize("family", ["random_forest", "xgboost", "catboost"])
+@pytest.mark.parametrize("family", ["random_forest", "xgboost"])
 def test_a_fit_past_its_deadline_stops_growing_and_says_so(table, family):
     x, y = table
-    params = {"random_forest": {"min_samples_leaf": 3, "max_features": "sqrt"},
-              "xgboost": {"max_depth": 3, "learning_rate": 0.01},
-              "catboost": {**search.CATBOOST_DEFAULTS, "learning_rate": 0.01}}[family]
+    params = {"min_samples_leaf": 3, "max_features": "sqrt"} if family == "random_forest" \
+        else {"max_depth": 3, "learning_rate": 0.01}
     model, fitted = search.fit_model(family, params, x, y, 2, seed=1, deadline=-math.inf)
     assert fitted["cut"] is True
-    # boosting stops after its second round (never at the first: early stopping has then
-    # seen no round to call the best) and keeps its best round (XGBoost's early stopping
-    # does not see the round its clock stopped)
-    assert fitted["n_estimators"] in {"random_forest": [search.FOREST_CHUNK], "xgboost": [1],
-                                      "catboost": [2, 3]}[family]
+    assert fitted["n_estimators"] == (search.FOREST_CHUNK if family == "random_forest" else 1)
     assert model[-1].get_params().get("callbacks") is None  # nothing of the clock is kept
 
 
-def test_catboost_stops_early_at_its_best_round_and_refits_to_it(table):
-    """Its own early stopping on the 15% it holds out: the trial keeps the best round, the
-    refit grows that many trees, a deadline far off changes nothing, and its trees are served
-    as data with its answers."""
-    from tabserve.model.fitted import BoostedTrees
-    from tabserve.model.from_sklearn import translated
-    from tabserve.serving.scorers import compile_model
-
+def test_a_trial_with_some_folds_cut_refits_with_their_median_tree_count(table, monkeypatch):
+    """Only the first fold runs out of time: the others' whole forests count 300 trees."""
     x, y = table
-    params = {**search.CATBOOST_DEFAULTS, "learning_rate": 0.3}
-    model, fitted = search.fit_model("catboost", params, x, y, 2, seed=1)
-    timed, fitted_timed = search.fit_model("catboost", params, x, y, 2, seed=1,
-                                           deadline=10**9)
-    assert fitted == fitted_timed and "cut" not in fitted
-    assert fitted["n_estimators"] < search.MAX_TREES
-    np.testing.assert_array_equal(model.predict_proba(x), timed.predict_proba(x))
-    refit, same = search.fit_model("catboost", fitted, x, y, 2, seed=1)
-    assert same == fitted and refit[-1].tree_count_ == fitted["n_estimators"]
-    trees = translated(model)
-    assert isinstance(trees, BoostedTrees)
-    np.testing.assert_allclose(compile_model(trees)(x), model.predict_proba(x), rtol=0,
-                               atol=1e-6)
+    fit_model = search.fit_model
+    folds_seen = []
+
+    def first_fold_late(*args, deadline):
+        folds_seen.append(deadline)
+        return fit_model(*args, deadline=-math.inf if len(folds_seen) == 1 else math.inf)
+    monkeypatch.setattr(search, "fit_model", first_fold_late)
+    trial = search.cross_validate("random_forest", {"min_samples_leaf": 3,
+                                                    "max_features": "sqrt"}, x, y, 2, folds=5,
+                                  seed=1, seconds=100.0)
+    assert trial.cut and trial.params["n_estimators"] == 300  # median of 50 and four 300s
+    assert trial.describe()["cut_by_budget"] is True
 
 
 def test_without_copies_the_folds_are_stratified_k_fold_itself(table):

@@ -419,16 +419,3 @@ def test_why_the_winner_won_says_its_margin_and_a_near_tie():
     assert why_chosen(Choice([], holdout, holdout["xgboost"], tuple(holdout))) == (
         "xgboost had the highest ROC AUC on the holdout, 0.9000; the next best, random_forest, "
         "had 0.8500 (0.0500 lower)")
-
-
-def test_the_search_runs_the_candidates_and_a_blend_s_members():
-    """A blend needs a linear and a boosted trees' trial: a candidate fills a member (XGBoost
-    or CatBoost), or the member's first family is searched for it alone."""
-    from tabserve.training.trainer import CANDIDATES, searched_families
-
-    assert searched_families(CANDIDATES) == [c for c in CANDIDATES if c != "blend"]
-    assert searched_families(["blend"]) == ["logistic_regression", "xgboost"]
-    assert searched_families(["catboost", "blend"]) == ["logistic_regression", "catboost"]
-    assert searched_families(["logistic_regression", "xgboost", "random_forest", "blend"]) == \
-        ["logistic_regression", "xgboost", "random_forest"]  # the search before CatBoost's
-    assert searched_families(["random_forest"]) == ["random_forest"]

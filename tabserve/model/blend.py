@@ -15,6 +15,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from tabserve.model.decision import TINY
 
+MEMBERS = ("logistic_regression", "xgboost")
 WEIGHTS = (0.25, 0.5, 0.75)  # the linear member's share, tried in turn
 
 

@@ -13,7 +13,6 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
 from tabserve.model.blend import Blend
-from tabserve.model import kinds
 from tabserve.model.sklearn_steps import Hinges
 from tabserve.model.fitted import BlendModel, BoostedTrees, FittedModel, Forest, LinearModel
 from tabserve.model.pickles import pickled_steps
@@ -57,17 +56,10 @@ def linear_model(fitted: list) -> LinearModel | None:
 
 
 def boosted_trees(fitted: list) -> BoostedTrees | None:
-    """An XGBoost classifier alone, its trees as arrays; or another library's boosted trees
-    that the kinds translate to them (`model.kinds`: CatBoost's, as the search fits them)."""
-    if len(fitted) != 1:
+    """An XGBoost classifier alone, its trees as arrays."""
+    if len(fitted) != 1 or not hasattr(fitted[0], "get_booster"):
         return None
-    if hasattr(fitted[0], "get_booster"):
-        return trees_from_booster(fitted[0].get_booster(), len(fitted[0].classes_))
-    kind = kinds.kind_of(fitted[0])
-    if kind is None or not hasattr(fitted[0], "n_features_in_") or kind.why_not(fitted[0]):
-        return None
-    trees = kind.translated(fitted[0], np.zeros(fitted[0].n_features_in_), len(fitted[0].classes_))
-    return trees if isinstance(trees, BoostedTrees) else None
+    return trees_from_booster(fitted[0].get_booster(), len(fitted[0].classes_))
 
 
 def forest(fitted: list) -> Forest | None:

@@ -48,12 +48,10 @@ from sklearn.preprocessing import StandardScaler
 from xgboost import XGBClassifier
 from xgboost.callback import TrainingCallback
 
-from tabserve.model.blend import WEIGHTS, Blend, combine
+from tabserve.model.blend import MEMBERS, WEIGHTS, Blend, combine
 from tabserve.model.sklearn_steps import Hinges
 
-FAMILIES = ("logistic_regression", "xgboost", "random_forest", "catboost")
-# a blend's members: the best trial of a linear family, and of a boosted trees' one
-MEMBERS = (("logistic_regression",), ("xgboost", "catboost"))
+FAMILIES = ("logistic_regression", "xgboost", "random_forest")
 EARLY_STOPPING_ROUNDS = 50
 MAX_TREES = 2000
 HINGE_KNOTS = 4  # bends per continuous column for LogisticRegression (see Hinges)
@@ -64,22 +62,6 @@ FOREST_CHUNK = 50  # trees a RandomForest on a deadline grows between looks at t
 SCREENED_ROWS = 4_000   # training rows from which later trials are screened on the first fold
 SCREEN_MARGIN = 0.002   # ROC AUC a screened trial's first fold may trail the best's by
 HOLDOUT_ROWS = 10_000   # training rows from which every trial is scored on one holdout
-CATBOOST_DEFAULTS = {"depth": 6, "learning_rate": 0.05, "l2_leaf_reg": 3.0,
-                     "subsample": 0.8, "rsm": 1.0}
-
-
-class CatBoostStopAt:
-    """Ends a CatBoost fit when its time is up (CatBoost keeps the trees up to its best round
-    so far: `use_best_model`)."""
-
-    def __init__(self, deadline: float):
-        self.deadline = deadline
-        self.cut = False
-
-    def after_iteration(self, info) -> bool:
-        """Whether to go on (CatBoost's callback protocol); never stops at the first round."""
-        self.cut = info.iteration > 1 and time.perf_counter() > self.deadline
-        return not self.cut
 
 
 class StopAt(TrainingCallback):
@@ -157,15 +139,6 @@ def build_model(family: str, params: dict[str, Any], n_classes: int, seed: int) 
             n_estimators=params.get("n_estimators", 300),
             min_samples_leaf=params["min_samples_leaf"], max_features=params["max_features"],
             n_jobs=2, random_state=seed))])
-    if family == "catboost":
-        from catboost import CatBoostClassifier
-
-        return Pipeline([("model", CatBoostClassifier(
-            **{"iterations": params.get("n_estimators", MAX_TREES),
-               **{k: v for k, v in params.items() if k != "n_estimators"}},
-            bootstrap_type="Bernoulli", thread_count=2, random_seed=seed, verbose=False,
-            allow_writing_files=False,
-            loss_function="Logloss" if n_classes == 2 else "MultiClass"))])
     return Pipeline([("model", XGBClassifier(
         **params, tree_method="hist", n_jobs=2, random_state=seed,
         objective="binary:logistic" if n_classes == 2 else "multi:softprob"))])
@@ -179,19 +152,11 @@ def configurations(seed: int) -> Iterator[tuple[str, dict[str, Any]]]:
                       "subsample": 0.8, "colsample_bytree": 0.8, "reg_lambda": 1.0,
                       "reg_alpha": 0.0}
     yield "random_forest", {"min_samples_leaf": 3, "max_features": "sqrt"}
-    yield "catboost", CATBOOST_DEFAULTS
     for c in (0.01, 0.03, 0.1, 0.3, 3.0):
         yield "logistic_regression", {"C": c, "knots": HINGE_KNOTS}
     for c in (0.1, 1.0):  # straight lines, for data where bends only add noise
         yield "logistic_regression", {"C": c, "knots": 0}
-    catboost = np.random.default_rng([seed, 1])  # its own draws: the others' stay as they were
     for i in range(10_000):
-        yield "catboost", {
-            "depth": int(catboost.integers(3, 9)),
-            "learning_rate": float(10 ** catboost.uniform(-2.0, -0.7)),
-            "l2_leaf_reg": float(10 ** catboost.uniform(0, 1.5)),
-            "subsample": float(catboost.uniform(0.5, 1.0)),
-            "rsm": float(catboost.uniform(0.3, 1.0))}
         if i % 4 == 3:
             yield "random_forest", {
                 "min_samples_leaf": int(rng.choice([1, 2, 5, 10, 20])),
@@ -232,12 +197,10 @@ def fit_model(family: str, params: dict[str, Any], x: np.ndarray, y: np.ndarray,
     if family == "random_forest" and deadline is not None:
         return _grow_forest(build_model(family, params, n_classes, seed), x, y, params,
                             deadline)
-    if family not in ("xgboost", "catboost") or "n_estimators" in params:
+    if family != "xgboost" or "n_estimators" in params:
         return build_model(family, params, n_classes, seed).fit(x, y), params
     x_fit, x_stop, y_fit, y_stop = train_test_split(x, y, test_size=0.15, stratify=y,
                                                     random_state=seed)
-    if family == "catboost":
-        return _fit_catboost(params, x_fit, x_stop, y_fit, y_stop, n_classes, seed, deadline)
     stop = StopAt(math.inf if deadline is None else deadline)
     model = build_model(family, {**params, "n_estimators": MAX_TREES,
                                  "early_stopping_rounds": EARLY_STOPPING_ROUNDS,
@@ -245,18 +208,6 @@ def fit_model(family: str, params: dict[str, Any], x: np.ndarray, y: np.ndarray,
     model.fit(x_fit, y_fit, model__eval_set=[(x_stop, y_stop)], model__verbose=False)
     model[-1].set_params(callbacks=None)  # a fold model is never shipped, but keep it plain
     fitted = {**params, "n_estimators": int(model[-1].best_iteration) + 1}
-    return model, ({**fitted, "cut": True} if stop.cut else fitted)
-
-
-def _fit_catboost(params: dict[str, Any], x_fit: np.ndarray, x_stop: np.ndarray,
-                  y_fit: np.ndarray, y_stop: np.ndarray, n_classes: int, seed: int,
-                  deadline: float | None) -> tuple[Pipeline, dict[str, Any]]:
-    """CatBoost's fit with early stopping on `x_stop`, stopped at `deadline` (see `fit_model`)."""
-    stop = CatBoostStopAt(math.inf if deadline is None else deadline)
-    model = build_model("catboost", params, n_classes, seed)
-    model.fit(x_fit, y_fit, model__eval_set=(x_stop, y_stop), model__use_best_model=True,
-              model__early_stopping_rounds=EARLY_STOPPING_ROUNDS, model__callbacks=[stop])
-    fitted = {**params, "n_estimators": int(model[-1].tree_count_)}
     return model, ({**fitted, "cut": True} if stop.cut else fitted)
 
 
@@ -327,7 +278,7 @@ def cross_validate(family: str, params: dict[str, Any], x: np.ndarray, y: np.nda
         if fold == 1 and go_on is not None and not go_on(scores[0]):
             return Trial(family, params, scores, time.perf_counter() - started, out_of_fold,
                          cut, screened_out=True)
-    if family in ("xgboost", "catboost") and "n_estimators" not in params or cut:
+    if family == "xgboost" and "n_estimators" not in params or cut:
         # the refit on more rows gets the folds' median tree count
         params = {**params, "n_estimators": int(np.median(trees))}
     return Trial(family, params, scores, time.perf_counter() - started, out_of_fold, cut,
@@ -336,12 +287,11 @@ def cross_validate(family: str, params: dict[str, Any], x: np.ndarray, y: np.nda
 
 def blend_trial(trials: list[Trial], y: np.ndarray, folds: int, seed: int,
                 copies: np.ndarray | None = None) -> Trial | None:
-    """The best blend of the best linear and the best boosted trees' trial (see `blend`),
-    scored on their out-of-fold predictions over the same folds (or holdout); None without
-    both."""
+    """The best blend of the best linear and the best XGBoost trial (see `blend`), scored on
+    their out-of-fold predictions over the same folds (or holdout); None without both."""
     members = []
-    for families in MEMBERS:
-        tried = [t for t in trials if t.family in families and t.complete]
+    for family in MEMBERS:
+        tried = [t for t in trials if t.family == family and t.complete]
         if not tried:
             return None
         members.append(max(tried, key=lambda t: t.score))

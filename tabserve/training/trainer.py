@@ -28,7 +28,7 @@ from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
-from tabserve.model.blend import WEIGHTS
+from tabserve.model.blend import MEMBERS, WEIGHTS
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.decision import Calibration, calibrate, label_codes
 from tabserve.model.sklearn_steps import FrameEncoder
@@ -37,7 +37,7 @@ from tabserve.model.schema import Schema
 from tabserve.tables import DataError
 from tabserve.training.reference import reference_profile
 from tabserve.training.schema_inference import example_record, infer_schema
-from tabserve.training.search import (FAMILIES, MEMBERS, REFITS, TEST_SIZE, Trial, blend_trial,
+from tabserve.training.search import (FAMILIES, REFITS, TEST_SIZE, Trial, blend_trial,
                                       copies_together, fit_model, roc_auc, scoring, search)
 from tabserve.training.thresholds import choose_calibration, choose_threshold
 
@@ -65,10 +65,13 @@ def refit_seconds(trials: list[Trial], folds: int, blend: bool) -> float:
 
     def refits(trial: Trial) -> float:  # its fits were each on (folds-1)/folds of the rows
         return trial.seconds / len(trial.folds) * folds / (folds - 1) * REFITS
+    best: dict[str, Trial] = {}
+    for trial in trials:
+        if trial.family not in best or trial.score > best[trial.family].score:
+            best[trial.family] = trial
     costs = [refits(max(trials, key=lambda t: t.score))]
-    members = [[t for t in trials if t.family in families] for families in MEMBERS]
-    if blend and all(members):
-        costs.append(sum(refits(max(tried, key=lambda t: t.score)) for tried in members))
+    if blend and all(member in best for member in MEMBERS):
+        costs.append(sum(refits(best[member]) for member in MEMBERS))
     return max(costs)
 
 
@@ -284,16 +287,6 @@ def encode_rows(labelled: Labelled, schema: Schema, seed: int, folds: int,
     return Encoded(features, encoder, encoder.transform(features), y, split)
 
 
-def searched_families(candidates: Sequence[str]) -> list[str]:
-    """The families the search runs: the candidates, and for a blend a family of each member
-    that none of them fills (the member's first: a blend's members are searched for it,
-    whether or not they may be chosen alone)."""
-    searched = set(candidates)
-    if "blend" in candidates:
-        searched |= {families[0] for families in MEMBERS if not searched & set(families)}
-    return [family for family in FAMILIES if family in searched]
-
-
 def choose_model(encoded: Encoded, n_classes: int, candidates: Sequence[str], *, seed: int,
                  folds: int, time_budget: float, started: float, max_trials: int | None,
                  log: Callable[[str], None], progress: Callable[[str], None]) -> Choice:
@@ -309,7 +302,8 @@ def choose_model(encoded: Encoded, n_classes: int, candidates: Sequence[str], *,
     log(f"Searching {', '.join(candidates)} by {how} on "
         f"{len(train_rows)} rows (test split: {len(test_rows)} rows), budget "
         f"{f'{max_trials} trials' if max_trials else f'{time_budget:g} s for the whole run'}")
-    searched = searched_families(candidates)
+    # a blend needs its members searched, whether or not they may be chosen alone
+    searched = [f for f in FAMILIES if f in candidates or ("blend" in candidates and f in MEMBERS)]
     blend_allowed = "blend" in candidates
     trials = search(x, y, n_classes, folds=folds, seed=seed, budget_seconds=time_budget,
                     started=started, max_trials=max_trials, families=searched,
@@ -332,8 +326,7 @@ def choose_model(encoded: Encoded, n_classes: int, candidates: Sequence[str], *,
             f"({tried_words}) {trial.params if family != 'blend' else trial.params['weights']}")
     eligible = [t for t in best.values() if t.family in candidates]
     if not eligible:  # only a blend was asked for, and too few trials ran to form one
-        log("  no blend: it needs a linear and a boosted trees' trial; choosing among those "
-            "that ran")
+        log("  no blend: it needs a linear and an XGBoost trial; choosing among those that ran")
         eligible = list(best.values())
     chosen = max(eligible, key=lambda t: t.score)
     choice = Choice(trials, best, chosen, tuple(t.family for t in eligible))
