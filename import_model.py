@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = None if args.data is None else load_csv(args.data)
         imported = import_model(args.model, rows, args.target, args.data)
         replacing = replaced(args.output, *([args.reports] if args.target else []))
-        imported.bundle.save(args.output, signing_key=key)
         reports = [] if args.target is None else \
             write_import_reports(imported.bundle, imported.sample, args.reports)
+        imported.bundle.save(args.output, signing_key=key)  # with the card's figures
     except (ConfigError, DataError, ImportRefused) as err:
         return refuse(str(err))
     except OSError as err:

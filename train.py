@@ -122,9 +122,9 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
         bundle = result.bundle.stamp(data_path=args.data, data_sha256=file_sha256(args.data),
                                      seed=args.seed)
         replacing = replaced(args.output, args.reports)
-        bundle.save(args.output, signing_key=key)
         written = write_reports(bundle, result, args.reports, args.output,
                                 seconds=deadline - time.perf_counter())
+        bundle.save(args.output, signing_key=key)  # with the card's figures the report made
     except DataError as err:
         return refuse(str(err))
     except OSError as err:

@@ -420,3 +420,36 @@ def brought_bundle(kind: str, folder: Path) -> tuple[Path, pd.DataFrame]:
     frame[columns].iloc[ONNX_SAMPLE_ROWS:ONNX_SAMPLE_ROWS + 200].to_csv(
         folder / "held_out.csv", index=False)
     return folder / "model.bin", load_csv(folder / "held_out.csv")
+
+
+def chromium(tmp_path: Path, width: int = 1000, height: int = 1400):
+    """Headless Chromium through Selenium, or a skip saying how to get it."""
+    chromium, driver = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+    need_tool("chromium", str(chromium))
+    need_tool("chromium", str(driver))
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(chromium)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--no-first-run", "--disable-background-networking", "--disable-sync",
+                 "--disable-component-update", f"--window-size={width},{height}",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(str(driver)), options=options)
+
+
+# where the browser tests keep their screenshots: CI keeps the folder as the run's artefacts
+SCREENSHOTS = Path(os.environ.get("TABSERVE_SCREENSHOTS", ROOT / "artifacts" / "screenshots"))
+
+
+def screenshot(browser, name: str) -> Path:
+    """The whole page as `name`.png in `SCREENSHOTS` (its full height, not just the window)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    width = browser.get_window_size()["width"]
+    browser.set_window_size(width, max(height + 120, 600))
+    browser.save_screenshot(str(path))
+    return path

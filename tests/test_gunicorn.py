@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import GUNICORN, PYTHON, ROOT, free_port, need_tool, start_gunicorn, stop, wait_for
+from helpers import (GUNICORN, PYTHON, ROOT, chromium, free_port, need_tool, start_gunicorn, stop,
+                     wait_for)
 from tabserve.tables import load_csv
 
 
@@ -196,24 +197,6 @@ def test_client_script_sends_the_api_key(tmp_path, telco_record):
             assert "churn_probability" in json.loads(done.stdout)
     finally:
         assert stop(process) == 0
-
-
-def chromium(tmp_path):
-    """Headless Chromium through Selenium, or a skip saying how to get it."""
-    chromium, driver = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-    need_tool("chromium", str(chromium))
-    need_tool("chromium", str(driver))
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(chromium)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--no-first-run", "--disable-background-networking", "--disable-sync",
-                 "--disable-component-update", "--window-size=1000,1400",
-                 f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(str(driver)), options=options)
 
 
 @pytest.mark.browser

@@ -83,10 +83,10 @@ class ScoredChunk:
 
 class ChunkScorer:
     """A bundle made ready to score chunks of rows: `score(frame)` for a frame holding (at
-    least) the schema's fields as columns of text."""
+    least) the schema's fields as columns of text (`predictor`: the bundle's, if made)."""
 
-    def __init__(self, bundle: ModelBundle):
-        self.predictor = Predictor(bundle)
+    def __init__(self, bundle: ModelBundle, predictor: Predictor | None = None):
+        self.predictor = Predictor(bundle) if predictor is None else predictor
         self.schema = bundle.schema
         self.columns = answer_columns(self.predictor.shape)
 

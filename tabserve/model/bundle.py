@@ -101,6 +101,9 @@ class ModelBundle:
     calibration: Calibration | None = None  # binary: Platt scaling of the positive class
     # the training rows' distributions, for drift; None in bundles written before it existed
     profile: Profile | None = None
+    # the model card's figures as data (`training.reports.card_figures`), for the service's
+    # page; None in bundles written before it existed
+    card: dict[str, Any] | None = None
 
     # training side only, never written: the fitted scikit-learn pipeline (encoder first),
     # the reference that the served paths are tested against; None in a loaded bundle
@@ -287,6 +290,7 @@ class ModelBundle:
             "metadata": self.metadata,
             "library_mismatches": self.version_mismatches(),
             "profile": None if self.profile is None else self.profile.describe(),
+            "card": self.card,
         }
 
 

@@ -38,8 +38,8 @@ EXPLAINED_ROWS = 2000       # importance and directions are read on at most this
 
 def section(what: str, make: Callable[[], Any], failures: list[str], fallback: Any = None) -> Any:
     """One part of the report, made by `make`; if it fails, `fallback` stands in and the
-    failure is listed in the card, so one part never loses the others (the model itself is
-    written before the report)."""
+    failure is listed in the card, so one part never loses the others (nor the model, which
+    is written after the report)."""
     try:
         return make()
     except Exception as err:  # noqa: BLE001 - any failure of one part, said in the card
@@ -195,30 +195,81 @@ def field_groups(f: Field, values: np.ndarray) -> pd.Series:
     return pd.Series(pd.Categorical(named, categories=[*labels, "(missing)"], ordered=True))
 
 
-def group_checks(bundle: ModelBundle, result: TrainingResult, f: Field,
-                 values: np.ndarray) -> str:
-    """The test split by the groups of one field (`values`: its typed test column): rows,
-    observed rate of each class, predicted rate and, for a binary model, ROC AUC within the
-    group."""
+def group_table(bundle: ModelBundle, y: np.ndarray, proba: np.ndarray, f: Field,
+                values: np.ndarray) -> tuple[list[str], list[list]]:
+    """The rows `y` (answers `proba`) by the groups of one field (`values`: its typed column):
+    each group's rows, observed rate of the positive class, predicted rate, mean probability
+    and ROC AUC within the group (None where one class is absent) for a binary model; its
+    rows and accuracy for a multiclass one. The header, then a row of numbers per group."""
     groups = field_groups(f, values)
-    predicted = label_codes(result.test_proba, bundle.threshold)
+    predicted = label_codes(proba, bundle.threshold)
     k = 1 if bundle.task == "binary" else None
     rows = []
     for group in [g for g in groups.cat.categories if (groups == g).any()]:
         mask = (groups == group).to_numpy()
-        y, p = result.test_y[mask], result.test_proba[mask]
-        auc = roc_auc(y, p) if k is not None and len(np.unique(y)) == 2 else None
-        shown = [group, mask.sum()]
+        y_in, p_in = y[mask], proba[mask]
+        shown = [str(group), int(mask.sum())]
         if k is not None:
-            shown += [f"{np.mean(y == k):.1%}", f"{np.mean(predicted[mask] == k):.1%}",
-                      f"{np.mean(p[:, k]):.3f}", "n/a" if auc is None else f"{auc:.3f}"]
+            shown += [float(np.mean(y_in == k)), float(np.mean(predicted[mask] == k)),
+                      float(np.mean(p_in[:, k])),
+                      roc_auc(y_in, p_in) if len(np.unique(y_in)) == 2 else None]
         else:
-            shown += [f"{np.mean(predicted[mask] == y):.1%}"]
+            shown += [float(np.mean(predicted[mask] == y_in))]
         rows.append(shown)
-    header = (["group", "test rows", f"observed {bundle.positive_class!r}",
+    header = (["group", "rows", f"observed {bundle.positive_class!r}",
                f"predicted {bundle.positive_class!r}", "mean probability", "ROC AUC"]
-              if k is not None else ["group", "test rows", "accuracy"])
-    return f"`{f.name}`:\n\n" + _table(rows, header)
+              if k is not None else ["group", "rows", "accuracy"])
+    return header, rows
+
+
+def group_checks(bundle: ModelBundle, result: TrainingResult, f: Field,
+                 values: np.ndarray) -> str:
+    """`group_table` of the test split, as the card's markdown."""
+    header, rows = group_table(bundle, result.test_y, result.test_proba, f, values)
+    if len(header) > 3:
+        shown = [[g, n, f"{observed:.1%}", f"{predicted:.1%}", f"{mean:.3f}",
+                  "n/a" if auc is None else f"{auc:.3f}"]
+                 for g, n, observed, predicted, mean, auc in rows]
+    else:
+        shown = [[g, n, f"{accuracy:.1%}"] for g, n, accuracy in rows]
+    return f"`{f.name}`:\n\n" + _table(shown, ["group", "test rows", *header[2:]])
+
+
+CALIBRATION_BINS = 10
+
+
+def card_figures(bundle: ModelBundle, y: np.ndarray, proba: np.ndarray, effects: FieldEffects,
+                 intervals: dict, columns: dict, rows: str) -> dict[str, Any]:
+    """The card's figures as data, kept in the bundle for the service's page: what `rows`
+    ("test split") measured (intervals, importance with direction, calibration, the
+    confusion at the threshold, the sensitive fields' groups). `columns`: those rows' typed
+    columns (`columns_from_frame`), for the groups."""
+    from sklearn.calibration import calibration_curve
+
+    classes = bundle.classes
+    pairs = [(1, classes[1])] if bundle.task == "binary" else list(enumerate(classes))
+    calibration = []
+    for k, label in pairs:
+        observed, predicted = calibration_curve(y == k, proba[:, k], n_bins=CALIBRATION_BINS,
+                                                strategy="quantile")
+        calibration.append({"class": label, "predicted": predicted.tolist(),
+                            "observed": observed.tolist()})
+    matrix = confusion_matrix(y, label_codes(proba, bundle.threshold),
+                              labels=list(range(len(classes))))
+    importance = sorted(effects.importance.items(), key=lambda item: -item[1])
+    groups = []
+    for f in sensitive_fields(bundle.schema):
+        if f.name in columns:
+            header, table = group_table(bundle, y, proba, f, columns[f.name])
+            groups.append({"field": f.name, "header": header, "rows": table})
+    return {"rows": rows, "count": int(len(y)), "intervals_95": intervals,
+            "importance": {"method": effects.how, "fields": [
+                {"field": name, "value": float(value),
+                 "direction": effects.direction.get(name)} for name, value in importance]},
+            "calibration": calibration,
+            "confusion": {"classes": classes, "counts": matrix.tolist(),
+                          "threshold": bundle.threshold},
+            "groups": groups}
 
 
 def _plots(bundle: ModelBundle, y: np.ndarray, proba: np.ndarray, importance: dict[str, float],
@@ -488,9 +539,10 @@ values, and the deciles of the out-of-fold {'probability of ' + repr(bundle.posi
 
 def write_reports(bundle: ModelBundle, result: TrainingResult, folder: Path,
                   output: Path = Path("model.bin"), seconds: float = math.inf) -> list[str]:
-    """Write the report files into `folder`; their names. `output`: where the bundle was
-    written, for the card's command that reproduces it; `seconds`: the time the bootstrap
-    may take beyond its minimum of rounds."""
+    """Write the report files into `folder`; their names. The card's figures are kept in the
+    bundle too (`bundle.card`, for the service's page): save it after. `output`: where the
+    bundle is written, for the card's command that reproduces it; `seconds`: the time the
+    bootstrap may take beyond its minimum of rounds."""
     folder.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     started = time.perf_counter()
@@ -504,6 +556,9 @@ def write_reports(bundle: ModelBundle, result: TrainingResult, folder: Path,
     intervals = section("bootstrap intervals", lambda: bootstrap_intervals(
         result.test_y, result.test_proba, bundle.threshold, seed=bundle.metadata["seed"],
         seconds=left), failures, {})
+    bundle.card = section("the card's figures", lambda: card_figures(
+        bundle, result.test_y, result.test_proba, effects, intervals,
+        columns_from_frame(bundle.schema, result.test_frame), "test split"), failures)
     card = model_card(bundle, result, intervals, effects, plots, note, output, failures)
     return [*_write_card(bundle, intervals, effects, failures, card, folder), *plots]
 
@@ -546,7 +601,8 @@ class _Served:
 
 def write_import_reports(bundle: ModelBundle, rows: pd.DataFrame, folder: Path) -> list[str]:
     """metrics.json, model_card.md and the plots of an imported model, from the labelled
-    sample it was imported with (rows its user may have trained on: the card says so)."""
+    sample it was imported with (rows its user may have trained on: the card says so); the
+    card's figures kept in the bundle as `write_reports` keeps them."""
     folder.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     schema = bundle.schema
@@ -557,6 +613,9 @@ def write_import_reports(bundle: ModelBundle, rows: pd.DataFrame, folder: Path) 
     intervals = section("bootstrap intervals", lambda: bootstrap_intervals(
         y, proba, bundle.threshold, seed=0), failures, {})
     plots, note = plots_or_note(bundle, y, proba, effects, folder, failures, "the sample")
+    bundle.card = section("the card's figures", lambda: card_figures(
+        bundle, y, proba, effects, intervals, columns_from_frame(schema, rows), "the sample"),
+        failures)
     card = import_card(bundle, len(rows), intervals, effects, plots or note, failures)
     return [*_write_card(bundle, intervals, effects, failures, card, folder), *plots]
 

@@ -15,12 +15,13 @@ from tabserve.serving.explaining import ExplanationsUnavailable
 from tabserve.settings import environment
 from tabserve.web.auth import ApiKeys, KeyGate
 from tabserve.web.config import Settings
+from tabserve.web.file_scoring import CSV_TYPES, score_file
 from tabserve.web.open_inference import PlainInference, v2
 from tabserve.web.openapi import endpoint_index
 from tabserve.web.middleware import (PLAIN_REFUSED, EndpointRequest, PlainPredictions,
                                      RequestAccounting, predictions)
 from tabserve.web.responses import (INTERNAL_ERROR, error_response, is_open_inference,
-                                    json_response, problem_response)
+                                    json_response, problem_response, wants_page)
 from tabserve.web.service import Service, service
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,12 @@ def _json_body() -> bytes:
                                           "'Content-Type: application/json', got "
                                           f"{request.mimetype or 'no content type'!r}")],
                            status=415, title="Unsupported Media Type")
+    return _limited_body()
+
+
+def _limited_body() -> bytes:
+    """The raw body; 413 past MAX_BODY_BYTES, whether or not it declares its length."""
+    environ = request.environ
     limit = service().settings.max_body_bytes
     length = request.content_length if "CONTENT_LENGTH" in environ else None
     if length is not None and length > limit:
@@ -68,6 +75,19 @@ def explain() -> Response:
     request.environ["tabserve.records"] = body.count
     current.metrics.observe_labels([e["label"] for e in explanations])
     return json_response(explanations if body.is_batch else explanations[0])
+
+
+@api.post("/score")
+def score() -> Response:
+    """A small CSV file scored as score.py scores one (see `file_scoring`)."""
+    if request.mimetype not in CSV_TYPES:
+        raise RequestError([Problem(None, "send the file as CSV with 'Content-Type: text/csv', "
+                                          f"got {request.mimetype or 'no content type'!r}")],
+                           status=415, title="Unsupported Media Type")
+    current = service()
+    scored = score_file(current.file_scorer(), _limited_body(), current.settings.max_batch_records)
+    request.environ["tabserve.records"] = scored.rows
+    return json_response({"model_version": current.bundle.version, **vars(scored)})
 
 
 @api.get("/openapi.json")
@@ -116,15 +136,23 @@ def drift_reset() -> Response:
 
 @api.get("/")
 def index() -> Response:
+    """The model's page for a browser (`templates/page.html`), the JSON index for clients."""
     current = service()
+    if wants_page(request.environ):
+        # with keys on the page is open to all: it names the model only once the key is given
+        title = "tabserve" if current.keys is not None else current.openapi["info"]["title"]
+        return Response(render_template("page.html", title=title), mimetype="text/html",
+                        headers={"Vary": "Accept"})
     bundle = current.bundle
-    return json_response({
+    response = json_response({
         "service": "tabserve: a tabular classifier behind a JSON API",
         "model_version": bundle.version,
         "target": bundle.schema.target,
         "endpoints": endpoint_index(current.model_name, bundle.version),
         "example": {"POST /predict": bundle.example},
     })
+    response.headers["Vary"] = "Accept"  # the same URL answers a browser with the page
+    return response
 
 
 @api.get("/health")
@@ -162,6 +190,8 @@ def _http_error(err: HTTPException) -> Response:
     if err.code == 413:
         detail = (f"the body is larger than the limit of {service().settings.max_body_bytes} "
                   "bytes (MAX_BODY_BYTES)")
+        if request.path == "/score":
+            detail += ": score larger files with score.py"
     if err.code == 405 and err.valid_methods:
         allowed = " or ".join(m for m in err.valid_methods if m not in ("HEAD", "OPTIONS"))
         detail = f"{request.method} is not allowed on {request.path}: use {allowed}" + \

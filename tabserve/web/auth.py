@@ -1,5 +1,5 @@
 """API keys: optional, off by default. With `API_KEYS_FILE` or `API_KEYS` set, every request but
-the probes and the /docs page must carry a key (`Authorization: Bearer <key>` or
+the probes and the pages (/docs, and / in a browser) must carry a key (`Authorization: Bearer <key>` or
 `X-API-Key: <key>`); `KeyGate` answers any other with 401 before the body is read.
 
 A key file has one key per line, or `sha256:<hex>` of a key so the file need not hold the
@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass
 
 from tabserve.settings import ConfigError, api_key_entries, metrics_without_key
-from tabserve.web.responses import error_response, is_open_inference, problem_response
+from tabserve.web.responses import (error_response, is_open_inference, problem_response,
+                                    wants_page)
 
 # the probes (an orchestrator has no key) and the page that asks the user for one
 OPEN_PATHS = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready", "/docs"})
@@ -97,7 +98,8 @@ class KeyGate:
 
     def __call__(self, environ, start_response):
         keys = self.service.keys
-        if keys is None or not keys.needed(environ["PATH_INFO"]):
+        # the page is open as /docs is: it shows nothing of the model until given a key
+        if keys is None or not keys.needed(environ["PATH_INFO"]) or wants_page(environ):
             return self.wsgi_app(environ, start_response)
         length = environ.get("CONTENT_LENGTH", "")
         if length.isdigit() and int(length) > self.service.settings.max_body_bytes:

@@ -46,12 +46,17 @@ SERVICE_ENDPOINTS = (
     Endpoint("POST", "/explain", "explain", "Explain predictions: each field's contribution",
              "One explanation per record, in order",
              "each field's contribution to each prediction"),
+    Endpoint("POST", "/score", "score", "Score a small CSV file as score.py does (at most "
+             "MAX_BATCH_RECORDS rows; score.py for larger files)",
+             "The scored rows and the rejects, each as CSV text",
+             "a small CSV file: its scored rows and rejects"),
     Endpoint("GET", "/health", "health", "The process is up", "Alive", "alive"),
     Endpoint("GET", "/ready", "ready", "The model is loaded and answering", "Ready",
              "model loaded and answering"),
     Endpoint("GET", "/model", "model", "Schema, classes, threshold, metrics and metadata",
              "The model", "schema, classes, threshold, metrics, metadata"),
-    Endpoint("GET", "/", "index", "Where to go from here", "An index of the endpoints"),
+    Endpoint("GET", "/", "index", "Where to go from here: the model's page in a browser "
+             "(Accept: text/html), else this index", "An index of the endpoints"),
     Endpoint("GET", "/openapi.json", "openapi", "This document", "OpenAPI 3.1",
              "the OpenAPI 3.1 document of this API"),
     Endpoint("GET", "/docs", "docs", "A page to try the model in a browser", "HTML",
@@ -281,6 +286,29 @@ def openapi_document(bundle: ModelBundle, *, max_batch: int, model_name: str,
                     "responses": answers("#/components/schemas/Explanation",
                                          ENDPOINT["explain"])},
         "docs": {"responses": text("HTML", "text/html")},
+        "index": {"responses": {"200": {
+            "description": "An index of the endpoints (JSON), or the model's page (HTML) for "
+                           "a browser", "content": {
+                               "application/json": {"schema": {"type": "object"}},
+                               "text/html": {"schema": {"type": "string"}}}}}},
+        "score": {"requestBody": {"required": True, "content": {"text/csv": {"schema": {
+            "type": "string", "description": "UTF-8, comma-separated, a header row naming "
+                                             "at least the model's fields"}}}},
+            "responses": {"200": {"description": ENDPOINT["score"], "content": {
+                "application/json": {"schema": {
+                    "type": "object",
+                    "required": ["model_version", "rows", "scored", "rejected", "scored_csv",
+                                 "rejects_csv"],
+                    "properties": {
+                        "model_version": {"type": "string"},
+                        "rows": {"type": "integer"}, "scored": {"type": "integer"},
+                        "rejected": {"type": "integer"},
+                        "scored_csv": {"type": "string", "description": "the scored rows: "
+                                       "the file's columns, then the answer columns"},
+                        "rejects_csv": {"type": "string", "description": "the rejected "
+                                        "rows: line, problems, then the file's columns"}}}}}},
+                **{code: {"$ref": f"#/components/responses/Problem{code}"}
+                   for code in PROBLEM_RESPONSES}}},
         "metrics": {"responses": text("Prometheus text format", "text/plain")},
         "drift": {"responses": drift_answer(ENDPOINT["drift"],
                                             {"$ref": "#/components/schemas/DriftReport"})},

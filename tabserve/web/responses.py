@@ -33,6 +33,18 @@ def is_open_inference(path: str) -> bool:
     return path == "/v2" or path.startswith("/v2/")
 
 
+def wants_page(environ: dict) -> bool:
+    """Whether a GET of / asks for the model's page (a browser: HTML before JSON) rather than
+    the JSON index (curl, clients: no Accept, `*/*` or JSON)."""
+    from werkzeug.datastructures import MIMEAccept
+    from werkzeug.http import parse_accept_header
+
+    if environ.get("REQUEST_METHOD") not in ("GET", "HEAD") or environ.get("PATH_INFO") != "/":
+        return False
+    accept = parse_accept_header(environ.get("HTTP_ACCEPT"), MIMEAccept)
+    return accept.best_match(("application/json", "text/html")) == "text/html"
+
+
 def error_response(message: str, status: int = 400) -> Response:
     """An error in the Open Inference Protocol's shape, the only one its clients read."""
     return json_response({"error": message}, status)

@@ -33,6 +33,7 @@ class Service:
     answers: JsonAnswers = field(init=False)
     decoder: BodyDecoder = field(init=False)
     explainer: Explainer = field(init=False)
+    _file_scorer: Any = field(init=False, default=None, repr=False)
     openapi: dict[str, Any] = field(init=False)
     model_name: str = field(init=False)
     keys: ApiKeys | None = field(init=False, repr=False)  # re-read on SIGHUP
@@ -60,6 +61,15 @@ class Service:
                                         keys=settings.api_keys)
         self.answers = JsonAnswers(predictor)
         self.bundle, self.predictor, self.drift = bundle, predictor, drift
+
+    def file_scorer(self):
+        """This model's scorer of files (`batch.scoring.ChunkScorer`), made on first use: the
+        batch wing imports pandas and pyarrow, which no other request needs."""
+        if self._file_scorer is None or self._file_scorer.predictor is not self.predictor:
+            from tabserve.batch.scoring import ChunkScorer
+
+            self._file_scorer = ChunkScorer(self.bundle, self.predictor)
+        return self._file_scorer
 
     def count_drift(self, columns: dict[str, np.ndarray], scored: Scored,
                     unseen: list[tuple[int, str, str]] = ()) -> None:
