@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tabserve.batch.job import kept_name
+from tabserve.batch.columns import kept_name
 from tabserve.batch.scoring import ChunkScorer
 from tabserve.model.bundle import load_trusted
 from tabserve.serving.codecs.columns import answer_types

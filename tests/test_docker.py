@@ -82,6 +82,21 @@ def test_image_answers_like_the_in_process_model(container, telco_bundle, telco_
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "tenure"
 
 
+
+def test_the_image_serves_the_page_and_scores_a_file_without_pyarrow(container):
+    """The page's file door reads with pandas: the image leaves pyarrow out."""
+    name, url = container
+    page = requests.get(f"{url}/", headers={"Accept": "text/html"}, timeout=10)
+    assert page.ok and "Score a file" in page.text
+    assert subprocess.run(["docker", "exec", name, "python", "-c", "import pyarrow"],
+                          capture_output=True, timeout=60).returncode != 0
+    rows = (ROOT / "data" / "telco_churn.csv").read_text().splitlines()[:11]
+    scored = requests.post(f"{url}/score", data="\n".join(rows) + "\n\n",
+                           headers={"Content-Type": "text/csv"}, timeout=30)
+    assert scored.status_code == 200, scored.text
+    assert (scored.json()["scored"], scored.json()["rejected"]) == (10, 1)
+
+
 def test_image_is_hardened_and_healthchecked(container):
     name, _ = container
     config = docker("inspect", "--format",

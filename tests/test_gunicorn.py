@@ -4,12 +4,11 @@ import json
 import os
 import socket
 import subprocess
-from pathlib import Path
 
 import pytest
 import requests
 
-from helpers import (GUNICORN, PYTHON, ROOT, chromium, free_port, need_tool, start_gunicorn, stop,
+from helpers import (GUNICORN, PYTHON, ROOT, chromium, free_port, start_gunicorn, stop,
                      wait_for)
 from tabserve.tables import load_csv
 

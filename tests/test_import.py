@@ -407,6 +407,8 @@ def test_importing_over_a_model_says_what_it_replaced_and_the_way_back(course, c
     reports = folder / "again.reports"
     assert again.stdout.splitlines()[-1] == \
         f"Replaced the existing {out} and {reports}"  # not committed: no git hint
+    card = ModelBundle.load(out, Trust(allow_pickle=True)).card  # the sample's figures, kept
+    assert card["rows"] == "the sample" and card["count"] > 0 and card["importance"]["fields"]
 
 
 @pytest.mark.process

@@ -126,6 +126,8 @@ def test_a_file_is_scored_as_score_py_scores_it(client, telco_bundle):
     (b"\xff\xfe\x00bad", "text/csv", 400, "not UTF-8"),
     (b"", "text/csv", 400, "no header row"),
     (b"{}", "application/json", 415, "text/csv"),
+    # found by schemathesis: a line break alone (\r) inside the first line
+    (b"\x04r?\r\x08\xc3\xb3rJE\x1f", "text/csv", 422, "lacks: 'gender'"),
 ])
 def test_a_file_the_door_cannot_score_is_a_clear_4xx(client, body, content_type, status, words):
     answer = client.post("/score", data=body, content_type=content_type)
@@ -265,6 +267,44 @@ def test_the_page_asks_for_the_api_key_and_keeps_it_in_the_tab(tmp_path):
         assert key not in browser.current_url
         assert browser.execute_script("return sessionStorage.getItem('tabserve-api-key')") == key
         assert browser.execute_script("return localStorage.length") == 0
+    finally:
+        browser.quit()
+        assert stop(process) == 0
+
+
+@pytest.mark.browser
+def test_what_the_training_csv_names_stays_text_on_the_page(tmp_path):
+    """Field names and levels come from whoever made the CSV: the page shows them, never runs
+    them."""
+    from selenium.webdriver.common.by import By
+
+    hostile = '<img src=x onerror="document.title=\'ran\'">'
+    rows = 200
+    frame = pd.DataFrame({
+        "size": [i % 17 for i in range(rows)],
+        "colour": [hostile if i % 3 == 0 else "<b>red</b>" for i in range(rows)],
+        "<i>gender</i>": ["a" if i % 2 else "b" for i in range(rows)],
+        "outcome": ["yes" if (i % 17) > 8 or i % 3 == 0 else "no" for i in range(rows)]})
+    csv = tmp_path / "hostile.csv"
+    frame.to_csv(csv, index=False)
+    result = train(load_csv(csv), "outcome", seed=1, folds=3, max_trials=3)
+    bundle = result.bundle.stamp(data_path=csv, data_sha256="0" * 64, seed=1)
+    write_reports(bundle, result, tmp_path / "reports")
+    bundle.save(tmp_path / "hostile.bin")
+    process, url = start_gunicorn(tmp_path / "hostile.bin", WEB_CONCURRENCY="1")
+    browser = chromium(tmp_path)
+    try:
+        loaded(browser, url + "/")
+        browser.find_element(By.ID, "ask").click()
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.ID, "answer-label"))
+        assert browser.title == "tabserve: outcome"
+        assert not browser.find_elements(By.CSS_SELECTOR, "main img, main b, main i")
+        options = [o.text for o in browser.find_elements(By.CSS_SELECTOR,
+                                                         "#field-colour option")]
+        assert hostile in options
+        assert "<i>gender</i>" in browser.find_element(By.ID, "groups").text
     finally:
         browser.quit()
         assert stop(process) == 0

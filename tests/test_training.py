@@ -113,6 +113,10 @@ def test_committed_model_is_what_train_py_produces(tmp_path):
     assert [t["cv_roc_auc"] for t in again.metrics["cv"]["all_trials"]] == pytest.approx(
         [t["cv_roc_auc"] for t in trials], abs=1e-6)
     assert again.metrics["test"] == pytest.approx(committed.metrics["test"], abs=1e-6)
+    # the file carries the card's figures (written after the report that makes them)
+    assert again.card["confusion"] == committed.card["confusion"]
+    assert [f["field"] for f in again.card["importance"]["fields"]] == \
+        [f["field"] for f in committed.card["importance"]["fields"]]
     frame = load_csv(ROOT / "data" / "telco_churn.csv")
     ours, theirs = (Predictor(b).probabilities(columns_from_frame(b.schema, frame))
                     for b in (again, committed))

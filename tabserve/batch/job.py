@@ -21,9 +21,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tabserve.batch.columns import kept_name, missing_fields
 from tabserve.batch.files import (BatchError, Chunk, CsvError, CsvSpan, InputFile, OutputFile,
                                   file_format, table_bytes)
-from tabserve.model.schema import Kind, Schema, loose_spelling
+from tabserve.model.schema import Kind, Schema
 from tabserve.serving.codecs.columns import answer_types
 from tabserve.serving.process import available_cpus, prepare_process
 from tabserve.serving.shape import AnswerShape
@@ -64,29 +65,12 @@ class Summary:
         return self.rejected / self.rows if self.rows else 0.0
 
 
-def kept_name(name: str, answers: list[str]) -> str:
-    """An input column's name in the output: its own, unless an answer column has it (the
-    target, in a file that holds it), then `<name>_input`."""
-    return f"{name}_input" if name in answers else name
-
-
-def missing_fields(schema, columns: list[str], path: Path) -> BatchError | None:
-    missing = [name for name in schema.names if name not in columns]
-    if not missing:
-        return None
-    hints = []
-    for name in missing:
-        near = [c for c in columns if loose_spelling(c) == loose_spelling(name)]
-        hints.append(f"{name!r} (the file has {near[0]!r})" if near else repr(name))
-    return BatchError(f"{path}: the model needs columns the file lacks: {', '.join(hints)}")
-
-
 def plan(model_path: Path, schema: Schema, shape: AnswerShape, source: InputFile,
          output: Path, keep: list[str] | None) -> Plan:
     """The chunks' plan, from the model's schema and answer shape (a worker read them)."""
     problem = missing_fields(schema, source.columns, source.path)
     if problem:
-        raise problem
+        raise BatchError(problem)
     keep = list(source.columns) if keep is None else keep
     unknown = [name for name in keep if name not in source.columns]
     if unknown:

@@ -20,7 +20,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
 from tabserve.batch.files import BatchError, CsvError, InputFile
-from tabserve.batch.job import missing_fields
+from tabserve.batch.columns import missing_fields
 from tabserve.batch.scoring import ChunkScorer
 from tabserve.model.bundle import ModelBundle, ModelLoadError, load_trusted
 from tabserve.model.decision import label_codes
@@ -56,7 +56,7 @@ def count_file(bundle: ModelBundle, path: Path, chunk_rows: int = CHUNK_ROWS
     source = InputFile(path, chunk_rows)
     problem = missing_fields(bundle.schema, source.columns, path)
     if problem:
-        raise problem
+        raise BatchError(problem)
     scorer = ChunkScorer(bundle)
     counter = DriftCounter(bundle, CountStore(CountLayout(bundle.profile).size))
     target = bundle.schema.target

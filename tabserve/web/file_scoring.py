@@ -2,9 +2,10 @@
 them (the page's "score a file"). The body limit and MAX_BATCH_RECORDS bound it; score.py
 scores files of any size.
 
-The rows are read and validated by the batch wing, as score.py reads them: every cell as
-text, blank lines kept (rejected) so that line numbers hold. That wing uses pandas and
-pyarrow, imported on this door's first use only: no other request touches them.
+The rows are read as score.py reads them (every cell as text, blank lines kept and rejected,
+so that line numbers hold) and validated by the batch wing's scorer. Both use pandas,
+imported on this door's first use only: no other request touches it. (pyarrow, score.py's
+reader, is not in the image; pandas is.)
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ def _refused(message: str, status: int = 422, title: str | None = None) -> Reque
 
 def header_of(text: str) -> list[str]:
     """The file's column names, from its first line."""
-    first = next(csv.reader(io.StringIO(text.partition("\n")[0])), [])
+    try:  # the first record, which a quoted name with a line break may carry over lines
+        first = next(csv.reader(io.StringIO(text, newline="")), [])
+    except csv.Error as err:
+        raise _refused(f"the file's header row cannot be read as CSV: {err}", 400,
+                       "Bad Request") from None
     if not first or not any(name.strip() for name in first):
         raise _refused("the file has no header row: its first line must name the columns",
                        400, "Bad Request")
@@ -43,43 +48,38 @@ def header_of(text: str) -> list[str]:
 def score_file(scorer, body: bytes, max_rows: int) -> ScoredFile:
     """`body` (CSV, UTF-8, comma-separated, a header row) scored by `scorer`
     (a `batch.scoring.ChunkScorer`); a `RequestError` naming what is wrong with the file."""
-    import pyarrow as pa
-    import pyarrow.csv
+    import pandas as pd
 
-    from tabserve.batch.files import csv_options, table_bytes
-    from tabserve.batch.job import kept_name, missing_fields
+    from tabserve.batch.columns import kept_name, missing_fields
 
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise _refused("the file is not UTF-8 text", 400, "Bad Request") from None
     columns = header_of(text)
-    problem = missing_fields(scorer.schema, columns, "the file")
-    if problem:
-        raise _refused(str(problem))
     if len(set(columns)) != len(columns):
         raise _refused("the file names a column twice: " + ", ".join(
             sorted({c for c in columns if columns.count(c) > 1})))
-    try:
-        table = pyarrow.csv.read_csv(io.BytesIO(text.encode()), **csv_options(columns, ",", 1))
-    except (pa.ArrowInvalid, ValueError) as err:
+    problem = missing_fields(scorer.schema, columns, "the file")
+    if problem:
+        raise _refused(problem)
+    try:  # every cell as text, as score.py reads it; a blank line is a row (rejected)
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
+                            skip_blank_lines=False, na_filter=False)
+    except (pd.errors.ParserError, ValueError, csv.Error) as err:
         reason = " ".join(str(err).split())[:200]
         raise _refused(f"the file cannot be read as CSV: {reason}", 400, "Bad Request") from None
-    if table.num_rows > max_rows:
-        raise _refused(f"the file has {table.num_rows} rows; this door scores at most "
+    if len(frame) > max_rows:
+        raise _refused(f"the file has {len(frame)} rows; this door scores at most "
                        f"{max_rows} (MAX_BATCH_RECORDS): score larger files with score.py",
                        413, "Content Too Large")
-    outcome = scorer.score(table.to_pandas())
+    outcome = scorer.score(frame)
     answers = scorer.columns
-    scored = pa.Table.from_arrays(
-        [table.column(name).take(pa.array(outcome.scored)) for name in columns]
-        + [pa.array(outcome.answers[name]) for name in answers],
-        names=[kept_name(name, answers) for name in columns] + answers)
-    rejected = pa.Table.from_arrays(
-        [pa.array(outcome.rejected + 2, type=pa.int64()),  # the header is line 1
-         pa.array(outcome.problems, type=pa.string())]
-        + [table.column(name).take(pa.array(outcome.rejected)) for name in columns],
-        names=["line", "problems", *columns])
-    return ScoredFile(table.num_rows, len(outcome.scored), len(outcome.rejected),
-                      table_bytes(scored, "csv", True).decode(),
-                      table_bytes(rejected, "csv", True).decode())
+    scored = frame.iloc[outcome.scored].reset_index(drop=True)
+    scored.columns = [kept_name(name, answers) for name in columns]
+    scored = pd.concat([scored, pd.DataFrame(outcome.answers, columns=answers)], axis=1)
+    rejected = frame.iloc[outcome.rejected].reset_index(drop=True)
+    rejected.insert(0, "problems", outcome.problems)
+    rejected.insert(0, "line", outcome.rejected + 2)  # the header is line 1
+    return ScoredFile(len(frame), len(outcome.scored), len(outcome.rejected),
+                      scored.to_csv(index=False), rejected.to_csv(index=False))
