@@ -7,6 +7,7 @@ import logging
 from flask import Blueprint, Flask, Response, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from tabserve.batch.csv_text import CSV_TYPES, score_file
 from tabserve.model.bundle import ModelBundle, ModelLoadError, load_trusted
 from tabserve.model.fitted import ModelFileError
 from tabserve.model.validation import Problem, RequestError
@@ -15,7 +16,6 @@ from tabserve.serving.explaining import ExplanationsUnavailable
 from tabserve.settings import environment
 from tabserve.web.auth import ApiKeys, KeyGate
 from tabserve.web.config import Settings
-from tabserve.web.file_scoring import CSV_TYPES, score_file
 from tabserve.web.open_inference import PlainInference, v2
 from tabserve.web.openapi import endpoint_index
 from tabserve.web.middleware import (PLAIN_REFUSED, EndpointRequest, PlainPredictions,
@@ -79,7 +79,7 @@ def explain() -> Response:
 
 @api.post("/score")
 def score() -> Response:
-    """A small CSV file scored as score.py scores one (see `file_scoring`)."""
+    """A small CSV file scored as score.py scores one (see `batch.csv_text`)."""
     if request.mimetype not in CSV_TYPES:
         raise RequestError([Problem(None, "send the file as CSV with 'Content-Type: text/csv', "
                                           f"got {request.mimetype or 'no content type'!r}")],

@@ -1,11 +1,12 @@
-"""POST /score: a small CSV file in, its scored rows and its rejects out, as score.py writes
-them (the page's "score a file"). The body limit and MAX_BATCH_RECORDS bound it; score.py
-scores files of any size.
+"""A small CSV held in memory, scored: the service's file door (POST /score, the page's
+"score a file"). Its body limit and MAX_BATCH_RECORDS bound it; score.py scores files of any
+size.
 
 The rows are read as score.py reads them (every cell as text, blank lines kept and rejected,
-so that line numbers hold) and validated by the batch wing's scorer. Both use pandas,
-imported on this door's first use only: no other request touches it. (pyarrow, score.py's
-reader, is not in the image; pandas is.)
+so that line numbers hold) and validated by `scoring.ChunkScorer`. pandas is imported on the
+door's first use only: no other request of the service touches it. (pyarrow, score.py's
+reader, is not in the image; pandas is.) What is wrong with a file is a `RequestError` with
+its HTTP status, as a request's problems are.
 """
 
 from __future__ import annotations
