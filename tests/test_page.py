@@ -167,6 +167,7 @@ def loaded(browser, url: str):
 def test_the_page_shows_the_model_answers_scores_a_file_and_watches_drift(page_server,
                                                                            tmp_path):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     def text(element_id: str) -> str:
@@ -189,8 +190,7 @@ def test_the_page_shows_the_model_answers_scores_a_file_and_watches_drift(page_s
         # try it: the answer as bars, each field's push sorted, a warning beside its field
         tenure = browser.find_element(By.ID, "field-tenure")
         tenure.clear()
-        tenure.send_keys("-3")
-        browser.find_element(By.ID, "ask").click()
+        tenure.send_keys("-3" + Keys.ENTER)  # by keyboard: Enter in a field asks the model
         WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.ID, "contributions"))
         assert text("answer-label") in ("yes", "no")
         widths = browser.execute_script(
