@@ -82,7 +82,9 @@ def test_a_browser_gets_the_page_and_a_client_the_json_index(client):
     assert page.status_code == 200 and page.mimetype == "text/html"
     assert page.headers["Vary"] == "Accept"
     html = page.get_data(as_text=True)
-    assert "<script>" in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
+    # nothing fetched from elsewhere: no CDN, no font (the SVG namespace is a name, not a fetch)
+    assert "<script>" in html and "src=" not in html and "https://" not in html
+    assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")
     for accept in (None, "*/*", "application/json"):
         index = client.get("/", headers={"Accept": accept} if accept else {})
         assert index.mimetype == "application/json" and index.headers["Vary"] == "Accept"
