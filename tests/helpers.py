@@ -15,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -438,6 +439,31 @@ def chromium(tmp_path: Path, width: int = 1000, height: int = 1400):
                  f"--user-data-dir={tmp_path / 'profile'}"):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(str(driver)), options=options)
+
+
+@contextmanager
+def served_in_chromium(tmp_path: Path, model: Path = ROOT / "model.bin", **env: str):
+    """The real gunicorn serving `model` with `env`, and headless Chromium beside it: (the
+    browser, the service's URL); both stopped after, the server cleanly."""
+    process, url = start_gunicorn(model, **env)
+    try:
+        browser = chromium(tmp_path)
+        try:
+            yield browser, url
+        finally:
+            browser.quit()
+    finally:
+        assert stop(process) == 0
+
+
+def enter_api_key(browser, key: str) -> None:
+    """Type `key` into a page's key row (/docs and the model's page share it) and use it."""
+    from selenium.webdriver.common.by import By
+
+    field = browser.find_element(By.ID, "api-key")
+    field.clear()
+    field.send_keys(key)
+    browser.find_element(By.ID, "use-key").click()
 
 
 # where the browser tests keep their screenshots: CI keeps the folder as the run's artefacts

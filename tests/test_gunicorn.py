@@ -8,8 +8,8 @@ import subprocess
 import pytest
 import requests
 
-from helpers import (GUNICORN, PYTHON, ROOT, chromium, free_port, start_gunicorn, stop,
-                     wait_for)
+from helpers import (GUNICORN, PYTHON, ROOT, chromium, enter_api_key, free_port,
+                     served_in_chromium, start_gunicorn, stop, wait_for)
 from tabserve.tables import load_csv
 
 
@@ -229,28 +229,19 @@ def test_docs_page_asks_for_the_api_key(tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     key = "browser-key-" + "c" * 20
-    process, url = start_gunicorn(ROOT / "model.bin", API_KEYS=key, WEB_CONCURRENCY="1")
-    browser = chromium(tmp_path)
-    try:
+    with served_in_chromium(tmp_path, API_KEYS=key, WEB_CONCURRENCY="1") as (browser, url):
         browser.get(f"{url}/docs")
         WebDriverWait(browser, 20).until(lambda b: b.find_element(By.ID, "key-row").is_displayed())
-        field = browser.find_element(By.ID, "api-key")
-        field.send_keys("wrong-key-" + "d" * 20)
-        browser.find_element(By.ID, "use-key").click()
+        enter_api_key(browser, "wrong-key-" + "d" * 20)
         WebDriverWait(browser, 20).until(
             lambda b: "not valid" in b.find_element(By.ID, "key-problem").text)
-        field.clear()
-        field.send_keys(key)
-        browser.find_element(By.ID, "use-key").click()
+        enter_api_key(browser, key)
         WebDriverWait(browser, 20).until(lambda b: b.find_elements(By.ID, "predict"))
         browser.find_element(By.ID, "predict").click()
         WebDriverWait(browser, 20).until(
             lambda b: "churn_probability" in b.find_element(By.ID, "answer").text)
         assert browser.find_element(By.ID, "answer").text.startswith("200")
         assert key not in browser.current_url
-    finally:
-        browser.quit()
-        assert stop(process) == 0
 
 
 def test_a_grpc_port_another_program_holds_stops_the_start_in_one_line():

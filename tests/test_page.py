@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import requests
 
-from helpers import ROOT, chromium, records_from_csv, screenshot, start_gunicorn, stop
+from helpers import (ROOT, chromium, enter_api_key, records_from_csv, screenshot,
+                     served_in_chromium, start_gunicorn, stop)
 from tabserve.model.bundle import ModelBundle
 from tabserve.tables import load_csv
 from tabserve.training.reports import write_reports
@@ -252,16 +253,12 @@ def test_the_page_asks_for_the_api_key_and_keeps_it_in_the_tab(tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     key = "page-key-" + "e" * 24
-    process, url = start_gunicorn(ROOT / "model.bin", API_KEYS=key, WEB_CONCURRENCY="1")
-    browser = chromium(tmp_path)
-    try:
+    with served_in_chromium(tmp_path, API_KEYS=key, WEB_CONCURRENCY="1") as (browser, url):
         assert requests.get(url + "/", timeout=10).status_code == 401  # the JSON index
         browser.get(url + "/")
         WebDriverWait(browser, 20).until(lambda b: b.find_element(By.ID, "key-row").is_displayed())
         assert "churn" not in browser.find_element(By.TAG_NAME, "body").text
-        field = browser.find_element(By.ID, "api-key")
-        field.send_keys(key)
-        browser.find_element(By.ID, "use-key").click()
+        enter_api_key(browser, key)
         WebDriverWait(browser, 30).until(
             lambda b: b.execute_script("return document.body.dataset.loaded === 'true'"))
         assert not browser.find_element(By.ID, "key-row").is_displayed()
@@ -269,9 +266,6 @@ def test_the_page_asks_for_the_api_key_and_keeps_it_in_the_tab(tmp_path):
         assert key not in browser.current_url
         assert browser.execute_script("return sessionStorage.getItem('tabserve-api-key')") == key
         assert browser.execute_script("return localStorage.length") == 0
-    finally:
-        browser.quit()
-        assert stop(process) == 0
 
 
 @pytest.mark.browser
@@ -279,6 +273,7 @@ def test_what_the_training_csv_names_stays_text_on_the_page(tmp_path):
     """Field names and levels come from whoever made the CSV: the page shows them, never runs
     them."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     hostile = '<img src=x onerror="document.title=\'ran\'">'
     rows = 200
@@ -293,13 +288,10 @@ def test_what_the_training_csv_names_stays_text_on_the_page(tmp_path):
     bundle = result.bundle.stamp(data_path=csv, data_sha256="0" * 64, seed=1)
     write_reports(bundle, result, tmp_path / "reports")
     bundle.save(tmp_path / "hostile.bin")
-    process, url = start_gunicorn(tmp_path / "hostile.bin", WEB_CONCURRENCY="1")
-    browser = chromium(tmp_path)
-    try:
+    with served_in_chromium(tmp_path, tmp_path / "hostile.bin",
+                            WEB_CONCURRENCY="1") as (browser, url):
         loaded(browser, url + "/")
         browser.find_element(By.ID, "ask").click()
-        from selenium.webdriver.support.ui import WebDriverWait
-
         WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.ID, "answer-label"))
         assert browser.title == "tabserve: outcome"
         assert not browser.find_elements(By.CSS_SELECTOR, "main img, main b, main i")
@@ -307,6 +299,3 @@ def test_what_the_training_csv_names_stays_text_on_the_page(tmp_path):
                                                          "#field-colour option")]
         assert hostile in options
         assert "<i>gender</i>" in browser.find_element(By.ID, "groups").text
-    finally:
-        browser.quit()
-        assert stop(process) == 0
