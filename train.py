@@ -1,6 +1,7 @@
 """Train a classifier from a CSV and write the model bundle: `.venv/bin/python train.py --help`."""
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,8 +23,10 @@ from tabserve.training.trainer import CANDIDATES, train  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path("data/telco_churn.csv"),
-                        help="training CSV with a header row (default: %(default)s)")
+    parser.add_argument("--data", default="data/telco_churn.csv",
+                        help="training CSV with a header row; with --spark, any path Spark "
+                             "reads (a CSV, a folder of them, .parquet; s3://, hdfs://) "
+                             "(default: %(default)s)")
     parser.add_argument("--target", default="churn",
                         help="the column to predict (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=Path("model.bin"),
@@ -54,6 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a text field whose levels are ordered, lowest first; it gets a "
                              "rank column besides its levels (repeatable; orders such as "
                              "low<medium<high or '1-2 years'<'3-5 years' are found unasked)")
+    parser.add_argument("--spark", default=None, metavar="MASTER",
+                        help="train with Spark at this master (local[2], spark://host:7077, "
+                             "yarn): the search on a sample of --max-rows rows, the final "
+                             "XGBoost fitted on every row (docs/training.md)")
     parser.add_argument("--quiet", action="store_true", help="print errors only")
     parser.add_argument("--positive-class", default=None,
                         help="binary targets: the class whose probability is reported "
@@ -83,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--ordinal {given!r}: write FIELD=LOW<MIDDLE<HIGH")
         ordinal[name.strip()] = order
     args.ordinal = ordinal
+    if args.spark is None:
+        args.data = Path(args.data)
     if args.reports is None:
         args.reports = reports_folder(args.output)
     return args
@@ -106,6 +115,8 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
         key = signing_key(environment())  # before the work: a bad key setting fails at once
     except ConfigError as err:
         return refuse(str(err))
+    if args.spark is not None:
+        return spark_main(args, key, say)
     try:
         say(f"Reading {args.data}")
         frame = load_csv(args.data, max_rows=args.max_rows, seed=args.seed)
@@ -131,6 +142,44 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
         return cannot_write(err, args.output)
     say(f"Wrote {args.output} (model version {bundle.version}{signed_with(key)}) and "
         f"{len(written)} report files in {args.reports} in {time.perf_counter() - started:.1f} s")
+    if replacing:
+        say(replacing)
+    return 0
+
+
+def spark_main(args: argparse.Namespace, key: bytes | None, say) -> int:
+    """`--spark MASTER`: `tabserve.spark.train` on what Spark reads from `--data`."""
+    try:
+        from pyspark.errors import PySparkException
+        from pyspark.sql import SparkSession
+        from tabserve.spark import SparkSetupError, train
+        from tabserve.training.on_spark import SparkMasterError, check_master
+    except ImportError as err:
+        return refuse(f"--spark needs pyspark on this machine: pip install pyspark ({err})")
+    if args.spark.startswith("local"):  # workers are started from this Python, with the package
+        environment().setdefault("PYSPARK_PYTHON", sys.executable)
+        here = str(Path(__file__).resolve().parent)
+        environment()["PYTHONPATH"] = os.pathsep.join(
+            [here, *filter(None, [environment().get("PYTHONPATH")])])
+    replacing = replaced(args.output, args.reports)
+    try:
+        check_master(args.spark)
+        spark = (SparkSession.builder.master(args.spark).appName("tabserve-train")
+                 .config("spark.ui.showConsoleProgress", "false").getOrCreate())
+        spark.sparkContext.setLogLevel("ERROR")
+        read = spark.read.parquet if args.data.endswith(".parquet") else \
+            lambda path: spark.read.csv(path, header=True)
+        train(read(args.data), args.target, args.output, reports=args.reports,
+              seed=args.seed, folds=args.folds, candidates=args.candidates,
+              time_budget=args.time_budget, max_trials=args.trials, max_rows=args.max_rows,
+              threshold_rule=args.threshold_rule, positive_class=args.positive_class,
+              ordinal=args.ordinal, source=args.data, signing_key=key, log=say)
+    except (DataError, SparkMasterError, SparkSetupError) as err:
+        return refuse(str(err))
+    except PySparkException as err:  # a path Spark cannot read, a column it cannot resolve
+        return refuse(f"Spark: {str(err).strip().splitlines()[0]}")
+    except OSError as err:
+        return cannot_write(err, args.output)
     if replacing:
         say(replacing)
     return 0

@@ -3,6 +3,7 @@ by the tests (helpers in `helpers.py`)."""
 
 import os
 import shutil
+import sys
 import _posixsubprocess
 import subprocess
 
@@ -88,6 +89,28 @@ def telco_process():
 @process_fixture(scope="module")
 def telco_server(telco_process):
     return telco_process[1]
+
+
+@process_fixture(scope="session")
+def spark():
+    """One local Spark (`local[2]`, Java 17) for every test that needs one: its JVM takes
+    seconds to start."""
+    pyspark = pytest.importorskip("pyspark")
+    need_tool("java")
+    from pyspark.sql import SparkSession
+
+    # the executors' Python: this one, with the project's packages (in a cluster, a packed
+    # virtualenv shipped with the job; docs/batch.md)
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+
+    session = (SparkSession.builder.master("local[2]").appName("tabserve-tests")
+               .config("spark.ui.enabled", "false")
+               .config("spark.sql.shuffle.partitions", "2")
+               .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+               .getOrCreate())
+    assert pyspark.__version__
+    yield session
+    session.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,7 +8,6 @@ import math
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import (BROUGHT_KINDS, PYTHON, ROOT, brought_bundle, need_tool,
-                     process_fixture)
+from helpers import BROUGHT_KINDS, PYTHON, ROOT, brought_bundle
 from tabserve.batch.files import InputFile, csv_options
 from tabserve.model.bundle import ModelBundle
 from tabserve.model.schema import MISSING_TOKENS, Kind
@@ -314,26 +312,6 @@ def test_any_csv_pyarrow_reads_is_read_alike_in_spans(tmp_path_factory, data, ch
 
 # --- Spark ---------------------------------------------------------------------------------
 
-@process_fixture(scope="module")
-def spark():
-    pyspark = pytest.importorskip("pyspark")
-    need_tool("java")
-    from pyspark.sql import SparkSession
-
-    # the executors' Python: this one, with the project's packages (in a cluster, a packed
-    # virtualenv shipped with the job; docs/batch.md)
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-
-    session = (SparkSession.builder.master("local[2]").appName("tabserve-tests")
-               .config("spark.ui.enabled", "false")
-               .config("spark.sql.shuffle.partitions", "2")
-               .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-               .getOrCreate())
-    assert pyspark.__version__
-    yield session
-    session.stop()
-
-
 def test_spark_answers_each_row_as_the_api_and_score_py_do(spark, rows, tmp_path, telco_server,
                                                            telco_bundle):
     from tabserve.spark import predict
@@ -381,7 +359,7 @@ def test_spark_refuses_a_dataframe_without_the_models_columns(spark):
 def test_an_executor_process_loads_the_bundle_once(monkeypatch):
     """What each executor's Python worker runs per batch: the scorer for the shipped path,
     loaded on the first batch and reused by the next (Spark reuses its Python workers)."""
-    import tabserve.spark as spark_module
+    import tabserve.batch.spark as spark_module
 
     loads = []
     real_load = spark_module.load_trusted

@@ -440,6 +440,48 @@ def _trials_run(cv: dict, family: str) -> str:
     return f"{ran['trials']} in {ran['seconds']:g} s" + (f" ({', '.join(notes)})" if notes else "")
 
 
+def _source(data: dict) -> str:
+    """Where the rows came from: a file and its digest, or a Spark DataFrame (no digest)."""
+    if not data.get("sha256"):
+        return f"Rows from {data['path']}, read through Spark (no file digest)."
+    return f"File `{data['path']}`, SHA-256 `{data['sha256']}`."
+
+
+def _searched_rows(m: dict) -> int:
+    """The rows the search's training split held (on Spark: of the sample)."""
+    return m["spark"]["sample"]["train"] if "spark" in m else m["rows"]["train"]
+
+
+def _final_fit(m: dict) -> str:
+    """What the shipped model was fitted on, and (on Spark) its test figures against the
+    sample's fit on the same rows."""
+    if "spark" not in m:
+        return ("The shipped model is the chosen configuration refit on all rows; these figures "
+                "come from the same configuration fit on the training split only.")
+    spark = m["spark"]
+    compared = _table([[name, f"{spark['test_full_fit'][name]:.4f}",
+                        f"{spark['test_sample_fit'][name]:.4f}"]
+                       for name in ("roc_auc", "accuracy", "log_loss")],
+                      ["metric", f"shipped fit ({spark['rows_fitted']:,} rows)",
+                       f"the sample's fit ({spark['rows_sample']:,} rows)"])
+    return (f"Trained on Spark {spark['spark_version']}: of {spark['rows_labelled']:,} labelled "
+            f"rows, the shipped model was fitted on {spark['rows_fitted']:,} ({m['final_fit']}); "
+            f"{spark['rows_validation']:,} decided its number of trees, "
+            f"{spark['rows_calibration']:,} held-out rows chose calibration and threshold, and "
+            f"the {spark['rows_test']:,} test rows above measured it. No row on one side of "
+            "these splits, nor a copy of it, is on another. The same test rows, scored by the "
+            f"fit of the search's sample:\n\n{compared}\n")
+
+
+def _reproduce(m: dict, meta: dict, target: str, output: Path) -> str:
+    if "spark" in m:
+        return (f"Reproduce exactly: `tabserve.spark.train(df, target={target!r}, "
+                f"seed={meta['seed']}, max_trials={m['cv']['trials']})` on the same rows.")
+    return (f"Reproduce exactly: `.venv/bin/python train.py --data {meta['data']['path']} "
+            f"--target {target} --output {output} --seed {meta['seed']} "
+            f"--trials {m['cv']['trials']}`.")
+
+
 def model_card(bundle: ModelBundle, result: TrainingResult, intervals: dict,
                effects: FieldEffects, plots: list[str], plots_note: str, output: Path,
                failures: list[str]) -> str:
@@ -481,7 +523,7 @@ def model_card(bundle: ModelBundle, result: TrainingResult, intervals: dict,
 Created {meta['created_at']} by `train.py`; libraries: {', '.join(f'{k} {v}' for k, v in meta['libraries'].items())}.
 
 ## Data
-- File `{meta['data']['path']}`, SHA-256 `{meta['data']['sha256']}`.
+- {_source(meta['data'])}
 - {m['rows']['used']} labelled rows ({m['rows']['left_out_without_target']} left out without a target value); {len(schema.fields)} input fields.
 - {_copies(m['rows'])}
 - Target `{schema.target}`, {bundle.task}: classes {', '.join(map(repr, bundle.classes))}; in the test split: {target_rates}.
@@ -492,19 +534,18 @@ Dropped columns:
 {dropped}
 
 ## Model selection
-{m['cv']['trials']} configurations were {_scored_how(m['cv'])} (ROC AUC{' one-vs-rest macro' if bundle.task == 'multiclass' else ''}) on the training split ({m['rows']['train']} rows) within a budget of {m['cv']['time_budget_seconds']:g} s:
+{m['cv']['trials']} configurations were {_scored_how(m['cv'])} (ROC AUC{' one-vs-rest macro' if bundle.task == 'multiclass' else ''}) on the training split ({_searched_rows(m)} rows) within a budget of {m['cv']['time_budget_seconds']:g} s:
 
 {families}
 
 Chosen: **{m['chosen']}** with `{json.dumps(m['chosen_params'])}`.{f" Why: {m['why_chosen']}." if m.get('why_chosen') else ''}
-Calibration: {calibration.get('method', 'not applicable (multiclass)')}{f" (out-of-fold log loss {calibration['log_loss_raw']:.4f} raw, {calibration['log_loss_platt']:.4f} with Platt scaling; kept only if lower)" if calibration else ''}.
+Calibration: {calibration.get('method', 'not applicable (multiclass)')}{f" ({calibration.get('on', 'out-of-fold')} log loss {calibration['log_loss_raw']:.4f} raw, {calibration['log_loss_platt']:.4f} with Platt scaling; kept only if lower)" if calibration else ''}.
 Decision: {decision}
 
 ## Quality on the test split ({m['rows']['test']} rows the selection never saw)
 {metrics}
 
-The shipped model is the chosen configuration refit on all rows; these figures come from the
-same configuration fit on the training split only.
+{_final_fit(m)}
 
 Most important fields ({effects.how}){'; the direction says which way each field pushes the probability of ' + repr(bundle.positive_class) + ' on the test rows' if effects.direction else ''}:
 {_effects_table(effects)}
@@ -547,7 +588,7 @@ values, and the deciles of the out-of-fold {'probability of ' + repr(bundle.posi
   unseen categories are answered with a warning and encoded as none of the known ones.
 - Importance and explanations describe the model, not causes.
 - Probabilities are {'Platt-calibrated on out-of-fold predictions' if bundle.calibration else 'as the model gives them'}; check them on recent data before acting on them.
-- Reproduce exactly: `.venv/bin/python train.py --data {meta['data']['path']} --target {schema.target} --output {output} --seed {meta['seed']} --trials {m['cv']['trials']}`.
+- {_reproduce(m, meta, schema.target, output)}
 {failed}"""
 
 

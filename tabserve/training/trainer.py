@@ -176,7 +176,7 @@ def _check_class_sizes(target: pd.Series, folds: int) -> None:
                         f"but {listed}")
 
 
-def _scores(y_true: np.ndarray, proba: np.ndarray, threshold: float | None) -> dict[str, float]:
+def test_scores(y_true: np.ndarray, proba: np.ndarray, threshold: float | None) -> dict[str, float]:
     return {"roc_auc": roc_auc(y_true, proba),
             "accuracy": float(accuracy_score(y_true, label_codes(proba, threshold))),
             "log_loss": float(log_loss(y_true, proba, labels=list(range(proba.shape[1]))))}
@@ -338,20 +338,28 @@ def decide(chosen: Trial, y_train: np.ndarray, labelled: Labelled, threshold_rul
            seed: int, log: Callable[[str], None]) -> Decision:
     """Stage 5: a binary model's calibration and threshold, chosen on its out-of-fold
     probabilities; the most probable class otherwise."""
-    if not labelled.binary:
-        log("Decision: the most probable class")
-        return Decision(None, None, None, None, chosen.out_of_fold[chosen.scored_rows()])
     scored = chosen.scored_rows()  # every training row, or the holdout's (a large table)
-    y_scored = y_train[scored]
-    calibration, report = choose_calibration(chosen.out_of_fold[scored, 1], y_scored, seed)
-    log(f"Calibration: {'Platt scaling' if calibration else 'none'} (out-of-fold log loss "
+    return decision_on(chosen.out_of_fold[scored], y_train[scored], labelled.positive_class,
+                       threshold_rule, seed, log)
+
+
+def decision_on(proba: np.ndarray, y: np.ndarray, positive_class: str | None,
+                threshold_rule: str, seed: int, log: Callable[[str], None],
+                source: str = "out-of-fold") -> Decision:
+    """Calibration and threshold chosen on probabilities (rows x classes) the model gave rows
+    it never learned (`source` says which), for a binary model (`positive_class` set)."""
+    if positive_class is None:
+        log("Decision: the most probable class")
+        return Decision(None, None, None, None, proba)
+    calibration, report = choose_calibration(proba[:, 1], y, seed)
+    log(f"Calibration: {'Platt scaling' if calibration else 'none'} ({source} log loss "
         f"{report['log_loss_raw']:.4f} raw, "
         f"{report['log_loss_platt']:.4f} with Platt scaling)")
-    out_of_fold = calibrate(chosen.out_of_fold[scored], calibration)
-    threshold, rule = choose_threshold(threshold_rule, out_of_fold[:, 1], y_scored)
-    log(f"Decision threshold: {threshold:.4g} ({rule}); positive class "
-        f"{labelled.positive_class!r}")
-    return Decision(calibration, threshold, rule, report, out_of_fold)
+    calibrated = calibrate(proba, calibration)
+    threshold, rule = choose_threshold(threshold_rule, calibrated[:, 1], y)
+    rule = rule.replace("out-of-fold", source)
+    log(f"Decision threshold: {threshold:.4g} ({rule}); positive class {positive_class!r}")
+    return Decision(calibration, threshold, rule, report, calibrated)
 
 
 def score_on_test(chosen: Trial, encoded: Encoded, n_classes: int, decision: Decision,
@@ -362,7 +370,7 @@ def score_on_test(chosen: Trial, encoded: Encoded, n_classes: int, decision: Dec
     steps, _ = fit_model(chosen.family, chosen.params, encoded.x[train_rows],
                          encoded.y[train_rows], n_classes, seed)
     proba = calibrate(steps.predict_proba(encoded.x[test_rows]), decision.calibration)
-    scores = _scores(encoded.y[test_rows], proba, decision.threshold)
+    scores = test_scores(encoded.y[test_rows], proba, decision.threshold)
     log(f"Test split: ROC AUC {scores['roc_auc']:.4f}, accuracy {scores['accuracy']:.4f}, "
         f"log loss {scores['log_loss']:.4f}")
     return TestScore(steps, proba, scores)
