@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -260,6 +261,38 @@ def memory_mb(pids: list[int]) -> tuple[float, float]:
         except OSError:
             continue
     return rss / 1024, pss / 1024
+
+
+def tree_memory_mb(pid: int) -> tuple[float, float]:
+    """RSS and PSS of a process tree: RSS counts the libraries every process maps once per
+    process; PSS splits shared pages between their sharers, so it sums to what the tree
+    really holds."""
+    return memory_mb([pid, *descendants(pid)])
+
+
+def timed(command: list[str]) -> tuple[float, tuple[float, float]]:
+    """Wall seconds and the peak RSS and PSS (MB) of the command's process tree."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    peak = (0.0, 0.0)
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            rss, pss = tree_memory_mb(process.pid)
+            peak = (max(peak[0], rss), max(peak[1], pss))
+            stop.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, errors = process.communicate()
+    stop.set()
+    sampler.join()
+    if process.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed: {errors.strip()[-2000:]}")
+    return time.perf_counter() - started, peak
 
 
 def start(server: Server, port: int, workers: int) -> tuple[subprocess.Popen, float]:

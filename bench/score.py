@@ -19,9 +19,7 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,7 +33,7 @@ import pyarrow as pa  # noqa: E402
 from tabserve.batch.files import InputFile, table_bytes  # noqa: E402
 from tabserve.batch.scoring import ChunkScorer  # noqa: E402
 from tabserve.model.bundle import ModelBundle  # noqa: E402
-from run import descendants, memory_mb  # noqa: E402  (bench/run.py)
+from run import timed  # noqa: E402  (bench/run.py)
 from tabserve.serving.process import available_cpus  # noqa: E402
 
 DATA = ROOT / "bench" / ".data"
@@ -69,38 +67,6 @@ def telco_file(rows: int) -> Path:
             written += len(block)
     temporary.rename(path)
     return path
-
-
-def tree_memory_mb(pid: int) -> tuple[float, float]:
-    """RSS and PSS of a process tree: RSS counts the libraries every process maps once per
-    process; PSS splits shared pages between their sharers, so it sums to what the tree
-    really holds."""
-    return memory_mb([pid, *descendants(pid)])
-
-
-def timed(command: list[str]) -> tuple[float, tuple[float, float]]:
-    """Wall seconds and the peak RSS and PSS (MB) of the command's process tree."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-    peak = (0.0, 0.0)
-    stop = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not stop.is_set():
-            rss, pss = tree_memory_mb(process.pid)
-            peak = (max(peak[0], rss), max(peak[1], pss))
-            stop.wait(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    _, errors = process.communicate()
-    stop.set()
-    sampler.join()
-    if process.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed: {errors.strip()[-2000:]}")
-    return time.perf_counter() - started, peak
 
 
 def breakdown(path: Path, bundle: ModelBundle, rows: int = 100_000) -> dict[str, float]:

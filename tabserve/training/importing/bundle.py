@@ -112,7 +112,7 @@ def class_codes(target: pd.Series, classes: list[str]) -> tuple[pd.Series, str |
 def assembled_bundle(model_path: Path, rows: pd.DataFrame, features: pd.DataFrame,
                      target: str | None, schema: Schema, user: UserModel, own: np.ndarray,
                      data_path: Path | None) -> ModelBundle:
-    from tabserve.training.trainer import _scores
+    from tabserve.training.trainer import test_scores
 
     binary = len(user.classes) == 2
     threshold = 0.5 if binary else None
@@ -132,8 +132,8 @@ def assembled_bundle(model_path: Path, rows: pd.DataFrame, features: pd.DataFram
                                 f"classes ({', '.join(user.classes)}): "
                                 f"{rows[target][truth.isna()].iloc[0]!r}")
         # XGBoost's own float32 probabilities may not add up to 1 exactly
-        metrics["test"] = _scores(truth.to_numpy(dtype=int), own / own.sum(axis=1, keepdims=True),
-                                  threshold)
+        metrics["test"] = test_scores(truth.to_numpy(dtype=int),
+                                      own / own.sum(axis=1, keepdims=True), threshold)
         metrics["test_rows"] = "the --data sample (not held out from the model's training)"
     bundle = ModelBundle(
         model=adapted_model(schema, user, features) if user.translated
