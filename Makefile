@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 
-.PHONY: help install install-runtime system-tools run train score monitor test test-fast test-unit bench bench-lambda bench-score bench-load notebooks audit uv-lock clean
+.PHONY: help install install-runtime system-tools run train score monitor test test-fast test-unit bench bench-lambda bench-score bench-spark bench-load notebooks audit uv-lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -105,6 +105,9 @@ bench-lambda: install ## the Lambda image's size, cold start and warm latency (n
 
 bench-score: install-runtime ## score.py on 1M and 10M generated rows: rows/s, peak memory, against a naive script, 3 runs each (~8 min); appends to bench/RESULTS.md
 	$(BIN)/python bench/score.py $(ARGS)
+
+bench-spark: install ## training on 10M generated rows: train.py against train.py --spark local[2] (the full fit on every row): wall time, peak memory, test ROC AUC (~20 min); appends to bench/RESULTS.md
+	$(BIN)/python bench/spark_train.py $(ARGS)
 
 bench-load: install ## opening a model file: load time and size, data-only bundle against the older pickle one, default model and a large forest (~1 min); appends to bench/RESULTS.md
 	$(BIN)/python bench/load.py

@@ -148,3 +148,25 @@ def test_a_bad_column_or_path_is_one_line_and_writes_nothing(loans, tmp_path):
         assert len(errors) == 1 and errors[0].startswith(said), done.stderr
         assert "Traceback" not in done.stderr
         assert not (tmp_path / "m.bin").exists()
+
+
+def test_a_master_is_dialled_before_spark_is_asked_to_reach_it():
+    """In the unit tier: a listening socket answers; a closed port, an unknown host and a
+    missing port are one line naming the master; local and YARN masters are not dialled."""
+    import socket
+
+    from tabserve.training.on_spark import SparkMasterError, check_master
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        check_master(f"spark://127.0.0.1:{port}")
+        check_master(f"spark://127.0.0.1:{free_port()},127.0.0.1:{port}")  # a standby answers
+        check_master(f"k8s://https://127.0.0.1:{port}")
+    for master in (f"spark://127.0.0.1:{port}", "spark://nowhere.invalid:7077",
+                   "spark://127.0.0.1"):
+        with pytest.raises(SparkMasterError, match=rf"^Spark master {master} does not answer"):
+            check_master(master)
+    for master in ("local[2]", "local[*]", "yarn"):
+        check_master(master)

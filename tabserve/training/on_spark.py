@@ -148,7 +148,9 @@ def xgboost_on_spark(rows, encoder, schema, classes: list[str], params: dict[str
             out["validation"] = (frame[SHARE] < validation_below).to_numpy()
             yield out
 
-    encoded = rows.mapInPandas(encode_batches, layout)
+    # one partition per XGBoost worker, merged where they lie: else the estimator reshuffles
+    # every encoded row to as many partitions as it has workers
+    encoded = rows.coalesce(num_workers).mapInPandas(encode_batches, layout)
     logging.getLogger("XGBoost-PySpark").setLevel(logging.WARNING)  # its INFO: every setting
     settings = {k: v for k, v in params.items() if k not in ("n_estimators", "cut")}
     estimator = SparkXGBClassifier(
