@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
 def spark_main(args: argparse.Namespace, key: bytes | None, say) -> int:
     """`--spark MASTER`: `tabserve.spark.train` on what Spark reads from `--data`."""
     try:
+        from py4j.protocol import Py4JJavaError
         from pyspark.errors import PySparkException
         from pyspark.sql import SparkSession
         from tabserve.spark import SparkSetupError, train
@@ -178,6 +179,10 @@ def spark_main(args: argparse.Namespace, key: bytes | None, say) -> int:
         return refuse(str(err))
     except PySparkException as err:  # a path Spark cannot read, a column it cannot resolve
         return refuse(f"Spark: {str(err).strip().splitlines()[0]}")
+    except Py4JJavaError as err:  # a job that failed on the cluster: its Java exception's line
+        lines = str(err).splitlines()
+        return refuse("Spark: " + next((line[2:] for line in lines if line.startswith(": ")),
+                                       lines[0]))
     except OSError as err:
         return cannot_write(err, args.output)
     if replacing:

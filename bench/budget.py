@@ -108,11 +108,16 @@ def main() -> None:
         lines.append(f"| {name} | {budget} | {r['wall']:.1f} | {r['wall'] / budget:.2f} | "
                      f"{r['trials']} | {r['cut']} | {r['chosen']} | {r['auc']:.4f} |")
         print(lines[-1], flush=True)
+    append_results("train.py's time budget, whole-process wall time",
+                   "`bench/budget.py`: one run per case.", lines)
+
+
+def append_results(title: str, how: str, table: list[str]) -> None:
+    """A dated section of bench/RESULTS.md: the title, the machine, how it was measured, the
+    table's lines."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    text = (f"\n## {stamp}: train.py's time budget, whole-process wall time\n\n"
-            f"{platform.processor() or platform.machine()}, 2 CPUs; Python "
-            f"{platform.python_version()}. `bench/budget.py`: one run per case.\n\n"
-            + "\n".join(lines) + "\n")
+    text = (f"\n## {stamp}: {title}\n\n{platform.processor() or platform.machine()}, 2 CPUs; "
+            f"Python {platform.python_version()}. {how}\n\n" + "\n".join(table) + "\n")
     with (ROOT / "bench" / "RESULTS.md").open("a") as results:
         results.write(text)
     print(text)

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench")]
 
-from budget import generated  # noqa: E402  (bench/budget.py)
+from budget import append_results, generated  # noqa: E402  (bench/budget.py)
 from run import timed  # noqa: E402  (bench/run.py)
 
 
@@ -58,15 +56,8 @@ def main() -> None:
         lines.append(f"| {name} | {fitted:,} | {run['seconds']:.1f} | {run['rss']:,.0f} | "
                      f"{run['pss']:,.0f} | {auc} | {m['chosen']} |")
         print(lines[-1], flush=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    text = (f"\n## {stamp}: training on {args.rows:,} rows, sample against Spark's full fit\n\n"
-            f"{platform.processor() or platform.machine()}, 2 CPUs; Python "
-            f"{platform.python_version()}. `bench/spark_train.py`: one run each, 60 s budget "
-            "for the search.\n\n" + "\n".join(lines) + "\n")
-    with (ROOT / "bench" / "RESULTS.md").open("a") as results:
-        results.write(text)
-    print(text)
-
+    append_results(f"training on {args.rows:,} rows, sample against Spark's full fit",
+                   "`bench/spark_train.py`: one run each, 60 s budget for the search.", lines)
 
 if __name__ == "__main__":
     main()

@@ -148,9 +148,9 @@ def xgboost_on_spark(rows, encoder, schema, classes: list[str], params: dict[str
             out["validation"] = (frame[SHARE] < validation_below).to_numpy()
             yield out
 
-    # one partition per XGBoost worker, merged where they lie: else the estimator reshuffles
-    # every encoded row to as many partitions as it has workers
-    encoded = rows.coalesce(num_workers).mapInPandas(encode_batches, layout)
+    # (not coalesced to the workers' count: a barrier stage refuses a narrowed chain; the
+    # estimator repartitions the encoded rows itself)
+    encoded = rows.mapInPandas(encode_batches, layout)
     logging.getLogger("XGBoost-PySpark").setLevel(logging.WARNING)  # its INFO: every setting
     settings = {k: v for k, v in params.items() if k not in ("n_estimators", "cut")}
     estimator = SparkXGBClassifier(
@@ -194,8 +194,9 @@ def train(df, target: str, output: str | Path = "model.bin", *, reports: str | P
           log: Callable[[str], None] = print) -> ModelBundle:
     """Train a bundle for `target` on every row of the Spark DataFrame `df` (see the module's
     procedure), write it to `output` and its report to `reports` (default: beside it, as
-    train.py names it), and return it. `time_budget` bounds the search on the sample; the full
-    fit takes what the rows take. `DataError` for a table that cannot be trained on."""
+    train.py names it), and return it. `time_budget` bounds the search, the sample's fit and
+    its report, from when the sample arrives (Spark's passes over the rows before it, and the
+    full fit after, take what the rows take). `DataError` for a table that cannot be trained on."""
     from tabserve.training.reports import write_reports  # matplotlib's, only once it is time
 
     started = time.perf_counter()
@@ -223,8 +224,7 @@ def train(df, target: str, output: str | Path = "model.bin", *, reports: str | P
         result = train_sample(sample, target, seed=seed, folds=folds,
                               positive_class=positive_class, candidates=candidates,
                               time_budget=time_budget, max_trials=max_trials,
-                              threshold_rule=threshold_rule, ordinal=ordinal, log=log,
-                              started=started)
+                              threshold_rule=threshold_rule, ordinal=ordinal, log=log)
         sampled_bundle = result.bundle
         missing = sorted(set(counts) - set(sampled_bundle.classes), key=str)
         if missing:
