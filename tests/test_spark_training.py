@@ -59,8 +59,9 @@ def test_the_full_fit_learns_from_every_row_but_the_held_out_and_validation_ones
     subsample = bundle.metrics["chosen_params"].get("subsample", 1.0)
     # each tree draws `subsample` of the rows it fits: the count, give or take the draw
     assert root_rows(booster) / subsample == pytest.approx(spark["rows_fitted"], rel=0.05)
-    assert any(line.startswith(f"Final fit on {spark['rows_fitted']:,} rows: XGBoost by "
-                               "SparkXGBClassifier") for line in lines)
+    assert any(line.startswith(f"Final fit on {spark['rows_fitted']:,} rows: XGBoost of "
+                               f"{booster.num_boosted_rounds()} trees, as many as the validation")
+               for line in lines)
 
 
 def test_the_model_card_says_which_rows_the_model_saw_and_compares_the_two_fits(trained):
@@ -68,6 +69,7 @@ def test_the_model_card_says_which_rows_the_model_saw_and_compares_the_two_fits(
     card = (path.parent / "reports" / "model_card.md").read_text()
     spark = bundle.metrics["spark"]
     assert f"the shipped model was fitted on {spark['rows_fitted']:,}" in card
+    assert f"of the {spark['rows_sample']:,}-row sample" in card
     assert f"the sample's fit ({spark['rows_sample']:,} rows)" in card
     assert f"{spark['test_sample_fit']['roc_auc']:.4f}" in card
     assert bundle.metrics["test"] == spark["test_full_fit"]

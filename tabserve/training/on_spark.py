@@ -171,18 +171,21 @@ def full_fit(family: str, params: dict[str, Any], sample_steps: Pipeline,
              refit: Callable[[dict[str, Any]], Pipeline]) -> tuple[Pipeline, str]:
     """The steps the bundle ships and what they were fitted on, in words: XGBoost (alone or
     the blend's member) by `refit` with its parameters, the rest the sample's."""
+    if family not in ("xgboost", "blend"):
+        return sample_steps, f"the sample's fit, kept: {KEPT[family]}"
+    settings = params if family == "xgboost" else \
+        next(m["params"] for m in params["members"] if m["family"] == "xgboost")
+    trees = refit(settings)
+    grown = (f"{trees[-1].get_booster().num_boosted_rounds()} trees, as many as the validation "
+             "slice asked for, by SparkXGBClassifier on every row outside the held-out and "
+             "validation ones")
     if family == "xgboost":
-        return refit(params), ("XGBoost by SparkXGBClassifier on every row outside the "
-                               "held-out and validation ones")
-    if family == "blend":
-        members = list(sample_steps[-1].members)
-        at = [m["family"] for m in params["members"]].index("xgboost")
-        members[at] = refit(params["members"][at]["params"])
-        return (Pipeline([("model", Blend(members, params["weights"]))]),
-                "the blend's XGBoost member by SparkXGBClassifier on every row outside the "
-                "held-out and validation ones; its logistic regression is the sample's: "
-                f"{KEPT['logistic_regression']}")
-    return sample_steps, f"the sample's fit, kept: {KEPT[family]}"
+        return trees, f"XGBoost of {grown}"
+    members = [trees if m["family"] == "xgboost" else member
+               for m, member in zip(params["members"], sample_steps[-1].members)]
+    return (Pipeline([("model", Blend(members, params["weights"]))]),
+            f"the blend's XGBoost member of {grown}; its logistic regression is the sample's: "
+            f"{KEPT['logistic_regression']}")
 
 
 def train(df, target: str, output: str | Path = "model.bin", *, reports: str | Path | None = None,

@@ -447,9 +447,11 @@ def _source(data: dict) -> str:
     return f"File `{data['path']}`, SHA-256 `{data['sha256']}`."
 
 
-def _searched_rows(m: dict) -> int:
-    """The rows the search's training split held (on Spark: of the sample)."""
-    return m["spark"]["sample"]["train"] if "spark" in m else m["rows"]["train"]
+def _searched_rows(m: dict) -> str:
+    """The rows the search's training split held (on Spark: of the sample), in words."""
+    if "spark" not in m:
+        return f"{m['rows']['train']} rows"
+    return f"{m['spark']['sample']['train']:,} rows of the {m['spark']['rows_sample']:,}-row sample"
 
 
 def _final_fit(m: dict) -> str:
@@ -534,7 +536,7 @@ Dropped columns:
 {dropped}
 
 ## Model selection
-{m['cv']['trials']} configurations were {_scored_how(m['cv'])} (ROC AUC{' one-vs-rest macro' if bundle.task == 'multiclass' else ''}) on the training split ({_searched_rows(m)} rows) within a budget of {m['cv']['time_budget_seconds']:g} s:
+{m['cv']['trials']} configurations were {_scored_how(m['cv'])} (ROC AUC{' one-vs-rest macro' if bundle.task == 'multiclass' else ''}) on the training split ({_searched_rows(m)}) within a budget of {m['cv']['time_budget_seconds']:g} s:
 
 {families}
 
