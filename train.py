@@ -4,6 +4,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 STARTED = time.perf_counter()  # run as a script, the budget counts the ~1.5 s of imports too
@@ -162,6 +163,9 @@ def spark_main(args: argparse.Namespace, key: bytes | None, say) -> int:
         here = str(Path(__file__).resolve().parent)
         environment()["PYTHONPATH"] = os.pathsep.join(
             [here, *filter(None, [environment().get("PYTHONPATH")])])
+    # PySpark 4.3 warns at each pandas conversion that it does not fully support pandas 3
+    # (docs/batch.md says what that means here): once in the docs, not on every run
+    warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas")
     replacing = replaced(args.output, args.reports)
     try:
         check_master(args.spark)
